@@ -1,0 +1,245 @@
+"""Study files (TOML) -> frozen config values, validated in one place.
+
+Every field of every section is declared once, in a frozen dataclass, with its unit or meaning.
+:func:`load_study_config` rejects unknown keys, wrong types and out-of-range values with a
+:class:`~harness.errors.ConfigError` whose message names the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from harness.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "PrunerConfig",
+    "SamplerConfig",
+    "StudyConfig",
+    "TrainConfig",
+    "load_study_config",
+]
+
+DATA_DIR_ENV = "HARNESS_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one candidate is trained."""
+
+    epochs: int = 15  # passes over the training split
+    batch_size: int = 128  # images per optimiser step
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum) or "adamw"
+    lr: float = 0.05  # peak learning rate
+    momentum: float = 0.9  # SGD momentum / AdamW beta1
+    weight_decay: float = 5e-4  # L2 penalty (decoupled for AdamW)
+    schedule: str = "onecycle"  # "onecycle", "cosine" or "constant"
+    label_smoothing: float = 0.0  # cross-entropy label smoothing, [0, 1)
+    rotation: float = 10.0  # augmentation: random rotation, +- degrees
+    translate: float = 0.1  # augmentation: random shift, +- fraction of the image side
+    scale: float = 0.1  # augmentation: random zoom, +- fraction
+    eval_batch_size: int = 2000  # images per evaluation batch (no gradients)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where MNIST lives and how it is split."""
+
+    dir: str = ""  # data root (torchvision layout DIR/MNIST/raw); "" = $HARNESS_DATA_DIR or ~/.cache/harness/data
+    download: bool = False  # let torchvision download MNIST when it is missing
+    val_size: int = 5000  # validation images carved from the END of the 60,000 training images
+    train_limit: int = 0  # train on only the first N training images (0 = all); for smoke runs
+    test_limit: int = 0  # score only the first N test images (0 = all 10,000); for smoke runs
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = "tpe"  # "tpe" or "random"
+    n_startup_trials: int = 10  # TPE: random trials before the model kicks in
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    name: str = "median"  # "median" or "none"
+    n_startup_trials: int = 5  # completed trials before pruning starts
+    n_warmup_steps: int = 3  # epochs a trial always runs before it can be pruned
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study file. ``path`` is the file it came from (for messages and defaults)."""
+
+    name: str  # Optuna study name
+    path: Path = Path(".")  # the study file
+    search_space: str = "seed"  # a name in search_spaces.SEARCH_SPACES
+    budget: int = 20_000  # hard limit on trainable parameters
+    target: float = 0.994  # test accuracy reported against, (0, 1]
+    n_trials: int = 0  # trials to run per `harness run` (0 = until timeout)
+    timeout: float = 0.0  # seconds per `harness run` (0 = no limit)
+    seed: int = 0  # base seed; trial k trains with seed + k
+    device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
+    storage: str = ""  # Optuna storage URL; "" = sqlite file in results_dir
+    results_dir: str = "."  # folder of the default sqlite file, relative to the study file
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+
+    def default_storage(self) -> str:
+        """The storage URL used when neither the file nor the command line names one."""
+        if self.storage:
+            return self.storage
+        folder = (self.path.parent / self.results_dir).resolve()
+        return f"sqlite:///{folder / (self.name + '.db')}"
+
+    def data_root(self, override: str | None = None) -> Path:
+        """Data root: --data-dir, then the study file's data.dir, then $HARNESS_DATA_DIR."""
+        chosen = override or self.data.dir or os.environ.get(DATA_DIR_ENV, "")
+        if not chosen:
+            return Path.home() / ".cache" / "harness" / "data"
+        p = Path(chosen).expanduser()
+        if not p.is_absolute() and not override and self.data.dir:
+            p = self.path.parent / p  # a relative data.dir is relative to the study file
+        return p
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+_SECTIONS = {"train": TrainConfig, "data": DataConfig, "sampler": SamplerConfig, "pruner": PrunerConfig}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _convert(where: str, key: str, value: Any, typ: type) -> Any:
+    """Check one TOML value against a field type; ints are accepted where floats are."""
+    ok = (
+        isinstance(value, bool)
+        if typ is bool
+        else isinstance(value, typ) and not isinstance(value, bool)
+        or (typ is float and isinstance(value, int) and not isinstance(value, bool))
+    )
+    if not ok:
+        raise ConfigError(f"{where}: {key} must be {_TYPE_NAMES[typ]}, got {value!r}")
+    if typ is float:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {key} must be finite, got {value}")
+    return value
+
+
+def _build(where: str, prefix: str, cls: type, table: dict[str, Any], extra: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("path",) and f.name not in _SECTIONS}
+    kwargs = dict(extra)
+    for key, value in table.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            valid = ", ".join(sorted(prefix + k for k in fields))
+            raise ConfigError(f"{where}: unknown key {full!r} (valid keys: {valid})")
+        typ = {"int": int, "float": float, "str": str, "bool": bool}[str(fields[key].type)]
+        kwargs[key] = _convert(where, full, value, typ)
+    return cls(**kwargs)
+
+
+def _check(where: str, cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{where}: {key} {message}")
+
+
+def _validate(where: str, c: StudyConfig) -> None:
+    t, d = c.train, c.data
+    _check(where, c.name.strip() != "", "study.name", "must not be empty")
+    _check(where, c.budget > 0, "study.budget", f"must be a positive number of parameters, got {c.budget}")
+    _check(where, 0 < c.target <= 1, "study.target", f"must be an accuracy in (0, 1], got {c.target}")
+    _check(where, c.n_trials >= 0, "study.n_trials", f"must be >= 0, got {c.n_trials}")
+    _check(where, c.timeout >= 0, "study.timeout", f"must be >= 0 seconds, got {c.timeout}")
+    _check(where, c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda", "mps"),
+           "study.device", f"must be auto, cpu, cuda or cuda:N, got {c.device!r}")  # fmt: skip
+    _check(where, t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
+    _check(where, t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
+    _check(where, t.eval_batch_size >= 1, "train.eval_batch_size", f"must be >= 1, got {t.eval_batch_size}")
+    _check(where, t.optimizer in ("sgd", "adamw"), "train.optimizer", f"must be sgd or adamw, got {t.optimizer!r}")
+    _check(where, t.schedule in ("onecycle", "cosine", "constant"), "train.schedule",
+           f"must be onecycle, cosine or constant, got {t.schedule!r}")  # fmt: skip
+    _check(where, t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
+    _check(where, 0 <= t.momentum < 1, "train.momentum", f"must be in [0, 1), got {t.momentum}")
+    _check(where, t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    _check(where, 0 <= t.label_smoothing < 1, "train.label_smoothing", f"must be in [0, 1), got {t.label_smoothing}")
+    _check(where, 0 <= t.rotation <= 180, "train.rotation", f"must be in [0, 180] degrees, got {t.rotation}")
+    _check(where, 0 <= t.translate < 1, "train.translate", f"must be in [0, 1), got {t.translate}")
+    _check(where, 0 <= t.scale < 1, "train.scale", f"must be in [0, 1), got {t.scale}")
+    _check(where, 0 <= d.val_size < 60_000, "data.val_size", f"must be in [0, 60000), got {d.val_size}")
+    _check(where, d.train_limit >= 0, "data.train_limit", f"must be >= 0, got {d.train_limit}")
+    _check(where, d.test_limit >= 0, "data.test_limit", f"must be >= 0, got {d.test_limit}")
+    _check(where, c.sampler.name in ("tpe", "random"), "sampler.name", f"must be tpe or random, got {c.sampler.name!r}")
+    _check(where, c.sampler.n_startup_trials >= 0, "sampler.n_startup_trials", "must be >= 0")
+    _check(where, c.pruner.name in ("median", "none"), "pruner.name", f"must be median or none, got {c.pruner.name!r}")
+    _check(where, c.pruner.n_startup_trials >= 0, "pruner.n_startup_trials", "must be >= 0")
+    _check(where, c.pruner.n_warmup_steps >= 0, "pruner.n_warmup_steps", "must be >= 0")
+
+
+def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None) -> StudyConfig:
+    """Validate a parsed TOML document. Raises ConfigError naming ``where`` and the key."""
+    where = where or str(path)
+    doc = dict(doc)
+    unknown = sorted(set(doc) - {"study", *_SECTIONS})
+    if unknown:
+        valid = ", ".join(["study", *_SECTIONS])
+        raise ConfigError(f"{where}: unknown section or key {unknown[0]!r} (valid sections: {valid})")
+    tables = {}
+    for name in ["study", *_SECTIONS]:
+        table = doc.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: {name!r} must be a table ([{name}])")
+        tables[name] = table
+    sections = {name: _build(where, f"{name}.", cls, tables[name], {}) for name, cls in _SECTIONS.items()}
+    study_table = dict(tables["study"])
+    if "name" not in study_table:
+        study_table["name"] = path.stem
+    config = _build(where, "study.", StudyConfig, study_table, {"path": path, **sections})
+    _validate(where, config)
+    from search_spaces import SEARCH_SPACES  # registry lives with the spaces
+
+    if config.search_space not in SEARCH_SPACES:
+        raise ConfigError(
+            f"{where}: study.search_space: unknown search space {config.search_space!r} "
+            f"(valid: {', '.join(sorted(SEARCH_SPACES))})"
+        )
+    return config
+
+
+def load_study_config(path: str | os.PathLike[str]) -> StudyConfig:
+    """Read and validate a study file.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not valid TOML, or holds a bad key/value.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: study file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read study file ({exc.__class__.__name__}: {exc})") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: malformed TOML: {exc}") from None
+    return parse_study_config(doc, p)
+
+
+def with_overrides(config: StudyConfig, **changes: Any) -> StudyConfig:
+    """A copy with the given top-level fields replaced (None values are ignored)."""
+    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})

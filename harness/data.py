@@ -1,0 +1,184 @@
+"""MNIST: import without internet, load once per process, keep on the training device.
+
+Layout is torchvision's: ``ROOT/MNIST/raw/<name>`` holds the four *uncompressed* IDX files,
+which is where ``torchvision.datasets.MNIST(ROOT)`` looks and why it then skips downloading.
+
+The split is fixed and seeded by construction: validation = the LAST ``val_size`` of the 60,000
+training images (the search selects on it), training = the images before it, test = the 10,000
+test images (scored for the record only).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.errors import DataError
+
+__all__ = ["MNIST_FILES", "MnistSplits", "import_mnist", "load_mnist", "load_splits", "raw_folder"]
+
+#: Canonical md5 of each *uncompressed* MNIST file (LeCun et al.; torchvision uses the same).
+MNIST_FILES = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+
+_HOWTO = (
+    "import the four *-ubyte.gz files with `harness data import DIR`, "
+    "or allow a download with --download (data.download = true)"
+)
+
+
+def raw_folder(root: str | os.PathLike[str]) -> Path:
+    """Where torchvision keeps the uncompressed MNIST files under ``root``."""
+    return Path(root) / "MNIST" / "raw"
+
+
+def _read_gz(path: Path) -> bytes:
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise DataError(f"{path}: not a readable gzip file ({exc.__class__.__name__}: {exc})") from None
+
+
+def import_mnist(source: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path:
+    """Check the four MNIST files in ``source`` and install them under ``root``.
+
+    ``source`` holds ``<name>.gz`` (or the uncompressed ``<name>``) for each of the four files.
+    Every file is decompressed and checked against its canonical md5 before anything is
+    written; files are then written atomically, so a failure leaves ``root`` as it was.
+
+    Returns:
+        The raw folder the files were installed in.
+
+    Raises:
+        DataError: a file is missing, not valid gzip, truncated or fails its checksum.
+    """
+    src = Path(source)
+    if not src.is_dir():
+        raise DataError(f"{src}: not a folder (expected the four MNIST *-ubyte.gz files in it)")
+    contents: dict[str, bytes] = {}
+    for name, md5 in MNIST_FILES.items():
+        gz, plain = src / f"{name}.gz", src / name
+        if gz.is_file():
+            data = _read_gz(gz)
+            shown = gz
+        elif plain.is_file():
+            data, shown = plain.read_bytes(), plain
+        else:
+            raise DataError(f"{src}: missing {name}.gz (MNIST needs all four *-ubyte.gz files)")
+        digest = hashlib.md5(data).hexdigest()
+        if digest != md5:
+            raise DataError(f"{shown}: checksum mismatch (md5 of content {digest}, expected {md5}); file corrupted?")
+        contents[name] = data
+    dest = raw_folder(root)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        for name, data in contents.items():
+            fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{name}.")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, dest / name)
+    except OSError as exc:
+        raise DataError(f"{dest}: cannot write MNIST files ({exc.strerror or exc})") from None
+    return dest
+
+
+# One copy of the raw uint8 tensors per (root, download) per process: loaded once, shared by
+# every trial (and every device copy below is made once per device).
+_CPU_CACHE: dict[Path, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def load_mnist(root: str | os.PathLike[str], download: bool = False):
+    """(train_x, train_y, test_x, test_y) as uint8 (N, 28, 28) images and int64 labels, on CPU.
+
+    Raises:
+        DataError: the files are missing (and download is off or failed) or unreadable.
+    """
+    root = Path(root).expanduser().resolve()
+    if root in _CPU_CACHE:
+        return _CPU_CACHE[root]
+    raw = raw_folder(root)
+    missing = [n for n in MNIST_FILES if not (raw / n).is_file()]
+    if missing and not download:
+        raise DataError(f"MNIST not found: {raw} lacks {', '.join(missing)}; {_HOWTO}")
+    from torchvision.datasets import MNIST  # imported late: torchvision is slow to import
+
+    try:
+        train = MNIST(str(root), train=True, download=download)
+        test = MNIST(str(root), train=False, download=download)
+    except DataError:
+        raise
+    except Exception as exc:  # torchvision raises RuntimeError/URLError/ValueError variously
+        raise DataError(f"cannot load MNIST from {raw} ({exc.__class__.__name__}: {exc}); {_HOWTO}") from None
+    out = (train.data, train.targets.long(), test.data, test.targets.long())
+    if out[0].shape[1:] != (28, 28) or len(out[0]) != len(out[1]) or len(out[2]) != len(out[3]):
+        raise DataError(f"{raw}: MNIST files have inconsistent shapes")
+    _CPU_CACHE[root] = out
+    return out
+
+
+@dataclass(frozen=True)
+class MnistSplits:
+    """uint8 images (N, 28, 28) and int64 labels, all on one device."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+
+_SPLIT_CACHE: dict[tuple, MnistSplits] = {}
+
+
+def load_splits(
+    root: str | os.PathLike[str],
+    device: torch.device | str = "cpu",
+    *,
+    val_size: int = 5000,
+    train_limit: int = 0,
+    test_limit: int = 0,
+    download: bool = False,
+) -> MnistSplits:
+    """The fixed train/validation/test split, moved to ``device`` once and cached.
+
+    Validation is the last ``val_size`` training images; ``train_limit``/``test_limit`` (0 = all)
+    keep only the first N training/test images, for smoke runs.
+    """
+    device = torch.device(device)
+    key = (Path(root).expanduser().resolve(), str(device), val_size, train_limit, test_limit)
+    if key in _SPLIT_CACHE:
+        return _SPLIT_CACHE[key]
+    train_x, train_y, test_x, test_y = load_mnist(root, download)
+    n = len(train_x)
+    if not 0 <= val_size < n:
+        raise DataError(f"val_size {val_size} must be below the {n} training images")
+    cut = n - val_size
+    tr = slice(0, min(cut, train_limit) if train_limit else cut)
+    te = slice(0, min(len(test_x), test_limit) if test_limit else len(test_x))
+    splits = MnistSplits(
+        train_x=train_x[tr].to(device).contiguous(),
+        train_y=train_y[tr].to(device),
+        val_x=train_x[cut:].to(device).contiguous(),
+        val_y=train_y[cut:].to(device),
+        test_x=test_x[te].to(device).contiguous(),
+        test_y=test_y[te].to(device),
+    )
+    _SPLIT_CACHE[key] = splits
+    return splits

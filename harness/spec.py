@@ -1,0 +1,187 @@
+"""Architecture specs: frozen, JSON-serialisable descriptions of a CNN, and their exact size.
+
+An :class:`ArchSpec` is pure data. The same spec feeds :func:`count_params` (no torch, no
+model built) and :func:`harness.model.build`; the two agree exactly for every valid spec, which
+is what lets the budget gate reject a candidate before any memory is touched.
+
+Layer order inside a block follows the seed network: each conv is followed by its activation
+and batch norm (order chosen by ``ArchSpec.bn``), then optional 2x2 max pooling, then dropout.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = [
+    "BN_PLACEMENTS",
+    "HEADS",
+    "ArchSpec",
+    "BlockSpec",
+    "ConvSpec",
+    "InvalidSpecError",
+    "count_params",
+    "feature_shapes",
+]
+
+#: Where batch norm goes relative to the ReLU of each conv ("none": no batch norm).
+BN_PLACEMENTS = ("after_relu", "before_relu", "none")
+#: Classifier heads: "flatten" = flatten + linear; "gap" = global average pool + linear.
+HEADS = ("flatten", "gap")
+
+
+class InvalidSpecError(ValueError):
+    """The spec does not describe a buildable network (e.g. the feature map shrinks to 0)."""
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One 2-D convolution (square kernel)."""
+
+    out_channels: int  # output channels (width)
+    kernel: int = 3  # kernel size, pixels
+    stride: int = 1  # stride, pixels
+    padding: int = 1  # zero padding on each side, pixels
+    residual: bool = False  # add the conv's input to its output (needs same shape)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """A run of convs, then optional 2x2 max pooling, then dropout."""
+
+    convs: tuple[ConvSpec, ...]
+    pool: bool = True  # 2x2 max pooling (stride 2) after the convs
+    dropout: float = 0.0  # dropout probability after the block, in [0, 1)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A whole network: conv blocks, then a classifier head."""
+
+    blocks: tuple[BlockSpec, ...]
+    head: str = "flatten"  # one of HEADS
+    bn: str = "after_relu"  # one of BN_PLACEMENTS
+    conv_bias: bool = True  # conv layers carry a bias (the seed network's convs do)
+    in_channels: int = 1  # input image channels
+    input_size: int = 28  # input height = width, pixels
+    num_classes: int = 10  # classifier outputs
+
+    # ---- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys): equal specs give equal strings."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ArchSpec:
+        """Inverse of :meth:`to_dict`. Raises InvalidSpecError on a malformed dict."""
+        try:
+            blocks = tuple(
+                BlockSpec(
+                    convs=tuple(ConvSpec(**c) for c in b["convs"]),
+                    pool=bool(b.get("pool", True)),
+                    dropout=float(b.get("dropout", 0.0)),
+                )
+                for b in d["blocks"]
+            )
+            rest = {k: v for k, v in d.items() if k != "blocks"}
+            return cls(blocks=blocks, **rest)
+        except (KeyError, TypeError) as exc:
+            raise InvalidSpecError(f"malformed architecture spec: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchSpec:
+        return cls.from_dict(json.loads(text))
+
+    def describe(self) -> str:
+        """One readable line, e.g. ``[16 16p0] M D.25 | [16 16 16s2] M ... | gap``."""
+        parts = []
+        for b in self.blocks:
+            convs = []
+            for c in b.convs:
+                s = str(c.out_channels)
+                if c.kernel != 3:
+                    s += f"k{c.kernel}"
+                if c.stride != 1:
+                    s += f"s{c.stride}"
+                if c.padding != (c.kernel // 2):
+                    s += f"p{c.padding}"
+                if c.residual:
+                    s += "r"
+                convs.append(s)
+            text = "[" + " ".join(convs) + "]"
+            if b.pool:
+                text += " M"
+            if b.dropout:
+                text += f" D{b.dropout:g}"
+            parts.append(text)
+        bn = {"after_relu": "", "before_relu": " bn-pre", "none": " no-bn"}[self.bn]
+        return " | ".join(parts) + f" | {self.head}{bn}"
+
+
+def _conv_out(size: int, conv: ConvSpec) -> int:
+    return (size + 2 * conv.padding - conv.kernel) // conv.stride + 1
+
+
+def feature_shapes(spec: ArchSpec) -> list[tuple[int, int]]:
+    """(channels, size) after each block; validates the spec on the way.
+
+    Raises:
+        InvalidSpecError: unknown head/bn, a non-positive width or kernel, dropout outside
+            [0, 1), a feature map that shrinks below 1 pixel, or a residual conv whose input
+            and output shapes differ.
+    """
+    if spec.head not in HEADS:
+        raise InvalidSpecError(f"unknown head {spec.head!r}; valid: {', '.join(HEADS)}")
+    if spec.bn not in BN_PLACEMENTS:
+        raise InvalidSpecError(f"unknown bn placement {spec.bn!r}; valid: {', '.join(BN_PLACEMENTS)}")
+    if not spec.blocks:
+        raise InvalidSpecError("architecture has no blocks")
+    channels, size = spec.in_channels, spec.input_size
+    shapes = []
+    for i, block in enumerate(spec.blocks, 1):
+        if not block.convs:
+            raise InvalidSpecError(f"block {i} has no convs")
+        if not 0.0 <= block.dropout < 1.0:
+            raise InvalidSpecError(f"block {i}: dropout {block.dropout} outside [0, 1)")
+        for conv in block.convs:
+            if conv.out_channels < 1 or conv.kernel < 1 or conv.stride < 1 or conv.padding < 0:
+                raise InvalidSpecError(f"block {i}: invalid conv {conv}")
+            new_size = _conv_out(size, conv)
+            if new_size < 1:
+                raise InvalidSpecError(f"block {i}: feature map shrinks below 1 pixel")
+            if conv.residual and (new_size != size or conv.out_channels != channels):
+                raise InvalidSpecError(f"block {i}: residual conv changes the shape")
+            channels, size = conv.out_channels, new_size
+        if block.pool:
+            size //= 2
+            if size < 1:
+                raise InvalidSpecError(f"block {i}: pooling shrinks the feature map below 1 pixel")
+        shapes.append((channels, size))
+    return shapes
+
+
+def count_params(spec: ArchSpec) -> int:
+    """Exact number of trainable parameters of ``harness.model.build(spec)``, without torch.
+
+    Raises:
+        InvalidSpecError: see :func:`feature_shapes`.
+    """
+    shapes = feature_shapes(spec)
+    total = 0
+    channels = spec.in_channels
+    for block in spec.blocks:
+        for conv in block.convs:
+            total += channels * conv.out_channels * conv.kernel * conv.kernel
+            if spec.conv_bias:
+                total += conv.out_channels
+            if spec.bn != "none":
+                total += 2 * conv.out_channels  # BN weight and bias
+            channels = conv.out_channels
+    last_channels, last_size = shapes[-1]
+    features = last_channels * (last_size * last_size if spec.head == "flatten" else 1)
+    total += features * spec.num_classes + spec.num_classes
+    return total

@@ -1,0 +1,196 @@
+"""The training engine: whole-batch augmentation on the device, no per-step host syncs.
+
+Data stays on the training device as uint8 (see :mod:`harness.data`); each step slices a
+random permutation, converts and augments the whole batch there (one ``affine_grid`` +
+``grid_sample`` with per-image random rotation/shift/zoom), normalises, and steps. The loss
+is summed on the device and read once per epoch, so the host never waits on the device
+inside the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.config import TrainConfig
+from harness.data import MnistSplits
+
+__all__ = [
+    "MNIST_MEAN",
+    "MNIST_STD",
+    "DivergedError",
+    "FitResult",
+    "augment",
+    "device_name",
+    "evaluate",
+    "fit",
+    "normalize",
+    "resolve_device",
+    "seed_everything",
+]
+
+MNIST_MEAN = 0.1307  # mean pixel of the training images, [0, 1] scale
+MNIST_STD = 0.3081  # pixel standard deviation, [0, 1] scale
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class FitResult:
+    val_acc: float  # accuracy on the validation split after the last epoch run
+    epochs_run: int
+    seconds: float  # wall time of the training loop, evaluation included
+    history: list[float] = field(default_factory=list)  # validation accuracy per epoch
+    train_loss: list[float] = field(default_factory=list)  # mean training loss per epoch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable device, e.g. ``NVIDIA H100 80GB HBM3`` or ``cpu (x86_64, 2 threads)``."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global RNGs (init, dropout) and return a CPU generator for data order."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def normalize(x_uint8_or_unit: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 28, 28) or float [0, 1] (B, 1, 28, 28) -> normalised float (B, 1, 28, 28)."""
+    x = x_uint8_or_unit
+    if x.dtype == torch.uint8:
+        x = x.unsqueeze(1).float().div_(255.0)
+    return (x - MNIST_MEAN) / MNIST_STD
+
+
+def augment(x: torch.Tensor, rotation: float, translate: float, scale: float) -> torch.Tensor:
+    """Random affine per image, for a whole batch in one ``grid_sample``.
+
+    Args:
+        x: float images in [0, 1], (B, 1, H, W), background 0.
+        rotation: max rotation, degrees (uniform in +-rotation).
+        translate: max shift as a fraction of the side (uniform in +-translate, per axis).
+        scale: max zoom (factor uniform in [1 - scale, 1 + scale]).
+    """
+    if rotation == 0 and translate == 0 and scale == 0:
+        return x
+    b = x.shape[0]
+    u = torch.rand(b, 4, device=x.device, dtype=x.dtype) * 2 - 1  # (B, 4) in [-1, 1)
+    angle = u[:, 0] * math.radians(rotation)
+    zoom = 1 + u[:, 1] * scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    # affine_grid maps output coords to input coords in [-1, 1]: a shift of f*side is 2f there.
+    theta = torch.stack(
+        [torch.stack([cos, -sin, u[:, 2] * 2 * translate], 1), torch.stack([sin, cos, u[:, 3] * 2 * translate], 1)],
+        1,
+    )  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
+    """Accuracy of ``model`` on uint8 images ``x`` (N, 28, 28) with labels ``y``; one host sync."""
+    if len(x) == 0:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    for i in range(0, len(x), batch_size):
+        logits = model(normalize(x[i : i + batch_size]))
+        correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
+    model.train(was_training)
+    return correct.item() / len(x)
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    # BN affine parameters and biases get no weight decay: decaying them only hurts small nets.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), **fused)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, **fused)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25, cycle_momentum=False
+        )
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def fit(
+    model: nn.Module,
+    data: MnistSplits,
+    cfg: TrainConfig,
+    *,
+    seed: int = 0,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> FitResult:
+    """Train ``model`` on ``data.train_*`` and score ``data.val_*`` after every epoch.
+
+    The model is moved to ``data.device``. ``on_epoch(epoch, val_acc)`` (epochs count from 1)
+    may raise to stop training early, e.g. ``optuna.TrialPruned``; the exception propagates.
+
+    Raises:
+        DivergedError: the mean training loss of an epoch is NaN or infinite.
+    """
+    device = data.device
+    gen = seed_everything(seed)
+    model.to(device).train()
+    n = len(data.train_x)
+    bs = min(cfg.batch_size, n)
+    steps_per_epoch = n // bs  # drop the ragged last batch: static shapes, and a new perm each epoch
+    opt = _optimizer(model, cfg, device)
+    sched = _scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    result = FitResult(val_acc=float("nan"), epochs_run=0, seconds=0.0)
+    start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        perm = torch.randperm(n, generator=gen).to(device, non_blocking=True)
+        loss_sum = torch.zeros((), device=device)
+        for i in range(steps_per_epoch):
+            idx = perm[i * bs : (i + 1) * bs]
+            x = data.train_x[idx].unsqueeze(1).float().div_(255.0)  # (B, 1, 28, 28) in [0, 1]
+            x = normalize(augment(x, cfg.rotation, cfg.translate, cfg.scale))
+            loss = loss_fn(model(x), data.train_y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach()
+        mean_loss = loss_sum.item() / steps_per_epoch  # the one host sync of the epoch
+        result.train_loss.append(mean_loss)
+        if not math.isfinite(mean_loss):
+            result.seconds = time.perf_counter() - start
+            raise DivergedError(f"training loss became {mean_loss} in epoch {epoch}")
+        val_acc = evaluate(model, data.val_x, data.val_y, cfg.eval_batch_size)
+        result.history.append(val_acc)
+        result.val_acc, result.epochs_run = val_acc, epoch
+        result.seconds = time.perf_counter() - start
+        if on_epoch is not None:
+            on_epoch(epoch, val_acc)
+    return result
