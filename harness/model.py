@@ -58,11 +58,15 @@ class Net(nn.Module):
         return self.classifier(x)  # (B, num_classes) logits
 
 
-def build(spec: ArchSpec) -> Net:
+def build(spec: ArchSpec, seed: int | None = None) -> Net:
     """A freshly initialised network for ``spec`` (on the CPU, float32).
+
+    With ``seed``, the initial weights are a function of (spec, seed) alone.
 
     Raises:
         harness.spec.InvalidSpecError: the spec does not describe a buildable network.
     """
+    if seed is not None:
+        torch.manual_seed(seed)
     return Net(spec)
 

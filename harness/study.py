@@ -188,7 +188,7 @@ class Objective:
         params = self._gate(trial, spec)  # raises TrialPruned when over budget / invalid
 
         data = self.load_data()
-        model = build(spec)
+        model = build(spec, seed=seed)
         self.trained += 1
 
         def report(epoch: int, val_acc: float) -> None:

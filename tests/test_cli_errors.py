@@ -1,0 +1,153 @@
+"""Bad input: one line on stderr naming the problem, exit 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+GOOD = """
+[study]
+name = "bad-input"
+budget = 20000
+[data]
+val_size = 100
+[train]
+epochs = 1
+"""
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _replace(text: str, old: str, new: str) -> str:
+    assert old in text
+    return text.replace(old, new)
+
+
+# (id, study-file text, extra CLI args, words the message must contain)
+CASES = [
+    ("malformed-toml", "[study\nname = 1", [], ["malformed TOML"]),
+    ("unknown-key", _replace(GOOD, "epochs = 1", "epoch = 1"), [], ["unknown key", "train.epoch"]),
+    ("unknown-section", GOOD + "\n[trainer]\nx = 1\n", [], ["trainer"]),
+    ("wrong-type", _replace(GOOD, "epochs = 1", 'epochs = "ten"'), [], ["train.epochs", "integer"]),
+    ("budget-zero", _replace(GOOD, "budget = 20000", "budget = 0"), [], ["study.budget"]),
+    ("budget-negative", _replace(GOOD, "budget = 20000", "budget = -5"), [], ["study.budget"]),
+    ("target-above-one", GOOD.replace("[data]", "target = 1.5\n[data]"), [], ["study.target"]),
+    ("target-zero", GOOD.replace("[data]", "target = 0\n[data]"), [], ["study.target"]),
+    ("epochs-zero", _replace(GOOD, "epochs = 1", "epochs = 0"), [], ["train.epochs"]),
+    ("unknown-space", GOOD.replace("budget", 'search_space = "huge"\nbudget'), [], ["unknown search space", "huge", "seed"]),
+    ("empty-space", GOOD.replace("budget", 'search_space = ""\nbudget'), [], ["search space"]),
+    ("bad-optimizer", _replace(GOOD, "epochs = 1", 'epochs = 1\noptimizer = "lbfgs"'), [], ["train.optimizer"]),
+    ("val-size-too-big", _replace(GOOD, "val_size = 100", "val_size = 60000"), [], ["data.val_size"]),
+    ("storage-unknown-scheme", GOOD, ["--storage", "foodb://x/y"], ["foodb"]),
+    ("storage-garbage", GOOD, ["--storage", "not a url"], ["storage URL"]),
+    ("storage-missing-folder", GOOD, ["--storage", "sqlite:////nonexistent/dir/x.db"], ["does not exist"]),
+    ("missing-data", GOOD, ["--data-dir", "{tmp}/no-data-here"], ["MNIST not found", "harness data import"]),
+    ("negative-trials", GOOD, ["--trials", "-1"], ["--trials"]),
+]
+
+
+@pytest.mark.parametrize("case_id,text,extra,words", CASES, ids=[c[0] for c in CASES])
+def test_bad_study_input(tmp_path, capsys, synthetic_root, case_id, text, extra, words):
+    study = tmp_path / "bad.toml"
+    study.write_text(text)
+    before = _snapshot(tmp_path)
+    args = ["run", str(study), "--data-dir", str(synthetic_root)] + [a.format(tmp=tmp_path) for a in extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert _snapshot(tmp_path) == before
+
+
+def test_missing_study_file(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.toml")]) == 2
+    assert "study file not found" in capsys.readouterr().err
+
+
+def test_status_without_database_writes_nothing(tmp_path, capsys):
+    study = tmp_path / "s.toml"
+    study.write_text(GOOD)
+    assert main(["status", str(study)]) == 2
+    assert "no study database" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["s.toml"]
+
+
+def test_budget_differs_from_existing_study_is_refused_and_db_unchanged(tmp_path, capsys, synthetic_root):
+    study = tmp_path / "s.toml"
+    study.write_text(_replace(GOOD, "budget = 20000", "budget = 3000"))  # every candidate rejected fast
+    assert main(["run", str(study), "--trials", "1", "--data-dir", str(synthetic_root), "--quiet"]) == 0
+    db = tmp_path / "bad-input.db"
+    before = db.read_bytes()
+    capsys.readouterr()
+    study.write_text(_replace(GOOD, "budget = 20000", "budget = 4000"))
+    assert main(["run", str(study), "--data-dir", str(synthetic_root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "budget" in err[0] and "refusing" in err[0]
+    assert db.read_bytes() == before
+
+
+# ---- data import ----------------------------------------------------------------------------
+
+
+def _copy_source(src: Path, dest: Path) -> Path:
+    dest.mkdir()
+    for f in src.glob("*.gz"):
+        shutil.copy(f, dest / f.name)
+    return dest
+
+
+def test_import_installs_checked_files(tmp_path, real_mnist_source, capsys):
+    root = tmp_path / "root"
+    assert main(["data", "import", str(real_mnist_source), "--data-dir", str(root)]) == 0
+    assert sorted(p.name for p in (root / "MNIST" / "raw").iterdir()) == sorted(
+        ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+    )
+    from harness.data import load_mnist
+
+    train_x, train_y, test_x, test_y = load_mnist(root)
+    assert tuple(train_x.shape) == (60000, 28, 28) and tuple(test_x.shape) == (10000, 28, 28)
+    assert int(train_y.max()) == 9
+
+
+@pytest.mark.parametrize("damage", ["corrupted", "truncated", "missing"])
+def test_import_rejects_damaged_files_and_writes_nothing(tmp_path, real_mnist_source, capsys, damage):
+    src = _copy_source(real_mnist_source, tmp_path / "src")
+    target = src / "t10k-labels-idx1-ubyte.gz"
+    if damage == "corrupted":  # valid gzip, one label changed: only the md5 can tell
+        data = bytearray(gzip.decompress(target.read_bytes()))
+        data[100] = (data[100] + 1) % 10
+        target.write_bytes(gzip.compress(bytes(data)))
+    elif damage == "truncated":
+        target.write_bytes(target.read_bytes()[:2000])
+    else:
+        target.unlink()
+    root = tmp_path / "root"
+    assert main(["data", "import", str(src), "--data-dir", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "t10k-labels-idx1-ubyte" in err[0]
+    assert {"corrupted": "checksum mismatch", "truncated": "gzip", "missing": "missing"}[damage] in err[0]
+    assert not root.exists()
+
+
+def test_console_script_error_has_no_traceback(tmp_path):
+    study = tmp_path / "s.toml"
+    study.write_text(_replace(GOOD, "epochs = 1", "epochz = 1"))
+    exe = shutil.which("harness") or sys.executable
+    cmd = [exe, "run", str(study)] if exe != sys.executable else [exe, "-m", "harness.cli", "run", str(study)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "train.epochz" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,128 @@
+"""Specs, the exact parameter counter, the builder, and every registered search space."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+import pytest
+import torch
+
+from harness.model import build
+from harness.spec import ArchSpec, BlockSpec, ConvSpec, InvalidSpecError, count_params
+from search_spaces import SEARCH_SPACES, UnknownSearchSpaceError, get_search_space
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def _sampled_specs(space_name: str, n: int, seed: int = 0) -> list[ArchSpec]:
+    """n valid specs drawn at random from a space (invalid layouts skipped)."""
+    space = get_search_space(space_name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    specs = []
+    while len(specs) < n:
+        trial = study.ask()
+        spec = space.suggest(trial)
+        study.tell(trial, 0.0)
+        try:
+            count_params(spec)
+        except InvalidSpecError:
+            continue
+        specs.append(spec)
+    return specs
+
+
+def test_seed_network_has_19290_params_through_spec_and_builder():
+    spec = get_search_space("seed").baseline_spec()
+    model = build(spec)
+    assert count_params(spec) == 19_290
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 19_290
+
+
+def test_seed_network_layers_match_the_reference():
+    spec = get_search_space("seed").baseline_spec()
+    convs = [c for b in spec.blocks for c in b.convs]
+    assert [(c.out_channels, c.kernel, c.stride, c.padding) for c in convs] == [
+        (16, 3, 1, 1), (16, 3, 1, 0), (16, 3, 1, 1), (32, 3, 1, 1), (16, 3, 2, 1), (32, 3, 1, 1),
+    ]  # fmt: skip
+    assert [len(b.convs) for b in spec.blocks] == [2, 3, 1]
+    assert all(b.pool and b.dropout == 0.25 for b in spec.blocks)
+    assert (spec.head, spec.bn) == ("flatten", "after_relu")
+    model = build(spec)
+    assert model.classifier.in_features == 32 and model.classifier.out_features == 10
+    unit = model.features[0]
+    assert not unit.bn_first  # ReLU then BN, as in the seed network
+
+
+@pytest.mark.parametrize("space_name", sorted(SEARCH_SPACES))
+def test_counter_equals_builder_on_many_sampled_specs(space_name):
+    specs = _sampled_specs(space_name, 150)
+    assert len({s.head for s in specs}) == 2 and len({s.bn for s in specs}) >= 2
+    for spec in specs:
+        assert count_params(spec) == sum(p.numel() for p in build(spec).parameters()), spec.describe()
+
+
+@pytest.mark.parametrize("space_name", sorted(SEARCH_SPACES))
+def test_sampled_models_forward_and_backward_on_cpu(space_name):
+    torch.manual_seed(0)
+    for spec in _sampled_specs(space_name, 12, seed=1) + [get_search_space(space_name).baseline_spec()]:
+        model = build(spec)
+        out = model(torch.randn(2, 1, 28, 28))
+        assert out.shape == (2, 10)
+        assert torch.isfinite(out).all()
+        out.square().sum().backward()
+        for name, p in model.named_parameters():
+            assert p.grad is not None, f"{spec.describe()}: no gradient for {name}"
+
+
+@pytest.mark.parametrize("space_name", sorted(SEARCH_SPACES))
+def test_space_reaches_far_smaller_networks(space_name):
+    sizes = [count_params(s) for s in _sampled_specs(space_name, 200, seed=2)]
+    assert min(sizes) < 19_290 / 4
+    assert max(sizes) > 20_000  # and over-budget ones, which the gate must catch
+
+
+def test_spec_json_round_trip_and_frozen():
+    for spec in _sampled_specs("seed", 30, seed=3):
+        again = ArchSpec.from_json(spec.to_json())
+        assert again == spec and again.to_json() == spec.to_json()
+        assert count_params(again) == count_params(spec)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.head = "gap"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ArchSpec(blocks=()),
+        ArchSpec(blocks=(BlockSpec(convs=()),)),
+        ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8, 3, 2, 0),) * 5),)),  # shrinks below 1 pixel
+        ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8),), dropout=1.0),)),
+        ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8),)),), head="softmax"),
+        ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8, residual=True),)),)),  # 1 -> 8 channels
+    ],
+)
+def test_invalid_specs_are_rejected_by_counter_and_builder(spec):
+    with pytest.raises(InvalidSpecError):
+        count_params(spec)
+    with pytest.raises(InvalidSpecError):
+        build(spec)
+
+
+def test_residual_and_bn_variants_count_exactly():
+    spec = ArchSpec(
+        blocks=(
+            BlockSpec(convs=(ConvSpec(8), ConvSpec(8, residual=True)), pool=True),
+            BlockSpec(convs=(ConvSpec(12, kernel=1, padding=0), ConvSpec(12, kernel=5, padding=2)), dropout=0.1),
+        ),
+        head="gap",
+        bn="before_relu",
+        conv_bias=False,
+    )
+    assert count_params(spec) == sum(p.numel() for p in build(spec).parameters())
+    assert build(spec)(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_unknown_search_space_lists_valid_names():
+    with pytest.raises(UnknownSearchSpaceError, match="valid: .*seed"):
+        get_search_space("nope")

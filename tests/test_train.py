@@ -1,0 +1,97 @@
+"""The training engine on CPU: augmentation, evaluation, fitting, divergence (synthetic data)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from harness.config import TrainConfig
+from harness.data import load_splits
+from harness.model import build
+from harness.train import DivergedError, augment, evaluate, fit, normalize
+from search_spaces import get_search_space
+
+
+def test_augment_identity_when_disabled_and_shape_preserving():
+    x = torch.rand(5, 1, 28, 28)
+    assert augment(x, 0, 0, 0) is x
+    y = augment(x, 15.0, 0.1, 0.1)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert not torch.equal(x, y)
+
+
+def test_augment_draws_different_params_per_image():
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 10:18, 10:18] = 1.0  # the same square in every image
+    y = augment(x, 30.0, 0.2, 0.2)
+    flat = y.flatten(1)
+    assert len({tuple(r.round(decimals=3).tolist()) for r in flat}) == 8
+
+
+def test_augment_translation_moves_content():
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 14, 14] = 1.0
+    torch.manual_seed(0)
+    y = augment(x.repeat(64, 1, 1, 1), 0.0, 0.2, 0.0)
+    cols = (y[:, 0].sum(1) > 0.2).float().argmax(1)  # column of the brightest spot per image
+    assert cols.min() < 14 < cols.max()
+
+
+def test_normalize_uint8_matches_float_path():
+    x = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    a = normalize(x)
+    b = normalize(x.unsqueeze(1).float() / 255)
+    assert a.shape == (3, 1, 28, 28) and torch.allclose(a, b)
+
+
+def test_fit_learns_synthetic_data_and_reports_each_epoch(synthetic_root):
+    data = load_splits(synthetic_root, val_size=100)
+    model = build(get_search_space("seed").baseline_spec())
+    seen = []
+    cfg = TrainConfig(epochs=3, batch_size=50, lr=0.05, rotation=5, translate=0.05, scale=0.05)
+    result = fit(model, data, cfg, seed=1, on_epoch=lambda e, acc: seen.append((e, acc)))
+    assert [e for e, _ in seen] == [1, 2, 3] and result.epochs_run == 3
+    assert result.history == [a for _, a in seen] and result.val_acc == seen[-1][1]
+    assert result.val_acc > 0.5  # 10 classes: chance is 0.1
+    assert evaluate(model, data.test_x, data.test_y) > 0.5
+    assert all(math.isfinite(v) for v in result.train_loss)
+
+
+def test_fit_is_reproducible_for_a_seed(synthetic_root):
+    data = load_splits(synthetic_root, val_size=100)
+    spec = get_search_space("seed").baseline_spec()
+    cfg = TrainConfig(epochs=1, batch_size=50)
+    a = fit(build(spec, seed=5), data, cfg, seed=5)
+    b = fit(build(spec, seed=5), data, cfg, seed=5)
+    assert a.train_loss == b.train_loss and a.val_acc == b.val_acc
+
+
+def test_on_epoch_exception_stops_training(synthetic_root):
+    data = load_splits(synthetic_root, val_size=100)
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, acc):
+        raise Stop
+
+    with pytest.raises(Stop):
+        fit(build(get_search_space("seed").baseline_spec()), data, TrainConfig(epochs=5, batch_size=50), on_epoch=stop)
+
+
+def test_nan_loss_raises_diverged(synthetic_root):
+    data = load_splits(synthetic_root, val_size=100)
+
+    class NaNNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.full((x.shape[0], 10), float("nan")) * self.w
+
+    with pytest.raises(DivergedError, match="nan"):
+        fit(NaNNet(), data, TrainConfig(epochs=2, batch_size=50))
