@@ -50,6 +50,8 @@ class TrainConfig:
     translate: float = 0.1  # augmentation: random shift, +- fraction of the image side
     scale: float = 0.1  # augmentation: random zoom, +- fraction
     eval_batch_size: int = 2000  # images per evaluation batch (no gradients)
+    channels_last: bool = True  # NHWC memory format: 1.35x faster convs on a 2-core CPU (benchmarks/)
+    amp: str = "auto"  # mixed precision: "auto" (bf16 on CUDA, off on CPU), "bf16" or "off"
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, t.optimizer in ("sgd", "adamw"), "train.optimizer", f"must be sgd or adamw, got {t.optimizer!r}")
     _check(where, t.schedule in ("onecycle", "cosine", "constant"), "train.schedule",
            f"must be onecycle, cosine or constant, got {t.schedule!r}")  # fmt: skip
+    _check(where, t.amp in ("auto", "bf16", "off"), "train.amp", f"must be auto, bf16 or off, got {t.amp!r}")
     _check(where, t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
     _check(where, 0 <= t.momentum < 1, "train.momentum", f"must be in [0, 1), got {t.momentum}")
     _check(where, t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")

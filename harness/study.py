@@ -209,7 +209,7 @@ class Objective:
             if not isinstance(exc, optuna.TrialPruned):
                 trial.set_user_attr("fail_reason", f"{exc.__class__.__name__}: {exc}"[:500])
             raise
-        test_acc = evaluate(model, data.test_x, data.test_y, self.cfg.train.eval_batch_size)
+        test_acc = evaluate(model, data.test_x, data.test_y, self.cfg.train.eval_batch_size, self.cfg.train.amp)
         trial.set_user_attr("val_acc", result.val_acc)
         trial.set_user_attr("test_acc", test_acc)
         trial.set_user_attr("test_images", len(data.test_x))

@@ -106,17 +106,26 @@ def augment(x: torch.Tensor, rotation: float, translate: float, scale: float) ->
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
+def _autocast(device: torch.device, amp: str):
+    """bf16 autocast context for ``amp`` on ``device`` ("auto": CUDA only), else a no-op."""
+    enabled = amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000, amp: str = "off"
+) -> float:
     """Accuracy of ``model`` on uint8 images ``x`` (N, 28, 28) with labels ``y``; one host sync."""
     if len(x) == 0:
         return float("nan")
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=x.device)
-    for i in range(0, len(x), batch_size):
-        logits = model(normalize(x[i : i + batch_size]))
-        correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
+    with _autocast(x.device, amp):
+        for i in range(0, len(x), batch_size):
+            logits = model(normalize(x[i : i + batch_size]))
+            correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
     model.train(was_training)
     return correct.item() / len(x)
 
@@ -160,7 +169,8 @@ def fit(
     """
     device = data.device
     gen = seed_everything(seed)
-    model.to(device).train()
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=fmt).train()
     n = len(data.train_x)
     bs = min(cfg.batch_size, n)
     steps_per_epoch = n // bs  # drop the ragged last batch: static shapes, and a new perm each epoch
@@ -175,8 +185,10 @@ def fit(
         for i in range(steps_per_epoch):
             idx = perm[i * bs : (i + 1) * bs]
             x = data.train_x[idx].unsqueeze(1).float().div_(255.0)  # (B, 1, 28, 28) in [0, 1]
+            # A 1-channel NCHW batch is already channels_last: the weights' format decides.
             x = normalize(augment(x, cfg.rotation, cfg.translate, cfg.scale))
-            loss = loss_fn(model(x), data.train_y[idx])
+            with _autocast(device, cfg.amp):
+                loss = loss_fn(model(x), data.train_y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -187,7 +199,7 @@ def fit(
         if not math.isfinite(mean_loss):
             result.seconds = time.perf_counter() - start
             raise DivergedError(f"training loss became {mean_loss} in epoch {epoch}")
-        val_acc = evaluate(model, data.val_x, data.val_y, cfg.eval_batch_size)
+        val_acc = evaluate(model, data.val_x, data.val_y, cfg.eval_batch_size, cfg.amp)
         result.history.append(val_acc)
         result.val_acc, result.epochs_run = val_acc, epoch
         result.seconds = time.perf_counter() - start

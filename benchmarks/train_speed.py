@@ -1,0 +1,295 @@
+"""Training speed, side by side in one process: the standard approach vs the harness engine.
+
+Rows (all train the seed 19,290-parameter network on the same 55,000-image training split,
+batch 128 unless said, and score the 10,000 test images at the end):
+
+1. reference: ``torchvision.datasets.MNIST`` + ``DataLoader`` (batch 128, shuffle,
+   ``num_workers`` = min(4, cores)) + per-sample ``RandomRotation(7)``, ``ToTensor``,
+   ``Normalize`` + SGD(lr 0.01, momentum 0.9), as in the seed's notebook;
+2. harness: the engine (`harness.train.fit`), same network, epochs, batch size and
+   augmentation strength (rotation 7 degrees, no shift or zoom), default settings otherwise;
+3. harness at its best batch size (among --batch-sizes);
+4. raw compute: forward + backward + SGD step over pre-normalised tensors already on the
+   device, no augmentation, no indexing: the ceiling for this hardware.
+
+Optionally (--e2e-epochs) the wall time of one full baseline trial through `harness run`
+(a subprocess: start-up, data loading, training, test scoring, storage included), and
+(--accuracy-seeds) the baseline's test accuracy trained by the engine with the study
+recipe, for several seeds.
+
+Usage::
+
+    python benchmarks/train_speed.py --data-dir DIR [--epochs 1] [--e2e-epochs 15]
+        [--accuracy-seeds 3 --accuracy-epochs 15] [--out results/train_speed-cpu]
+
+Writes OUT.json and OUT.md (device name, torch version, date) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from harness.config import TrainConfig  # noqa: E402
+from harness.data import load_mnist, load_splits, raw_folder  # noqa: E402
+from harness.model import build  # noqa: E402
+from harness.train import MNIST_MEAN, MNIST_STD, device_name, evaluate, fit, resolve_device  # noqa: E402
+from search_spaces import get_search_space  # noqa: E402
+
+SPEC = get_search_space("seed").baseline_spec()
+VAL_SIZE = 5000
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reference(root: Path, device: torch.device, epochs: int, batch_size: int, seed: int) -> dict:
+    """The standard approach: torchvision dataset + DataLoader + per-sample transforms."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    torch.manual_seed(seed)
+    tf = transforms.Compose(
+        [transforms.RandomRotation((-7.0, 7.0), fill=(0,)), transforms.ToTensor(),
+         transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))]
+    )  # fmt: skip
+    train = Subset(datasets.MNIST(str(root), train=True, transform=tf), range(60_000 - VAL_SIZE))
+    workers = min(4, os.cpu_count() or 1)
+    loader = DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)  # fmt: skip
+    model = build(SPEC, seed=seed).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    epoch_s = []
+    for _ in range(epochs):
+        model.train()
+        _sync(device)
+        t = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+        _sync(device)
+        epoch_s.append(time.perf_counter() - t)
+    test = load_splits(root, device, val_size=VAL_SIZE)
+    acc = evaluate(model, test.test_x, test.test_y)
+    return _row("reference (DataLoader, per-sample transforms)", len(train), batch_size, epoch_s, acc,
+                num_workers=workers)  # fmt: skip
+
+
+def engine(root: Path, device: torch.device, epochs: int, batch_size: int, seed: int, label: str, **cfg) -> dict:
+    """The harness engine (`fit`) with rotation-only augmentation of the reference's strength."""
+    data = load_splits(root, device, val_size=VAL_SIZE)
+    tc = TrainConfig(epochs=epochs, batch_size=batch_size, rotation=7.0, translate=0.0, scale=0.0, **cfg)
+    model = build(SPEC, seed=seed)
+    marks = []
+    _sync(device)
+    start = time.perf_counter()
+
+    def on_epoch(epoch, acc):  # fit's per-epoch time includes its validation pass, like a trial
+        _sync(device)
+        marks.append(time.perf_counter())
+
+    fit(model, data, tc, seed=seed, on_epoch=on_epoch)
+    epoch_s = [b - a for a, b in zip([start, *marks[:-1]], marks)]
+    acc = evaluate(model, data.test_x, data.test_y, amp=tc.amp)
+    return _row(label, len(data.train_x), batch_size, epoch_s, acc, lr=tc.lr, amp=tc.amp,
+                channels_last=tc.channels_last)  # fmt: skip
+
+
+def raw_compute(root: Path, device: torch.device, epochs: int, batch_size: int, seed: int) -> dict:
+    """Forward + backward + step on pre-made, pre-normalised device tensors (the ceiling)."""
+    data = load_splits(root, device, val_size=VAL_SIZE)
+    x_all = ((data.train_x.float() / 255 - MNIST_MEAN) / MNIST_STD).unsqueeze(1)
+    y_all = data.train_y
+    model = build(SPEC, seed=seed).to(device=device, memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    steps = len(x_all) // batch_size
+    epoch_s = []
+    amp = device.type == "cuda"
+    for _ in range(epochs):
+        _sync(device)
+        t = time.perf_counter()
+        for i in range(steps):
+            sl = slice(i * batch_size, (i + 1) * batch_size)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = loss_fn(model(x_all[sl]), y_all[sl])
+            loss.backward()
+            opt.step()
+        _sync(device)
+        epoch_s.append(time.perf_counter() - t)
+    acc = evaluate(model, data.test_x, data.test_y)
+    return _row("raw compute (pre-made tensors, no augmentation)", steps * batch_size, batch_size, epoch_s, acc)
+
+
+def _row(name: str, images: int, batch_size: int, epoch_s: list[float], test_acc: float, **extra) -> dict:
+    # The first epoch carries one-off costs (worker start, allocator warm-up, kernel choice);
+    # the steady-state rate is the median of later epochs when there are any.
+    steady = statistics.median(epoch_s[1:]) if len(epoch_s) > 1 else epoch_s[0]
+    return {
+        "name": name,
+        "batch_size": batch_size,
+        "epochs": len(epoch_s),
+        "train_images": images,
+        "epoch_seconds": [round(s, 3) for s in epoch_s],
+        "seconds_per_epoch": round(steady, 3),
+        "images_per_second": round(images / steady, 1),
+        "test_acc": round(test_acc, 4),
+        **extra,
+    }
+
+
+def e2e_trial(root: Path, device: torch.device, epochs: int) -> dict:
+    """Wall time of `harness run` for one baseline trial with the default study recipe."""
+    with tempfile.TemporaryDirectory() as tmp:
+        study = Path(tmp) / "bench.toml"
+        study.write_text(
+            f'[study]\nname = "bench"\nn_trials = 1\ndevice = "{device}"\n[train]\nepochs = {epochs}\n'
+        )
+        exe = [sys.executable, "-m", "harness.cli"]
+        t = time.perf_counter()
+        proc = subprocess.run([*exe, "run", str(study), "--data-dir", str(root), "--quiet"],
+                              capture_output=True, text=True, cwd=REPO)  # fmt: skip
+        wall = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise SystemExit(f"harness run failed: {proc.stderr.strip()}")
+        import optuna
+
+        trial = optuna.load_study(study_name="bench", storage=f"sqlite:///{Path(tmp) / 'bench.db'}").trials[0]
+    return {
+        "epochs": epochs,
+        "wall_seconds": round(wall, 2),
+        "train_seconds": trial.user_attrs["train_seconds"],
+        "val_acc": round(trial.value, 4),
+        "test_acc": round(trial.user_attrs["test_acc"], 4),
+    }
+
+
+def accuracy(root: Path, device: torch.device, epochs: int, seeds: int) -> dict:
+    """Baseline test accuracy with the default study recipe (as `harness run` trains it)."""
+    data = load_splits(root, device, val_size=VAL_SIZE)
+    accs = []
+    for seed in range(seeds):
+        model = build(SPEC, seed=seed)
+        fit(model, data, TrainConfig(epochs=epochs), seed=seed)
+        accs.append(evaluate(model, data.test_x, data.test_y))
+    return {
+        "epochs": epochs,
+        "seeds": seeds,
+        "test_acc": [round(a, 4) for a in accs],
+        "mean": round(statistics.mean(accs), 4),
+        "std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
+        "recipe": dataclasses.asdict(TrainConfig(epochs=epochs)),
+    }
+
+
+def markdown(result: dict) -> str:
+    m = result["meta"]
+    lines = [
+        f"# Training speed: {m['device']}",
+        "",
+        f"torch {m['torch']}, {m['date']}, `{m['command']}`",
+        "",
+        "| run | batch | s/epoch | images/s | × reference | × raw | test acc (after {} ep) |".format(m["epochs"]),
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['name']} | {r['batch_size']} | {r['seconds_per_epoch']:.2f} | {r['images_per_second']:,.0f} "
+            f"| {r['vs_reference']:.2f} | {r['vs_raw']:.2f} | {r['test_acc']:.4f} |"
+        )
+    if "e2e" in result:
+        e = result["e2e"]
+        lines += ["", f"One {e['epochs']}-epoch baseline trial through `harness run`, end to end: "
+                  f"{e['wall_seconds']:.1f} s wall ({e['train_seconds']:.1f} s training), test acc {e['test_acc']:.4f}."]  # fmt: skip
+    if "accuracy" in result:
+        a = result["accuracy"]
+        lines += ["", f"Baseline, engine, {a['epochs']} epochs, default recipe: test accuracy "
+                  f"{a['mean']:.4f} ± {a['std']:.4f} over {a['seeds']} seeds ({', '.join(map(str, a['test_acc']))})."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR", ""), help="MNIST root (harness data import)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per speed row (first one is warm-up)")
+    ap.add_argument("--batch-sizes", default="128,256,512", help="candidates for the engine's best batch size")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--e2e-epochs", type=int, default=0, help="also time one baseline trial of N epochs via harness run")
+    ap.add_argument("--accuracy-seeds", type=int, default=0, help="also train the baseline with S seeds")
+    ap.add_argument("--accuracy-epochs", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--out", default="", help="write OUT.json and OUT.md")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    root = Path(args.data_dir or Path.home() / ".cache" / "harness" / "data")
+    load_mnist(root)  # clear error if missing
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    rows = [reference(root, device, args.epochs, 128, args.seed)]
+    rows.append(engine(root, device, args.epochs, 128, args.seed, "harness engine"))
+    best = rows[-1]
+    for bs in [int(b) for b in args.batch_sizes.split(",") if int(b) != 128]:
+        # Larger batches take a proportionally larger peak learning rate (linear scaling).
+        r = engine(root, device, args.epochs, bs, args.seed, f"harness engine, batch {bs}", lr=0.05 * bs / 128)
+        if r["images_per_second"] > best["images_per_second"]:
+            best = r
+    if best is not rows[-1]:
+        rows.append(best)
+    rows.append(raw_compute(root, device, args.epochs, 128, args.seed))
+    ref, raw = rows[0]["images_per_second"], rows[-1]["images_per_second"]
+    for r in rows:
+        r["vs_reference"] = round(r["images_per_second"] / ref, 2)
+        r["vs_raw"] = round(r["images_per_second"] / raw, 2)
+    result = {
+        "meta": {
+            "device": device_name(device),
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "date": dt.date.today().isoformat(),
+            "epochs": args.epochs,
+            "command": "python " + " ".join([str(Path(sys.argv[0]).relative_to(REPO)) if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]]),
+        },
+        "rows": rows,
+    }
+    if args.e2e_epochs:
+        result["e2e"] = e2e_trial(root, device, args.e2e_epochs)
+    if args.accuracy_seeds:
+        result["accuracy"] = accuracy(root, device, args.accuracy_epochs, args.accuracy_seeds)
+    text = markdown(result)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        out.with_suffix(".md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
