@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from harness.errors import HarnessError
 
@@ -29,20 +29,29 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: sqlite file beside the study file)")
 
 
+def _add_run_args(run: argparse.ArgumentParser, storage_required: bool = False) -> None:
+    run.add_argument("study_file", metavar="STUDY.toml")
+    run.add_argument("--trials", type=int, metavar="N", help="trials to run now, rejections included (default: study.n_trials)")
+    run.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
+    run.add_argument("--storage", metavar="URL", required=storage_required,
+                     help="Optuna storage URL (default: sqlite file beside the study file)")
+    run.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N")
+    run.add_argument("--data-dir", metavar="DIR", help="MNIST root (torchvision layout; default: data.dir, $HARNESS_DATA_DIR)")
+    run.add_argument("--download", action="store_true", help="let torchvision download MNIST if it is missing")
+    run.add_argument("--jobs", "--workers", type=int, default=1, metavar="K",
+                     help="run K worker processes on this machine against the same study (default 1)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or per-trial lines")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="harness", description="Parameter-budgeted architecture search for MNIST.")
     parser.add_argument("--version", action="version", version=f"harness {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="create or resume a study and run trials")
-    run.add_argument("study_file", metavar="STUDY.toml")
-    run.add_argument("--trials", type=int, metavar="N", help="trials to run now, rejections included (default: study.n_trials)")
-    run.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
-    _add_storage(run)
-    run.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N")
-    run.add_argument("--data-dir", metavar="DIR", help="MNIST root (torchvision layout; default: data.dir, $HARNESS_DATA_DIR)")
-    run.add_argument("--download", action="store_true", help="let torchvision download MNIST if it is missing")
-    run.add_argument("--quiet", action="store_true", help="no progress bar or per-trial lines")
+    _add_run_args(run)
+    worker = sub.add_parser("worker", help="join a study in a shared storage (e.g. PostgreSQL) and run trials")
+    _add_run_args(worker, storage_required=True)
 
     status = sub.add_parser("status", help="print a study's summary without running anything")
     status.add_argument("study_file", metavar="STUDY.toml")
@@ -87,77 +96,177 @@ def _print_summary(study) -> None:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from harness.config import load_study_config
-    from harness.study import check_storage_url, open_study
+    from harness.storage import check_storage_url, sqlite_path
+    from harness.study import open_study
 
     cfg = load_study_config(args.study_file)
     url = args.storage or cfg.default_storage()
     check_storage_url(url)
-    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :]):
-        raise HarnessError(f"{args.study_file}: no study database yet at {url[len('sqlite:///'):]} (run `harness run` first)")
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise HarnessError(f"{args.study_file}: no study database yet at {path} (run `harness run` first)")
     _print_summary(open_study(cfg, url, create=False))
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    import optuna
+@dataclass(frozen=True)
+class _RunPlan:
+    """Everything a worker process needs, validated once by the parent (picklable)."""
+
+    study_file: str
+    url: str
+    device: str
+    data_root: str
+    download: bool
+    n_trials: int | None
+    timeout: float | None
+    quiet: bool
+    tag: str = ""  # "[w2] " prefix of a worker's lines when several run at once
+
+
+def _prepare(args: argparse.Namespace) -> tuple[_RunPlan, int]:
+    """Validate the study file, options, device and data; create nothing. Returns (plan, jobs)."""
     import torch
 
     from harness.config import load_study_config, with_overrides
-    from harness.data import MNIST_FILES, load_mnist, load_splits, raw_folder
-    from harness.study import Objective, check_storage_url, open_study
-    from harness.train import DivergedError, device_name, resolve_device
+    from harness.data import MNIST_FILES, load_mnist, raw_folder
+    from harness.storage import check_storage_url, sqlite_path
+    from harness.train import resolve_device
 
     cfg = load_study_config(args.study_file)
-    if args.trials is not None and args.trials < 0:
-        raise HarnessError(f"--trials must be >= 0, got {args.trials}")
-    if args.timeout is not None and args.timeout < 0:
-        raise HarnessError(f"--timeout must be >= 0 seconds, got {args.timeout}")
+    for flag, value in (("--trials", args.trials), ("--timeout", args.timeout)):
+        if value is not None and value < 0:
+            raise HarnessError(f"{flag} must be >= 0, got {value}")
+    if args.jobs < 1:
+        raise HarnessError(f"--jobs must be >= 1, got {args.jobs}")
     cfg = with_overrides(cfg, device=args.device)
-    url = args.storage or cfg.default_storage()
-    check_storage_url(url)
+    url = args.storage or cfg.storage
+    if url:
+        check_storage_url(url)
+    else:  # the default file: its folder is created below, once everything else is valid
+        url = cfg.default_storage()
     try:
         device = resolve_device(cfg.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise HarnessError(f"device {cfg.device!r} requested but CUDA is not available")
-        label = device_name(device)
-    except (RuntimeError, AssertionError) as exc:
+    except RuntimeError as exc:
         raise HarnessError(f"device {cfg.device!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HarnessError(f"device {cfg.device!r} requested but CUDA is not available")
     root = cfg.data_root(args.data_dir)
     download = args.download or cfg.data.download
     if download:
         load_mnist(root, download=True)  # fetch up front: a failed download writes no study
     elif not all((raw_folder(root) / n).is_file() for n in MNIST_FILES):
         load_mnist(root)  # raises DataError naming the folder and how to provide the files
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    n_trials = args.trials if args.trials is not None else (cfg.n_trials or None)
+    timeout = args.timeout if args.timeout is not None else (cfg.timeout or None)
+    plan = _RunPlan(args.study_file, url, str(device) if cfg.device != "auto" else "auto", str(root), download,
+                    n_trials, timeout, args.quiet)  # fmt: skip
+    return plan, args.jobs
+
+
+def _run_trials(plan: _RunPlan) -> bool:
+    """Open (or join) the study and run trials in this process. Returns True if interrupted."""
+    import optuna
+    import torch
+
+    from harness.config import load_study_config
+    from harness.data import load_splits
+    from harness.study import TRAINING_FAILURES, Objective, open_study
+    from harness.train import device_name, resolve_device
+
+    cfg = load_study_config(plan.study_file)
+    device = resolve_device(plan.device)
+    # Our per-trial lines report failures; Optuna would add a traceback for each one.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = open_study(cfg, plan.url)
 
     def load_data():
         return load_splits(
-            root, device, val_size=cfg.data.val_size, train_limit=cfg.data.train_limit,
-            test_limit=cfg.data.test_limit, download=download,
+            plan.data_root, device, val_size=cfg.data.val_size, train_limit=cfg.data.train_limit,
+            test_limit=cfg.data.test_limit, download=plan.download,
         )  # fmt: skip
 
-    if url.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///") :])), exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(cfg, url)
-    n_trials = args.trials if args.trials is not None else (cfg.n_trials or None)
-    timeout = args.timeout if args.timeout is not None else (cfg.timeout or None)
-    progress = _Progress(n_trials, cfg.train.epochs, quiet=args.quiet)
-    objective = Objective(cfg, load_data, device_label=label, on_epoch=progress.epoch)
-    print(f"study {cfg.name!r} on {label}, storage {url}", flush=True)
-    interrupted = False
+    progress = _Progress(plan.n_trials, cfg.train.epochs, quiet=plan.quiet, tag=plan.tag, bar=not plan.tag)
+    objective = Objective(cfg, load_data, device_label=device_name(device), on_epoch=progress.epoch)
+    print(f"{plan.tag}study {cfg.name!r} on {device_name(device)}, storage {plan.url}", flush=True)
     try:
         study.optimize(
             objective,
-            n_trials=n_trials,
-            timeout=timeout,
+            n_trials=plan.n_trials,
+            timeout=plan.timeout,
             callbacks=[progress.trial_done],
-            catch=(DivergedError, torch.OutOfMemoryError),
+            catch=TRAINING_FAILURES,
         )
     except KeyboardInterrupt:
-        interrupted = True
+        return True
     finally:
         progress.close()
-    _print_summary(study)
+    return False
+
+
+def _worker_process(plan: _RunPlan) -> None:  # entry point of a --jobs child (spawned)
+    try:
+        interrupted = _run_trials(plan)
+    except HarnessError as exc:
+        print(f"harness: error: {plan.tag}{exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    sys.exit(EXIT_INTERRUPTED if interrupted else 0)
+
+
+def _split(total: int | None, parts: int) -> list[int | None]:
+    if total is None:
+        return [None] * parts
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import multiprocessing
+
+    import torch
+
+    from harness.config import load_study_config
+    from harness.study import open_study
+
+    plan, jobs = _prepare(args)
+    if jobs == 1:
+        interrupted = _run_trials(plan)
+    else:
+        # K processes on one study: the study and baseline are created here first, so the
+        # workers only join. Each runs its share of the trials; on several GPUs, worker i
+        # uses GPU i mod count.
+        cfg = load_study_config(plan.study_file)
+        open_study(cfg, plan.url)
+        gpus = torch.cuda.device_count() if plan.device in ("auto", "cuda") else 0
+        ctx = multiprocessing.get_context("spawn")  # no CUDA state or sqlite handles inherited
+        procs = []
+        for i, share in enumerate(_split(plan.n_trials, jobs)):
+            if share == 0:
+                continue
+            device = f"cuda:{i % gpus}" if gpus > 1 else plan.device
+            child = dataclasses.replace(plan, n_trials=share, device=device, tag=f"[w{i}] ")
+            procs.append(ctx.Process(target=_worker_process, args=(child,), name=f"harness-w{i}"))
+        for p in procs:
+            p.start()
+        interrupted = False
+        try:
+            for p in procs:
+                p.join()
+        except KeyboardInterrupt:  # the children got the same SIGINT: let them finish cleanly
+            interrupted = True
+            for p in procs:
+                p.join()
+        codes = [p.exitcode for p in procs]
+        interrupted = interrupted or EXIT_INTERRUPTED in codes
+        bad = [c for c in codes if c not in (0, EXIT_INTERRUPTED)]
+        if bad:
+            _print_summary(open_study(load_study_config(plan.study_file), plan.url))
+            print(f"harness: error: {len(bad)} of {len(procs)} workers failed (exit codes {bad})", file=sys.stderr)
+            return 1
+    _print_summary(open_study(load_study_config(plan.study_file), plan.url, create=False))
     if interrupted:
         print("interrupted: the running trial was marked FAIL; run again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -167,11 +276,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 class _Progress:
     """A tqdm bar over trials plus one line per finished trial."""
 
-    def __init__(self, total: int | None, epochs: int, quiet: bool):
+    def __init__(self, total: int | None, epochs: int, quiet: bool, tag: str = "", bar: bool = True):
         from tqdm import tqdm
 
-        self.quiet, self.epochs, self.start = quiet, epochs, time.perf_counter()
-        self.bar = None if quiet else tqdm(total=total, unit="trial", dynamic_ncols=True, file=sys.stderr)
+        self.quiet, self.epochs, self.tag = quiet, epochs, tag
+        self.bar = tqdm(total=total, unit="trial", dynamic_ncols=True, file=sys.stderr) if bar and not quiet else None
 
     def epoch(self, trial, epoch: int, val_acc: float) -> None:
         if self.bar is not None:
@@ -180,7 +289,7 @@ class _Progress:
     def trial_done(self, study, trial) -> None:
         from harness.study import classify
 
-        if self.bar is None:
+        if self.quiet:
             return
         kind, ua = classify(trial), trial.user_attrs
         base = " (baseline)" if ua.get("baseline") else ""
@@ -193,8 +302,12 @@ class _Progress:
             msg = f"pruned after epoch {ua.get('epochs_run', '?')} ({ua.get('params', 0):,} params)"
         else:
             msg = f"{kind}: {ua.get('fail_reason', '')}"
-        self.bar.write(f"trial {trial.number}{base}: {msg}")
-        self.bar.update(1)
+        line = f"{self.tag}trial {trial.number}{base}: {msg}"
+        if self.bar is None:
+            print(line, flush=True)
+        else:
+            self.bar.write(line)
+            self.bar.update(1)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -202,8 +315,12 @@ class _Progress:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    # Heartbeats and the retry callback are marked experimental; their use here is deliberate.
+    warnings.filterwarnings("ignore", message=".*(experimental|Heartbeat of storage).*")
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "status": _cmd_status, "data": _cmd_data_import}
+    handlers = {"run": _cmd_run, "worker": _cmd_run, "status": _cmd_status, "data": _cmd_data_import}
     try:
         return handlers[args.command](args)
     except HarnessError as exc:

@@ -93,6 +93,8 @@ class StudyConfig:
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
     storage: str = ""  # Optuna storage URL; "" = sqlite file in results_dir
     results_dir: str = "."  # folder of the default sqlite file, relative to the study file
+    heartbeat_interval: int = 20  # seconds between a running trial's heartbeats (0 = off)
+    grace_period: int = 60  # seconds without heartbeat before a RUNNING trial counts as dead
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -167,6 +169,8 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, 0 < c.target <= 1, "study.target", f"must be an accuracy in (0, 1], got {c.target}")
     _check(where, c.n_trials >= 0, "study.n_trials", f"must be >= 0, got {c.n_trials}")
     _check(where, c.timeout >= 0, "study.timeout", f"must be >= 0 seconds, got {c.timeout}")
+    _check(where, c.heartbeat_interval >= 0, "study.heartbeat_interval", f"must be >= 0 seconds, got {c.heartbeat_interval}")
+    _check(where, c.grace_period >= 0, "study.grace_period", f"must be >= 0 seconds, got {c.grace_period}")
     _check(where, c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda", "mps"),
            "study.device", f"must be auto, cpu, cuda or cuda:N, got {c.device!r}")  # fmt: skip
     _check(where, t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")

@@ -28,54 +28,32 @@ import harness
 from harness.config import StudyConfig
 from harness.data import MnistSplits
 from harness.errors import StorageError
+from harness.storage import make_storage, study_lock
 from harness.spec import ArchSpec, InvalidSpecError, count_params
 from search_spaces import SearchSpace, get_search_space
 
 __all__ = [
     "BUDGET_CONSTRAINT",
+    "TRAINING_FAILURES",
     "Objective",
     "StudySummary",
-    "check_storage_url",
     "classify",
     "enqueue_baseline",
     "open_study",
     "summarize",
 ]
 
+def _training_failures() -> tuple[type[BaseException], ...]:
+    import torch
+
+    from harness.train import DivergedError
+
+    return (DivergedError, torch.OutOfMemoryError)
+
+
+#: Failures that end one trial as FAIL (reason recorded) while the study goes on.
+TRAINING_FAILURES = _training_failures()
 BUDGET_CONSTRAINT = "params_over_budget"  # constraint value = params - budget (feasible <= 0)
-
-
-def check_storage_url(url: str) -> None:
-    """Reject a storage URL that cannot work, before anything is created.
-
-    Raises:
-        StorageError: the URL does not parse, names an unknown database scheme or driver, or
-            points at a sqlite file in a folder that does not exist.
-    """
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-        parsed.get_dialect()
-    except sqlalchemy.exc.ArgumentError:
-        raise StorageError(f"storage URL {url!r} is not a valid database URL (e.g. sqlite:///study.db)") from None
-    except sqlalchemy.exc.NoSuchModuleError:
-        raise StorageError(f"storage URL {url!r}: unknown database scheme {url.split(':', 1)[0]!r}") from None
-    except ImportError as exc:
-        raise StorageError(f"storage URL {url!r}: database driver not installed ({exc})") from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        from pathlib import Path
-
-        folder = Path(parsed.database).expanduser().resolve().parent
-        if not folder.is_dir():
-            raise StorageError(f"storage URL {url!r}: folder {folder} does not exist")
-
-
-def _storage(url: str) -> optuna.storages.BaseStorage:
-    check_storage_url(url)
-    try:
-        return optuna.storages.RDBStorage(url)
-    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise StorageError(f"cannot open storage {url!r}: {first}") from None
 
 
 def _study_attrs(cfg: StudyConfig) -> dict[str, Any]:
@@ -99,43 +77,49 @@ def _pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
 def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True) -> optuna.Study:
     """Create the study (with its attributes and baseline trial) or resume it.
 
-    With ``create=False`` the study must already exist (for ``harness status``).
+    Creation and the baseline enqueue happen under an inter-process lock, so any number of
+    workers may call this at once: the study and its baseline are created exactly once.
+    With ``create=False`` the study must already exist (``harness status``).
 
     Raises:
         StorageError: bad or unreachable storage, missing study (``create=False``), or an
             existing study whose budget/target/search space differ from ``cfg`` (refused
             rather than mixing trials of two settings).
     """
-    storage = _storage(storage_url)
-    try:
-        existing = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise StorageError(f"cannot read storage {storage_url!r}: {str(exc).splitlines()[0]}") from None
-    if cfg.name not in existing and not create:
-        raise StorageError(f"no study named {cfg.name!r} in {storage_url}")
-    study = optuna.create_study(
-        storage=storage,
-        study_name=cfg.name,
-        direction="maximize",
-        sampler=_sampler(cfg),
-        pruner=_pruner(cfg),
-        load_if_exists=True,
-    )
-    attrs = study.user_attrs
-    if not attrs:
-        for key, value in _study_attrs(cfg).items():
-            study.set_user_attr(key, value)
-        study.set_user_attr("train", dataclasses.asdict(cfg.train))  # the recipe, for the record
-    else:
-        for key, value in _study_attrs(cfg).items():
-            if attrs.get(key) != value:
-                raise StorageError(
-                    f"{cfg.path}: study {cfg.name!r} in {storage_url} has {key} = {attrs[key]!r}, "
-                    f"but the study file says {value!r}; refusing to mix them (use another study name)"
-                )
-    if create:
-        enqueue_baseline(study, get_search_space(cfg.search_space))
+    with study_lock(storage_url, cfg.name):  # Optuna's table creation races too
+        storage = make_storage(storage_url, cfg.heartbeat_interval, cfg.grace_period)
+        try:
+            names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise StorageError(f"cannot read storage {storage_url!r}: {str(exc).splitlines()[0]}") from None
+        if cfg.name not in names and not create:
+            raise StorageError(f"no study named {cfg.name!r} in {storage_url}")
+        if cfg.name in names:
+            _check_study_attrs(cfg, storage_url, optuna.load_study(study_name=cfg.name, storage=storage).user_attrs)
+        study = optuna.create_study(
+            storage=storage,
+            study_name=cfg.name,
+            direction="maximize",
+            sampler=_sampler(cfg),
+            pruner=_pruner(cfg),
+            load_if_exists=True,
+        )
+        if cfg.name not in names:
+            for key, value in _study_attrs(cfg).items():
+                study.set_user_attr(key, value)
+            study.set_user_attr("train", dataclasses.asdict(cfg.train))  # the recipe, for the record
+        if create:
+            enqueue_baseline(study, get_search_space(cfg.search_space))
     return study
+
+
+def _check_study_attrs(cfg: StudyConfig, storage_url: str, attrs: dict[str, Any]) -> None:
+    for key, value in _study_attrs(cfg).items():
+        if attrs.get(key) != value:
+            raise StorageError(
+                f"{cfg.path}: study {cfg.name!r} in {storage_url} has {key} = {attrs.get(key)!r}, "
+                f"but the study file says {value!r}; refusing to mix them (use another study name)"
+            )
 
 
 def enqueue_baseline(study: optuna.Study, space: SearchSpace) -> bool:
@@ -305,7 +289,8 @@ def summarize(study: optuna.Study) -> StudySummary:
     counts = dict.fromkeys(["complete", "pruned", "over_budget", "invalid", "failed", "running", "waiting"], 0)
     for t in trials:
         counts[classify(t)] = counts.get(classify(t), 0) + 1
-    baselines = [t for t in trials if t.user_attrs.get("baseline")]
+    # A retried baseline (after a crash) carries the flag too: report the one that finished.
+    baselines = sorted((t for t in trials if t.user_attrs.get("baseline")), key=lambda t: t.state != TrialState.COMPLETE)
     feasible = [
         t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("params", math.inf) <= budget
     ]

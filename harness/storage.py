@@ -1,0 +1,151 @@
+"""Optuna storages that many worker processes can share safely.
+
+* URLs are checked before anything is created (:func:`check_storage_url`).
+* SQLite: every transaction starts with ``BEGIN IMMEDIATE`` and connections wait up to
+  ``SQLITE_BUSY_TIMEOUT_S`` for the write lock. SQLite's default deferred transactions take
+  the write lock only at their first write, and a reader that tries to upgrade while another
+  process writes gets SQLITE_BUSY at once, without waiting: that is Optuna's "database is
+  locked" with several workers (optuna#820, #4994). Taking the lock up front makes the busy
+  timeout apply to every write, and also makes "pop a WAITING trial" atomic, so an enqueued
+  trial runs once (optuna#2925). Trials last seconds, so serialising writes costs nothing.
+* Heartbeats: a worker that dies (SIGKILL, power loss) leaves a RUNNING trial; with a
+  heartbeat interval set, the next worker to start a trial marks it FAIL and re-enqueues the
+  same parameters (``RetryHeartbeatStaleTrialCallback``).
+* :func:`study_lock` serialises study creation and the baseline enqueue across processes
+  (a file lock beside a SQLite database; ``pg_advisory_lock`` on PostgreSQL), since Optuna's
+  own "enqueue unless present" check is not atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from sqlalchemy import event
+
+from harness.errors import StorageError
+
+__all__ = ["SQLITE_BUSY_TIMEOUT_S", "check_storage_url", "make_storage", "sqlite_path", "study_lock"]
+
+SQLITE_BUSY_TIMEOUT_S = 600.0  # seconds a SQLite connection waits for the write lock
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL; None for other URLs and in-memory SQLite."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser().resolve()
+
+
+def check_storage_url(url: str) -> None:
+    """Reject a storage URL that cannot work, before anything is created.
+
+    Raises:
+        StorageError: the URL does not parse, names an unknown database scheme or a missing
+            driver, or points at a SQLite file in a folder that does not exist.
+    """
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+        parsed.get_dialect()
+    except sqlalchemy.exc.ArgumentError:
+        raise StorageError(f"storage URL {url!r} is not a valid database URL (e.g. sqlite:///study.db)") from None
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise StorageError(f"storage URL {url!r}: unknown database scheme {url.split(':', 1)[0]!r}") from None
+    except ImportError as exc:
+        raise StorageError(f"storage URL {url!r}: database driver not installed ({exc})") from None
+    path = sqlite_path(url)
+    if path is not None and not path.parent.is_dir():
+        raise StorageError(f"storage URL {url!r}: folder {path.parent} does not exist")
+
+
+def _sqlite_immediate(engine: sqlalchemy.engine.Engine) -> None:
+    """SQLAlchemy's documented recipe: let SQLAlchemy, not pysqlite, emit BEGIN, as IMMEDIATE."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record):  # pragma: no cover - exercised through every test
+        dbapi_conn.isolation_level = None  # pysqlite must not emit its own deferred BEGIN
+        dbapi_conn.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):  # pragma: no cover
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the hooks were attached are dropped
+
+
+def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0) -> optuna.storages.RDBStorage:
+    """An RDB storage for ``url``; with ``heartbeat_interval`` (s), stale trials are retried.
+
+    Raises:
+        StorageError: invalid URL, unreachable server, or a file that is not a database.
+    """
+    check_storage_url(url)
+    kwargs: dict = {}
+    is_sqlite = sqlalchemy.engine.make_url(url).get_backend_name() == "sqlite"
+    if is_sqlite:
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    else:
+        kwargs["engine_kwargs"] = {"pool_pre_ping": True}
+    # In-memory SQLite lives in one connection per thread: the heartbeat thread would not see
+    # it, and one process cannot crash half-way anyway.
+    if heartbeat_interval and (not is_sqlite or sqlite_path(url) is not None):
+        kwargs.update(
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period or 2 * heartbeat_interval,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
+    try:
+        storage = optuna.storages.RDBStorage(url, **kwargs)
+    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        text = str(getattr(exc, "orig", exc) or exc).strip()
+        first = text.splitlines()[0] if text else exc.__class__.__name__
+        raise StorageError(f"cannot open storage {url!r}: {first}") from None
+    if sqlite_path(url) is not None:  # a file shared by processes (in-memory: one process)
+        _sqlite_immediate(storage.engine)
+    return storage
+
+
+@contextlib.contextmanager
+def study_lock(url: str, study_name: str) -> Iterator[None]:
+    """Hold an inter-process lock for ``study_name`` in ``url``.
+
+    Held while the storage's tables, the study and its baseline are created; a file lock
+    beside a SQLite database, a PostgreSQL advisory lock, nothing elsewhere.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        lock_file = path.with_name(path.name + ".lock")
+        with open(lock_file, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        return
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"harness:{study_name}".encode()).digest()[:8], "big", signed=True)
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        except sqlalchemy.exc.OperationalError as exc:
+            raise StorageError(f"cannot reach storage {url!r}: {str(exc.orig).strip().splitlines()[0]}") from None
+        finally:
+            engine.dispose()
+        return
+    yield  # in-memory SQLite and other databases: one process, or no portable lock
+

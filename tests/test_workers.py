@@ -1,0 +1,275 @@
+"""Many workers, crashes and interrupts, on SQLite and on a real PostgreSQL server.
+
+Workers are real `harness` processes training on tiny synthetic data; the assertions read the
+storage with plain Optuna.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from harness.study import TRAINING_FAILURES, Objective, open_study, summarize
+from harness.train import DivergedError, FitResult
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STUDY = """
+[study]
+name = "{name}"
+budget = 20000
+seed = {seed}
+heartbeat_interval = 1
+grace_period = 3
+[sampler]
+name = "random"
+[pruner]
+name = "none"
+[data]
+val_size = 100
+[train]
+epochs = {epochs}
+batch_size = 100
+eval_batch_size = 200
+"""
+
+
+def _study_file(tmp_path: Path, name: str = "w", epochs: int = 1, seed: int = 0) -> Path:
+    p = tmp_path / f"{name}.toml"
+    p.write_text(STUDY.format(name=name, epochs=epochs, seed=seed))
+    return p
+
+
+def _cmd(*args: str) -> list[str]:
+    exe = shutil.which("harness")
+    return [exe, *args] if exe else [sys.executable, "-m", "harness.cli", *args]
+
+
+def _check_exactly_once(url: str, name: str, n: int, logs: str) -> list[optuna.trial.FrozenTrial]:
+    trials = optuna.load_study(study_name=name, storage=url).get_trials()
+    assert len(trials) == n, [(t.number, t.state) for t in trials]
+    assert sorted(t.number for t in trials) == list(range(n))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
+    assert "database is locked" not in logs and "Traceback" not in logs
+    return trials
+
+
+@pytest.mark.slow
+def test_four_sqlite_workers_record_every_trial_once(tmp_path, synthetic_root):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    study = _study_file(tmp_path)
+    proc = subprocess.run(_cmd("run", str(study), "--jobs", "4", "--trials", "16", "--storage", url,
+                               "--data-dir", str(synthetic_root), "--device", "cpu"),
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    logs = proc.stdout + proc.stderr
+    assert proc.returncode == 0, logs
+    _check_exactly_once(url, "w", 16, logs)
+    assert {f"[w{i}]" for i in range(4)} <= {line.split()[0] for line in proc.stdout.splitlines() if line.startswith("[w")}
+
+
+@pytest.mark.slow
+def test_independent_workers_create_study_and_baseline_once(tmp_path, synthetic_root):
+    """4 `harness worker` processes started together on an empty database: no creation race."""
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    study = _study_file(tmp_path, "race")
+    procs = [
+        subprocess.Popen(_cmd("worker", str(study), "--storage", url, "--trials", "2", "--quiet",
+                              "--data-dir", str(synthetic_root), "--device", "cpu"),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        for _ in range(4)
+    ]
+    logs = "".join(p.communicate(timeout=600)[0] for p in procs)
+    assert all(p.returncode == 0 for p in procs), logs
+    _check_exactly_once(url, "race", 8, logs)
+    assert optuna.load_study(study_name="race", storage=url).user_attrs["budget"] == 20000
+
+
+def _wait_for(predicate, timeout: float = 120.0, interval: float = 0.2):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_trial_then_resume_retries_it(tmp_path, synthetic_root):
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    study = _study_file(tmp_path, "k", epochs=1)
+    args = ["--storage", url, "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]
+    first = subprocess.run(_cmd("run", str(study), "--trials", "3", *args), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    done_before = {t.number: (t.state, t.params, t.value) for t in optuna.load_study(study_name="k", storage=url).trials}
+    n_complete_before = sum(s == TrialState.COMPLETE for s, _, _ in done_before.values())
+
+    study.write_text(STUDY.format(name="k", epochs=200, seed=0))  # a long trial to kill in the middle
+    victim = subprocess.Popen(_cmd("run", str(study), "--trials", "1", *args),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def running_with_an_epoch():
+        trials = optuna.load_study(study_name="k", storage=url).get_trials(deepcopy=False)
+        return [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
+
+    killed = _wait_for(running_with_an_epoch)[0]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    time.sleep(4)  # past the 3 s grace period: the trial's heartbeat has gone stale
+
+    study.write_text(STUDY.format(name="k", epochs=1, seed=0))
+    resume = subprocess.run(_cmd("run", str(study), "--trials", "1", *args), capture_output=True, text=True, timeout=600)
+    assert resume.returncode == 0, resume.stderr
+    trials = optuna.load_study(study_name="k", storage=url).get_trials()
+    by_number = {t.number: t for t in trials}
+    assert by_number[killed.number].state == TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retried) == 1 and retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retried[0].params == killed.params
+    for number, (state, params, value) in done_before.items():  # finished trials untouched
+        assert (by_number[number].state, by_number[number].params, by_number[number].value) == (state, params, value)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) >= n_complete_before
+    baseline_done = [t for t in trials if t.user_attrs.get("baseline") and t.state == TrialState.COMPLETE]
+    assert len(baseline_done) == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_root):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    study = _study_file(tmp_path, "c", epochs=200)
+    proc = subprocess.Popen(_cmd("run", str(study), "--trials", "1", "--storage", url, "--quiet",
+                                 "--data-dir", str(synthetic_root), "--device", "cpu"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    def epoch_reported():
+        try:
+            trials = optuna.load_study(study_name="c", storage=url).get_trials(deepcopy=False)
+        except KeyError:
+            return False
+        return any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials)
+
+    _wait_for(epoch_reported)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "trials:" in out and "baseline" in out
+    trials = optuna.load_study(study_name="c", storage=url).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL]
+
+
+# ---- injected failures: the study goes on ---------------------------------------------------
+
+
+class _FailingFit:
+    """Fails the second trained trial with the given exception; others 'train' instantly."""
+
+    def __init__(self, exc: Exception):
+        self.exc, self.calls = exc, 0
+
+    def __call__(self, model, data, cfg, *, seed, on_epoch):
+        self.calls += 1
+        if self.calls == 2:
+            raise self.exc
+        on_epoch(1, 0.5)
+        return FitResult(val_acc=0.5, epochs_run=1, seconds=0.0)
+
+
+@pytest.mark.parametrize(
+    "exc,reason",
+    [(DivergedError("training loss became nan in epoch 1"), "DivergedError"),
+     (__import__("torch").OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "OutOfMemoryError")],
+)  # fmt: skip
+def test_nan_or_oom_fails_one_trial_and_study_completes(tmp_path, synthetic_root, exc, reason):
+    from harness.config import DataConfig, PrunerConfig, SamplerConfig, StudyConfig, TrainConfig
+    from harness.data import load_splits
+
+    cfg = StudyConfig(name="f", path=tmp_path / "f.toml", budget=20_000, train=TrainConfig(epochs=1),
+                      data=DataConfig(val_size=100), sampler=SamplerConfig(name="random"),
+                      pruner=PrunerConfig(name="none"))  # fmt: skip
+    study = open_study(cfg, f"sqlite:///{tmp_path / 'f.db'}")
+    fit = _FailingFit(exc)
+    objective = Objective(cfg, lambda: load_splits(synthetic_root, val_size=100), device_label="cpu", fit_fn=fit)
+    study.optimize(objective, n_trials=8, catch=TRAINING_FAILURES)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs["fail_reason"].startswith(reason)
+    assert len(study.trials) == 8 and summarize(study).counts["failed"] == 1
+    assert fit.calls >= 3  # trials after the failure still trained
+
+
+# ---- PostgreSQL ---------------------------------------------------------------------------
+
+
+def _pg_bin() -> Path | None:
+    base = Path("/usr/lib/postgresql")
+    versions = sorted(base.glob("*/bin/initdb")) if base.is_dir() else []
+    return versions[-1].parent if versions else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server on 127.0.0.1 (initdb + pg_ctl in a temp dir)."""
+    bindir = _pg_bin()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed (.ci/run installs the Debian package)")
+        pytest.skip("PostgreSQL is not installed")
+    pytest.importorskip("psycopg2")
+    import tempfile
+
+    # Not under pytest's tmp dir: that is private to root, and the server runs as postgres.
+    base = Path(tempfile.mkdtemp(prefix="harness-pg-"))
+    data = base / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root: use the package's postgres user
+        as_user = ["runuser", "-u", "postgres", "--"]
+        os.chmod(base, 0o777)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = lambda *a: subprocess.run([*as_user, *a], check=True, capture_output=True, text=True)  # noqa: E731
+    run(str(bindir / "initdb"), "-D", str(data), "-U", "harness", "--auth=trust", "-E", "UTF8")
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o",
+        f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c max_connections=100", "start")  # fmt: skip
+    try:
+        yield f"postgresql+psycopg2://harness@127.0.0.1:{port}/postgres"
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_eight_postgres_workers_record_every_trial_once(tmp_path, synthetic_root, postgres_url):
+    study = _study_file(tmp_path, "pg8")
+    procs = [
+        subprocess.Popen(_cmd("worker", str(study), "--storage", postgres_url, "--trials", "2", "--quiet",
+                              "--data-dir", str(synthetic_root), "--device", "cpu"),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        for _ in range(8)
+    ]
+    logs = "".join(p.communicate(timeout=900)[0] for p in procs)
+    assert all(p.returncode == 0 for p in procs), logs
+    _check_exactly_once(postgres_url, "pg8", 16, logs)
+
+
+def test_unreachable_postgres_is_a_one_line_error(tmp_path, capsys, synthetic_root):
+    pytest.importorskip("psycopg2")
+    from harness.cli import main
+
+    study = _study_file(tmp_path, "down")
+    url = "postgresql+psycopg2://nobody@127.0.0.1:9/none"  # port 9 (discard): nothing listens
+    assert main(["run", str(study), "--storage", url, "--data-dir", str(synthetic_root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "127.0.0.1" in err[0] and "Traceback" not in err[0]
