@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from harness.config import TrainConfig  # noqa: E402
-from harness.data import load_mnist, load_splits, raw_folder  # noqa: E402
+from harness.data import load_mnist, load_splits  # noqa: E402
 from harness.model import build  # noqa: E402
 from harness.train import MNIST_MEAN, MNIST_STD, device_name, evaluate, fit, resolve_device  # noqa: E402
 from search_spaces import get_search_space  # noqa: E402

@@ -170,7 +170,6 @@ def _prepare(args: argparse.Namespace) -> tuple[_RunPlan, int]:
 def _run_trials(plan: _RunPlan) -> bool:
     """Open (or join) the study and run trials in this process. Returns True if interrupted."""
     import optuna
-    import torch
 
     from harness.config import load_study_config
     from harness.data import load_splits

@@ -169,7 +169,7 @@ class Objective:
         trial.set_user_attr("arch", spec.describe())
         trial.set_user_attr("baseline", bool(trial.user_attrs.get("baseline", False)))
         trial.set_user_attr("seed", seed)
-        params = self._gate(trial, spec)  # raises TrialPruned when over budget / invalid
+        self._gate(trial, spec)  # raises TrialPruned when over budget / invalid
 
         data = self.load_data()
         model = build(spec, seed=seed)
