@@ -7,7 +7,6 @@ status 2, checked before anything is written.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,18 +70,11 @@ def _version() -> str:
     return __version__
 
 
-def _default_data_root(override: str | None) -> str:
-    from pathlib import Path
-
-    from harness.config import DATA_DIR_ENV
-
-    return override or os.environ.get(DATA_DIR_ENV) or str(Path.home() / ".cache" / "harness" / "data")
-
-
 def _cmd_data_import(args: argparse.Namespace) -> int:
+    from harness.config import default_data_root
     from harness.data import import_mnist
 
-    dest = import_mnist(args.source, _default_data_root(args.data_dir))
+    dest = import_mnist(args.source, default_data_root(args.data_dir))
     print(f"MNIST checked (md5) and installed in {dest}")
     return 0
 

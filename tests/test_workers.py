@@ -54,6 +54,17 @@ def _cmd(*args: str) -> list[str]:
     return [exe, *args] if exe else [sys.executable, "-m", "harness.cli", *args]
 
 
+def _run_workers(n: int, study: Path, url: str, data: Path, trials: int, timeout: float) -> tuple[list, str]:
+    """Start n `harness worker` processes together; wait; return (processes, joined logs)."""
+    procs = [
+        subprocess.Popen(_cmd("worker", str(study), "--storage", url, "--trials", str(trials), "--quiet",
+                              "--data-dir", str(data), "--device", "cpu"),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        for _ in range(n)
+    ]
+    return procs, "".join(p.communicate(timeout=timeout)[0] for p in procs)
+
+
 def _check_exactly_once(url: str, name: str, n: int, logs: str) -> list[optuna.trial.FrozenTrial]:
     trials = optuna.load_study(study_name=name, storage=url).get_trials()
     assert len(trials) == n, [(t.number, t.state) for t in trials]
@@ -82,13 +93,7 @@ def test_independent_workers_create_study_and_baseline_once(tmp_path, synthetic_
     """4 `harness worker` processes started together on an empty database: no creation race."""
     url = f"sqlite:///{tmp_path / 'race.db'}"
     study = _study_file(tmp_path, "race")
-    procs = [
-        subprocess.Popen(_cmd("worker", str(study), "--storage", url, "--trials", "2", "--quiet",
-                              "--data-dir", str(synthetic_root), "--device", "cpu"),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-        for _ in range(4)
-    ]
-    logs = "".join(p.communicate(timeout=600)[0] for p in procs)
+    procs, logs = _run_workers(4, study, url, synthetic_root, trials=2, timeout=600)
     assert all(p.returncode == 0 for p in procs), logs
     _check_exactly_once(url, "race", 8, logs)
     assert optuna.load_study(study_name="race", storage=url).user_attrs["budget"] == 20000
@@ -253,13 +258,7 @@ def postgres_url():
 @pytest.mark.slow
 def test_eight_postgres_workers_record_every_trial_once(tmp_path, synthetic_root, postgres_url):
     study = _study_file(tmp_path, "pg8")
-    procs = [
-        subprocess.Popen(_cmd("worker", str(study), "--storage", postgres_url, "--trials", "2", "--quiet",
-                              "--data-dir", str(synthetic_root), "--device", "cpu"),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-        for _ in range(8)
-    ]
-    logs = "".join(p.communicate(timeout=900)[0] for p in procs)
+    procs, logs = _run_workers(8, study, postgres_url, synthetic_root, trials=2, timeout=900)
     assert all(p.returncode == 0 for p in procs), logs
     _check_exactly_once(postgres_url, "pg8", 16, logs)
 
