@@ -1,4 +1,4 @@
-"""Command line: ``harness run | status | data import``.
+"""Command line: ``harness run | worker | status | export | dashboard | report | data import``.
 
 Every user error (bad study file, missing data, bad storage) is one line on stderr and exit
 status 2, checked before anything is written.
@@ -56,6 +56,38 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("study_file", metavar="STUDY.toml")
     _add_storage(status)
 
+    export = sub.add_parser(
+        "export",
+        help="write a trial's network as frozen TorchScript + ONNX + a JSON model card, and verify them",
+        description="Rebuild a trial's network from its stored spec and weights, write frozen files that "
+        "run without the harness, and check them on the MNIST test images.",
+    )
+    export.add_argument("study_file", metavar="STUDY.toml")
+    which = export.add_mutually_exclusive_group()
+    which.add_argument("--trial", type=int, metavar="N", help="export trial number N (must be COMPLETE)")
+    which.add_argument("--best", action="store_true",
+                       help="export the best feasible trial: completed, within the budget, highest "
+                            "VALIDATION accuracy (ties: fewer parameters). The default")  # fmt: skip
+    export.add_argument("--out", metavar="DIR", help="output folder (default: exports/<study name>)")
+    export.add_argument("--format", choices=("torchscript", "onnx", "all"), default="all",
+                        help="what to write (default: all)")  # fmt: skip
+    export.add_argument("--data-dir", metavar="DIR", help="MNIST root for the verification (default as for run)")
+    _add_storage(export)
+
+    dash = sub.add_parser("dashboard", help="browse the study (trials, attributes, weights) in optuna-dashboard")
+    dash.add_argument("study_file", metavar="STUDY.toml")
+    dash.add_argument("--port", type=int, default=8080, metavar="P", help="TCP port (default 8080)")
+    dash.add_argument("--host", default="127.0.0.1", metavar="H",
+                      help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for all)")  # fmt: skip
+    _add_storage(dash)
+
+    report = sub.add_parser("report", help="write an HTML report (plotly) and a CSV of all trials")
+    report.add_argument("study_file", metavar="STUDY.toml")
+    report.add_argument("--out", metavar="FILE.html", help="HTML report (default: <study name>-report.html)")
+    report.add_argument("--csv", metavar="FILE.csv", help="CSV of all trials (default: <study name>-trials.csv)")
+    report.add_argument("--top", type=int, default=15, metavar="K", help="rows in the top-trials table (default 15)")
+    _add_storage(report)
+
     data = sub.add_parser("data", help="manage the MNIST files")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     imp = data_sub.add_parser("import", help="check and install the four MNIST *-ubyte.gz files from DIR")
@@ -86,7 +118,10 @@ def _print_summary(study) -> None:
         print(line)
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
+def _open_existing(args: argparse.Namespace):
+    """(config, storage URL, study) of an existing study; creates nothing."""
+    import optuna
+
     from harness.config import load_study_config
     from harness.storage import check_storage_url, sqlite_path
     from harness.study import open_study
@@ -97,7 +132,95 @@ def _cmd_status(args: argparse.Namespace) -> int:
     path = sqlite_path(url)
     if path is not None and not path.exists():
         raise HarnessError(f"{args.study_file}: no study database yet at {path} (run `harness run` first)")
-    _print_summary(open_study(cfg, url, create=False))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "Using an existing study" chatter
+    return cfg, url, open_study(cfg, url, create=False)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    _print_summary(_open_existing(args)[2])
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.artifacts import load_weights, open_artifact_store
+    from harness.data import load_mnist
+    from harness.export import EXPORT_FORMATS, check_formats, check_out_dir, export_trial, select_trial
+
+    formats = list(EXPORT_FORMATS) if args.format == "all" else [args.format]
+    check_formats(formats)
+    cfg, url, study = _open_existing(args)
+    trial = select_trial(study, args.trial)
+    weights = load_weights(trial, open_artifact_store(cfg.artifact_root(url), create=False))
+    out = Path(args.out) if args.out else Path("exports") / cfg.name
+    check_out_dir(out)
+    _, _, test_x, test_y = load_mnist(cfg.data_root(args.data_dir), download=cfg.data.download)
+    how = f"trial {trial.number}" if args.trial is not None else f"best feasible trial (by validation): {trial.number}"
+    print(f"exporting {how} of study {cfg.name!r}")
+    result = export_trial(study, trial, weights, test_x, test_y, out, formats, storage_label=_safe_url(url))
+    for line in result.lines:
+        print(line)
+    print(f"model card: {result.card_path}")
+    if not result.ok:
+        print("harness: error: an exported file does not reproduce the recorded accuracy (see above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password (it goes into files)."""
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    import socket
+
+    from harness.artifacts import open_artifact_store
+    from harness.storage import make_storage
+
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise HarnessError("optuna-dashboard is not installed: pip install 'harness[dashboard]'") from None
+    if not 0 < args.port < 65536:
+        raise HarnessError(f"--port must be in 1..65535, got {args.port}")
+    cfg, url, study = _open_existing(args)
+    try:  # a clear error now rather than a traceback from the server
+        with socket.create_server((args.host, args.port)):
+            pass
+    except OSError as exc:
+        raise HarnessError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    store = open_artifact_store(cfg.artifact_root(url))
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    print(f"optuna-dashboard for study {cfg.name!r} ({_safe_url(url)})", flush=True)
+    print(f"open http://{shown}:{args.port}/dashboard/studies/{study._study_id}  (Ctrl-C stops)", flush=True)
+    optuna_dashboard.run_server(make_storage(url), host=args.host, port=args.port, artifact_store=store)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.report import write_report
+
+    if args.top < 1:
+        raise HarnessError(f"--top must be >= 1, got {args.top}")
+    cfg, _, study = _open_existing(args)
+    out = Path(args.out or f"{cfg.name}-report.html")
+    csv = Path(args.csv or f"{cfg.name}-trials.csv")
+    for p in (out, csv):
+        if not p.parent.is_dir():
+            raise HarnessError(f"{p}: folder {p.parent} does not exist")
+        if p.is_dir():
+            raise HarnessError(f"{p} is a folder, not a file")
+    frame = write_report(study, out, csv, top=args.top)
+    print(f"report: {out} ({len(frame)} trials); table: {csv}")
     return 0
 
 
@@ -149,6 +272,9 @@ def _prepare(args: argparse.Namespace) -> tuple[_RunPlan, int]:
         load_mnist(root, download=True)  # fetch up front: a failed download writes no study
     elif not all((raw_folder(root) / n).is_file() for n in MNIST_FILES):
         load_mnist(root)  # raises DataError naming the folder and how to provide the files
+    artifacts = cfg.artifact_root(url)
+    if artifacts.exists() and not artifacts.is_dir():
+        raise HarnessError(f"{args.study_file}: artifact folder {artifacts} exists but is not a folder")
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,6 +289,7 @@ def _run_trials(plan: _RunPlan) -> bool:
     """Open (or join) the study and run trials in this process. Returns True if interrupted."""
     import optuna
 
+    from harness.artifacts import open_artifact_store
     from harness.config import load_study_config
     from harness.data import load_splits
     from harness.study import TRAINING_FAILURES, Objective, open_study
@@ -181,7 +308,10 @@ def _run_trials(plan: _RunPlan) -> bool:
         )  # fmt: skip
 
     progress = _Progress(plan.n_trials, cfg.train.epochs, quiet=plan.quiet, tag=plan.tag, bar=not plan.tag)
-    objective = Objective(cfg, load_data, device_label=device_name(device), on_epoch=progress.epoch)
+    store = open_artifact_store(cfg.artifact_root(plan.url))
+    objective = Objective(
+        cfg, load_data, device_label=device_name(device), on_epoch=progress.epoch, artifact_store=store
+    )
     print(f"{plan.tag}study {cfg.name!r} on {device_name(device)}, storage {plan.url}", flush=True)
     try:
         study.optimize(
@@ -311,7 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Heartbeats and the retry callback are marked experimental; their use here is deliberate.
     warnings.filterwarnings("ignore", message=".*(experimental|Heartbeat of storage).*")
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "worker": _cmd_run, "status": _cmd_status, "data": _cmd_data_import}
+    handlers = {
+        "run": _cmd_run, "worker": _cmd_run, "status": _cmd_status, "export": _cmd_export,
+        "dashboard": _cmd_dashboard, "report": _cmd_report, "data": _cmd_data_import,
+    }  # fmt: skip
     try:
         return handlers[args.command](args)
     except HarnessError as exc:

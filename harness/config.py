@@ -99,6 +99,7 @@ class StudyConfig:
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
     storage: str = ""  # Optuna storage URL; "" = sqlite file in results_dir
     results_dir: str = "."  # folder of the default sqlite file, relative to the study file
+    artifact_dir: str = ""  # trained weights (Optuna artifacts); "" = <db name>.artifacts beside the sqlite file
     heartbeat_interval: int = 20  # seconds between a running trial's heartbeats (0 = off)
     grace_period: int = 60  # seconds without heartbeat before a RUNNING trial counts as dead
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -112,6 +113,24 @@ class StudyConfig:
             return self.storage
         folder = (self.path.parent / self.results_dir).resolve()
         return f"sqlite:///{folder / (self.name + '.db')}"
+
+    def artifact_root(self, storage_url: str | None = None) -> Path:
+        """Folder of the study's artifact store (trained weights).
+
+        ``study.artifact_dir`` if set (relative to the study file; on a shared storage every
+        worker must see the same folder, e.g. a network file system); otherwise beside the
+        SQLite database as ``<db name>.artifacts``, or ``results_dir/<study name>.artifacts``
+        for other storages.
+        """
+        if self.artifact_dir:
+            p = Path(self.artifact_dir).expanduser()
+            return p if p.is_absolute() else (self.path.parent / p).resolve()
+        from harness.storage import sqlite_path  # storage owns URL parsing
+
+        db = sqlite_path(storage_url or self.default_storage())
+        if db is not None:
+            return db.with_name(db.name.removesuffix(".db") + ".artifacts")
+        return (self.path.parent / self.results_dir).resolve() / f"{self.name}.artifacts"
 
     def data_root(self, override: str | None = None) -> Path:
         """Data root: --data-dir, then the study file's data.dir, then $HARNESS_DATA_DIR."""

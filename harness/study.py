@@ -108,6 +108,7 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True) -> op
             for key, value in _study_attrs(cfg).items():
                 study.set_user_attr(key, value)
             study.set_user_attr("train", dataclasses.asdict(cfg.train))  # the recipe, for the record
+            study.set_metric_names(["val_acc"])  # what optuna-dashboard labels the objective
         if create:
             enqueue_baseline(study, get_search_space(cfg.search_space))
     return study
@@ -146,8 +147,10 @@ class Objective:
         device_label: str,
         fit_fn: Callable[..., Any] | None = None,
         on_epoch: Callable[[FrozenTrial | optuna.Trial, int, float], None] | None = None,
+        artifact_store: Any = None,
     ):
         self.cfg = cfg
+        self.artifact_store = artifact_store  # where trained weights go (None: not kept)
         self.space = get_search_space(cfg.search_space)
         self.load_data = load_data
         self.device_label = device_label
@@ -193,14 +196,21 @@ class Objective:
             if not isinstance(exc, optuna.TrialPruned):
                 trial.set_user_attr("fail_reason", f"{exc.__class__.__name__}: {exc}"[:500])
             raise
-        test_acc = evaluate(model, data.test_x, data.test_y, self.cfg.train.eval_batch_size, self.cfg.train.amp)
+        # Scored in float32 whatever the training precision: the exported files run in float32,
+        # and export checks them against this number image for image.
+        test_acc = evaluate(model, data.test_x, data.test_y, self.cfg.train.eval_batch_size, "off")
         trial.set_user_attr("val_acc", result.val_acc)
         trial.set_user_attr("test_acc", test_acc)
         trial.set_user_attr("test_images", len(data.test_x))
+        trial.set_user_attr("test_correct", round(test_acc * len(data.test_x)))
         trial.set_user_attr("target_met", bool(test_acc >= self.cfg.target))
         trial.set_user_attr("epochs_run", result.epochs_run)
         trial.set_user_attr("train_seconds", round(result.seconds, 3))
         trial.set_user_attr("val_history", result.history)
+        if self.artifact_store is not None:
+            from harness.artifacts import save_weights
+
+            save_weights(model, trial, self.artifact_store)
         return result.val_acc
 
     def _gate(self, trial: optuna.Trial, spec: ArchSpec) -> int:

@@ -1,0 +1,305 @@
+"""A study as a table (pandas) and as one self-contained HTML page of plotly figures.
+
+:func:`trials_frame` flattens every trial (rejections, pruned and failed ones included) into
+one row; :func:`write_report` turns it into ``report.html`` (plotly.js inlined, so the page
+opens offline) and ``trials.csv``. Figures: validation and test accuracy against parameter
+count (budget and target lines, baseline highlighted, rejections at their parameter count),
+the Pareto front of validation accuracy vs parameters, optimisation history, intermediate
+values (pruning), parameter importances, and a table of the top trials.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["pareto_front", "trials_frame", "write_report"]
+
+_COLUMNS = [
+    "number", "outcome", "state", "baseline", "params", "val_acc", "test_acc", "test_images", "target_met",
+    "epochs_run", "train_seconds", "arch", "reject_reason", "fail_reason", "device", "seed", "datetime_start",
+]  # fmt: skip
+
+
+def _kind(t: FrozenTrial) -> str:
+    from harness.study import classify
+
+    return classify(t)
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+
+def trials_frame(study: optuna.Study):
+    """One row per trial: outcome, parameter count, accuracies, readable arch, recipe params.
+
+    ``val_acc`` of a pruned trial is its last reported validation accuracy (its epoch count is
+    in ``epochs_run``); rejected trials have a parameter count and no accuracies.
+    """
+    import pandas as pd
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        ua = t.user_attrs
+        val = ua.get("val_acc")
+        if val is None and t.intermediate_values:
+            val = t.intermediate_values[max(t.intermediate_values)]
+        row = {
+            "number": t.number,
+            "outcome": _kind(t),
+            "state": t.state.name,
+            "baseline": bool(ua.get("baseline", False)),
+            "params": _num(ua.get("params")),
+            "val_acc": _num(val),
+            "test_acc": _num(ua.get("test_acc")),
+            "test_images": _num(ua.get("test_images")),
+            "target_met": ua.get("target_met"),
+            "epochs_run": _num(ua.get("epochs_run")),
+            "train_seconds": _num(ua.get("train_seconds")),
+            "arch": ua.get("arch", ""),
+            "reject_reason": ua.get("reject_reason", ""),
+            "fail_reason": ua.get("fail_reason", ""),
+            "device": ua.get("device", ""),
+            "seed": ua.get("seed"),
+            "datetime_start": t.datetime_start,
+        }
+        for key in ("retrain_test_mean", "retrain_test_std", "retrain_seeds"):
+            if key in ua:
+                row[key] = ua[key]
+        row.update({f"param_{k}": v for k, v in t.params.items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=_COLUMNS)
+    first = [c for c in _COLUMNS if c in frame.columns]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def pareto_front(frame) -> Any:
+    """Rows not dominated in (fewer params, higher val_acc), among completed within-budget trials,
+    sorted by parameter count."""
+    done = frame[(frame["outcome"] == "complete") & frame["val_acc"].notna()].sort_values(
+        ["params", "val_acc"], ascending=[True, False]
+    )
+    keep, best = [], -math.inf
+    for idx, row in done.iterrows():
+        if row["val_acc"] > best:
+            keep.append(idx)
+            best = row["val_acc"]
+    return done.loc[keep]
+
+
+def _hover(frame) -> list[str]:
+    out = []
+    for _, r in frame.iterrows():
+        parts = [f"trial {r['number']}" + (" (baseline)" if r["baseline"] else ""), f"{_fmt_int(r['params'])} params"]
+        if not math.isnan(r["val_acc"]):
+            parts.append(f"val {r['val_acc']:.4f}")
+        if not math.isnan(r["test_acc"]):
+            parts.append(f"test {r['test_acc']:.4f}")
+        if r["reject_reason"]:
+            parts.append(r["reject_reason"])
+        parts.append(html.escape(str(r["arch"])))
+        out.append("<br>".join(parts))
+    return out
+
+
+def _fmt_int(v: float) -> str:
+    return "?" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{int(v):,}"
+
+
+_STYLES = {  # outcome -> (label, marker symbol, colour)
+    "complete": ("trained", "circle", "#1f77b4"),
+    "pruned": ("pruned (last val acc)", "circle-open", "#7f7f7f"),
+    "failed": ("failed", "x-thin-open", "#d62728"),
+}
+
+
+def _accuracy_figure(frame, budget: int, target: float):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=("validation accuracy (selection)", "test accuracy (record)"))  # fmt: skip
+    scored = frame[frame["val_acc"].notna()]
+    accs = list(scored["val_acc"]) + list(scored["test_acc"].dropna())
+    lo = min(accs, default=0.9)
+    hi = max(accs + [target], default=1.0)
+    floor = lo - 0.08 * max(hi - lo, 1e-3)  # where rejected (never trained) trials are drawn
+    for col, metric in ((1, "val_acc"), (2, "test_acc")):
+        for outcome, (label, symbol, colour) in _STYLES.items():
+            part = frame[(frame["outcome"] == outcome) & frame[metric].notna() & ~frame["baseline"]]
+            if part.empty:
+                continue
+            fig.add_trace(go.Scatter(
+                x=part["params"], y=part[metric], mode="markers", name=label, legendgroup=label,
+                showlegend=col == 1, marker=dict(symbol=symbol, color=colour, size=8),
+                hovertext=_hover(part), hoverinfo="text",
+            ), row=1, col=col)  # fmt: skip
+        rejected = frame[frame["outcome"].isin(["over_budget", "invalid"]) & frame["params"].notna()]
+        if not rejected.empty:
+            fig.add_trace(go.Scatter(
+                x=rejected["params"], y=[floor] * len(rejected), mode="markers",
+                name="rejected over budget (not trained)", legendgroup="rejected", showlegend=col == 1,
+                marker=dict(symbol="x", color="#ff7f0e", size=9), hovertext=_hover(rejected), hoverinfo="text",
+            ), row=1, col=col)  # fmt: skip
+        base = frame[frame["baseline"] & frame[metric].notna()]
+        if not base.empty:
+            fig.add_trace(go.Scatter(
+                x=base["params"], y=base[metric], mode="markers", name="baseline (seed network)",
+                legendgroup="baseline", showlegend=col == 1,
+                marker=dict(symbol="star", color="#ffbf00", size=18, line=dict(color="black", width=1)),
+                hovertext=_hover(base), hoverinfo="text",
+            ), row=1, col=col)  # fmt: skip
+        fig.add_vline(x=budget, line=dict(color="#d62728", dash="dash"), row=1, col=col,
+                      annotation_text=f"budget {budget:,}", annotation_position="top left")  # fmt: skip
+        fig.add_hline(y=target, line=dict(color="#2ca02c", dash="dot"), row=1, col=col,
+                      annotation_text=f"target {target:.2%}", annotation_position="bottom right")  # fmt: skip
+        fig.update_xaxes(title_text="trainable parameters", row=1, col=col)
+    fig.update_yaxes(title_text="accuracy", tickformat=".2%", row=1, col=1)
+    fig.update_layout(title="Accuracy against parameter count (every trial)", height=520,
+                      legend=dict(orientation="h", y=-0.2))  # fmt: skip
+    return fig
+
+
+def _pareto_figure(frame, budget: int, target: float):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    done = frame[(frame["outcome"] == "complete") & frame["val_acc"].notna()]
+    front = pareto_front(frame)
+    fig.add_trace(go.Scatter(x=done["params"], y=done["val_acc"], mode="markers", name="completed trials",
+                             marker=dict(color="#c7c7c7", size=7), hovertext=_hover(done), hoverinfo="text"))  # fmt: skip
+    fig.add_trace(go.Scatter(x=front["params"], y=front["val_acc"], mode="lines+markers", name="Pareto front",
+                             line=dict(shape="hv", color="#9467bd"), marker=dict(size=10),
+                             hovertext=_hover(front), hoverinfo="text"))  # fmt: skip
+    fig.add_vline(x=budget, line=dict(color="#d62728", dash="dash"), annotation_text=f"budget {budget:,}")
+    fig.add_hline(y=target, line=dict(color="#2ca02c", dash="dot"), annotation_text=f"target {target:.2%}",
+                  annotation_position="bottom left")  # fmt: skip
+    fig.update_layout(title="Pareto front: validation accuracy vs parameters (fewer params, higher accuracy)",
+                      xaxis_title="trainable parameters", yaxis_title="validation accuracy",
+                      yaxis_tickformat=".2%", height=460)  # fmt: skip
+    return fig
+
+
+def _message_figure(title: str, message: str):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(title=title, height=260, xaxis_visible=False, yaxis_visible=False)
+    return fig
+
+
+def _optuna_figures(study: optuna.Study) -> list:
+    from optuna import visualization as vis
+
+    multi = len(study.directions) > 1
+    target = (lambda t: t.values[0]) if multi else None
+    figs = []
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if complete:
+        fig = vis.plot_optimization_history(study, target=target, target_name="validation accuracy")
+        fig.update_layout(title="Optimisation history (validation accuracy)", height=420)
+        figs.append(fig)
+    else:
+        figs.append(_message_figure("Optimisation history", "no completed trial yet"))
+    if not multi and any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        fig = vis.plot_intermediate_values(study)
+        fig.update_layout(title="Intermediate values: validation accuracy per epoch (pruned trials stop early)",
+                          xaxis_title="epoch", height=420)  # fmt: skip
+        figs.append(fig)
+    try:  # PED-ANOVA: no scikit-learn needed (fANOVA would need it)
+        with warnings.catch_warnings():  # "few trials in some regimes": true early in a study
+            warnings.simplefilter("ignore", UserWarning)
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            fig = vis.plot_param_importances(
+                study, evaluator=evaluator, target=target, target_name="validation accuracy"
+            )
+        fig.update_layout(title="Parameter importances (PED-ANOVA, validation accuracy)", height=480)
+        figs.append(fig)
+    except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+        figs.append(_message_figure("Parameter importances", f"not available: {html.escape(str(exc))[:200]}"))
+    return figs
+
+
+def _table_html(frame, top: int) -> str:
+    done = frame[frame["outcome"] == "complete"].sort_values(["val_acc", "params"], ascending=[False, True]).head(top)
+    head = ["rank", "trial", "params", "val acc", "test acc", "target met", "epochs", "train s", "architecture"]
+    retrain = "retrain_test_mean" in frame.columns
+    if retrain:
+        head.insert(6, "retrain test (mean ± std, seeds)")
+    rows = []
+    for rank, (_, r) in enumerate(done.iterrows(), 1):
+        cells = [str(rank), f"{r['number']}" + (" ★ baseline" if r["baseline"] else ""), _fmt_int(r["params"]),
+                 f"{r['val_acc']:.4%}", f"{r['test_acc']:.4%}" if not math.isnan(r["test_acc"]) else "n/a",
+                 "yes" if r["target_met"] else "no", _fmt_int(r["epochs_run"]),
+                 f"{r['train_seconds']:.1f}" if not math.isnan(r["train_seconds"]) else "",
+                 f"<code>{html.escape(str(r['arch']))}</code>"]  # fmt: skip
+        if retrain:
+            m = r.get("retrain_test_mean")
+            cells.insert(
+                6,
+                f"{m:.4%} ± {r['retrain_test_std']:.4%} ({int(r['retrain_seeds'])})"
+                if isinstance(m, float) and not math.isnan(m) else "",
+            )  # fmt: skip
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return (
+        f"<h2>Top {len(done)} trials by validation accuracy</h2><table><thead><tr>"
+        + "".join(f"<th>{h}</th>" for h in head)
+        + "</tr></thead><tbody>"
+        + ("".join(rows) or f"<tr><td colspan={len(head)}>no completed trial yet</td></tr>")
+        + "</tbody></table>"
+    )
+
+
+def write_report(study: optuna.Study, out_html: Path, out_csv: Path | None = None, top: int = 15) -> Any:
+    """Write the HTML report (and the CSV of all trials); returns the trials frame."""
+    from harness.study import summarize
+
+    frame = trials_frame(study)
+    if out_csv is not None:
+        frame.to_csv(out_csv, index=False)
+    budget = int(study.user_attrs.get("budget", 0))
+    target = float(study.user_attrs.get("target", 1.0))
+    summary = summarize(study)
+    figures = []
+    if frame.empty:
+        figures.append(_message_figure("Accuracy against parameter count", "the study has no trials yet"))
+    else:
+        figures.append(_accuracy_figure(frame, budget, target))
+        figures.append(_pareto_figure(frame, budget, target))
+    figures.extend(_optuna_figures(study))
+    parts = []
+    for i, fig in enumerate(figures):
+        fig.update_layout(template="plotly_white", margin=dict(l=60, r=30, t=60, b=40))
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}))
+    summary_html = "<br>".join(html.escape(line) for line in summary.lines())
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>harness report: {html.escape(study.study_name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1400px; color: #222; }}
+table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px solid #ddd; padding: 4px 8px; }}
+th {{ background: #f3f3f3; text-align: left; }} code {{ font-size: 12px; }}
+.summary {{ background: #f7f7fb; padding: 10px 14px; border-radius: 6px; font-family: monospace; }}
+</style></head><body>
+<h1>Study <code>{html.escape(study.study_name)}</code></h1>
+<p class="summary">{summary_html}</p>
+<p>Selection uses the validation split carved from the training set; test accuracy is recorded,
+never selected on. Rejected candidates were counted over the budget and never trained.</p>
+{parts[0]}
+{_table_html(frame, top) if not frame.empty else ""}
+{"".join(parts[1:])}
+</body></html>
+"""
+    tmp = out_html.with_name(out_html.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out_html)
+    return frame

@@ -1,0 +1,238 @@
+"""Weights as artifacts, export (TorchScript + ONNX + card), report: on tiny synthetic data.
+
+A real study (real Optuna SQLite storage, real training on a synthetic MNIST that a small
+net learns in one epoch) is run once per module through the CLI; export and report then
+work on it exactly as a user would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from harness.artifacts import WEIGHTS_ATTR, load_weights, open_artifact_store
+from harness.cli import main
+from tests.conftest import make_synthetic_mnist
+
+STUDY = """
+[study]
+name = "tiny"
+budget = 20000
+n_trials = 4
+seed = 3
+[sampler]
+name = "random"
+[pruner]
+name = "none"
+[data]
+dir = "data"
+val_size = 100
+[train]
+epochs = 1
+batch_size = 50
+rotation = 0.0
+translate = 0.0
+scale = 0.0
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory) -> Path:
+    """A folder holding tiny.toml, its data, and a finished study (tiny.db + tiny.artifacts)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    make_synthetic_mnist(folder / "data", n_train=500, n_test=300)
+    (folder / "tiny.toml").write_text(STUDY)
+    assert main(["run", str(folder / "tiny.toml"), "--device", "cpu", "--quiet"]) == 0
+    return folder
+
+
+def _study(folder: Path) -> optuna.Study:
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'tiny.db'}")
+
+
+def test_every_completed_trial_stores_loadable_weights(tiny_study):
+    from harness.model import build
+    from harness.spec import ArchSpec
+
+    study = _study(tiny_study)
+    store = open_artifact_store(tiny_study / "tiny.artifacts", create=False)
+    complete = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert complete
+    for t in study.get_trials():
+        metas = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
+        if t in complete:
+            assert [m.filename for m in metas] == [f"trial-{t.number}-weights.pt"]
+            assert metas[0].artifact_id == t.user_attrs[WEIGHTS_ATTR]
+            weights = load_weights(t, store)
+            assert all(isinstance(v, torch.Tensor) for v in weights.values())
+            model = build(ArchSpec.from_json(t.user_attrs["spec"]))
+            model.load_state_dict(weights)  # strict: every key matches
+            size = (tiny_study / "tiny.artifacts" / metas[0].artifact_id).stat().st_size
+            assert size < 100_000
+        else:
+            assert metas == [] and WEIGHTS_ATTR not in t.user_attrs
+
+
+def test_export_writes_verified_files_and_card(tiny_study, capsys):
+    out = tiny_study / "out"
+    rc = main(["export", str(tiny_study / "tiny.toml"), "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    study = _study(tiny_study)
+    best = max(
+        (t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE),
+        key=lambda t: (t.value, -t.user_attrs["params"]),
+    )
+    card = json.loads((out / f"tiny-trial{best.number}.json").read_text())
+    assert card["trial"] == best.number and card["params"] == best.user_attrs["params"]
+    assert card["test_acc"] == best.user_attrs["test_acc"] and card["val_acc"] == best.value
+    assert card["input"]["normalize"] == {"mean": 0.1307, "std": 0.3081}
+    assert card["torch_version"] == torch.__version__
+    for fmt, suffix in (("torchscript", ".pt"), ("onnx", ".onnx")):
+        path = out / f"tiny-trial{best.number}{suffix}"
+        assert card["files"][fmt]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert card["verification"][fmt]["passed"] is True
+        assert card["verification"][fmt]["test_acc_recorded_images"] == pytest.approx(best.user_attrs["test_acc"])
+    assert text.count("-> OK") == 2
+
+
+def test_torchscript_runs_without_the_harness(tiny_study):
+    """A user's process: plain torch + numpy, harness made unimportable, its own preprocessing."""
+    out = tiny_study / "ts-only"
+    assert main(["export", str(tiny_study / "tiny.toml"), "--out", str(out), "--format", "torchscript"]) == 0
+    card_path = next(out.glob("*.json"))
+    card = json.loads(card_path.read_text())
+    assert not list(out.glob("*.onnx"))
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["harness"] = None  # any import of the harness now fails
+        import json, struct, numpy as np, torch
+        card = json.load(open({str(card_path)!r}))
+        raw = {str(tiny_study / "data" / "MNIST" / "raw")!r}
+        data = open(raw + "/t10k-images-idx3-ubyte", "rb").read()
+        n = struct.unpack(">I", data[4:8])[0]
+        x = np.frombuffer(data[16:], dtype=np.uint8).reshape(n, 1, 28, 28).astype(np.float32) / 255
+        x = (x - card["input"]["normalize"]["mean"]) / card["input"]["normalize"]["std"]
+        y = np.frombuffer(open(raw + "/t10k-labels-idx1-ubyte", "rb").read()[8:], dtype=np.uint8)
+        model = torch.jit.load({str(out / card["files"]["torchscript"]["path"])!r})
+        pred = model(torch.from_numpy(x)).argmax(1).numpy()
+        print((pred == y).mean())
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout.strip()) == pytest.approx(card["test_acc"], abs=1e-9)
+
+
+def _cli(args: list[str]) -> int:
+    """main(), with argparse's exit (usage errors) turned into the return code."""
+    try:
+        return main(args)
+    except SystemExit as exc:
+        return int(exc.code)
+
+
+def test_export_bad_inputs_write_nothing(tiny_study, tmp_path, capsys):
+    study_file = str(tiny_study / "tiny.toml")
+    study = _study(tiny_study)
+    not_complete = [t.number for t in study.get_trials() if t.state != optuna.trial.TrialState.COMPLETE]
+    assert not_complete, "the tiny study is expected to reject at least one candidate"
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    out = ["--out", str(tmp_path / "x")]
+    cases = [
+        (["--trial", "999", *out], "has no trial 999"),
+        (["--trial", str(not_complete[0]), *out], "not COMPLETE"),
+        (["--out", str(a_file / "sub")], "is not a folder"),
+        (["--trial", "1", "--best", *out], "not allowed with"),
+        (["--format", "pdf", *out], "invalid choice"),
+        (["--storage", f"sqlite:///{tmp_path / 'nope.db'}", *out], "no study database yet"),
+    ]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for extra, words in cases:
+        assert _cli(["export", study_file, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, (extra, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_export_with_no_feasible_trial(tmp_path, capsys):
+    """Every candidate over a tiny budget: nothing trained, export says so, exit 2."""
+    make_synthetic_mnist(tmp_path / "data", n_train=200, n_test=50)
+    study_file = tmp_path / "none.toml"
+    study_file.write_text(STUDY.replace('name = "tiny"', 'name = "none"').replace("budget = 20000", "budget = 50"))
+    assert main(["run", str(study_file), "--device", "cpu", "--quiet", "--trials", "2"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(study_file), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no completed trial within the budget of 50 params" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_has_every_trial_and_the_figures(tiny_study, tmp_path):
+    html_path, csv_path = tmp_path / "r.html", tmp_path / "t.csv"
+    assert main(["report", str(tiny_study / "tiny.toml"), "--out", str(html_path), "--csv", str(csv_path)]) == 0
+    import pandas as pd
+
+    frame = pd.read_csv(csv_path)
+    study = _study(tiny_study)
+    assert sorted(frame["number"]) == [t.number for t in study.get_trials()]
+    assert frame.loc[frame["baseline"], "params"].tolist() == [19290]
+    page = html_path.read_text()
+    for title in ("Accuracy against parameter count", "Pareto front", "Optimisation history",
+                  "Parameter importances", "Top ", "budget 20,000", "target 99.40%", "baseline (seed network)"):  # fmt: skip
+        assert title in page, title
+    assert "<script" in page and not re.search(r"<script[^>]*\ssrc=", page)  # self-contained: plotly.js inlined
+
+
+def test_report_bad_output_folder(tiny_study, tmp_path, capsys):
+    rc = main(["report", str(tiny_study / "tiny.toml"), "--out", str(tmp_path / "missing" / "r.html")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()
+
+
+def test_pareto_front_keeps_only_undominated():
+    import math
+
+    import pandas as pd
+
+    from harness.report import pareto_front
+
+    frame = pd.DataFrame({
+        "number": [0, 1, 2, 3, 4], "outcome": ["complete"] * 4 + ["over_budget"],
+        "params": [1000, 2000, 1500, 3000, 50_000], "val_acc": [0.97, 0.99, 0.96, 0.985, math.nan],
+    })  # fmt: skip
+    assert pareto_front(frame)["number"].tolist() == [0, 1]
+
+
+def test_cli_export_help_says_best_means_validation():
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "export", "--help"], capture_output=True, text=True)
+    text = " ".join(proc.stdout.split())  # argparse wraps lines
+    assert "VALIDATION accuracy" in text and "within the budget" in text
+
+
+def test_dashboard_bad_inputs(tiny_study, tmp_path, capsys):
+    import socket
+
+    study_file = str(tiny_study / "tiny.toml")
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert _cli(["dashboard", study_file, "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and err.count("\n") == 1
+    assert _cli(["dashboard", study_file, "--port", "70000"]) == 2
+    assert "--port must be in 1..65535" in capsys.readouterr().err
+    missing = f"sqlite:///{tmp_path / 'none.db'}"
+    assert _cli(["dashboard", study_file, "--storage", missing]) == 2
+    assert "no study database yet" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()

@@ -1,0 +1,134 @@
+"""studies/smoke.toml on the real MNIST, then what users do with it: export, report, dashboard.
+
+The dashboard is the real optuna-dashboard server on a free local port, queried over HTTP
+and opened in headless Chromium (Debian's chromium; .ci/run installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+import zlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _harness(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def smoke_dir(real_mnist_root, tmp_path_factory) -> Path:
+    """A copy of studies/smoke.toml that has been run once (smoke.db + smoke.artifacts beside it)."""
+    folder = tmp_path_factory.mktemp("smoke-outputs")
+    shutil.copy(ROOT / "studies" / "smoke.toml", folder / "smoke.toml")
+    proc = _harness("run", "smoke.toml", "--data-dir", str(real_mnist_root), "--device", "cpu", "--quiet",
+                    cwd=folder)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return folder
+
+
+@pytest.mark.slow
+def test_smoke_export_all_formats_verified(smoke_dir, real_mnist_root):
+    proc = _harness("export", "smoke.toml", "--best", "--out", "exported", "--data-dir", str(real_mnist_root),
+                    cwd=smoke_dir)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (card_path,) = (smoke_dir / "exported").glob("smoke-trial*.json")
+    card = json.loads(card_path.read_text())
+    assert card["test_images"] == 2000  # the smoke study scores 2,000 test images
+    for fmt in ("torchscript", "onnx"):
+        v = card["verification"][fmt]
+        assert v["passed"] and v["all_images"] == 10_000
+        assert (smoke_dir / "exported" / card["files"][fmt]["path"]).stat().st_size > 10_000
+    assert card["verification"]["torchscript"]["predictions_differing_from_pytorch"] == 0
+    assert proc.stdout.count("-> OK") == 2
+
+
+@pytest.mark.slow
+def test_smoke_report(smoke_dir):
+    proc = _harness("report", "smoke.toml", "--out", "report.html", "--csv", "trials.csv", cwd=smoke_dir)
+    assert proc.returncode == 0, proc.stderr
+    page = (smoke_dir / "report.html").read_text()
+    assert page.count('class="plotly-graph-div"') >= 5  # accuracy, Pareto, history, intermediate, importances
+    assert "rejected over budget (not trained)" in page
+    lines = (smoke_dir / "trials.csv").read_text().splitlines()
+    assert len(lines) == 1 + 6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _png_size_and_colours(path: Path) -> tuple[int, int, int]:
+    """(width, height, distinct byte values in the pixel data): enough to tell a blank page."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    idat, pos = b"", 8
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if kind == b"IDAT":
+            idat += data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    return width, height, len(set(zlib.decompress(idat)))
+
+
+@pytest.mark.slow
+def test_dashboard_api_and_browser(smoke_dir, tmp_path):
+    from harness.browser import rendered_dom, screenshot
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "dashboard", "smoke.toml", "--port", str(port)],
+        cwd=smoke_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(150):
+            try:
+                studies = _get_json(f"{base}/api/studies")
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                time.sleep(0.2)
+        else:
+            pytest.fail("dashboard did not answer within 30 s")
+        (summary,) = studies["study_summaries"]
+        assert summary["study_name"] == "smoke"
+        study = _get_json(f"{base}/api/studies/{summary['study_id']}")
+        assert len(study["trials"]) == 6
+        by_number = {t["number"]: t for t in study["trials"]}
+        baseline = by_number[0]
+        attrs = {a["key"]: a["value"] for a in baseline["user_attrs"]}
+        assert attrs["baseline"] == "True" and attrs["params"] == "19290"
+        assert {"test_acc", "target_met", "val_acc"} <= set(attrs)
+        for t in study["trials"]:
+            names = [a["filename"] for a in t["artifacts"]]
+            assert names == ([f"trial-{t['number']}-weights.pt"] if t["state"] == "Complete" else []), t["number"]
+
+        page = f"{base}/dashboard/studies/{summary['study_id']}/trials"
+        dom = rendered_dom(page, wait_ms=10_000)
+        assert "smoke" in dom and "trial-0-weights.pt" in dom and "19290" in dom
+        png = screenshot(page, tmp_path / "dashboard.png", 1400, 1000, wait_ms=10_000)
+        width, height, colours = _png_size_and_colours(png)
+        assert (width, height) == (1400, 1000) and colours > 50  # a rendered page, not a blank one
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
