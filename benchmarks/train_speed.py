@@ -186,21 +186,25 @@ def e2e_trial(root: Path, device: torch.device, epochs: int) -> dict:
     }
 
 
-def accuracy(root: Path, device: torch.device, epochs: int, seeds: int) -> dict:
-    """Baseline test accuracy with the default study recipe (as `harness run` trains it)."""
+def accuracy(root: Path, device: torch.device, epochs: int, seeds: int, amp: str = "auto") -> dict:
+    """Baseline test accuracy with the default study recipe (as `harness run` trains it),
+    training precision ``amp``; scored in float32 like a trial."""
     data = load_splits(root, device, val_size=VAL_SIZE)
-    accs = []
+    accs, seconds = [], []
+    cfg = TrainConfig(epochs=epochs, amp=amp)
     for seed in range(seeds):
         model = build(SPEC, seed=seed)
-        fit(model, data, TrainConfig(epochs=epochs), seed=seed)
+        seconds.append(fit(model, data, cfg, seed=seed).seconds)
         accs.append(evaluate(model, data.test_x, data.test_y))
     return {
         "epochs": epochs,
         "seeds": seeds,
+        "amp": amp,
         "test_acc": [round(a, 4) for a in accs],
         "mean": round(statistics.mean(accs), 4),
         "std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
-        "recipe": dataclasses.asdict(TrainConfig(epochs=epochs)),
+        "train_seconds": [round(t, 1) for t in seconds],
+        "recipe": dataclasses.asdict(cfg),
     }
 
 
@@ -210,10 +214,13 @@ def markdown(result: dict) -> str:
         f"# Training speed: {m['device']}",
         "",
         f"torch {m['torch']}, {m['date']}, `{m['command']}`",
-        "",
-        "| run | batch | s/epoch | images/s | × reference | × raw | test acc (after {} ep) |".format(m["epochs"]),
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    if result["rows"]:
+        lines += [
+            "",
+            "| run | batch | s/epoch | images/s | × reference | × raw | test acc (after {} ep) |".format(m["epochs"]),
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
     for r in result["rows"]:
         lines.append(
             f"| {r['name']} | {r['batch_size']} | {r['seconds_per_epoch']:.2f} | {r['images_per_second']:,.0f} "
@@ -223,10 +230,11 @@ def markdown(result: dict) -> str:
         e = result["e2e"]
         lines += ["", f"One {e['epochs']}-epoch baseline trial through `harness run`, end to end: "
                   f"{e['wall_seconds']:.1f} s wall ({e['train_seconds']:.1f} s training), test acc {e['test_acc']:.4f}."]  # fmt: skip
-    if "accuracy" in result:
-        a = result["accuracy"]
-        lines += ["", f"Baseline, engine, {a['epochs']} epochs, default recipe: test accuracy "
-                  f"{a['mean']:.4f} ± {a['std']:.4f} over {a['seeds']} seeds ({', '.join(map(str, a['test_acc']))})."]  # fmt: skip
+    for a in result.get("accuracy_runs", [result["accuracy"]] if "accuracy" in result else []):
+        lines += ["", f"Baseline, engine, {a['epochs']} epochs, default recipe, train.amp = {a.get('amp', 'auto')!r}: "
+                  f"test accuracy {a['mean']:.4f} ± {a['std']:.4f} over {a['seeds']} seeds "
+                  f"({', '.join(map(str, a['test_acc']))})"
+                  + (f"; training {statistics.mean(a['train_seconds']):.1f} s per trial (mean)." if "train_seconds" in a else ".")]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -240,6 +248,8 @@ def main() -> None:
     ap.add_argument("--e2e-epochs", type=int, default=0, help="also time one baseline trial of N epochs via harness run")
     ap.add_argument("--accuracy-seeds", type=int, default=0, help="also train the baseline with S seeds")
     ap.add_argument("--accuracy-epochs", type=int, default=15)
+    ap.add_argument("--accuracy-amp", default="auto", help="comma list of train.amp values for the accuracy runs")
+    ap.add_argument("--only-accuracy", action="store_true", help="skip the speed rows")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--out", default="", help="write OUT.json and OUT.md")
     args = ap.parse_args()
@@ -251,6 +261,40 @@ def main() -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
+    result = {"meta": _meta(device, args), "rows": []}
+    if not args.only_accuracy:
+        result["rows"] = speed_rows(root, device, args)
+    if args.e2e_epochs:
+        result["e2e"] = e2e_trial(root, device, args.e2e_epochs)
+    if args.accuracy_seeds:
+        result["accuracy_runs"] = [
+            accuracy(root, device, args.accuracy_epochs, args.accuracy_seeds, amp)
+            for amp in args.accuracy_amp.split(",")
+        ]
+    text = markdown(result)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        out.with_suffix(".md").write_text(text)
+
+
+def _meta(device: torch.device, args: argparse.Namespace) -> dict:
+    argv0 = Path(sys.argv[0])
+    return {
+        "device": device_name(device),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "date": dt.date.today().isoformat(),
+        "epochs": args.epochs,
+        "command": "python " + " ".join([str(argv0.relative_to(REPO)) if argv0.is_absolute() else sys.argv[0], *sys.argv[1:]]),
+    }
+
+
+def speed_rows(root: Path, device: torch.device, args: argparse.Namespace) -> list[dict]:
+    """Reference, engine (batch 128, then its best batch size) and raw compute, one process."""
     rows = [reference(root, device, args.epochs, 128, args.seed)]
     rows.append(engine(root, device, args.epochs, 128, args.seed, "harness engine"))
     best = rows[-1]
@@ -266,29 +310,7 @@ def main() -> None:
     for r in rows:
         r["vs_reference"] = round(r["images_per_second"] / ref, 2)
         r["vs_raw"] = round(r["images_per_second"] / raw, 2)
-    result = {
-        "meta": {
-            "device": device_name(device),
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "torch": torch.__version__,
-            "date": dt.date.today().isoformat(),
-            "epochs": args.epochs,
-            "command": "python " + " ".join([str(Path(sys.argv[0]).relative_to(REPO)) if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]]),
-        },
-        "rows": rows,
-    }
-    if args.e2e_epochs:
-        result["e2e"] = e2e_trial(root, device, args.e2e_epochs)
-    if args.accuracy_seeds:
-        result["accuracy"] = accuracy(root, device, args.accuracy_epochs, args.accuracy_seeds)
-    text = markdown(result)
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-        out.with_suffix(".md").write_text(text)
+    return rows
 
 
 if __name__ == "__main__":

@@ -18,7 +18,15 @@ from optuna.trial import FrozenTrial
 
 from harness.errors import HarnessError
 
-__all__ = ["WEIGHTS_ATTR", "load_weights", "open_artifact_store", "save_weights", "weights_filename"]
+__all__ = [
+    "WEIGHTS_ATTR",
+    "load_state_dict",
+    "load_weights",
+    "open_artifact_store",
+    "save_weights",
+    "upload_state_dict",
+    "weights_filename",
+]
 
 #: Trial user attribute holding the artifact id of the trial's trained weights.
 WEIGHTS_ATTR = "weights_artifact"
@@ -43,38 +51,53 @@ def weights_filename(trial_number: int) -> str:
     return f"trial-{trial_number}-weights.pt"
 
 
-def save_weights(model, trial: optuna.Trial, store: FileSystemArtifactStore) -> str:
-    """Upload ``model``'s state dict as an artifact of ``trial``; returns (and records) its id."""
+def upload_state_dict(model, study_or_trial, store: FileSystemArtifactStore, filename: str) -> str:
+    """Upload ``model``'s state dict (CPU, contiguous) as an artifact named ``filename``; its id."""
     import torch
 
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with tempfile.TemporaryDirectory(prefix="harness-weights-") as tmp:
-        path = Path(tmp) / weights_filename(trial.number)  # the name the dashboard shows
+        path = Path(tmp) / filename  # the name the dashboard shows
         torch.save(state, path)
-        artifact_id = optuna.artifacts.upload_artifact(
-            artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype="application/octet-stream"
-        )
+        return optuna.artifacts.upload_artifact(
+            artifact_store=store, file_path=str(path), study_or_trial=study_or_trial,
+            mimetype="application/octet-stream",
+        )  # fmt: skip
+
+
+def save_weights(model, trial: optuna.Trial, store: FileSystemArtifactStore) -> str:
+    """Upload ``model``'s state dict as an artifact of ``trial``; returns (and records) its id."""
+    artifact_id = upload_state_dict(model, trial, store, weights_filename(trial.number))
     trial.set_user_attr(WEIGHTS_ATTR, artifact_id)
     return artifact_id
 
 
-def load_weights(trial: FrozenTrial, store: FileSystemArtifactStore) -> dict:
-    """The state dict stored by ``trial`` (``torch.load(..., weights_only=True)``).
+def load_state_dict(store: FileSystemArtifactStore, artifact_id: str, what: str) -> dict:
+    """The state dict in artifact ``artifact_id`` (``torch.load(..., weights_only=True)``).
 
     Raises:
-        HarnessError: the trial stored no weights, or the artifact is missing or unreadable.
+        HarnessError: the artifact is missing or not a readable checkpoint (``what`` names it).
     """
     import torch
 
-    artifact_id = trial.user_attrs.get(WEIGHTS_ATTR)
-    if not artifact_id:
-        raise HarnessError(f"trial {trial.number} has no stored weights (it ran before weights were kept)")
     with tempfile.TemporaryDirectory(prefix="harness-weights-") as tmp:
-        path = Path(tmp) / weights_filename(trial.number)
+        path = Path(tmp) / "weights.pt"
         try:
             optuna.artifacts.download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # missing file, truncated or foreign pickle
             raise HarnessError(
-                f"trial {trial.number}: cannot load weights artifact {artifact_id}: {exc.__class__.__name__}: {exc}"
+                f"{what}: cannot load weights artifact {artifact_id}: {exc.__class__.__name__}: {exc}"
             ) from None
+
+
+def load_weights(trial: FrozenTrial, store: FileSystemArtifactStore) -> dict:
+    """The state dict stored by ``trial``.
+
+    Raises:
+        HarnessError: the trial stored no weights, or the artifact is missing or unreadable.
+    """
+    artifact_id = trial.user_attrs.get(WEIGHTS_ATTR)
+    if not artifact_id:
+        raise HarnessError(f"trial {trial.number} has no stored weights (it ran before weights were kept)")
+    return load_state_dict(store, artifact_id, f"trial {trial.number}")

@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--best", action="store_true",
                        help="export the best feasible trial: completed, within the budget, highest "
                             "VALIDATION accuracy (ties: fewer parameters). The default")  # fmt: skip
+    export.add_argument("--seed", type=int, metavar="S",
+                        help="with --trial: export the model retrained with seed S by `harness retrain`")  # fmt: skip
     export.add_argument("--out", metavar="DIR", help="output folder (default: exports/<study name>)")
     export.add_argument("--format", choices=("torchscript", "onnx", "all"), default="all",
                         help="what to write (default: all)")  # fmt: skip
@@ -80,6 +82,31 @@ def _parser() -> argparse.ArgumentParser:
     dash.add_argument("--host", default="127.0.0.1", metavar="H",
                       help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for all)")  # fmt: skip
     _add_storage(dash)
+
+    retrain = sub.add_parser(
+        "retrain",
+        help="retrain the best architectures on all 60,000 training images with several seeds",
+        description="Retrain the top trials (Pareto study: its front) on the full training set, S seeds "
+        "each, and record per-seed test accuracy, mean and std in the study storage.",
+    )
+    retrain.add_argument("study_file", metavar="STUDY.toml")
+    retrain.add_argument("--top", type=int, metavar="K",
+                         help="the K best feasible trials by validation accuracy (default 3; Pareto study: "
+                              "the whole front)")  # fmt: skip
+    retrain.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per architecture (default 3)")
+    retrain.add_argument("--epochs", type=int, metavar="E", help="epochs (default: the study's train.epochs)")
+    retrain.add_argument("--no-baseline", action="store_true", help="do not retrain the baseline for comparison")
+    retrain.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N")
+    retrain.add_argument("--data-dir", metavar="DIR", help="MNIST root (default as for run)")
+    _add_storage(retrain)
+
+    results = sub.add_parser("results", help="markdown table of the retrained winners, exported and verified")
+    results.add_argument("study_files", metavar="STUDY.toml", nargs="+")
+    results.add_argument("--out", metavar="FILE.md", required=True, help="markdown file to write")
+    results.add_argument("--exports", metavar="DIR", default="exports/results",
+                         help="where the winners' frozen models go (default exports/results)")  # fmt: skip
+    results.add_argument("--note", default="", help="a paragraph put under the title (e.g. 'reduced run')")
+    results.add_argument("--data-dir", metavar="DIR", help="MNIST root for the verification")
 
     report = sub.add_parser("report", help="write an HTML report (plotly) and a CSV of all trials")
     report.add_argument("study_file", metavar="STUDY.toml")
@@ -150,21 +177,93 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     formats = list(EXPORT_FORMATS) if args.format == "all" else [args.format]
     check_formats(formats)
+    if args.seed is not None and args.trial is None:
+        raise HarnessError("--seed needs --trial N (the retrained trial)")
     cfg, url, study = _open_existing(args)
     trial = select_trial(study, args.trial)
-    weights = load_weights(trial, open_artifact_store(cfg.artifact_root(url), create=False))
+    store = open_artifact_store(cfg.artifact_root(url), create=False)
+    retrained = None
+    if args.seed is None:
+        weights = load_weights(trial, store)
+    else:
+        weights, retrained = _retrained_weights(study, trial.number, args.seed, store)
     out = Path(args.out) if args.out else Path("exports") / cfg.name
     check_out_dir(out)
     _, _, test_x, test_y = load_mnist(cfg.data_root(args.data_dir), download=cfg.data.download)
     how = f"trial {trial.number}" if args.trial is not None else f"best feasible trial (by validation): {trial.number}"
     print(f"exporting {how} of study {cfg.name!r}")
-    result = export_trial(study, trial, weights, test_x, test_y, out, formats, storage_label=_safe_url(url))
+    result = export_trial(study, trial, weights, test_x, test_y, out, formats, storage_label=_safe_url(url),
+                          retrained=retrained)  # fmt: skip
     for line in result.lines:
         print(line)
     print(f"model card: {result.card_path}")
     if not result.ok:
         print("harness: error: an exported file does not reproduce the recorded accuracy (see above)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _retrained_weights(study, number: int, seed: int, store) -> tuple[dict, dict]:
+    """(state dict, retrain info) of trial ``number`` retrained with seed ``seed``."""
+    from harness.artifacts import load_state_dict
+    from harness.retrain import stored_retrains
+
+    record = stored_retrains(study).get(number)
+    if record is None or str(seed) not in record["runs"]:
+        have = sorted(int(s) for s in record["runs"]) if record else []
+        raise HarnessError(f"trial {number} has no retrained model with seed {seed} (retrained seeds: {have or 'none'})")
+    run = record["runs"][str(seed)]
+    info = {"seed": seed, "test_acc": run["test_acc"], "test_images": record["test_images"],
+            "epochs": record["epochs"], "train_images": record["train_images"]}  # fmt: skip
+    return load_state_dict(store, run["weights"], f"trial {number} seed {seed}"), info
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from harness.artifacts import open_artifact_store
+    from harness.data import load_splits
+    from harness.retrain import retrain_trials, select_for_retrain
+    from harness.train import device_name, resolve_device
+
+    for flag, value, low in (("--top", args.top, 1), ("--seeds", args.seeds, 1), ("--epochs", args.epochs, 1)):
+        if value is not None and value < low:
+            raise HarnessError(f"{flag} must be >= {low}, got {value}")
+    cfg, url, study = _open_existing(args)
+    try:
+        device = resolve_device(args.device or cfg.device)
+    except RuntimeError as exc:
+        raise HarnessError(f"device {args.device!r}: {exc}") from None
+    top = args.top if args.top is not None else (None if cfg.mode == "pareto" else 3)
+    trials = select_for_retrain(study, top, include_baseline=not args.no_baseline)
+    # All 60,000 training images, no validation split: nothing is selected any more.
+    data = load_splits(cfg.data_root(args.data_dir), device, val_size=0, download=cfg.data.download)
+    print(f"retraining {len(trials)} architectures x {args.seeds} seeds on {len(data.train_x):,} training images "
+          f"({device_name(device)}): trials {', '.join(str(t.number) for t in trials)}", flush=True)  # fmt: skip
+    store = open_artifact_store(cfg.artifact_root(url))
+    records = retrain_trials(study, trials, cfg, seeds=args.seeds, data=data, store=store,
+                             device_label=device_name(device), epochs=args.epochs,
+                             say=lambda line: print(line, flush=True))  # fmt: skip
+    for number, r in records.items():
+        print(f"trial {number}{' (baseline)' if r['baseline'] else ''}: {r['params']:,} params, test "
+              f"{r['mean']:.4%} ± {r['std']:.4%} over {r['seeds']} seeds, {r['epochs']} epochs  {r['arch']}")  # fmt: skip
+    return 0
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.results import write_results
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise HarnessError(f"{out}: folder {out.parent} does not exist")
+    studies = []
+    for f in args.study_files:
+        ns = argparse.Namespace(study_file=f, storage=None)
+        cfg, url, study = _open_existing(ns)
+        studies.append((cfg, url, study))
+    write_results(studies, out, Path(args.exports), note=args.note, data_dir=args.data_dir,
+                  command="harness " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["results"] else "")  # fmt: skip
+    print(f"results: {out}")
     return 0
 
 
@@ -408,14 +507,14 @@ class _Progress:
             self.bar.set_postfix_str(f"trial {trial.number} epoch {epoch}/{self.epochs} val {val_acc:.4f}")
 
     def trial_done(self, study, trial) -> None:
-        from harness.study import classify
+        from harness.study import classify, val_acc
 
         if self.quiet:
             return
         kind, ua = classify(trial), trial.user_attrs
         base = " (baseline)" if ua.get("baseline") else ""
         if kind == "complete":
-            msg = (f"val {trial.value:.4f} test {ua.get('test_acc', float('nan')):.4f} "
+            msg = (f"val {val_acc(trial):.4f} test {ua.get('test_acc', float('nan')):.4f} "
                    f"{ua.get('params', 0):,} params {ua.get('train_seconds', 0):.1f}s")  # fmt: skip
         elif kind in ("over_budget", "invalid"):
             msg = f"rejected: {ua.get('reject_reason', kind)}"
@@ -444,6 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "run": _cmd_run, "worker": _cmd_run, "status": _cmd_status, "export": _cmd_export,
         "dashboard": _cmd_dashboard, "report": _cmd_report, "data": _cmd_data_import,
+        "retrain": _cmd_retrain, "results": _cmd_results,
     }  # fmt: skip
     try:
         return handlers[args.command](args)

@@ -91,6 +91,8 @@ class StudyConfig:
     name: str  # Optuna study name
     path: Path = Path(".")  # the study file
     search_space: str = "seed"  # a name in search_spaces.SEARCH_SPACES
+    mode: str = "single"  # "single": maximise val acc; "pareto": maximise val acc AND minimise params
+    search_recipe: bool = False  # also search lr, batch size, label smoothing, augmentation (search_spaces/recipe.py)
     budget: int = 20_000  # hard limit on trainable parameters
     target: float = 0.994  # test accuracy reported against, (0, 1]
     n_trials: int = 0  # trials to run per `harness run` (0 = until timeout)
@@ -187,6 +189,7 @@ def _check(where: str, cond: bool, key: str, message: str) -> None:
 def _validate(where: str, c: StudyConfig) -> None:
     t, d = c.train, c.data
     _check(where, c.name.strip() != "", "study.name", "must not be empty")
+    _check(where, c.mode in ("single", "pareto"), "study.mode", f"must be single or pareto, got {c.mode!r}")
     _check(where, c.budget > 0, "study.budget", f"must be a positive number of parameters, got {c.budget}")
     _check(where, 0 < c.target <= 1, "study.target", f"must be an accuracy in (0, 1], got {c.target}")
     _check(where, c.n_trials >= 0, "study.n_trials", f"must be >= 0, got {c.n_trials}")

@@ -171,12 +171,15 @@ def export_trial(
     out_dir: Path,
     formats: list[str],
     storage_label: str = "",
+    retrained: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Write ``formats`` + the model card for ``trial`` into ``out_dir`` and verify them.
 
     ``weights`` is the trial's state dict; ``test_x``/``test_y`` the 10,000 uint8 test images
     and labels (CPU). Verification compares against the recorded accuracy on the first
     ``test_images`` images (what the trial was scored on) and also reports all images.
+    ``retrained`` (``{"seed", "test_acc", "test_images", "epochs", "train_images"}``) marks
+    weights from ``harness retrain`` instead of the trial's own; its accuracy is the record.
     """
     import torch
 
@@ -190,13 +193,13 @@ def export_trial(
     model.eval()
     x = normalize(test_x).contiguous()  # (N, 1, 28, 28) float32
     ua = trial.user_attrs
-    n_rec = int(ua.get("test_images", len(test_x)))
-    recorded = ua.get("test_acc")
+    n_rec = int((retrained or ua).get("test_images", len(test_x)))
+    recorded = (retrained or ua).get("test_acc")
     with torch.inference_mode():
         eager_pred = torch.cat([model(x[i : i + 2000]).argmax(1) for i in range(0, len(x), 2000)])
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{study.study_name}-trial{trial.number}"
+    stem = f"{study.study_name}-trial{trial.number}" + (f"-seed{retrained['seed']}" if retrained else "")
     writers = {"torchscript": _write_torchscript, "onnx": _write_onnx}
     readers = {"torchscript": _predict_torchscript, "onnx": _predict_onnx}
     files: dict[str, Path] = {}
@@ -245,8 +248,9 @@ def export_trial(
         "test_acc": recorded,
         "test_images": n_rec,
         "target_met": ua.get("target_met"),
-        "epochs": ua.get("epochs_run"),
+        "epochs": retrained["epochs"] if retrained else ua.get("epochs_run"),
         "seed": ua.get("seed"),
+        "retrained": retrained,
         "arch": spec.describe(),
         "spec": spec.to_dict(),
         "train": study.user_attrs.get("train"),

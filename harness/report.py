@@ -45,6 +45,9 @@ def trials_frame(study: optuna.Study):
     """
     import pandas as pd
 
+    from harness.retrain import stored_retrains
+
+    retrains = stored_retrains(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
@@ -70,9 +73,10 @@ def trials_frame(study: optuna.Study):
             "seed": ua.get("seed"),
             "datetime_start": t.datetime_start,
         }
-        for key in ("retrain_test_mean", "retrain_test_std", "retrain_seeds"):
-            if key in ua:
-                row[key] = ua[key]
+        if t.number in retrains:  # harness retrain: full training set, several seeds
+            r = retrains[t.number]
+            row.update(retrain_test_mean=r.get("mean"), retrain_test_std=r.get("std"), retrain_seeds=r.get("seeds"),
+                       retrain_epochs=r.get("epochs"))  # fmt: skip
         row.update({f"param_{k}": v for k, v in t.params.items()})
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -235,7 +239,7 @@ def _table_html(frame, top: int) -> str:
     head = ["rank", "trial", "params", "val acc", "test acc", "target met", "epochs", "train s", "architecture"]
     retrain = "retrain_test_mean" in frame.columns
     if retrain:
-        head.insert(6, "retrain test (mean ± std, seeds)")
+        head.insert(6, "retrained on 60k: test (mean ± std, seeds)")
     rows = []
     for rank, (_, r) in enumerate(done.iterrows(), 1):
         cells = [str(rank), f"{r['number']}" + (" ★ baseline" if r["baseline"] else ""), _fmt_int(r["params"]),

@@ -30,7 +30,8 @@ from harness.data import MnistSplits
 from harness.errors import StorageError
 from harness.storage import make_storage, study_lock
 from harness.spec import ArchSpec, InvalidSpecError, count_params
-from search_spaces import SearchSpace, get_search_space
+from search_spaces import SearchSpace, baseline_spec, get_search_space
+from search_spaces.recipe import suggest_recipe
 
 __all__ = [
     "BUDGET_CONSTRAINT",
@@ -41,6 +42,7 @@ __all__ = [
     "enqueue_baseline",
     "open_study",
     "summarize",
+    "val_acc",
 ]
 
 def _training_failures() -> tuple[type[BaseException], ...]:
@@ -57,7 +59,17 @@ BUDGET_CONSTRAINT = "params_over_budget"  # constraint value = params - budget (
 
 
 def _study_attrs(cfg: StudyConfig) -> dict[str, Any]:
-    return {"budget": cfg.budget, "target": cfg.target, "search_space": cfg.search_space, "dataset": "MNIST"}
+    return {
+        "budget": cfg.budget, "target": cfg.target, "search_space": cfg.search_space, "mode": cfg.mode,
+        "search_recipe": cfg.search_recipe, "dataset": "MNIST",
+    }  # fmt: skip
+
+
+#: Objective names and directions per study mode (what optuna-dashboard shows).
+MODES = {
+    "single": (["val_acc"], ["maximize"]),
+    "pareto": (["val_acc", "params"], ["maximize", "minimize"]),
+}
 
 
 def _sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
@@ -99,7 +111,7 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True) -> op
         study = optuna.create_study(
             storage=storage,
             study_name=cfg.name,
-            direction="maximize",
+            directions=MODES[cfg.mode][1],
             sampler=_sampler(cfg),
             pruner=_pruner(cfg),
             load_if_exists=True,
@@ -108,7 +120,7 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True) -> op
             for key, value in _study_attrs(cfg).items():
                 study.set_user_attr(key, value)
             study.set_user_attr("train", dataclasses.asdict(cfg.train))  # the recipe, for the record
-            study.set_metric_names(["val_acc"])  # what optuna-dashboard labels the objective
+            study.set_metric_names(MODES[cfg.mode][0])  # what optuna-dashboard labels the objectives
         if create:
             enqueue_baseline(study, get_search_space(cfg.search_space))
     return study
@@ -124,11 +136,16 @@ def _check_study_attrs(cfg: StudyConfig, storage_url: str, attrs: dict[str, Any]
 
 
 def enqueue_baseline(study: optuna.Study, space: SearchSpace) -> bool:
-    """Enqueue the seed network as a trial unless the study already has one. True if enqueued."""
+    """Enqueue the seed network as a trial unless the study already has one. True if enqueued.
+
+    In the seed space the baseline is a point of the space (its parameters are enqueued, so
+    the sampler learns from it); in other spaces it is enqueued without parameters and the
+    objective builds the seed network itself (:func:`search_spaces.baseline_spec`).
+    """
     trials = study.get_trials(deepcopy=False)
     if any(t.user_attrs.get("baseline") for t in trials):
         return False
-    study.enqueue_trial(dict(space.baseline_params), user_attrs={"baseline": True})
+    study.enqueue_trial(dict(space.baseline_params or {}), user_attrs={"baseline": True})
     return True
 
 
@@ -160,29 +177,41 @@ class Objective:
         self.fit_fn = fit_fn
         self.trained = 0  # trials that reached training (for tests: rejections never count)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         import torch
 
         from harness.model import build
         from harness.train import evaluate
 
-        spec = self.space.suggest(trial)
+        is_baseline = bool(trial.user_attrs.get("baseline", False))
+        if is_baseline and self.space.baseline_params is None:
+            spec = baseline_spec()  # the seed network is not a point of this space
+        else:
+            spec = self.space.suggest(trial)
+        train_cfg = self.cfg.train
+        if self.cfg.search_recipe and not is_baseline:  # the baseline keeps the study's recipe
+            train_cfg = suggest_recipe(trial, train_cfg)
         seed = self.cfg.seed + trial.number
         trial.set_user_attr("spec", spec.to_json())
         trial.set_user_attr("arch", spec.describe())
-        trial.set_user_attr("baseline", bool(trial.user_attrs.get("baseline", False)))
+        trial.set_user_attr("baseline", is_baseline)
         trial.set_user_attr("seed", seed)
-        self._gate(trial, spec)  # raises TrialPruned when over budget / invalid
+        if self.cfg.search_recipe:
+            trial.set_user_attr("recipe", dataclasses.asdict(train_cfg))
+        params = self._gate(trial, spec)  # raises TrialPruned when over budget / invalid
+        multi = self.cfg.mode == "pareto"
 
         data = self.load_data()
         model = build(spec, seed=seed)
         self.trained += 1
 
         def report(epoch: int, val_acc: float) -> None:
-            trial.report(val_acc, epoch)
             trial.set_user_attr("epochs_run", epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial, epoch, val_acc)
+            if multi:  # Optuna has no intermediate values (so no pruning) for several objectives
+                return
+            trial.report(val_acc, epoch)
             if trial.should_prune():
                 trial.set_user_attr("pruned_at_epoch", epoch)
                 raise optuna.TrialPruned(f"pruned by the pruner after epoch {epoch} (val {val_acc:.4f})")
@@ -191,7 +220,7 @@ class Objective:
         trial.set_user_attr("torch_version", torch.__version__)
         trial.set_user_attr("harness_version", harness.__version__)
         try:
-            result = self.fit_fn(model, data, self.cfg.train, seed=seed, on_epoch=report)
+            result = self.fit_fn(model, data, train_cfg, seed=seed, on_epoch=report)
         except Exception as exc:
             if not isinstance(exc, optuna.TrialPruned):
                 trial.set_user_attr("fail_reason", f"{exc.__class__.__name__}: {exc}"[:500])
@@ -211,7 +240,7 @@ class Objective:
             from harness.artifacts import save_weights
 
             save_weights(model, trial, self.artifact_store)
-        return result.val_acc
+        return (result.val_acc, float(params)) if multi else result.val_acc
 
     def _gate(self, trial: optuna.Trial, spec: ArchSpec) -> int:
         """Count parameters; reject (PRUNED, infeasible) over budget or unbuildable specs."""
@@ -233,6 +262,13 @@ class Objective:
 
 
 # ---- summary ------------------------------------------------------------------------------
+
+
+def val_acc(t: FrozenTrial) -> float:
+    """Validation accuracy of a finished trial, in single- and multi-objective studies alike."""
+    if "val_acc" in t.user_attrs:
+        return float(t.user_attrs["val_acc"])
+    return t.values[0] if t.values else float("nan")
 
 
 def classify(t: FrozenTrial) -> str:
@@ -289,7 +325,7 @@ def _trial_line(t: FrozenTrial) -> str:
     ua = t.user_attrs
     test = ua.get("test_acc")
     test_s = f"{test:.4f}" if isinstance(test, (int, float)) and not math.isnan(test) else "n/a"
-    return f"{ua.get('params', 0):,} params, val {t.value:.4f}, test {test_s}, {ua.get('epochs_run', 0)} epochs"
+    return f"{ua.get('params', 0):,} params, val {val_acc(t):.4f}, test {test_s}, {ua.get('epochs_run', 0)} epochs"
 
 
 def summarize(study: optuna.Study) -> StudySummary:
@@ -304,7 +340,7 @@ def summarize(study: optuna.Study) -> StudySummary:
     feasible = [
         t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("params", math.inf) <= budget
     ]
-    best = max(feasible, key=lambda t: (t.value, -t.user_attrs.get("params", 0)), default=None)
+    best = max(feasible, key=lambda t: (val_acc(t), -t.user_attrs.get("params", 0)), default=None)
     met = [t.number for t in feasible if t.user_attrs.get("target_met")]
     return StudySummary(study.study_name, budget, target, counts, baselines[0] if baselines else None, best, met)
 

@@ -143,8 +143,11 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torc
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
     if cfg.schedule == "onecycle":
+        # OneCycleLR divides by its phase lengths: with a handful of steps (tiny data, big
+        # batches) they round to zero. Planning for at least 8 steps only leaves the tail
+        # of the cycle unused in that case.
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25, cycle_momentum=False
+            opt, max_lr=cfg.lr, total_steps=max(total_steps, 8), pct_start=0.25, cycle_momentum=False
         )
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)

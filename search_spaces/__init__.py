@@ -15,9 +15,9 @@ from typing import Any
 import optuna
 
 from harness.spec import ArchSpec
-from search_spaces import seed
+from search_spaces import modern, seed
 
-__all__ = ["SEARCH_SPACES", "SearchSpace", "UnknownSearchSpaceError", "get_search_space"]
+__all__ = ["SEARCH_SPACES", "SearchSpace", "UnknownSearchSpaceError", "baseline_spec", "get_search_space"]
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,13 @@ class SearchSpace:
 
     name: str
     suggest: Callable[[optuna.trial.BaseTrial], ArchSpec]
-    baseline_params: Mapping[str, Any]  # FixedTrial params that give the seed network
+    baseline_params: Mapping[str, Any] | None  # params giving the seed network; None: not in this space
     description: str
 
     def baseline_spec(self) -> ArchSpec:
+        """The seed network (a point of this space, or built directly)."""
+        if self.baseline_params is None:
+            return baseline_spec()
         return self.suggest(optuna.trial.FixedTrial(dict(self.baseline_params)))
 
 
@@ -38,8 +41,14 @@ class UnknownSearchSpaceError(KeyError):
         return str(self.args[0])
 
 
+def baseline_spec() -> ArchSpec:
+    """The seed's hand-made 19,290-parameter reference network, the baseline of every study."""
+    return seed.suggest(optuna.trial.FixedTrial(dict(seed.REFERENCE_PARAMS)))
+
+
 SEARCH_SPACES: dict[str, SearchSpace] = {
     "seed": SearchSpace("seed", seed.suggest, seed.REFERENCE_PARAMS, seed.__doc__.strip().splitlines()[0]),
+    "modern": SearchSpace("modern", modern.suggest, None, modern.__doc__.strip().splitlines()[0]),
 }
 
 

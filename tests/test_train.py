@@ -95,3 +95,16 @@ def test_nan_loss_raises_diverged(synthetic_root):
 
     with pytest.raises(DivergedError, match="nan"):
         fit(NaNNet(), data, TrainConfig(epochs=2, batch_size=50))
+
+
+def test_fit_with_a_single_step_per_epoch(synthetic_root):
+    """Tiny data and a big batch: OneCycleLR must not divide by a zero-length phase."""
+    from harness.config import TrainConfig
+    from harness.data import load_splits
+    from harness.model import build
+    from harness.train import fit
+    from search_spaces import baseline_spec
+
+    data = load_splits(synthetic_root, "cpu", val_size=100, train_limit=200)
+    result = fit(build(baseline_spec(), seed=0), data, TrainConfig(epochs=2, batch_size=256), seed=0)
+    assert result.epochs_run == 2 and len(result.train_loss) == 2

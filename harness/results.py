@@ -1,0 +1,163 @@
+"""The results table: the retrained winners of one or more studies, exported and verified.
+
+``harness results STUDY.toml ... --out results/architectures.md`` reads the retrain records
+(:mod:`harness.retrain`) from each study's storage and writes a markdown file with, for each
+target of the 20k-parameter exercise, the winning architecture, its parameters, mean ± std
+final-epoch test accuracy over seeds, epochs, training time and device; then every
+retrained architecture. Each winner's seed-0 retrained model is exported (TorchScript and
+ONNX, :mod:`harness.export`) and verified on the test images; the table gives the result
+and the files' sha256.
+"""
+
+from __future__ import annotations
+
+import datetime
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import harness
+
+__all__ = ["SMALL_TARGET_PARAMS", "TOP_TARGET_ACC", "write_results"]
+
+TOP_TARGET_ACC = 0.996  # target 1: mean test accuracy under the budget
+SMALL_TARGET_ACC = 0.994  # target 2: accuracy the smallest network must reach...
+SMALL_TARGET_PARAMS = 3_700  # ...with at most this many parameters
+
+
+@dataclass
+class _Entry:
+    cfg: Any
+    url: str
+    study: Any
+    record: dict[str, Any]
+
+    @property
+    def mean(self) -> float:
+        return self.record["mean"]
+
+    @property
+    def params(self) -> int:
+        return int(self.record["params"])
+
+
+def _export(entry: _Entry, exports: Path, data_dir: str | None) -> str:
+    """Export the entry's seed-0 retrained model; a short verification note for the table."""
+    from harness.artifacts import load_state_dict, open_artifact_store
+    from harness.data import load_mnist
+    from harness.export import export_trial
+
+    r = entry.record
+    seed = min(int(s) for s in r["runs"])
+    run = r["runs"][str(seed)]
+    store = open_artifact_store(entry.cfg.artifact_root(entry.url), create=False)
+    weights = load_state_dict(store, run["weights"], f"trial {r['trial']} seed {seed}")
+    _, _, test_x, test_y = load_mnist(entry.cfg.data_root(data_dir))
+    trial = entry.study.get_trials(deepcopy=False)[r["trial"]]
+    info = {"seed": seed, "test_acc": run["test_acc"], "test_images": r["test_images"], "epochs": r["epochs"],
+            "train_images": r["train_images"]}  # fmt: skip
+    res = export_trial(entry.study, trial, weights, test_x, test_y, exports / entry.cfg.name,
+                       ["torchscript", "onnx"], retrained=info)  # fmt: skip
+    parts = []
+    for fmt, v in res.card["verification"].items():
+        sha = res.card["files"][fmt]["sha256"][:12]
+        parts.append(f"{fmt} {'✓' if v['passed'] else '✗'} {v['test_acc_all_images']:.4%} (sha256 {sha}…)")
+    return f"`{res.card_path.name}` seed {seed}: " + "; ".join(parts)
+
+
+def _row(target: str, e: _Entry | None, verified: str = "") -> str:
+    if e is None:
+        return f"| {target} | – | – | – | – | – | – | – | – | – | {verified} |"
+    r = e.record
+    secs = statistics.mean(run["train_seconds"] for run in r["runs"].values())
+    devices = sorted({run["device"] for run in r["runs"].values()})
+    return (
+        f"| {target} | {e.cfg.name} | {r['trial']} | `{_cell(r['arch'])}` | {e.params:,} | "
+        f"{r['mean']:.2%} ± {r['std']:.2%} | {r['seeds']} | {r['epochs']} | {secs:.1f} | {', '.join(devices)} "
+        f"| {verified} |"
+    )
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a pipe would end the markdown table cell
+
+
+_HEAD = (
+    "| target | study | trial | architecture | params | test acc (mean ± std) | seeds | epochs "
+    "| train s / run | device | exported model, verified on the test set |\n"
+    "|---|---|---:|---|---:|---:|---:|---:|---:|---|---|"
+)
+
+
+def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str = "", data_dir: str | None = None,
+                  command: str = "") -> None:  # fmt: skip
+    """Write the markdown results for ``studies`` (a list of (config, storage URL, study))."""
+    from harness.retrain import stored_retrains
+
+    entries = [
+        _Entry(cfg, url, study, rec)
+        for cfg, url, study in studies
+        for rec in stored_retrains(study).values()
+        if rec.get("seeds") and rec["params"] <= int(study.user_attrs.get("budget", 0))
+    ]
+    budget = min((int(s.user_attrs.get("budget", 0)) for _, _, s in studies), default=0)
+    best = max(entries, key=lambda e: (e.mean, -e.params), default=None)
+    reaching = [e for e in entries if e.mean >= SMALL_TARGET_ACC]
+    smallest = min(reaching, key=lambda e: (e.params, -e.mean), default=None)
+    baselines = [e for e in entries if e.record.get("baseline")]
+
+    lines = [
+        "# Architectures found by the harness",
+        "",
+        f"Generated {datetime.date.today().isoformat()} by `{command or 'harness results'}` "
+        f"(harness {harness.__version__}, torch {torch.__version__}) from the study databases "
+        "(not committed). Protocol: architectures selected on the validation split (last 5,000 "
+        "training images); the selected ones retrained on all 60,000 training images with several "
+        "seeds by `harness retrain`; accuracy = final-epoch test accuracy on the 10,000 test images, "
+        "mean ± std over seeds.",
+        "",
+    ]
+    if note:
+        lines += [f"**{note}**", ""]
+    status1 = "not retrained yet" if best is None else ("reached" if best.mean >= TOP_TARGET_ACC else "NOT reached")
+    if smallest is None:
+        status2 = f"NOT reached: no retrained architecture has a mean >= {SMALL_TARGET_ACC:.2%}"
+    else:
+        status2 = "reached" if smallest.params <= SMALL_TARGET_PARAMS else "NOT reached (smallest found is larger)"
+    lines += [
+        "## Targets",
+        "",
+        f"1. Under {budget:,} parameters, mean test accuracy >= {TOP_TARGET_ACC:.1%}: **{status1}**"
+        + (f" (best: {best.mean:.2%} with {best.params:,} parameters)" if best else ""),
+        f"2. Smallest network with mean test accuracy >= {SMALL_TARGET_ACC:.2%} at <= {SMALL_TARGET_PARAMS:,} "
+        f"parameters: **{status2}**" + (f" (smallest: {smallest.params:,} parameters, {smallest.mean:.2%})" if smallest else ""),
+        "3. The seed baseline under the same recipe: "
+        + ("; ".join(f"{e.mean:.2%} ± {e.record['std']:.2%} ({e.cfg.name})" for e in baselines) or "not retrained yet"),
+        "",
+        _HEAD,
+    ]  # fmt: skip
+    exported: dict[tuple[str, int], str] = {}
+
+    def verified(e: _Entry | None) -> str:
+        if e is None:
+            return ""
+        key = (e.cfg.name, e.record["trial"])
+        if key not in exported:  # a winner of two targets is exported once
+            exported[key] = _export(e, exports, data_dir)
+        return exported[key]
+
+    lines.append(_row("1: best under budget", best, verified(best)))
+    lines.append(_row(f"2: smallest >= {SMALL_TARGET_ACC:.2%}", smallest, verified(smallest)))
+    for e in baselines:
+        lines.append(_row("3: seed baseline", e, verified(e)))
+    lines += ["", "## Every retrained architecture", "", _HEAD]
+    for e in sorted(entries, key=lambda e: (-e.mean, e.params)):
+        lines.append(_row("", e))
+    lines += ["", "Per-seed test accuracies:", ""]
+    for e in sorted(entries, key=lambda e: (-e.mean, e.params)):
+        accs = ", ".join(f"{a:.4f}" for a in e.record["test_acc"])
+        lines.append(f"- {e.cfg.name} trial {e.record['trial']} ({e.params:,} params): {accs}")
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,0 +1,152 @@
+"""Retrain the search's winners on all 60,000 training images with several seeds.
+
+The honest protocol: the search selects on the validation split; the claims are the mean
+(± std) over seeds of the final-epoch test accuracy of the selected architectures, retrained
+on the full training set (no validation split: nothing is selected any more). Results go in
+the study storage as a study user attribute per trial, ``retrain:trial<N>``:
+
+    {"trial", "params", "arch", "epochs", "train_images", "test_images", "recipe",
+     "runs": {"<seed>": {"test_acc", "train_seconds", "device", "weights"}}, "seeds",
+     "test_acc", "mean", "std", "torch_version", "harness_version"}
+
+Runs already stored (same trial, same epochs, same seed) are kept and not repeated, so an
+interrupted retrain resumes where it stopped. Each run's weights are a study artifact, so a
+retrained model can be exported (``harness export --trial N --seed S``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+import harness
+from harness.config import StudyConfig, TrainConfig
+from harness.errors import HarnessError
+
+__all__ = ["RETRAIN_SEED_BASE", "retrain_key", "retrain_trials", "select_for_retrain", "stored_retrains"]
+
+RETRAIN_SEED_BASE = 10_000  # retrain seed s trains with torch seed 10_000 + s (disjoint from search seeds)
+
+
+def retrain_key(number: int) -> str:
+    return f"retrain:trial{number}"
+
+
+def stored_retrains(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """trial number -> its retrain record, for every trial retrained so far."""
+    return {int(v["trial"]): v for k, v in study.user_attrs.items() if k.startswith("retrain:trial")}
+
+
+def select_for_retrain(study: optuna.Study, top: int | None, include_baseline: bool = True) -> list[FrozenTrial]:
+    """The trials to retrain, best first.
+
+    Single-objective study: the ``top`` feasible completed trials by validation accuracy
+    (ties: fewer parameters), one per distinct architecture + recipe. Pareto study: the
+    feasible Pareto front of (validation accuracy, parameters), all of it unless ``top``
+    limits it to the ``top`` most accurate points. The baseline is added when asked.
+
+    Raises:
+        HarnessError: no completed trial within the budget.
+    """
+    from harness.study import val_acc
+
+    budget = int(study.user_attrs.get("budget", 0))
+    trials = study.get_trials(deepcopy=False)
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("params", math.inf) <= budget]
+    if not feasible:
+        raise HarnessError(f"study {study.study_name!r} has no completed trial within the budget of {budget:,} params")
+    ranked = sorted(feasible, key=lambda t: (-val_acc(t), t.user_attrs["params"]))
+    if study.user_attrs.get("mode") == "pareto":
+        front, best = [], -math.inf
+        for t in sorted(feasible, key=lambda t: (t.user_attrs["params"], -val_acc(t))):
+            if val_acc(t) > best:
+                front.append(t)
+                best = val_acc(t)
+        ranked = sorted(front, key=lambda t: (-val_acc(t), t.user_attrs["params"]))
+    chosen, seen = [], set()
+    for t in ranked:
+        key = (t.user_attrs.get("spec"), repr(sorted((t.user_attrs.get("recipe") or {}).items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        chosen.append(t)
+        if top is not None and len(chosen) >= top:
+            break
+    if include_baseline and not any(t.user_attrs.get("baseline") for t in chosen):
+        chosen += [t for t in feasible if t.user_attrs.get("baseline")][:1]
+    return chosen
+
+
+def _recipe(cfg: StudyConfig, trial: FrozenTrial, epochs: int | None) -> TrainConfig:
+    recipe = cfg.train
+    if trial.user_attrs.get("recipe"):
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        recipe = TrainConfig(**{k: v for k, v in trial.user_attrs["recipe"].items() if k in fields})
+    return dataclasses.replace(recipe, epochs=epochs) if epochs else recipe
+
+
+def retrain_trials(
+    study: optuna.Study,
+    trials: list[FrozenTrial],
+    cfg: StudyConfig,
+    *,
+    seeds: int,
+    data,
+    store,
+    device_label: str,
+    epochs: int | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[int, dict[str, Any]]:
+    """Retrain each trial's architecture (with its recipe) ``seeds`` times on ``data``.
+
+    ``data`` are MnistSplits with every training image in ``train_*`` (no validation split).
+    Returns trial number -> retrain record (also stored in the study).
+    """
+    import torch
+
+    from harness.artifacts import upload_state_dict
+    from harness.model import build
+    from harness.spec import ArchSpec
+    from harness.train import evaluate, fit
+
+    out = {}
+    for t in trials:
+        spec = ArchSpec.from_json(t.user_attrs["spec"])
+        recipe = _recipe(cfg, t, epochs)
+        key = retrain_key(t.number)
+        record = study.user_attrs.get(key)
+        if not record or record.get("epochs") != recipe.epochs or record.get("train_images") != len(data.train_x):
+            record = {
+                "trial": t.number, "params": t.user_attrs.get("params"), "arch": spec.describe(),
+                "baseline": bool(t.user_attrs.get("baseline")), "epochs": recipe.epochs,
+                "train_images": len(data.train_x), "test_images": len(data.test_x),
+                "recipe": dataclasses.asdict(recipe), "runs": {},
+            }  # fmt: skip
+        for s in range(seeds):
+            if str(s) in record["runs"]:
+                continue
+            seed = RETRAIN_SEED_BASE + s
+            model = build(spec, seed=seed)
+            result = fit(model, data, recipe, seed=seed)
+            acc = evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size, "off")
+            weights = upload_state_dict(model, study, store, f"retrain-trial-{t.number}-seed-{s}-weights.pt")
+            record["runs"][str(s)] = {
+                "test_acc": acc, "train_seconds": round(result.seconds, 2), "device": device_label, "weights": weights,
+            }  # fmt: skip
+            accs = [r["test_acc"] for _, r in sorted(record["runs"].items(), key=lambda kv: int(kv[0]))]
+            record.update(
+                seeds=len(accs), test_acc=accs, mean=statistics.mean(accs),
+                std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                torch_version=torch.__version__, harness_version=harness.__version__,
+            )  # fmt: skip
+            study.set_user_attr(key, record)  # after every run: an interruption loses one run at most
+            say(f"trial {t.number} seed {s}: test {acc:.4f} ({result.seconds:.1f} s) "
+                f"-> mean {record['mean']:.4f} ± {record['std']:.4f} over {len(accs)}")  # fmt: skip
+        out[t.number] = record
+    return out

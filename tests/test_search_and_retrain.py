@@ -1,0 +1,172 @@
+"""Modern search space, recipe search, the Pareto study mode, retrain and the results table.
+
+Real studies on tiny synthetic data (real SQLite storage, real training), through the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from harness.cli import main
+from harness.spec import count_params
+from search_spaces import baseline_spec, get_search_space
+from tests.conftest import make_synthetic_mnist
+
+STUDY = """
+[study]
+name = "{name}"
+search_space = "modern"
+mode = "{mode}"
+search_recipe = true
+budget = 20000
+n_trials = 5
+seed = 5
+[sampler]
+name = "random"
+[data]
+dir = "data"
+val_size = 100
+[train]
+epochs = 1
+batch_size = 64
+"""
+
+
+def _cli(args: list[str]) -> int:
+    try:
+        return main(args)
+    except SystemExit as exc:
+        return int(exc.code)
+
+
+def _write(folder: Path, name: str, mode: str) -> Path:
+    if not (folder / "data").exists():
+        make_synthetic_mnist(folder / "data", n_train=400, n_test=200)
+    path = folder / f"{name}.toml"
+    path.write_text(STUDY.format(name=name, mode=mode))
+    return path
+
+
+def _load(folder: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / (name + '.db')}")
+
+
+def test_modern_space_mostly_within_budget_and_reaches_small_nets():
+    space = get_search_space("modern")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    counts = []
+    for _ in range(400):
+        trial = study.ask()
+        counts.append(count_params(space.suggest(trial)))
+        study.tell(trial, 0.0)
+    assert sum(c <= 20_000 for c in counts) / len(counts) > 0.6  # most candidates are trainable
+    assert sum(c <= 3_700 for c in counts) > 0  # the small-network target is inside the space
+    assert space.baseline_spec() == baseline_spec() and count_params(baseline_spec()) == 19_290
+
+
+@pytest.fixture(scope="module")
+def pareto_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("pareto")
+    assert main(["run", str(_write(folder, "par", "pareto")), "--device", "cpu", "--quiet"]) == 0
+    return folder
+
+
+def test_pareto_study_records_two_objectives_and_the_baseline(pareto_dir):
+    study = _load(pareto_dir, "par")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["val_acc", "params"]
+    trials = study.get_trials()
+    (base,) = [t for t in trials if t.user_attrs.get("baseline")]
+    assert base.state == TrialState.COMPLETE and base.params == {}  # seed net: not a point of this space
+    assert base.values == [base.user_attrs["val_acc"], 19_290.0]
+    assert "recipe" in base.user_attrs and base.user_attrs["recipe"]["lr"] == 0.05  # the study's recipe
+    for t in trials:
+        if t.state == TrialState.COMPLETE and not t.user_attrs["baseline"]:
+            assert t.values[1] == t.user_attrs["params"] and {"lr", "batch_size", "rotation"} <= set(t.params)
+            assert t.user_attrs["recipe"]["batch_size"] == t.params["batch_size"]
+        assert not t.intermediate_values  # no per-epoch reports with two objectives
+    assert study.best_trials  # Optuna computes the front
+
+
+def test_retrain_pareto_front_resumes_and_exports(pareto_dir, capsys):
+    study_file = str(pareto_dir / "par.toml")
+    assert main(["retrain", study_file, "--seeds", "2", "--epochs", "1", "--device", "cpu"]) == 0
+    study = _load(pareto_dir, "par")
+    records = {k: v for k, v in study.user_attrs.items() if k.startswith("retrain:")}
+    assert any(r["baseline"] for r in records.values())
+    for r in records.values():
+        assert r["seeds"] == 2 and len(r["test_acc"]) == 2 and r["train_images"] == 400  # val_size 0: all
+        assert r["mean"] == pytest.approx(sum(r["test_acc"]) / 2)
+    n_artifacts = len(optuna.artifacts.get_all_artifact_meta(study))
+    assert n_artifacts == 2 * len(records)
+    capsys.readouterr()
+
+    # Again with 3 seeds: the stored runs are kept, only seed 2 trains.
+    assert main(["retrain", study_file, "--seeds", "3", "--epochs", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "seed 0:" not in out and out.count("seed 2:") == len(records)
+    study = _load(pareto_dir, "par")
+    assert len(optuna.artifacts.get_all_artifact_meta(study)) == 3 * len(records)
+
+    number = next(r["trial"] for r in records.values())
+    out_dir = pareto_dir / "exp"
+    assert main(["export", study_file, "--trial", str(number), "--seed", "1", "--out", str(out_dir)]) == 0
+    card = json.loads((out_dir / f"par-trial{number}-seed1.json").read_text())
+    assert card["retrained"]["seed"] == 1 and card["test_images"] == 200
+    assert card["test_acc"] == study.user_attrs[f"retrain:trial{number}"]["runs"]["1"]["test_acc"]
+    assert all(v["passed"] for v in card["verification"].values())
+
+
+def test_results_table_and_report_show_retrained_accuracy(pareto_dir, tmp_path):
+    study_file = str(pareto_dir / "par.toml")
+    if not any(k.startswith("retrain:") for k in _load(pareto_dir, "par").user_attrs):
+        assert main(["retrain", study_file, "--seeds", "2", "--epochs", "1", "--device", "cpu"]) == 0
+    md = tmp_path / "results.md"
+    assert main(["results", study_file, "--out", str(md), "--exports", str(tmp_path / "exports"),
+                 "--note", "tiny synthetic run"]) == 0  # fmt: skip
+    text = md.read_text()
+    assert "**tiny synthetic run**" in text and "## Targets" in text and "3: seed baseline" in text
+    assert "torchscript ✓" in text and "onnx ✓" in text
+    assert list((tmp_path / "exports" / "par").glob("*.pt"))
+    html_path = tmp_path / "r.html"
+    assert main(["report", study_file, "--out", str(html_path), "--csv", str(tmp_path / "t.csv")]) == 0
+    assert "retrained on 60k" in html_path.read_text()
+
+
+def test_single_mode_retrain_takes_top_k_plus_baseline(tmp_path, capsys):
+    study_file = _write(tmp_path, "single", "single")
+    assert main(["run", str(study_file), "--device", "cpu", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["retrain", str(study_file), "--top", "1", "--seeds", "1", "--epochs", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    records = [v for k, v in _load(tmp_path, "single").user_attrs.items() if k.startswith("retrain:")]
+    best_is_baseline = any(r["baseline"] for r in records) and len(records) == 1
+    assert len(records) == 2 or best_is_baseline, out
+
+
+def test_retrain_and_export_bad_inputs(pareto_dir, tmp_path, capsys):
+    study_file = str(pareto_dir / "par.toml")
+    cases = [
+        (["retrain", study_file, "--seeds", "0"], "--seeds must be >= 1"),
+        (["retrain", study_file, "--top", "0"], "--top must be >= 1"),
+        (["export", study_file, "--seed", "0", "--out", str(tmp_path / "x")], "--seed needs --trial"),
+        (["export", study_file, "--trial", "0", "--seed", "99", "--out", str(tmp_path / "x")], "no retrained model"),
+        (["results", study_file, "--out", str(tmp_path / "missing" / "r.md")], "does not exist"),
+    ]
+    for args, words in cases:
+        assert _cli(args) == 2, args
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, (args, err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_changing_the_mode_of_an_existing_study_is_refused(pareto_dir, capsys):
+    other = pareto_dir / "par-single.toml"
+    other.write_text(STUDY.format(name="par", mode="single"))
+    assert _cli(["run", str(other), "--device", "cpu", "--quiet", "--storage", f"sqlite:///{pareto_dir / 'par.db'}"]) == 2
+    assert "mode" in capsys.readouterr().err
