@@ -15,12 +15,14 @@ batch 128 unless said, and score the 10,000 test images at the end):
 Optionally (--e2e-epochs) the wall time of one full baseline trial through `harness run`
 (a subprocess: start-up, data loading, training, test scoring, storage included), and
 (--accuracy-seeds) the baseline's test accuracy trained by the engine with the study
-recipe, for several seeds.
+recipe, for several seeds and training precisions (--accuracy-amp off,bf16), and (--jobs
+1,2,4,8) trials per hour of `harness run --jobs K`.
 
 Usage::
 
     python benchmarks/train_speed.py --data-dir DIR [--epochs 1] [--e2e-epochs 15]
-        [--accuracy-seeds 3 --accuracy-epochs 15] [--out results/train_speed-cpu]
+        [--accuracy-seeds 3 --accuracy-epochs 15 --accuracy-amp auto] [--jobs 1,2]
+        [--only-accuracy] [--out results/train_speed-cpu]
 
 Writes OUT.json and OUT.md (device name, torch version, date) and prints the table.
 """
@@ -186,6 +188,43 @@ def e2e_trial(root: Path, device: torch.device, epochs: int) -> dict:
     }
 
 
+def jobs_throughput(root: Path, device: torch.device, jobs: list[int], trials: int, epochs: int,
+                    train_limit: int) -> list[dict]:  # fmt: skip
+    """Trials per hour of `harness run --jobs K` (a fresh study per K, start-up included).
+
+    Each study samples the seed space at random (seed 0, no pruner), so the work per trial
+    varies; the aggregate training throughput (images x epochs of trained trials per wall
+    second) is reported next to trials/hour for that reason.
+    """
+    rows = []
+    for k in jobs:
+        with tempfile.TemporaryDirectory() as tmp:
+            study = Path(tmp) / "jobs.toml"
+            study.write_text(
+                f'[study]\nname = "jobs"\nn_trials = {trials}\nseed = 0\ndevice = "{device}"\n'
+                f'[sampler]\nname = "random"\n[pruner]\nname = "none"\n'
+                f"[data]\ntrain_limit = {train_limit}\n[train]\nepochs = {epochs}\n"
+            )
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(study), "--data-dir", str(root),
+                                   "--quiet", "--jobs", str(k)], capture_output=True, text=True, cwd=REPO)  # fmt: skip
+            wall = time.perf_counter() - t
+            if proc.returncode != 0:
+                raise SystemExit(f"harness run --jobs {k} failed: {proc.stderr.strip()}")
+            import optuna
+
+            done = [t for t in optuna.load_study(study_name="jobs", storage=f"sqlite:///{Path(tmp) / 'jobs.db'}").trials
+                    if "train_seconds" in t.user_attrs]  # fmt: skip
+        images = sum(t.user_attrs["epochs_run"] for t in done) * (train_limit or 55_000)
+        rows.append({"jobs": k, "trained_trials": len(done), "wall_seconds": round(wall, 1),
+                     "trials_per_hour": round(len(done) / wall * 3600, 1),
+                     "images_per_second": round(images / wall, 1), "epochs": epochs, "train_images": train_limit or 55_000})  # fmt: skip
+    base = rows[0]["images_per_second"]
+    for r in rows:
+        r["vs_jobs1"] = round(r["images_per_second"] / base, 2)
+    return rows
+
+
 def accuracy(root: Path, device: torch.device, epochs: int, seeds: int, amp: str = "auto") -> dict:
     """Baseline test accuracy with the default study recipe (as `harness run` trains it),
     training precision ``amp``; scored in float32 like a trial."""
@@ -230,6 +269,14 @@ def markdown(result: dict) -> str:
         e = result["e2e"]
         lines += ["", f"One {e['epochs']}-epoch baseline trial through `harness run`, end to end: "
                   f"{e['wall_seconds']:.1f} s wall ({e['train_seconds']:.1f} s training), test acc {e['test_acc']:.4f}."]  # fmt: skip
+    if result.get("jobs"):
+        j = result["jobs"][0]
+        lines += ["", f"`harness run --jobs K`: seed space sampled at random, {j['epochs']} epochs on "
+                  f"{j['train_images']:,} images per trial, start-up included:", "",
+                  "| K | trained trials | wall s | trials/hour | training images/s | × K=1 |", "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for j in result["jobs"]:
+            lines.append(f"| {j['jobs']} | {j['trained_trials']} | {j['wall_seconds']:.1f} | {j['trials_per_hour']:.0f} "
+                         f"| {j['images_per_second']:,.0f} | {j['vs_jobs1']:.2f} |")  # fmt: skip
     for a in result.get("accuracy_runs", [result["accuracy"]] if "accuracy" in result else []):
         lines += ["", f"Baseline, engine, {a['epochs']} epochs, default recipe, train.amp = {a.get('amp', 'auto')!r}: "
                   f"test accuracy {a['mean']:.4f} ± {a['std']:.4f} over {a['seeds']} seeds "
@@ -249,7 +296,11 @@ def main() -> None:
     ap.add_argument("--accuracy-seeds", type=int, default=0, help="also train the baseline with S seeds")
     ap.add_argument("--accuracy-epochs", type=int, default=15)
     ap.add_argument("--accuracy-amp", default="auto", help="comma list of train.amp values for the accuracy runs")
-    ap.add_argument("--only-accuracy", action="store_true", help="skip the speed rows")
+    ap.add_argument("--only-accuracy", action="store_true", help="skip the speed rows (reference, engine, raw)")
+    ap.add_argument("--jobs", default="", help="comma list of K: trials/hour of `harness run --jobs K`")
+    ap.add_argument("--jobs-trials", type=int, default=8, help="trials per --jobs study")
+    ap.add_argument("--jobs-epochs", type=int, default=2, help="epochs per trial in the --jobs studies")
+    ap.add_argument("--jobs-train-limit", type=int, default=10_000, help="training images per trial (0 = all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--out", default="", help="write OUT.json and OUT.md")
     args = ap.parse_args()
@@ -266,6 +317,9 @@ def main() -> None:
         result["rows"] = speed_rows(root, device, args)
     if args.e2e_epochs:
         result["e2e"] = e2e_trial(root, device, args.e2e_epochs)
+    if args.jobs:
+        result["jobs"] = jobs_throughput(root, device, [int(k) for k in args.jobs.split(",")], args.jobs_trials,
+                                         args.jobs_epochs, args.jobs_train_limit)  # fmt: skip
     if args.accuracy_seeds:
         result["accuracy_runs"] = [
             accuracy(root, device, args.accuracy_epochs, args.accuracy_seeds, amp)
