@@ -336,6 +336,7 @@ class _RunPlan:
     timeout: float | None
     quiet: bool
     tag: str = ""  # "[w2] " prefix of a worker's lines when several run at once
+    threads: int = 0  # torch CPU threads for this process (0 = torch's default)
 
 
 def _prepare(args: argparse.Namespace) -> tuple[_RunPlan, int]:
@@ -396,6 +397,10 @@ def _run_trials(plan: _RunPlan) -> bool:
 
     cfg = load_study_config(plan.study_file)
     device = resolve_device(plan.device)
+    if plan.threads:
+        import torch
+
+        torch.set_num_threads(plan.threads)
     # Our per-trial lines report failures; Optuna would add a traceback for each one.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_study(cfg, plan.url)
@@ -445,6 +450,7 @@ def _split(total: int | None, parts: int) -> list[int | None]:
 def _cmd_run(args: argparse.Namespace) -> int:
     import dataclasses
     import multiprocessing
+    import os
 
     import torch
 
@@ -461,13 +467,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg = load_study_config(plan.study_file)
         open_study(cfg, plan.url)
         gpus = torch.cuda.device_count() if plan.device in ("auto", "cuda") else 0
+        # K CPU workers with torch's default of one thread per core each would oversubscribe
+        # the cores K times over (measured 0.43x the throughput of one worker with K=2 on 2
+        # cores): give each worker its share of the cores instead.
+        threads = 0 if gpus else max(1, (os.cpu_count() or 1) // jobs)
         ctx = multiprocessing.get_context("spawn")  # no CUDA state or sqlite handles inherited
         procs = []
         for i, share in enumerate(_split(plan.n_trials, jobs)):
             if share == 0:
                 continue
             device = f"cuda:{i % gpus}" if gpus > 1 else plan.device
-            child = dataclasses.replace(plan, n_trials=share, device=device, tag=f"[w{i}] ")
+            child = dataclasses.replace(plan, n_trials=share, device=device, tag=f"[w{i}] ", threads=threads)
             procs.append(ctx.Process(target=_worker_process, args=(child,), name=f"harness-w{i}"))
         for p in procs:
             p.start()
