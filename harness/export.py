@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import math
 import os
 import tempfile
 import warnings
@@ -68,19 +67,13 @@ def select_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
         if trial.state != TrialState.COMPLETE:
             raise HarnessError(f"trial {number} is {trial.state.name}, not COMPLETE: it has no trained weights")
         return trial
-    budget = int(study.user_attrs.get("budget", 0))
-    feasible = [
-        t
-        for t in trials
-        if t.state == TrialState.COMPLETE and t.user_attrs.get("params", math.inf) <= budget
-    ]
+    from harness.study import feasible_trials, rank_key
+
+    feasible = feasible_trials(study)
     if not feasible:
+        budget = int(study.user_attrs.get("budget", 0))
         raise HarnessError(f"study {study.study_name!r} has no completed trial within the budget of {budget:,} params")
-    return max(feasible, key=lambda t: (_val_acc(t), -t.user_attrs.get("params", 0)))
-
-
-def _val_acc(t: FrozenTrial) -> float:
-    return t.user_attrs.get("val_acc", t.values[0] if t.values else -math.inf)
+    return min(feasible, key=rank_key)
 
 
 def check_formats(formats: list[str]) -> None:

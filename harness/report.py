@@ -89,15 +89,11 @@ def trials_frame(study: optuna.Study):
 def pareto_front(frame) -> Any:
     """Rows not dominated in (fewer params, higher val_acc), among completed within-budget trials,
     sorted by parameter count."""
-    done = frame[(frame["outcome"] == "complete") & frame["val_acc"].notna()].sort_values(
-        ["params", "val_acc"], ascending=[True, False]
-    )
-    keep, best = [], -math.inf
-    for idx, row in done.iterrows():
-        if row["val_acc"] > best:
-            keep.append(idx)
-            best = row["val_acc"]
-    return done.loc[keep]
+    from harness.study import pareto_front as front_of
+
+    done = frame[(frame["outcome"] == "complete") & frame["val_acc"].notna()]
+    front = front_of(list(zip(done["params"], done["val_acc"])))
+    return done.iloc[front]
 
 
 def _hover(frame) -> list[str]:

@@ -17,13 +17,12 @@ retrained model can be exported (``harness export --trial N --seed S``).
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 import harness
 from harness.config import StudyConfig, TrainConfig
@@ -54,21 +53,15 @@ def select_for_retrain(study: optuna.Study, top: int | None, include_baseline: b
     Raises:
         HarnessError: no completed trial within the budget.
     """
-    from harness.study import val_acc
+    from harness.study import feasible_trials, pareto_front, rank_key, val_acc
 
-    budget = int(study.user_attrs.get("budget", 0))
-    trials = study.get_trials(deepcopy=False)
-    feasible = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("params", math.inf) <= budget]
+    feasible = feasible_trials(study)
     if not feasible:
+        budget = int(study.user_attrs.get("budget", 0))
         raise HarnessError(f"study {study.study_name!r} has no completed trial within the budget of {budget:,} params")
-    ranked = sorted(feasible, key=lambda t: (-val_acc(t), t.user_attrs["params"]))
     if study.user_attrs.get("mode") == "pareto":
-        front, best = [], -math.inf
-        for t in sorted(feasible, key=lambda t: (t.user_attrs["params"], -val_acc(t))):
-            if val_acc(t) > best:
-                front.append(t)
-                best = val_acc(t)
-        ranked = sorted(front, key=lambda t: (-val_acc(t), t.user_attrs["params"]))
+        feasible = [feasible[i] for i in pareto_front([(t.user_attrs["params"], val_acc(t)) for t in feasible])]
+    ranked = sorted(feasible, key=rank_key)
     chosen, seen = [], set()
     for t in ranked:
         key = (t.user_attrs.get("spec"), repr(sorted((t.user_attrs.get("recipe") or {}).items())))

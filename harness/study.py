@@ -40,6 +40,9 @@ __all__ = [
     "StudySummary",
     "classify",
     "enqueue_baseline",
+    "feasible_trials",
+    "pareto_front",
+    "rank_key",
     "open_study",
     "summarize",
     "val_acc",
@@ -231,7 +234,6 @@ class Objective:
         trial.set_user_attr("val_acc", result.val_acc)
         trial.set_user_attr("test_acc", test_acc)
         trial.set_user_attr("test_images", len(data.test_x))
-        trial.set_user_attr("test_correct", round(test_acc * len(data.test_x)))
         trial.set_user_attr("target_met", bool(test_acc >= self.cfg.target))
         trial.set_user_attr("epochs_run", result.epochs_run)
         trial.set_user_attr("train_seconds", round(result.seconds, 3))
@@ -328,6 +330,33 @@ def _trial_line(t: FrozenTrial) -> str:
     return f"{ua.get('params', 0):,} params, val {val_acc(t):.4f}, test {test_s}, {ua.get('epochs_run', 0)} epochs"
 
 
+def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """COMPLETE trials within the study's budget (what export, retrain and the summary rank)."""
+    budget = int(study.user_attrs.get("budget", 0))
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state == TrialState.COMPLETE and t.user_attrs.get("params", math.inf) <= budget
+    ]
+
+
+def rank_key(t: FrozenTrial) -> tuple[float, int]:
+    """Sort key, best first: highest validation accuracy, then fewer parameters."""
+    return (-val_acc(t), t.user_attrs.get("params", 0))
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the (params, accuracy) points not dominated by fewer params AND higher
+    accuracy, ordered by parameter count."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
 def summarize(study: optuna.Study) -> StudySummary:
     attrs = study.user_attrs
     budget, target = int(attrs.get("budget", 0)), float(attrs.get("target", 1.0))
@@ -337,10 +366,8 @@ def summarize(study: optuna.Study) -> StudySummary:
         counts[classify(t)] = counts.get(classify(t), 0) + 1
     # A retried baseline (after a crash) carries the flag too: report the one that finished.
     baselines = sorted((t for t in trials if t.user_attrs.get("baseline")), key=lambda t: t.state != TrialState.COMPLETE)
-    feasible = [
-        t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("params", math.inf) <= budget
-    ]
-    best = max(feasible, key=lambda t: (val_acc(t), -t.user_attrs.get("params", 0)), default=None)
+    feasible = feasible_trials(study)
+    best = min(feasible, key=rank_key, default=None)
     met = [t.number for t in feasible if t.user_attrs.get("target_met")]
     return StudySummary(study.study_name, budget, target, counts, baselines[0] if baselines else None, best, met)
 
