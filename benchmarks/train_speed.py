@@ -9,6 +9,8 @@ batch 128 unless said, and score the 10,000 test images at the end):
 2. harness: the engine (`harness.train.fit`), same network, epochs, batch size and
    augmentation strength (rotation 7 degrees, no shift or zoom), default settings otherwise;
 3. harness at its best batch size (among --batch-sizes);
+3b. (--compile default,reduce-overhead) the engine with ``train.compile``, batch 128, compiled
+   from a cold cache as every new architecture is: compile seconds and break-even epochs;
 4. raw compute: forward + backward + SGD step over pre-normalised tensors already on the
    device, no augmentation, no indexing: the ceiling for this hardware.
 
@@ -20,7 +22,7 @@ recipe, for several seeds and training precisions (--accuracy-amp off,bf16), and
 
 Usage::
 
-    python benchmarks/train_speed.py --data-dir DIR [--epochs 1] [--e2e-epochs 15]
+    python benchmarks/train_speed.py --data-dir DIR [--epochs 2] [--compile default] [--e2e-epochs 15]
         [--accuracy-seeds 3 --accuracy-epochs 15 --accuracy-amp auto] [--jobs 1,2]
         [--only-accuracy] [--out results/train_speed-cpu]
 
@@ -116,6 +118,31 @@ def engine(root: Path, device: torch.device, epochs: int, batch_size: int, seed:
     acc = evaluate(model, data.test_x, data.test_y, amp=tc.amp)
     return _row(label, len(data.train_x), batch_size, epoch_s, acc, lr=tc.lr, amp=tc.amp,
                 channels_last=tc.channels_last)  # fmt: skip
+
+
+def compiled_engine(root: Path, device: torch.device, epochs: int, seed: int, mode: str, eager: dict) -> dict:
+    """The engine at batch 128 with ``train.compile = mode``, compiled from a cold cache.
+
+    Every trial of a study is a new architecture, so each pays a fresh compile: the on-disk
+    inductor caches are disabled to measure that, not a re-run of a graph compiled before.
+    ``compile_seconds`` = first epoch - steady epoch (compile + autotuning + warm-up);
+    ``break_even_epochs`` = compile_seconds / (eager s/epoch - compiled s/epoch): a trial
+    shorter than that is slower compiled (``null`` when compiling never pays).
+    """
+    import torch._inductor.config as inductor_config
+
+    if epochs < 2:
+        raise SystemExit("--compile needs --epochs >= 2 (the first epoch carries the compile)")
+    inductor_config.force_disable_caches = True
+    try:
+        r = engine(root, device, epochs, 128, seed, f"harness engine + torch.compile ({mode})", compile=mode)
+    finally:
+        inductor_config.force_disable_caches = False
+    r["compile_seconds"] = round(r["epoch_seconds"][0] - r["seconds_per_epoch"], 2)
+    gain = eager["seconds_per_epoch"] - r["seconds_per_epoch"]
+    r["break_even_epochs"] = round(r["compile_seconds"] / gain, 1) if gain > 0 else None
+    r["compile"] = mode
+    return r
 
 
 def raw_compute(root: Path, device: torch.device, epochs: int, batch_size: int, seed: int) -> dict:
@@ -265,6 +292,12 @@ def markdown(result: dict) -> str:
             f"| {r['name']} | {r['batch_size']} | {r['seconds_per_epoch']:.2f} | {r['images_per_second']:,.0f} "
             f"| {r['vs_reference']:.2f} | {r['vs_raw']:.2f} | {r['test_acc']:.4f} |"
         )
+    for r in [r for r in result["rows"] if "compile" in r]:
+        be = r["break_even_epochs"]
+        lines += ["", f"torch.compile ({r['compile']}), cold cache: {r['compile_seconds']:.1f} s of compile in the first "
+                  f"epoch, then {r['seconds_per_epoch']:.2f} s/epoch; "
+                  + (f"pays for itself after {be:.1f} epochs of a trial." if be is not None
+                     else "never pays for itself (no faster than eager per epoch).")]  # fmt: skip
     if "e2e" in result:
         e = result["e2e"]
         lines += ["", f"One {e['epochs']}-epoch baseline trial through `harness run`, end to end: "
@@ -292,6 +325,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="epochs per speed row (first one is warm-up)")
     ap.add_argument("--batch-sizes", default="128,256,512", help="candidates for the engine's best batch size")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compile", default="", help="comma list of train.compile modes to add as engine rows (cold cache)")
     ap.add_argument("--e2e-epochs", type=int, default=0, help="also time one baseline trial of N epochs via harness run")
     ap.add_argument("--accuracy-seeds", type=int, default=0, help="also train the baseline with S seeds")
     ap.add_argument("--accuracy-epochs", type=int, default=15)
@@ -359,6 +393,9 @@ def speed_rows(root: Path, device: torch.device, args: argparse.Namespace) -> li
             best = r
     if best is not rows[-1]:
         rows.append(best)
+    eager = rows[1]
+    for mode in [m for m in args.compile.split(",") if m]:
+        rows.append(compiled_engine(root, device, args.epochs, args.seed, mode, eager))
     rows.append(raw_compute(root, device, args.epochs, 128, args.seed))
     ref, raw = rows[0]["images_per_second"], rows[-1]["images_per_second"]
     for r in rows:

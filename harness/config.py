@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # train.compile values
 
 
 def default_data_root(override: str | None = None) -> Path:
@@ -55,9 +56,10 @@ class TrainConfig:
     rotation: float = 10.0  # augmentation: random rotation, +- degrees
     translate: float = 0.1  # augmentation: random shift, +- fraction of the image side
     scale: float = 0.1  # augmentation: random zoom, +- fraction
-    eval_batch_size: int = 2000  # images per evaluation batch (no gradients)
+    eval_batch_size: int = 0  # images per evaluation batch (no gradients); 0 = auto: 256 on CPU, 2000 on a GPU
     channels_last: bool = True  # NHWC memory format: 1.5x on a 2-core CPU (results/raw_options-cpu.md)
     amp: str = "auto"  # mixed precision: "auto" (bf16 on CUDA; off on CPU, where bf16 cost 0.07 pp: results/bf16_accuracy-cpu.md), "bf16", "off"
+    compile: str = "off"  # torch.compile the training step: "off", "default", "reduce-overhead" (CUDA graphs on CUDA), "max-autotune"
 
 
 @dataclass(frozen=True)
@@ -200,11 +202,13 @@ def _validate(where: str, c: StudyConfig) -> None:
            "study.device", f"must be auto, cpu, cuda or cuda:N, got {c.device!r}")  # fmt: skip
     _check(where, t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
     _check(where, t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
-    _check(where, t.eval_batch_size >= 1, "train.eval_batch_size", f"must be >= 1, got {t.eval_batch_size}")
+    _check(where, t.eval_batch_size >= 0, "train.eval_batch_size", f"must be >= 0 (0 = auto), got {t.eval_batch_size}")
     _check(where, t.optimizer in ("sgd", "adamw"), "train.optimizer", f"must be sgd or adamw, got {t.optimizer!r}")
     _check(where, t.schedule in ("onecycle", "cosine", "constant"), "train.schedule",
            f"must be onecycle, cosine or constant, got {t.schedule!r}")  # fmt: skip
     _check(where, t.amp in ("auto", "bf16", "off"), "train.amp", f"must be auto, bf16 or off, got {t.amp!r}")
+    _check(where, t.compile in COMPILE_MODES, "train.compile",
+           f"must be one of {', '.join(COMPILE_MODES)}, got {t.compile!r}")  # fmt: skip
     _check(where, t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
     _check(where, 0 <= t.momentum < 1, "train.momentum", f"must be in [0, 1), got {t.momentum}")
     _check(where, t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")

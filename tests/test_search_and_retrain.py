@@ -170,3 +170,29 @@ def test_changing_the_mode_of_an_existing_study_is_refused(pareto_dir, capsys):
     other.write_text(STUDY.format(name="par", mode="single"))
     assert _cli(["run", str(other), "--device", "cpu", "--quiet", "--storage", f"sqlite:///{pareto_dir / 'par.db'}"]) == 2
     assert "mode" in capsys.readouterr().err
+
+
+def test_small_budget_study_rejects_the_baseline_and_joins_the_results(pareto_dir, tmp_path, capsys):
+    """A 3,700-parameter study (studies/mnist-3700.toml's shape): the 19,290-parameter baseline
+    is rejected before training, retrain skips it, and in a results table next to a 20k study
+    target 1 still speaks of the 20,000 budget while target 2 names the best small network."""
+    path = _write(tmp_path, "small", "single")
+    path.write_text(path.read_text().replace("budget = 20000", "budget = 3700").replace("n_trials = 5", "n_trials = 40"))
+    assert main(["run", str(path), "--device", "cpu", "--quiet"]) == 0
+    trials = _load(tmp_path, "small").get_trials()
+    (base,) = [t for t in trials if t.user_attrs.get("baseline")]
+    assert base.state == TrialState.PRUNED and base.user_attrs["rejected"] == "over_budget"
+    trained = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert trained and all(t.user_attrs["params"] <= 3700 for t in trained)
+    assert main(["retrain", str(path), "--top", "1", "--seeds", "1", "--epochs", "1", "--device", "cpu"]) == 0
+    records = [v for k, v in _load(tmp_path, "small").user_attrs.items() if k.startswith("retrain:")]
+    assert len(records) == 1 and not records[0]["baseline"] and records[0]["params"] <= 3700
+    if not any(k.startswith("retrain:") for k in _load(pareto_dir, "par").user_attrs):
+        assert main(["retrain", str(pareto_dir / "par.toml"), "--seeds", "1", "--epochs", "1", "--device", "cpu"]) == 0
+    md = tmp_path / "results.md"
+    assert main(["results", str(pareto_dir / "par.toml"), str(path), "--out", str(md),
+                 "--exports", str(tmp_path / "exports")]) == 0  # fmt: skip
+    text = md.read_text()
+    assert "1. Under 20,000 parameters" in text
+    # synthetic data: nothing reaches 99.40 %, so the best small network is named instead
+    assert "**NOT reached: no retrained architecture has a mean >= 99.40%; best at <= 3,700 parameters: " in text

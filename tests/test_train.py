@@ -108,3 +108,24 @@ def test_fit_with_a_single_step_per_epoch(synthetic_root):
     data = load_splits(synthetic_root, "cpu", val_size=100, train_limit=200)
     result = fit(build(baseline_spec(), seed=0), data, TrainConfig(epochs=2, batch_size=256), seed=0)
     assert result.epochs_run == 2 and len(result.train_loss) == 2
+
+
+@pytest.mark.slow
+def test_compiled_step_trains_and_recompiles_for_each_new_architecture(synthetic_root):
+    """train.compile: the step is really compiled (a dynamo graph per trial), learns like
+    eager, and a second architecture in the same process is compiled too, not sent back to
+    eager mode by dynamo's cache limit."""
+    import optuna
+    from torch._dynamo.utils import counters
+
+    data = load_splits(synthetic_root, val_size=100)
+    cfg = TrainConfig(epochs=8, batch_size=50, lr=0.05, rotation=5, translate=0.05, scale=0.05, compile="default")
+    modern = get_search_space("modern")
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3)).ask()
+    for spec in (get_search_space("seed").baseline_spec(), modern.suggest(trial)):  # two different graphs
+        counters.clear()
+        model = build(spec)
+        result = fit(model, data, cfg, seed=1)
+        assert counters["stats"]["unique_graphs"] >= 1, spec.describe()  # the step went through dynamo
+        assert result.val_acc > 0.5 and all(math.isfinite(v) for v in result.train_loss), spec.describe()
+        assert evaluate(model, data.test_x, data.test_y) > 0.5
