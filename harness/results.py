@@ -127,10 +127,11 @@ def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str =
     small = max((e for e in entries if e.params <= SMALL_TARGET_PARAMS), key=lambda e: (e.mean, -e.params), default=None)
     if smallest is None:
         status2 = f"NOT reached: no retrained architecture has a mean >= {SMALL_TARGET_ACC:.2%}"
-        if small is not None:  # the best that was reached at the target's size
-            status2 += f"; best at <= {SMALL_TARGET_PARAMS:,} parameters: {small.mean:.2%} with {small.params:,}"
     else:
         status2 = "reached" if smallest.params <= SMALL_TARGET_PARAMS else "NOT reached (smallest found is larger)"
+    if small is not None and (smallest is None or smallest.params > SMALL_TARGET_PARAMS):
+        # the best that was reached at the target's size
+        status2 += f"; best at <= {SMALL_TARGET_PARAMS:,} parameters: {small.mean:.2%} with {small.params:,}"
     lines += [
         "## Targets",
         "",
