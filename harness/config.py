@@ -57,7 +57,7 @@ class TrainConfig:
     translate: float = 0.1  # augmentation: random shift, +- fraction of the image side
     scale: float = 0.1  # augmentation: random zoom, +- fraction
     eval_batch_size: int = 0  # images per evaluation batch (no gradients); 0 = auto: 256 on CPU, 2000 on a GPU
-    channels_last: bool = True  # NHWC memory format: 1.5x on a 2-core CPU (results/raw_options-cpu.md)
+    channels_last: bool = True  # NHWC memory format: 1.3-1.6x on a 2-core CPU (results/raw_options-cpu.md)
     amp: str = "auto"  # mixed precision: "auto" (bf16 on CUDA; off on CPU, where bf16 cost 0.07 pp: results/bf16_accuracy-cpu.md), "bf16", "off"
     compile: str = "off"  # torch.compile the training step: "off", "default", "reduce-overhead" (CUDA graphs on CUDA), "max-autotune"
 
