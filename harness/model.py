@@ -19,7 +19,13 @@ class _ConvUnit(nn.Module):
 
     def __init__(self, in_ch: int, conv: ConvSpec, bn: str, bias: bool):
         super().__init__()
-        self.conv = nn.Conv2d(in_ch, conv.out_channels, conv.kernel, conv.stride, conv.padding, bias=bias)
+        if conv.separable:  # depthwise k x k (spatial, per channel) then pointwise 1 x 1 (mixing)
+            self.conv = nn.Sequential(
+                nn.Conv2d(in_ch, in_ch, conv.kernel, conv.stride, conv.padding, groups=in_ch, bias=False),
+                nn.Conv2d(in_ch, conv.out_channels, 1, bias=bias),
+            )
+        else:
+            self.conv = nn.Conv2d(in_ch, conv.out_channels, conv.kernel, conv.stride, conv.padding, bias=bias)
         self.bn = nn.BatchNorm2d(conv.out_channels) if bn != "none" else nn.Identity()
         self.bn_first = bn == "before_relu"
         self.residual = conv.residual

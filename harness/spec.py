@@ -44,6 +44,7 @@ class ConvSpec:
     stride: int = 1  # stride, pixels
     padding: int = 1  # zero padding on each side, pixels
     residual: bool = False  # add the conv's input to its output (needs same shape)
+    separable: bool = False  # depthwise kernel x kernel (stride, padding; no bias) then pointwise 1x1
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ class ArchSpec:
                     s += f"s{c.stride}"
                 if c.padding != (c.kernel // 2):
                     s += f"p{c.padding}"
+                if c.separable:
+                    s += "d"  # depthwise-separable
                 if c.residual:
                     s += "r"
                 convs.append(s)
@@ -175,7 +178,10 @@ def count_params(spec: ArchSpec) -> int:
     channels = spec.in_channels
     for block in spec.blocks:
         for conv in block.convs:
-            total += channels * conv.out_channels * conv.kernel * conv.kernel
+            if conv.separable:  # depthwise (one k x k filter per input channel), then 1 x 1
+                total += channels * conv.kernel * conv.kernel + channels * conv.out_channels
+            else:
+                total += channels * conv.out_channels * conv.kernel * conv.kernel
             if spec.conv_bias:
                 total += conv.out_channels
             if spec.bn != "none":

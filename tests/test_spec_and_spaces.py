@@ -63,6 +63,12 @@ def test_counter_equals_builder_on_many_sampled_specs(space_name):
     if space_name == "modern":  # residuals, 1x1 transitions and 5x5 kernels all occur
         convs = [c for s in specs for b in s.blocks for c in b.convs]
         assert {c.kernel for c in convs} == {1, 3, 5} and any(c.residual for c in convs)
+    if space_name == "compact":  # every lever occurs: drops of each kind, separable convs, residuals, 5x5
+        convs = [c for s in specs for b in s.blocks for c in b.convs]
+        assert any(c.separable for c in convs) and any(not c.separable for c in convs[1:])
+        assert any(c.stride == 2 for c in convs) and any(b.pool for s in specs for b in s.blocks)
+        assert any(not b.pool and b.convs[-1].stride == 1 for s in specs for b in s.blocks[:-1])  # "none" drops
+        assert {c.kernel for c in convs} == {3, 5} and any(c.residual for c in convs)
     for spec in specs:
         assert count_params(spec) == sum(p.numel() for p in build(spec).parameters()), spec.describe()
 
@@ -131,3 +137,54 @@ def test_residual_and_bn_variants_count_exactly():
 def test_unknown_search_space_lists_valid_names():
     with pytest.raises(UnknownSearchSpaceError, match="valid: .*seed"):
         get_search_space("nope")
+
+
+def test_compact_space_suggests_no_dead_parameters():
+    """Changing any suggested parameter of the compact space changes the network (TPE and the
+    importance plot see no dimension that does nothing)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    space = get_search_space("compact")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
+    checked = 0
+    for _ in range(40):
+        trial = study.ask()
+        spec = space.suggest(trial)
+        study.tell(trial, 0.0)
+        for name, dist in trial.distributions.items():
+            if isinstance(dist, CategoricalDistribution):
+                values = list(dist.choices)
+            elif isinstance(dist, IntDistribution):
+                values = list(range(dist.low, dist.high + 1, dist.step))
+            else:
+                assert isinstance(dist, FloatDistribution) and dist.step
+                values = [round(dist.low + k * dist.step, 10) for k in range(round((dist.high - dist.low) / dist.step) + 1)]
+            for v in values:
+                if v == trial.params[name]:
+                    continue
+                changed = dict(trial.params, **{name: v})
+                try:
+                    other = space.suggest(optuna.trial.FixedTrial(changed))
+                except ValueError:  # the change opens a parameter this trial did not have
+                    continue
+                assert other != spec, f"{name}: {trial.params[name]} -> {v} changes nothing in {spec.describe()}"
+                checked += 1
+    assert checked > 500
+
+
+def test_seed_network_is_not_a_point_of_the_compact_space_but_stays_its_baseline():
+    space = get_search_space("compact")
+    assert space.baseline_params is None
+    assert count_params(space.baseline_spec()) == 19_290
+
+
+def test_separable_conv_counts_depthwise_plus_pointwise():
+    spec = ArchSpec(
+        blocks=(BlockSpec(convs=(ConvSpec(8), ConvSpec(16, kernel=5, padding=2, stride=2, separable=True))),),
+        head="gap", bn="before_relu", conv_bias=False,
+    )  # fmt: skip
+    # conv 1: 1*8*9 + BN 16; separable: depthwise 8*25 + pointwise 8*16 + BN 32; head 16*10 + 10
+    assert count_params(spec) == 72 + 16 + 200 + 128 + 32 + 170
+    model = build(spec)
+    assert sum(p.numel() for p in model.parameters()) == count_params(spec)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
