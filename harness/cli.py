@@ -9,24 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from harness.errors import HarnessError
+from harness.errors import EXIT_INTERRUPTED, EXIT_USAGE, HarnessError
 
 __all__ = ["main"]
-
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + line)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
-
 def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: sqlite file beside the study file)")
-
 
 def _add_run_args(run: argparse.ArgumentParser, storage_required: bool = False) -> None:
     run.add_argument("study_file", metavar="STUDY.toml")
@@ -40,7 +33,6 @@ def _add_run_args(run: argparse.ArgumentParser, storage_required: bool = False) 
     run.add_argument("--jobs", "--workers", type=int, default=1, metavar="K",
                      help="run K worker processes on this machine against the same study (default 1)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-trial lines")
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="harness", description="Parameter-budgeted architecture search for MNIST.")
@@ -122,12 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--data-dir", metavar="ROOT", help="where to install (default: $HARNESS_DATA_DIR or ~/.cache/harness/data)")
     return parser
 
-
 def _version() -> str:
     from harness import __version__
 
     return __version__
-
 
 def _cmd_data_import(args: argparse.Namespace) -> int:
     from harness.config import default_data_root
@@ -137,13 +127,11 @@ def _cmd_data_import(args: argparse.Namespace) -> int:
     print(f"MNIST checked (md5) and installed in {dest}")
     return 0
 
-
 def _print_summary(study) -> None:
     from harness.study import summarize
 
     for line in summarize(study).lines():
         print(line)
-
 
 def _open_existing(args: argparse.Namespace):
     """(config, storage URL, study) of an existing study; creates nothing."""
@@ -162,11 +150,9 @@ def _open_existing(args: argparse.Namespace):
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "Using an existing study" chatter
     return cfg, url, open_study(cfg, url, create=False)
 
-
 def _cmd_status(args: argparse.Namespace) -> int:
     _print_summary(_open_existing(args)[2])
     return 0
-
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -202,7 +188,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 1
     return 0
 
-
 def _retrained_weights(study, number: int, seed: int, store) -> tuple[dict, dict]:
     """(state dict, retrain info) of trial ``number`` retrained with seed ``seed``."""
     from harness.artifacts import load_state_dict
@@ -216,7 +201,6 @@ def _retrained_weights(study, number: int, seed: int, store) -> tuple[dict, dict
     info = {"seed": seed, "test_acc": run["test_acc"], "test_images": record["test_images"],
             "epochs": record["epochs"], "train_images": record["train_images"]}  # fmt: skip
     return load_state_dict(store, run["weights"], f"trial {number} seed {seed}"), info
-
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from harness.artifacts import open_artifact_store
@@ -247,7 +231,6 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
               f"{r['mean']:.4%} ± {r['std']:.4%} over {r['seeds']} seeds, {r['epochs']} epochs  {r['arch']}")  # fmt: skip
     return 0
 
-
 def _cmd_results(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -266,7 +249,6 @@ def _cmd_results(args: argparse.Namespace) -> int:
     print(f"results: {out}")
     return 0
 
-
 def _safe_url(url: str) -> str:
     """The URL without its password (it goes into files)."""
     import sqlalchemy
@@ -275,7 +257,6 @@ def _safe_url(url: str) -> str:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except sqlalchemy.exc.ArgumentError:
         return url
-
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import socket
@@ -302,7 +283,6 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     optuna_dashboard.run_server(make_storage(url), host=args.host, port=args.port, artifact_store=store)
     return 0
 
-
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -322,227 +302,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print(f"report: {out} ({len(frame)} trials); table: {csv}")
     return 0
 
-
-@dataclass(frozen=True)
-class _RunPlan:
-    """Everything a worker process needs, validated once by the parent (picklable)."""
-
-    study_file: str
-    url: str
-    device: str
-    data_root: str
-    download: bool
-    n_trials: int | None
-    timeout: float | None
-    quiet: bool
-    tag: str = ""  # "[w2] " prefix of a worker's lines when several run at once
-    threads: int = 0  # torch CPU threads for this process (0 = torch's default)
-
-
-def _prepare(args: argparse.Namespace) -> tuple[_RunPlan, int]:
-    """Validate the study file, options, device and data; create nothing. Returns (plan, jobs)."""
-    import torch
-
-    from harness.config import load_study_config, with_overrides
-    from harness.data import MNIST_FILES, load_mnist, raw_folder
-    from harness.storage import check_storage_url, sqlite_path
-    from harness.train import resolve_device
-
-    cfg = load_study_config(args.study_file)
-    for flag, value in (("--trials", args.trials), ("--timeout", args.timeout)):
-        if value is not None and value < 0:
-            raise HarnessError(f"{flag} must be >= 0, got {value}")
-    if args.jobs < 1:
-        raise HarnessError(f"--jobs must be >= 1, got {args.jobs}")
-    cfg = with_overrides(cfg, device=args.device)
-    url = args.storage or cfg.storage
-    if url:
-        check_storage_url(url)
-    else:  # the default file: its folder is created below, once everything else is valid
-        url = cfg.default_storage()
-    try:
-        device = resolve_device(cfg.device)
-    except RuntimeError as exc:
-        raise HarnessError(f"device {cfg.device!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise HarnessError(f"device {cfg.device!r} requested but CUDA is not available")
-    root = cfg.data_root(args.data_dir)
-    download = args.download or cfg.data.download
-    if download:
-        load_mnist(root, download=True)  # fetch up front: a failed download writes no study
-    elif not all((raw_folder(root) / n).is_file() for n in MNIST_FILES):
-        load_mnist(root)  # raises DataError naming the folder and how to provide the files
-    artifacts = cfg.artifact_root(url)
-    if artifacts.exists() and not artifacts.is_dir():
-        raise HarnessError(f"{args.study_file}: artifact folder {artifacts} exists but is not a folder")
-    path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    n_trials = args.trials if args.trials is not None else (cfg.n_trials or None)
-    timeout = args.timeout if args.timeout is not None else (cfg.timeout or None)
-    plan = _RunPlan(args.study_file, url, str(device) if cfg.device != "auto" else "auto", str(root), download,
-                    n_trials, timeout, args.quiet)  # fmt: skip
-    return plan, args.jobs
-
-
-def _run_trials(plan: _RunPlan) -> bool:
-    """Open (or join) the study and run trials in this process. Returns True if interrupted."""
-    import optuna
-
-    from harness.artifacts import open_artifact_store
-    from harness.config import load_study_config
-    from harness.data import load_splits
-    from harness.study import TRAINING_FAILURES, Objective, open_study
-    from harness.train import device_name, resolve_device
-
-    cfg = load_study_config(plan.study_file)
-    device = resolve_device(plan.device)
-    if plan.threads:
-        import torch
-
-        torch.set_num_threads(plan.threads)
-    # Our per-trial lines report failures; Optuna would add a traceback for each one.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = open_study(cfg, plan.url)
-
-    def load_data():
-        return load_splits(
-            plan.data_root, device, val_size=cfg.data.val_size, train_limit=cfg.data.train_limit,
-            test_limit=cfg.data.test_limit, download=plan.download,
-        )  # fmt: skip
-
-    progress = _Progress(plan.n_trials, cfg.train.epochs, quiet=plan.quiet, tag=plan.tag, bar=not plan.tag)
-    store = open_artifact_store(cfg.artifact_root(plan.url))
-    objective = Objective(
-        cfg, load_data, device_label=device_name(device), on_epoch=progress.epoch, artifact_store=store
-    )
-    print(f"{plan.tag}study {cfg.name!r} on {device_name(device)}, storage {plan.url}", flush=True)
-    try:
-        study.optimize(
-            objective,
-            n_trials=plan.n_trials,
-            timeout=plan.timeout,
-            callbacks=[progress.trial_done],
-            catch=TRAINING_FAILURES,
-        )
-    except KeyboardInterrupt:
-        return True
-    finally:
-        progress.close()
-    return False
-
-
-def _worker_process(plan: _RunPlan) -> None:  # entry point of a --jobs child (spawned)
-    try:
-        interrupted = _run_trials(plan)
-    except HarnessError as exc:
-        print(f"harness: error: {plan.tag}{exc}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-    sys.exit(EXIT_INTERRUPTED if interrupted else 0)
-
-
-def _split(total: int | None, parts: int) -> list[int | None]:
-    if total is None:
-        return [None] * parts
-    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
-    import dataclasses
-    import multiprocessing
-    import os
+    from harness.runner import plan_run, run_study
 
-    import torch
-
-    from harness.config import load_study_config
-    from harness.study import open_study
-
-    plan, jobs = _prepare(args)
-    if jobs == 1:
-        interrupted = _run_trials(plan)
-    else:
-        # K processes on one study: the study and baseline are created here first, so the
-        # workers only join. Each runs its share of the trials; on several GPUs, worker i
-        # uses GPU i mod count.
-        cfg = load_study_config(plan.study_file)
-        open_study(cfg, plan.url)
-        gpus = torch.cuda.device_count() if plan.device in ("auto", "cuda") else 0
-        # K CPU workers with torch's default of one thread per core each would oversubscribe
-        # the cores K times over (measured 0.43x the throughput of one worker with K=2 on 2
-        # cores): give each worker its share of the cores instead.
-        threads = 0 if gpus else max(1, (os.cpu_count() or 1) // jobs)
-        ctx = multiprocessing.get_context("spawn")  # no CUDA state or sqlite handles inherited
-        procs = []
-        for i, share in enumerate(_split(plan.n_trials, jobs)):
-            if share == 0:
-                continue
-            device = f"cuda:{i % gpus}" if gpus > 1 else plan.device
-            child = dataclasses.replace(plan, n_trials=share, device=device, tag=f"[w{i}] ", threads=threads)
-            procs.append(ctx.Process(target=_worker_process, args=(child,), name=f"harness-w{i}"))
-        for p in procs:
-            p.start()
-        interrupted = False
-        try:
-            for p in procs:
-                p.join()
-        except KeyboardInterrupt:  # the children got the same SIGINT: let them finish cleanly
-            interrupted = True
-            for p in procs:
-                p.join()
-        codes = [p.exitcode for p in procs]
-        interrupted = interrupted or EXIT_INTERRUPTED in codes
-        bad = [c for c in codes if c not in (0, EXIT_INTERRUPTED)]
-        if bad:
-            _print_summary(open_study(load_study_config(plan.study_file), plan.url))
-            print(f"harness: error: {len(bad)} of {len(procs)} workers failed (exit codes {bad})", file=sys.stderr)
-            return 1
-    _print_summary(open_study(load_study_config(plan.study_file), plan.url, create=False))
-    if interrupted:
+    plan = plan_run(
+        args.study_file, trials=args.trials, timeout=args.timeout, storage=args.storage, device=args.device,
+        data_dir=args.data_dir, download=args.download, jobs=args.jobs, quiet=args.quiet,
+    )  # fmt: skip
+    outcome = run_study(plan)
+    if outcome.failed_workers:
+        print(f"harness: error: {outcome.failed_workers} of {outcome.workers} workers failed "
+              f"(exit codes {outcome.bad_codes})", file=sys.stderr)  # fmt: skip
+        return 1
+    if outcome.interrupted:
         print("interrupted: the running trial was marked FAIL; run again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
-
-
-class _Progress:
-    """A tqdm bar over trials plus one line per finished trial."""
-
-    def __init__(self, total: int | None, epochs: int, quiet: bool, tag: str = "", bar: bool = True):
-        from tqdm import tqdm
-
-        self.quiet, self.epochs, self.tag = quiet, epochs, tag
-        self.bar = tqdm(total=total, unit="trial", dynamic_ncols=True, file=sys.stderr) if bar and not quiet else None
-
-    def epoch(self, trial, epoch: int, val_acc: float) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"trial {trial.number} epoch {epoch}/{self.epochs} val {val_acc:.4f}")
-
-    def trial_done(self, study, trial) -> None:
-        from harness.study import classify, val_acc
-
-        if self.quiet:
-            return
-        kind, ua = classify(trial), trial.user_attrs
-        base = " (baseline)" if ua.get("baseline") else ""
-        if kind == "complete":
-            msg = (f"val {val_acc(trial):.4f} test {ua.get('test_acc', float('nan')):.4f} "
-                   f"{ua.get('params', 0):,} params {ua.get('train_seconds', 0):.1f}s")  # fmt: skip
-        elif kind in ("over_budget", "invalid"):
-            msg = f"rejected: {ua.get('reject_reason', kind)}"
-        elif kind == "pruned":
-            msg = f"pruned after epoch {ua.get('epochs_run', '?')} ({ua.get('params', 0):,} params)"
-        else:
-            msg = f"{kind}: {ua.get('fail_reason', '')}"
-        line = f"{self.tag}trial {trial.number}{base}: {msg}"
-        if self.bar is None:
-            print(line, flush=True)
-        else:
-            self.bar.write(line)
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
@@ -563,7 +338,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

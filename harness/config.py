@@ -77,13 +77,30 @@ class DataConfig:
 class SamplerConfig:
     name: str = "tpe"  # "tpe" or "random"
     n_startup_trials: int = 10  # TPE: random trials before the model kicks in
+    multivariate: bool = True  # TPE: joint density over co-occurring parameters (group=True too)
+
+
+PRUNERS = ("halving", "hyperband", "median", "none")  # pruner.name values
+AUTO_FIRST_RUNG = 0.25  # pruner.min_resource = 0: first rung after this share of the epochs
 
 
 @dataclass(frozen=True)
 class PrunerConfig:
-    name: str = "median"  # "median" or "none"
-    n_startup_trials: int = 5  # completed trials before pruning starts
-    n_warmup_steps: int = 3  # epochs a trial always runs before it can be pruned
+    """Early stopping over epochs. "halving" (the default; chosen by results/rank_fidelity-cpu.md):
+    successive halving with rungs at min_resource * reduction_factor**k epochs, where only the
+    best 1/reduction_factor of the trials that reached a rung go on. "hyperband": several such
+    brackets. "median": stop below the median of earlier trials at the same epoch."""
+
+    name: str = "halving"  # one of PRUNERS
+    min_resource: int = 0  # halving/hyperband: epochs before the first rung; 0 = auto (see min_epochs)
+    reduction_factor: int = 3  # halving/hyperband: keep the best 1/reduction_factor at each rung
+    n_startup_trials: int = 5  # median: completed trials before pruning starts
+    n_warmup_steps: int = 3  # median: epochs a trial always runs before it can be pruned
+
+    def min_epochs(self, epochs: int) -> int:
+        """Epochs before the first rung for a schedule of ``epochs``: min_resource, or for 0
+        AUTO_FIRST_RUNG of the schedule (at least 1 epoch)."""
+        return self.min_resource or max(1, round(epochs * AUTO_FIRST_RUNG))
 
 
 @dataclass(frozen=True)
@@ -92,7 +109,7 @@ class StudyConfig:
 
     name: str  # Optuna study name
     path: Path = Path(".")  # the study file
-    search_space: str = "seed"  # a name in search_spaces.SEARCH_SPACES
+    search_space: str = "compact"  # a name in search_spaces.SEARCH_SPACES, or "path/to/space.py:function"
     mode: str = "single"  # "single": maximise val acc; "pareto": maximise val acc AND minimise params
     search_recipe: bool = False  # also search lr, batch size, label smoothing, augmentation (search_spaces/recipe.py)
     budget: int = 20_000  # hard limit on trainable parameters
@@ -110,6 +127,7 @@ class StudyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    enqueue: tuple[dict[str, Any], ...] = ()  # [[enqueue]] tables: known architectures run first, as parameters
 
     def default_storage(self) -> str:
         """The storage URL used when neither the file nor the command line names one."""
@@ -171,7 +189,7 @@ def _convert(where: str, key: str, value: Any, typ: type) -> Any:
 
 
 def _build(where: str, prefix: str, cls: type, table: dict[str, Any], extra: dict[str, Any]) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("path",) and f.name not in _SECTIONS}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("path", "enqueue") and f.name not in _SECTIONS}
     kwargs = dict(extra)
     for key, value in table.items():
         full = f"{prefix}{key}"
@@ -221,7 +239,12 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, d.test_limit >= 0, "data.test_limit", f"must be >= 0, got {d.test_limit}")
     _check(where, c.sampler.name in ("tpe", "random"), "sampler.name", f"must be tpe or random, got {c.sampler.name!r}")
     _check(where, c.sampler.n_startup_trials >= 0, "sampler.n_startup_trials", "must be >= 0")
-    _check(where, c.pruner.name in ("median", "none"), "pruner.name", f"must be median or none, got {c.pruner.name!r}")
+    _check(where, c.pruner.name in PRUNERS, "pruner.name", f"must be one of {', '.join(PRUNERS)}, got {c.pruner.name!r}")
+    if c.pruner.name in ("halving", "hyperband"):
+        _check(where, c.pruner.min_resource == 0 or 1 <= c.pruner.min_resource < t.epochs, "pruner.min_resource",
+               f"must be 0 (auto) or in [1, train.epochs) = [1, {t.epochs}) epochs, got {c.pruner.min_resource}")  # fmt: skip
+        _check(where, c.pruner.reduction_factor >= 2, "pruner.reduction_factor",
+               f"must be >= 2, got {c.pruner.reduction_factor}")  # fmt: skip
     _check(where, c.pruner.n_startup_trials >= 0, "pruner.n_startup_trials", "must be >= 0")
     _check(where, c.pruner.n_warmup_steps >= 0, "pruner.n_warmup_steps", "must be >= 0")
 
@@ -230,9 +253,9 @@ def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None
     """Validate a parsed TOML document. Raises ConfigError naming ``where`` and the key."""
     where = where or str(path)
     doc = dict(doc)
-    unknown = sorted(set(doc) - {"study", *_SECTIONS})
+    unknown = sorted(set(doc) - {"study", "enqueue", *_SECTIONS})
     if unknown:
-        valid = ", ".join(["study", *_SECTIONS])
+        valid = ", ".join(["study", *_SECTIONS, "enqueue"])
         raise ConfigError(f"{where}: unknown section or key {unknown[0]!r} (valid sections: {valid})")
     tables = {}
     for name in ["study", *_SECTIONS]:
@@ -244,15 +267,22 @@ def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None
     study_table = dict(tables["study"])
     if "name" not in study_table:
         study_table["name"] = path.stem
-    config = _build(where, "study.", StudyConfig, study_table, {"path": path, **sections})
+    enqueue = doc.get("enqueue", [])
+    if not isinstance(enqueue, list) or not all(isinstance(e, dict) for e in enqueue):
+        raise ConfigError(f"{where}: enqueue must be an array of tables ([[enqueue]] with parameter = value lines)")
+    config = _build(where, "study.", StudyConfig, study_table, {"path": path, "enqueue": tuple(enqueue), **sections})
     _validate(where, config)
-    from search_spaces import SEARCH_SPACES  # registry lives with the spaces
+    from search_spaces import UnknownSearchSpaceError, enqueue_params, get_search_space  # registry lives with the spaces
 
-    if config.search_space not in SEARCH_SPACES:
-        raise ConfigError(
-            f"{where}: study.search_space: unknown search space {config.search_space!r} "
-            f"(valid: {', '.join(sorted(SEARCH_SPACES))})"
-        )
+    try:
+        space = get_search_space(config.search_space, path.parent)
+    except UnknownSearchSpaceError as exc:
+        raise ConfigError(f"{where}: study.search_space: {exc}") from None
+    for i, params in enumerate(config.enqueue, 1):
+        try:
+            enqueue_params(space, params, config.train if config.search_recipe else None)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: enqueue #{i}: {exc}") from None
     return config
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "HarnessError", "StorageError"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "ConfigError", "DataError", "HarnessError", "StorageError"]
+
+EXIT_USAGE = 2  # exit status of a bad input (one line on stderr)
+EXIT_INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT)
 
 
 class HarnessError(Exception):

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 __all__ = ["pareto_front", "trials_frame", "write_report"]
 
 _COLUMNS = [
-    "number", "outcome", "state", "baseline", "params", "val_acc", "test_acc", "test_images", "target_met",
+    "number", "outcome", "state", "origin", "baseline", "params", "val_acc", "test_acc", "test_images", "target_met",
     "epochs_run", "train_seconds", "arch", "reject_reason", "fail_reason", "device", "seed", "datetime_start",
 ]  # fmt: skip
 
@@ -46,6 +46,7 @@ def trials_frame(study: optuna.Study):
     import pandas as pd
 
     from harness.retrain import stored_retrains
+    from harness.study import origin_of
 
     retrains = stored_retrains(study)
     rows = []
@@ -58,6 +59,7 @@ def trials_frame(study: optuna.Study):
             "number": t.number,
             "outcome": _kind(t),
             "state": t.state.name,
+            "origin": origin_of(t),
             "baseline": bool(ua.get("baseline", False)),
             "params": _num(ua.get("params")),
             "val_acc": _num(val),
@@ -99,7 +101,8 @@ def pareto_front(frame) -> Any:
 def _hover(frame) -> list[str]:
     out = []
     for _, r in frame.iterrows():
-        parts = [f"trial {r['number']}" + (" (baseline)" if r["baseline"] else ""), f"{_fmt_int(r['params'])} params"]
+        origin = f" ({r['origin']})" if r["origin"] != "sampler" else ""
+        parts = [f"trial {r['number']}{origin}", f"{_fmt_int(r['params'])} params"]
         if not math.isnan(r["val_acc"]):
             parts.append(f"val {r['val_acc']:.4f}")
         if not math.isnan(r["test_acc"]):
@@ -232,13 +235,13 @@ def _optuna_figures(study: optuna.Study) -> list:
 
 def _table_html(frame, top: int) -> str:
     done = frame[frame["outcome"] == "complete"].sort_values(["val_acc", "params"], ascending=[False, True]).head(top)
-    head = ["rank", "trial", "params", "val acc", "test acc", "target met", "epochs", "train s", "architecture"]
+    head = ["rank", "trial", "proposed by", "params", "val acc", "test acc", "target met", "epochs", "train s", "architecture"]
     retrain = "retrain_test_mean" in frame.columns
     if retrain:
-        head.insert(6, "retrained on 60k: test (mean ± std, seeds)")
+        head.insert(7, "retrained on 60k: test (mean ± std, seeds)")
     rows = []
     for rank, (_, r) in enumerate(done.iterrows(), 1):
-        cells = [str(rank), f"{r['number']}" + (" ★ baseline" if r["baseline"] else ""), _fmt_int(r["params"]),
+        cells = [str(rank), f"{r['number']}" + (" ★ baseline" if r["baseline"] else ""), r["origin"], _fmt_int(r["params"]),
                  f"{r['val_acc']:.4%}", f"{r['test_acc']:.4%}" if not math.isnan(r["test_acc"]) else "n/a",
                  "yes" if r["target_met"] else "no", _fmt_int(r["epochs_run"]),
                  f"{r['train_seconds']:.1f}" if not math.isnan(r["train_seconds"]) else "",
@@ -246,7 +249,7 @@ def _table_html(frame, top: int) -> str:
         if retrain:
             m = r.get("retrain_test_mean")
             cells.insert(
-                6,
+                7,
                 f"{m:.4%} ± {r['retrain_test_std']:.4%} ({int(r['retrain_seeds'])})"
                 if isinstance(m, float) and not math.isnan(m) else "",
             )  # fmt: skip

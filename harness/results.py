@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 import harness
+from harness.study import origin_of
 
 __all__ = ["SMALL_TARGET_PARAMS", "TOP_TARGET_ACC", "write_results"]
 
@@ -70,12 +71,13 @@ def _export(entry: _Entry, exports: Path, data_dir: str | None) -> str:
 
 def _row(target: str, e: _Entry | None, verified: str = "") -> str:
     if e is None:
-        return f"| {target} | – | – | – | – | – | – | – | – | – | {verified} |"
+        return f"| {target} | – | – | – | – | – | – | – | – | – | – | {verified} |"
     r = e.record
     secs = statistics.mean(run["train_seconds"] for run in r["runs"].values())
     devices = sorted({run["device"] for run in r["runs"].values()})
+    origin = origin_of(e.study.trials[r["trial"]])
     return (
-        f"| {target} | {e.cfg.name} | {r['trial']} | `{_cell(r['arch'])}` | {e.params:,} | "
+        f"| {target} | {e.cfg.name} | {r['trial']} | {origin} | `{_cell(r['arch'])}` | {e.params:,} | "
         f"{r['mean']:.2%} ± {r['std']:.2%} | {r['seeds']} | {r['epochs']} | {secs:.1f} | {', '.join(devices)} "
         f"| {verified} |"
     )
@@ -86,9 +88,9 @@ def _cell(text: str) -> str:
 
 
 _HEAD = (
-    "| target | study | trial | architecture | params | test acc (mean ± std) | seeds | epochs "
+    "| target | study | trial | proposed by | architecture | params | test acc (mean ± std) | seeds | epochs "
     "| train s / run | device | exported model, verified on the test set |\n"
-    "|---|---|---:|---|---:|---:|---:|---:|---:|---|---|"
+    "|---|---|---:|---|---|---:|---:|---:|---:|---:|---|---|"
 )
 
 

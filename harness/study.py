@@ -1,64 +1,44 @@
-"""Optuna study: storage, sampler, pruner, the baseline trial, the objective, the summary.
+"""Optuna study: storage, per-process sampler streams, pruner, baseline and enqueued trials, summary.
 
-Trial outcomes, as recorded in the storage:
-
-* COMPLETE: trained; value = validation accuracy; test accuracy etc. in user attrs.
-* PRUNED with user attr ``rejected = "over_budget"``: counted over the budget, never built
-  or trained; ``params`` and ``reject_reason`` recorded, and the constraint
-  ``params_over_budget > 0`` tells the sampler the region is infeasible.
-* PRUNED with ``rejected = "invalid"``: the sampled layout is not buildable (feature map
-  shrinks to nothing); also infeasible, also never built.
-* PRUNED without ``rejected``: stopped by the pruner after ``epochs_run`` epochs.
-* FAIL: an error during training (``fail_reason`` recorded).
+The per-trial pipeline and what each trial outcome means are in :mod:`harness.objective`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
-import harness
 from harness.config import StudyConfig
-from harness.data import MnistSplits
 from harness.errors import StorageError
+from harness.objective import SamplerStream
 from harness.storage import make_storage, study_lock
-from harness.spec import ArchSpec, InvalidSpecError, count_params
-from search_spaces import SearchSpace, baseline_spec, get_search_space
-from search_spaces.recipe import suggest_recipe
+from search_spaces import SearchSpace, enqueue_params, get_search_space
 
 __all__ = [
-    "BUDGET_CONSTRAINT",
-    "TRAINING_FAILURES",
-    "Objective",
     "StudySummary",
+    "claim_sampler_stream",
     "classify",
     "enqueue_baseline",
     "feasible_trials",
+    "make_pruner",
+    "make_sampler",
+    "open_study",
+    "origin_of",
     "pareto_front",
     "rank_key",
-    "open_study",
+    "stream_seed",
     "summarize",
     "val_acc",
 ]
 
-def _training_failures() -> tuple[type[BaseException], ...]:
-    import torch
-
-    from harness.train import DivergedError
-
-    return (DivergedError, torch.OutOfMemoryError)
-
-
-#: Failures that end one trial as FAIL (reason recorded) while the study goes on.
-TRAINING_FAILURES = _training_failures()
-BUDGET_CONSTRAINT = "params_over_budget"  # constraint value = params - budget (feasible <= 0)
+STREAMS_ATTR = "sampler_streams"  # study user attr: random streams handed out so far
 
 
 def _study_attrs(cfg: StudyConfig) -> dict[str, Any]:
@@ -75,26 +55,56 @@ MODES = {
 }
 
 
-def _sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
+def stream_seed(study_seed: int, index: int) -> int:
+    """Sampler seed of random stream ``index``: the study seed itself for stream 0 (a study run
+    by one process is reproducible from its seed), then independent streams derived from
+    (study seed, index) with NumPy's SeedSequence."""
+    if index == 0:
+        return study_seed
+    return int(np.random.SeedSequence([study_seed, index]).generate_state(1)[0])
+
+
+def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded with ``seed`` (default: the study seed)."""
+    seed = cfg.seed if seed is None else seed
     if cfg.sampler.name == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.seed)
-    return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.sampler.n_startup_trials)
-
-
-def _pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
-    if cfg.pruner.name == "none":
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(
-        n_startup_trials=cfg.pruner.n_startup_trials, n_warmup_steps=cfg.pruner.n_warmup_steps
+        return optuna.samplers.RandomSampler(seed=seed)
+    if not cfg.sampler.multivariate:  # Optuna's textbook TPE (the harness's earlier default)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=cfg.sampler.n_startup_trials, multivariate=False, constant_liar=False
+        )
+    # multivariate + group: one joint density per set of parameters that occur together, so
+    # conditional parameters (a stage's residual only with 2+ convs) are modelled jointly and
+    # never imputed. constant_liar: running trials count as bad, so parallel workers do not
+    # all propose the current optimum. The budget constraint reaches TPE through
+    # trial.set_constraint (the objective's gate), Optuna 5's successor of constraints_func.
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=cfg.sampler.n_startup_trials, multivariate=True, group=True, constant_liar=True
     )
 
 
-def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True) -> optuna.Study:
-    """Create the study (with its attributes and baseline trial) or resume it.
+def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    """The study's pruner over epochs (see :class:`harness.config.PrunerConfig`)."""
+    p = cfg.pruner
+    if p.name == "none":
+        return optuna.pruners.NopPruner()
+    if p.name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=p.min_epochs(cfg.train.epochs), reduction_factor=p.reduction_factor
+        )
+    if p.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=p.min_epochs(cfg.train.epochs), max_resource=cfg.train.epochs, reduction_factor=p.reduction_factor
+        )
+    return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
 
-    Creation and the baseline enqueue happen under an inter-process lock, so any number of
-    workers may call this at once: the study and its baseline are created exactly once.
-    With ``create=False`` the study must already exist (``harness status``).
+
+def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True) -> optuna.Study:
+    """Create the study (with its attributes, baseline and enqueued trials) or resume it.
+
+    Creation and the enqueues happen under an inter-process lock, so any number of workers
+    may call this at once: the study, its baseline and each ``[[enqueue]]`` architecture are
+    created exactly once. With ``create=False`` the study must already exist (``harness status``).
 
     Raises:
         StorageError: bad or unreachable storage, missing study (``create=False``), or an
@@ -115,8 +125,8 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True) -> op
             storage=storage,
             study_name=cfg.name,
             directions=MODES[cfg.mode][1],
-            sampler=_sampler(cfg),
-            pruner=_pruner(cfg),
+            sampler=make_sampler(cfg),
+            pruner=make_pruner(cfg),
             load_if_exists=True,
         )
         if cfg.name not in names:
@@ -125,8 +135,37 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True) -> op
             study.set_user_attr("train", dataclasses.asdict(cfg.train))  # the recipe, for the record
             study.set_metric_names(MODES[cfg.mode][0])  # what optuna-dashboard labels the objectives
         if create:
-            enqueue_baseline(study, get_search_space(cfg.search_space))
+            space = get_search_space(cfg.search_space, cfg.path.parent)
+            enqueue_baseline(study, space)
+            _enqueue_known(study, cfg, space)
     return study
+
+
+def claim_sampler_stream(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> SamplerStream:
+    """Give this process the study's next random stream and seed ``study.sampler`` from it.
+
+    Streams are handed out in start order under the study lock: 0 to the first process that
+    proposes trials, then 1, 2, ... to every further ``--jobs`` worker, ``harness worker``
+    and resumed ``run``. So no two processes replay the same proposals, and a study run by
+    one process stays reproducible from its seed (stream 0 is the study seed itself).
+    """
+    with study_lock(storage_url, cfg.name):
+        index = int(study.user_attrs.get(STREAMS_ATTR, 0))
+        study.set_user_attr(STREAMS_ATTR, index + 1)
+    stream = SamplerStream(index, stream_seed(cfg.seed, index))
+    study.sampler = make_sampler(cfg, stream.seed)
+    return stream
+
+
+def _enqueue_known(study: optuna.Study, cfg: StudyConfig, space: SearchSpace) -> None:
+    """Enqueue the study file's ``[[enqueue]]`` architectures not yet in the study (any state)."""
+    have = [t.params or t.system_attrs.get("fixed_params", {})  # WAITING: params not set yet
+            for t in study.get_trials(deepcopy=False) if t.user_attrs.get("enqueued")]  # fmt: skip
+    for entry in cfg.enqueue:
+        params = enqueue_params(space, entry, cfg.train if cfg.search_recipe else None)
+        if params not in have:
+            study.enqueue_trial(params, user_attrs={"enqueued": True})
+            have.append(params)
 
 
 def _check_study_attrs(cfg: StudyConfig, storage_url: str, attrs: dict[str, Any]) -> None:
@@ -152,117 +191,6 @@ def enqueue_baseline(study: optuna.Study, space: SearchSpace) -> bool:
     return True
 
 
-class Objective:
-    """The per-trial pipeline: suggest -> budget gate -> build -> fit -> score -> record.
-
-    ``load_data`` is called only for trials that pass the budget gate, so a study whose every
-    candidate is over budget never touches the data or the device.
-    """
-
-    def __init__(
-        self,
-        cfg: StudyConfig,
-        load_data: Callable[[], MnistSplits],
-        *,
-        device_label: str,
-        fit_fn: Callable[..., Any] | None = None,
-        on_epoch: Callable[[FrozenTrial | optuna.Trial, int, float], None] | None = None,
-        artifact_store: Any = None,
-    ):
-        self.cfg = cfg
-        self.artifact_store = artifact_store  # where trained weights go (None: not kept)
-        self.space = get_search_space(cfg.search_space)
-        self.load_data = load_data
-        self.device_label = device_label
-        self.on_epoch = on_epoch
-        if fit_fn is None:
-            from harness.train import fit as fit_fn
-        self.fit_fn = fit_fn
-        self.trained = 0  # trials that reached training (for tests: rejections never count)
-
-    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        import torch
-
-        from harness.model import build
-        from harness.train import evaluate
-
-        is_baseline = bool(trial.user_attrs.get("baseline", False))
-        if is_baseline and self.space.baseline_params is None:
-            spec = baseline_spec()  # the seed network is not a point of this space
-        else:
-            spec = self.space.suggest(trial)
-        train_cfg = self.cfg.train
-        if self.cfg.search_recipe and not is_baseline:  # the baseline keeps the study's recipe
-            train_cfg = suggest_recipe(trial, train_cfg)
-        seed = self.cfg.seed + trial.number
-        trial.set_user_attr("spec", spec.to_json())
-        trial.set_user_attr("arch", spec.describe())
-        trial.set_user_attr("baseline", is_baseline)
-        trial.set_user_attr("seed", seed)
-        if self.cfg.search_recipe:
-            trial.set_user_attr("recipe", dataclasses.asdict(train_cfg))
-        params = self._gate(trial, spec)  # raises TrialPruned when over budget / invalid
-        multi = self.cfg.mode == "pareto"
-
-        data = self.load_data()
-        model = build(spec, seed=seed)
-        self.trained += 1
-
-        def report(epoch: int, val_acc: float) -> None:
-            trial.set_user_attr("epochs_run", epoch)
-            if self.on_epoch is not None:
-                self.on_epoch(trial, epoch, val_acc)
-            if multi:  # Optuna has no intermediate values (so no pruning) for several objectives
-                return
-            trial.report(val_acc, epoch)
-            if trial.should_prune():
-                trial.set_user_attr("pruned_at_epoch", epoch)
-                raise optuna.TrialPruned(f"pruned by the pruner after epoch {epoch} (val {val_acc:.4f})")
-
-        trial.set_user_attr("device", self.device_label)
-        trial.set_user_attr("torch_version", torch.__version__)
-        trial.set_user_attr("harness_version", harness.__version__)
-        try:
-            result = self.fit_fn(model, data, train_cfg, seed=seed, on_epoch=report)
-        except Exception as exc:
-            if not isinstance(exc, optuna.TrialPruned):
-                trial.set_user_attr("fail_reason", f"{exc.__class__.__name__}: {exc}"[:500])
-            raise
-        # Scored in float32 whatever the training precision: the exported files run in float32,
-        # and export checks them against this number image for image.
-        test_acc = evaluate(model, data.test_x, data.test_y, self.cfg.train.eval_batch_size, "off")
-        trial.set_user_attr("val_acc", result.val_acc)
-        trial.set_user_attr("test_acc", test_acc)
-        trial.set_user_attr("test_images", len(data.test_x))
-        trial.set_user_attr("target_met", bool(test_acc >= self.cfg.target))
-        trial.set_user_attr("epochs_run", result.epochs_run)
-        trial.set_user_attr("train_seconds", round(result.seconds, 3))
-        trial.set_user_attr("val_history", result.history)
-        if self.artifact_store is not None:
-            from harness.artifacts import save_weights
-
-            save_weights(model, trial, self.artifact_store)
-        return (result.val_acc, float(params)) if multi else result.val_acc
-
-    def _gate(self, trial: optuna.Trial, spec: ArchSpec) -> int:
-        """Count parameters; reject (PRUNED, infeasible) over budget or unbuildable specs."""
-        try:
-            params = count_params(spec)
-        except InvalidSpecError as exc:
-            trial.set_user_attr("rejected", "invalid")
-            trial.set_user_attr("reject_reason", str(exc))
-            trial.set_constraint(BUDGET_CONSTRAINT, 1.0)
-            raise optuna.TrialPruned(f"invalid architecture: {exc}") from None
-        trial.set_user_attr("params", params)
-        trial.set_constraint(BUDGET_CONSTRAINT, float(params - self.cfg.budget))
-        if params > self.cfg.budget:
-            reason = f"{params:,} parameters > budget {self.cfg.budget:,}"
-            trial.set_user_attr("rejected", "over_budget")
-            trial.set_user_attr("reject_reason", reason)
-            raise optuna.TrialPruned(f"rejected before training: {reason}")
-        return params
-
-
 # ---- summary ------------------------------------------------------------------------------
 
 
@@ -273,11 +201,23 @@ def val_acc(t: FrozenTrial) -> float:
     return t.values[0] if t.values else float("nan")
 
 
+def origin_of(t: FrozenTrial) -> str:
+    """Where a trial's parameters came from: baseline, enqueued, retry or sampler."""
+    ua = t.user_attrs
+    if "origin" in ua:
+        return ua["origin"]
+    if t.system_attrs.get("failed_trial") is not None:
+        return "retry"
+    return "baseline" if ua.get("baseline") else ("enqueued" if ua.get("enqueued") else "sampler")
+
+
 def classify(t: FrozenTrial) -> str:
-    """One of: complete, over_budget, invalid, pruned, failed, running, waiting."""
+    """One of: complete, over_budget, invalid, duplicate, pruned, failed, running, waiting."""
     if t.state == TrialState.COMPLETE:
         return "complete"
     if t.state == TrialState.PRUNED:
+        if "duplicate_of" in t.user_attrs:
+            return "duplicate"
         return {"over_budget": "over_budget", "invalid": "invalid"}.get(t.user_attrs.get("rejected"), "pruned")
     if t.state == TrialState.FAIL:
         return "failed"
@@ -300,6 +240,7 @@ class StudySummary:
             f"study {self.study_name!r}: budget {self.budget:,} params, target test acc {self.target:.2%}",
             f"trials: {c['complete']} complete, {c['pruned']} pruned by pruner, "
             f"{c['over_budget']} rejected over budget, {c['invalid']} invalid, {c['failed']} failed"
+            + (f", {c['duplicate']} duplicate proposals not retrained" if c.get("duplicate") else "")
             + (f", {c['running']} running" if c.get("running") else "")
             + (f", {c['waiting']} waiting" if c.get("waiting") else ""),
         ]
@@ -361,7 +302,9 @@ def summarize(study: optuna.Study) -> StudySummary:
     attrs = study.user_attrs
     budget, target = int(attrs.get("budget", 0)), float(attrs.get("target", 1.0))
     trials = study.get_trials(deepcopy=False)
-    counts = dict.fromkeys(["complete", "pruned", "over_budget", "invalid", "failed", "running", "waiting"], 0)
+    counts = dict.fromkeys(
+        ["complete", "pruned", "over_budget", "invalid", "duplicate", "failed", "running", "waiting"], 0
+    )
     for t in trials:
         counts[classify(t)] = counts.get(classify(t), 0) + 1
     # A retried baseline (after a crash) carries the flag too: report the one that finished.

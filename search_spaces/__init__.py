@@ -8,16 +8,28 @@ which every study enqueues as its first trial.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 from harness.spec import ArchSpec
-from search_spaces import modern, seed
+from search_spaces import compact, modern, seed
 
-__all__ = ["SEARCH_SPACES", "SearchSpace", "UnknownSearchSpaceError", "baseline_spec", "get_search_space"]
+__all__ = [
+    "DEFAULT_SPACE",
+    "SEARCH_SPACES",
+    "SearchSpace",
+    "UnknownSearchSpaceError",
+    "baseline_spec",
+    "enqueue_params",
+    "get_search_space",
+    "is_user_space",
+]
 
 
 @dataclass(frozen=True)
@@ -49,18 +61,152 @@ def baseline_spec() -> ArchSpec:
 SEARCH_SPACES: dict[str, SearchSpace] = {
     "seed": SearchSpace("seed", seed.suggest, seed.REFERENCE_PARAMS, seed.__doc__.strip().splitlines()[0]),
     "modern": SearchSpace("modern", modern.suggest, None, modern.__doc__.strip().splitlines()[0]),
+    "compact": SearchSpace("compact", compact.suggest, None, compact.__doc__.strip().splitlines()[0]),
 }
+DEFAULT_SPACE = "compact"  # what a study file without study.search_space searches
 
 
-def get_search_space(name: str) -> SearchSpace:
-    """The registered space called ``name``.
+def is_user_space(name: str) -> bool:
+    """True for a user's space given as ``path/to/space.py:function``."""
+    return ":" in name and name.rsplit(":", 1)[0].endswith(".py")
+
+
+def get_search_space(name: str, base_dir: str | Path = ".") -> SearchSpace:
+    """The registered space called ``name``, or a user's ``path/to/space.py:function``.
+
+    A user's path is relative to ``base_dir`` (the study file's folder). Its function takes
+    an Optuna trial and returns an :class:`~harness.spec.ArchSpec`; it is checked by drawing
+    one architecture from it with a throw-away in-memory study.
 
     Raises:
-        UnknownSearchSpaceError: no such space; the message lists the valid names.
+        UnknownSearchSpaceError: no such registered space (the message lists the valid names),
+            or a user's file that is missing, does not import, lacks the function, or whose
+            function does not return an ArchSpec.
     """
+    if not is_user_space(name):
+        try:
+            return SEARCH_SPACES[name]
+        except KeyError:
+            raise UnknownSearchSpaceError(
+                f"unknown search space {name!r}; valid: {', '.join(sorted(SEARCH_SPACES))}, "
+                "or path/to/space.py:function"
+            ) from None
+    return _load_user_space(name, Path(base_dir))
+
+
+def _load_user_space(name: str, base_dir: Path) -> SearchSpace:
+    file_part, func_name = name.rsplit(":", 1)
+    path = Path(file_part).expanduser()
+    path = (path if path.is_absolute() else base_dir / path).resolve()
+    if not path.is_file():
+        raise UnknownSearchSpaceError(f"search space file {path} not found")
+    if not func_name.isidentifier():
+        raise UnknownSearchSpaceError(f"{path}: {func_name!r} is not a function name")
+    module_name = f"_harness_user_space_{abs(hash(str(path)))}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise UnknownSearchSpaceError(f"{path}: cannot be loaded as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # a user's file: any error is theirs, reported in one line
+            raise UnknownSearchSpaceError(f"{path}: import failed: {exc.__class__.__name__}: {exc}") from None
+        sys.modules[module_name] = module
+    suggest = getattr(module, func_name, None)
+    if not callable(suggest):
+        raise UnknownSearchSpaceError(f"{path}: no function {func_name!r}")
+    _check_suggest(path, func_name, suggest)
+    doc = (getattr(suggest, "__doc__", None) or f"user space {func_name} in {path.name}").strip().splitlines()[0]
+    return SearchSpace(name, suggest, None, doc)
+
+
+def _check_suggest(path: Path, func_name: str, suggest: Callable[..., Any]) -> None:
+    """Draw one architecture from ``suggest`` in a throw-away study: it must return an ArchSpec."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        return SEARCH_SPACES[name]
-    except KeyError:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        try:
+            result = suggest(study.ask())
+        except Exception as exc:
+            raise UnknownSearchSpaceError(
+                f"{path}: {func_name}(trial) failed: {exc.__class__.__name__}: {exc}"
+            ) from None
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    if not isinstance(result, ArchSpec):
         raise UnknownSearchSpaceError(
-            f"unknown search space {name!r}; valid: {', '.join(sorted(SEARCH_SPACES))}"
-        ) from None
+            f"{path}: {func_name}(trial) must return a harness.spec.ArchSpec, got {type(result).__name__}"
+        )
+
+
+class _CheckingTrial(optuna.trial.FixedTrial):
+    """A FixedTrial that names the parameter whose given value the space does not allow."""
+
+    def _given(self, name: str) -> Any:
+        if name not in self.params_given:
+            raise ValueError(f"missing parameter {name!r}")
+        self.used.add(name)
+        return self.params_given[name]
+
+    def __init__(self, params: Mapping[str, Any]):
+        super().__init__(dict(params))
+        self.params_given, self.used = dict(params), set()
+
+    def suggest_categorical(self, name, choices):  # type: ignore[override]
+        value = self._given(name)
+        if value not in choices or type(value) is not type(next(c for c in choices if c == value)):
+            raise ValueError(f"parameter {name!r} = {value!r} is not one of {list(choices)}")
+        return super().suggest_categorical(name, choices)
+
+    def suggest_int(self, name, low, high, *, step=1, log=False):  # type: ignore[override]
+        value = self._given(name)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high or (value - low) % step:
+            raise ValueError(f"parameter {name!r} = {value!r} must be an integer in [{low}, {high}] in steps of {step}")
+        return super().suggest_int(name, low, high, step=step, log=log)
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):  # type: ignore[override]
+        value = self._given(name)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+        if ok and step is not None:
+            k = (value - low) / step
+            ok = abs(k - round(k)) < 1e-6
+        if not ok:
+            grid = f" in steps of {step}" if step is not None else ""
+            raise ValueError(f"parameter {name!r} = {value!r} must be a number in [{low}, {high}]{grid}")
+        return super().suggest_float(name, low, high, step=step, log=log)
+
+
+def enqueue_params(space: SearchSpace, params: Mapping[str, Any], recipe_base: Any = None) -> dict[str, Any]:
+    """Check a known architecture given as parameters of ``space``; return the full set to enqueue.
+
+    Every parameter the space suggests for it must be given, with a value the space allows,
+    and nothing else. With ``recipe_base`` (a TrainConfig: the study also searches the
+    recipe), recipe parameters may be given too; the ones left out take the study's own
+    recipe values (``lr`` is the peak rate for the study's batch size, as in the study file).
+
+    Raises:
+        ValueError: a missing, unknown or out-of-range parameter (the message names it).
+    """
+    from search_spaces.recipe import recipe_params, suggest_recipe
+
+    params = dict(params)
+    if recipe_base is not None:
+        for key, value in recipe_params(recipe_base).items():
+            params.setdefault(key, value)
+    trial = _CheckingTrial(params)
+    try:
+        space.suggest(trial)
+        if recipe_base is not None:
+            suggest_recipe(trial, recipe_base)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (search space {space.name!r})") from None
+    unknown = sorted(set(params) - trial.used)
+    if unknown:
+        raise ValueError(
+            f"parameter {unknown[0]!r} is not used by search space {space.name!r} for this architecture "
+            f"(its parameters: {', '.join(sorted(trial.used))})"
+        )
+    return params

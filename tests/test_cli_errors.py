@@ -33,6 +33,21 @@ def _replace(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
+SEED_GOOD = _replace(GOOD, "budget = 20000", 'search_space = "seed"\nbudget = 20000')
+
+
+def _enqueue(drop: str = "", **changes) -> str:
+    """One [[enqueue]] table: the seed network's parameters, with changes (TOML literals) or one left out."""
+    from search_spaces.seed import REFERENCE_PARAMS
+
+    def lit(v):
+        return ("true" if v else "false") if isinstance(v, bool) else (f'"{v}"' if isinstance(v, str) else str(v))
+
+    rows = {k: lit(v) for k, v in REFERENCE_PARAMS.items() if k != drop}
+    rows.update({k: str(v) for k, v in changes.items()})
+    return "[[enqueue]]\n" + "".join(f"{k} = {v}\n" for k, v in rows.items())
+
+
 # (id, study-file text, extra CLI args, words the message must contain)
 CASES = [
     ("malformed-toml", "[study\nname = 1", [], ["malformed TOML"]),
@@ -54,6 +69,16 @@ CASES = [
     ("storage-missing-folder", GOOD, ["--storage", "sqlite:////nonexistent/dir/x.db"], ["does not exist"]),
     ("missing-data", GOOD, ["--data-dir", "{tmp}/no-data-here"], ["MNIST not found", "harness data import"]),
     ("negative-trials", GOOD, ["--trials", "-1"], ["--trials"]),
+    ("bad-pruner", GOOD + '[pruner]\nname = "asha"\n', [], ["pruner.name", "halving"]),
+    ("rung-past-schedule", _replace(GOOD, "epochs = 1", "epochs = 4") + "[pruner]\nmin_resource = 4\n", [],
+     ["pruner.min_resource", "[1, 4)"]),
+    ("reduction-factor-one", GOOD + "[pruner]\nreduction_factor = 1\n", [], ["pruner.reduction_factor"]),
+    ("multivariate-type", GOOD + '[sampler]\nmultivariate = "yes"\n', [], ["sampler.multivariate", "true or false"]),
+    ("enqueue-not-tables", "enqueue = [1, 2]\n" + GOOD, [], ["enqueue", "array of tables"]),
+    ("enqueue-unknown-param", SEED_GOOD + _enqueue(width=8), [], ["enqueue #1", "'width'"]),
+    ("enqueue-missing-param", SEED_GOOD + _enqueue(drop="dropout"), [], ["enqueue #1", "missing parameter", "'dropout'"]),
+    ("enqueue-bad-value", SEED_GOOD + _enqueue(b1_c1_width=7), [], ["enqueue #1", "'b1_c1_width'", "7"]),
+    ("enqueue-bad-second", SEED_GOOD + _enqueue() + _enqueue(head='"softmax"'), [], ["enqueue #2", "'head'"]),
 ]
 
 
@@ -152,3 +177,55 @@ def test_console_script_error_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "train.epochz" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+USER_SPACES = [
+    ("missing-file", None, "nope.py:suggest", ["study.search_space", "nope.py", "not found"]),
+    ("syntax-error", "def suggest(trial)\n", "space.py:suggest", ["study.search_space", "space.py", "SyntaxError"]),
+    ("no-function", "x = 1\n", "space.py:suggest", ["study.search_space", "no function 'suggest'"]),
+    ("raises", "def suggest(trial):\n    raise RuntimeError('boom')\n", "space.py:suggest",
+     ["study.search_space", "suggest(trial) failed", "boom"]),
+    ("returns-dict", "def suggest(trial):\n    return {'w': trial.suggest_int('w', 1, 4)}\n", "space.py:suggest",
+     ["study.search_space", "must return a harness.spec.ArchSpec", "dict"]),
+]
+
+
+@pytest.mark.parametrize("case_id,code,ref,words", USER_SPACES, ids=[c[0] for c in USER_SPACES])
+def test_bad_user_search_space(tmp_path, capsys, synthetic_root, case_id, code, ref, words):
+    if code is not None:
+        (tmp_path / "space.py").write_text(code)
+    study = tmp_path / "bad.toml"
+    study.write_text(_replace(GOOD, "budget = 20000", f'search_space = "{ref}"\nbudget = 20000'))
+    before = _snapshot(tmp_path)
+    assert main(["run", str(study), "--data-dir", str(synthetic_root)]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert str(study) in lines[0]
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert _snapshot(tmp_path) == before
+
+
+def test_user_search_space_and_enqueue_run_and_are_recorded(tmp_path, synthetic_root):
+    """A user's own space (path relative to the study file) with a known architecture enqueued."""
+    import optuna
+
+    (tmp_path / "spaces").mkdir()
+    (tmp_path / "spaces" / "mine.py").write_text(
+        "from harness.spec import ArchSpec, BlockSpec, ConvSpec\n"
+        "def suggest(trial):\n"
+        "    '''Two conv stages of one width.'''\n"
+        "    w = trial.suggest_categorical('width', [4, 8, 12])\n"
+        "    return ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(w),)), BlockSpec(convs=(ConvSpec(w),))), head='gap')\n"
+    )
+    study = tmp_path / "mine.toml"
+    study.write_text(
+        _replace(GOOD, "budget = 20000", 'search_space = "spaces/mine.py:suggest"\nbudget = 20000\nn_trials = 3')
+        + "[[enqueue]]\nwidth = 12\n"
+    )
+    assert main(["run", str(study), "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]) == 0
+    trials = optuna.load_study(study_name="bad-input", storage=f"sqlite:///{tmp_path / 'bad-input.db'}").get_trials()
+    assert [t.user_attrs["origin"] for t in trials] == ["baseline", "enqueued", "sampler"]
+    assert trials[1].params == {"width": 12} and trials[1].user_attrs["arch"] == "[12] M | [12] M | gap"
+    assert trials[2].user_attrs["sampler_stream"] == 0

@@ -26,6 +26,7 @@ from tests.conftest import make_synthetic_mnist
 STUDY = """
 [study]
 name = "tiny"
+search_space = "seed"
 budget = 20000
 n_trials = 4
 seed = 3

@@ -14,7 +14,8 @@ from harness.config import DataConfig, PrunerConfig, SamplerConfig, StudyConfig,
 from harness.data import load_splits
 from harness.errors import StorageError
 from harness.spec import ArchSpec
-from harness.study import BUDGET_CONSTRAINT, Objective, open_study, summarize
+from harness.objective import BUDGET_CONSTRAINT, Objective
+from harness.study import open_study, summarize
 from harness.train import FitResult
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -29,6 +30,7 @@ def storage_url(request, tmp_path: Path) -> str:
 def _cfg(tmp_path: Path, **study) -> StudyConfig:
     base = dict(
         name="t",
+        search_space="seed",
         path=tmp_path / "t.toml",
         budget=20_000,
         seed=3,
@@ -170,3 +172,115 @@ def test_summary_lines_mention_every_outcome(tmp_path, synthetic_root):
     for word in ("complete", "pruned by pruner", "rejected over budget", "failed", "baseline", "best", "target"):
         assert word in text
     assert dataclasses.is_dataclass(summarize(study))
+
+
+# ---- sampler streams, duplicates, enqueued architectures, successive halving ---------------
+
+
+def test_each_proposing_process_gets_its_own_stream_and_stream_0_is_the_study_seed(tmp_path):
+    from harness.study import claim_sampler_stream, stream_seed
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = _cfg(tmp_path)
+    streams = [claim_sampler_stream(open_study(cfg, url), cfg, url) for _ in range(4)]
+    assert [s.index for s in streams] == [0, 1, 2, 3]
+    assert streams[0].seed == cfg.seed
+    assert len({s.seed for s in streams}) == 4
+    assert streams[2].seed == stream_seed(cfg.seed, 2)  # a function of (study seed, index) alone
+    assert optuna.load_study(study_name="t", storage=url).user_attrs["sampler_streams"] == 4
+
+
+def _proposals(tmp_path, root, name: str, n: int) -> list[dict]:
+    from harness.study import claim_sampler_stream
+
+    url = f"sqlite:///{tmp_path / (name + '.db')}"
+    cfg = _cfg(tmp_path, name=name)
+    study = open_study(cfg, url)
+    stream = claim_sampler_stream(study, cfg, url)
+    study.optimize(Objective(cfg, _loader(root), device_label="cpu", fit_fn=CountingFit(), stream=stream), n_trials=n)
+    return [t.params for t in study.get_trials() if t.user_attrs.get("origin") == "sampler"]
+
+
+def test_a_single_process_study_is_reproducible_from_its_seed(tmp_path, synthetic_root):
+    first, second = _proposals(tmp_path, synthetic_root, "a", 6), _proposals(tmp_path, synthetic_root, "b", 6)
+    assert first and first == second
+
+
+def test_resumed_run_proposes_new_candidates_not_a_replay(tmp_path, synthetic_root):
+    from harness.study import claim_sampler_stream
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    cfg = _cfg(tmp_path, budget=10**9)  # nothing rejected: every proposal is a trained candidate
+    fit = CountingFit()
+    for _ in range(3):  # three runs of the same study, one after the other
+        study = open_study(cfg, url)
+        stream = claim_sampler_stream(study, cfg, url)
+        study.optimize(Objective(cfg, _loader(synthetic_root), device_label="cpu", fit_fn=fit, stream=stream), n_trials=4)
+    trials = optuna.load_study(study_name="t", storage=url).get_trials()
+    proposed = [t for t in trials if t.user_attrs["origin"] == "sampler"]
+    assert len(proposed) == 11  # 12 trials, the first is the baseline
+    assert len({json.dumps(t.params, sort_keys=True) for t in proposed}) == 11  # contents, not counts
+    assert {t.user_attrs["sampler_stream"] for t in proposed} == {0, 1, 2}
+    assert not any("duplicate_of" in t.user_attrs for t in trials)
+
+
+def test_a_repeated_proposal_is_not_trained_again(tmp_path, synthetic_root):
+    cfg = _cfg(tmp_path, budget=10**9, search_space="compact")  # every compact layout is valid
+    study = open_study(cfg, "sqlite:///:memory:")
+    fit = CountingFit()
+    objective = Objective(cfg, _loader(synthetic_root), device_label="cpu", fit_fn=fit)
+    study.optimize(objective, n_trials=1)  # the baseline
+    for _ in range(2):  # the same fresh sampler twice: the same proposal twice
+        study.sampler = optuna.samplers.RandomSampler(seed=123)
+        study.optimize(objective, n_trials=1)
+    first, second = study.get_trials()[1:]
+    assert first.params == second.params and first.state == TrialState.COMPLETE
+    assert second.state == TrialState.PRUNED and second.user_attrs["duplicate_of"] == first.number
+    assert second.intermediate_values == first.intermediate_values  # the sampler still sees its score
+    assert fit.calls == 2  # baseline + first; the duplicate never trained
+    assert summarize(study).counts["duplicate"] == 1
+
+
+def test_enqueued_architectures_run_first_once_and_are_marked(tmp_path, synthetic_root):
+    from search_spaces import get_search_space
+
+    space = get_search_space("seed")
+    known = dict(space.baseline_params, b1_c1_width=8, b1_c2_width=8)  # a smaller seed-family net
+    cfg = _cfg(tmp_path, enqueue=(known,))
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    study = open_study(cfg, url)
+    study.optimize(Objective(cfg, _loader(synthetic_root), device_label="cpu", fit_fn=CountingFit()), n_trials=3)
+    open_study(cfg, url)  # resume: enqueued again? must not be
+    trials = optuna.load_study(study_name="t", storage=url).get_trials()
+    assert [t.user_attrs["origin"] for t in trials] == ["baseline", "enqueued", "sampler"]
+    assert trials[1].params == known and trials[1].state == TrialState.COMPLETE
+    assert all(t.state != TrialState.WAITING for t in trials)
+
+
+def test_successive_halving_stops_the_worse_trials_at_its_rungs(tmp_path, synthetic_root):
+    cfg = _cfg(
+        tmp_path, budget=10**9, train=TrainConfig(epochs=8, batch_size=64, eval_batch_size=256),
+        pruner=PrunerConfig(name="halving", min_resource=2, reduction_factor=2),
+    )  # fmt: skip
+    study = open_study(cfg, "sqlite:///:memory:")
+
+    class Ranked(CountingFit):  # trial k scores 1/(k+1) every epoch: later trials are worse
+        def __call__(self, model, data, cfg, *, seed, on_epoch):
+            self.calls += 1
+            acc = 1 / (self.calls + 1)
+            for epoch in range(1, cfg.epochs + 1):
+                on_epoch(epoch, acc)
+            return FitResult(val_acc=acc, epochs_run=cfg.epochs, seconds=0.0)
+
+    study.optimize(Objective(cfg, _loader(synthetic_root), device_label="cpu", fit_fn=Ranked()), n_trials=8)
+    pruned = [t for t in study.trials if classify_pruned(t)]
+    assert pruned and {t.user_attrs["pruned_at_epoch"] for t in pruned} <= {2, 4}  # rungs at 2 * 2**k
+    assert study.trials[0].state == TrialState.COMPLETE  # the best one runs its full schedule
+
+
+def classify_pruned(t) -> bool:
+    return t.state == TrialState.PRUNED and "pruned_at_epoch" in t.user_attrs
+
+
+def _loader(root):
+    return lambda: load_splits(root, val_size=100)

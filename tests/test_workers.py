@@ -6,6 +6,7 @@ storage with plain Optuna.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,7 +19,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from harness.study import TRAINING_FAILURES, Objective, open_study, summarize
+from harness.objective import TRAINING_FAILURES, Objective
+from harness.study import open_study, summarize
 from harness.train import DivergedError, FitResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY = """
 [study]
 name = "{name}"
+search_space = "seed"
 budget = 20000
 seed = {seed}
 heartbeat_interval = 1
@@ -86,6 +89,21 @@ def test_four_sqlite_workers_record_every_trial_once(tmp_path, synthetic_root):
     assert proc.returncode == 0, logs
     _check_exactly_once(url, "w", 16, logs)
     assert {f"[w{i}]" for i in range(4)} <= {line.split()[0] for line in proc.stdout.splitlines() if line.startswith("[w")}
+    # ... then a resume. Each process proposes from its own stream: no parameter set twice.
+    resume = subprocess.run(_cmd("run", str(study), "--trials", "6", "--storage", url, "--quiet",
+                                 "--data-dir", str(synthetic_root), "--device", "cpu"),
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert resume.returncode == 0, resume.stderr
+    trials = optuna.load_study(study_name="w", storage=url).get_trials()
+    proposed = [t for t in trials if t.user_attrs.get("origin") == "sampler"]
+    assert len(proposed) == 21  # 22 trials, the first is the baseline; none enqueued or retried
+    keys = [json.dumps(t.params, sort_keys=True) for t in proposed]
+    assert len(set(keys)) == len(keys), "the same architecture was proposed twice"
+    assert not any("duplicate_of" in t.user_attrs for t in trials)  # not even caught and skipped
+    assert {t.user_attrs["sampler_stream"] for t in proposed} == {0, 1, 2, 3, 4}
+    assert {t.user_attrs["sampler_stream"] for t in proposed if t.number >= 16} == {4}  # the resume
+    seeds = {t.user_attrs["sampler_stream"]: t.user_attrs["sampler_seed"] for t in proposed}
+    assert len(set(seeds.values())) == 5 and seeds[0] == 0  # stream 0 = the study seed
 
 
 @pytest.mark.slow
@@ -141,6 +159,8 @@ def test_sigkill_mid_trial_then_resume_retries_it(tmp_path, synthetic_root):
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retried) == 1 and retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retried[0].params == killed.params
+    assert retried[0].user_attrs["origin"] == "retry" and retried[0].user_attrs["retry_of"] == killed.number
+    assert "duplicate_of" not in retried[0].user_attrs  # a retry is trained, not skipped as a repeat
     for number, (state, params, value) in done_before.items():  # finished trials untouched
         assert (by_number[number].state, by_number[number].params, by_number[number].value) == (state, params, value)
     assert sum(t.state == TrialState.COMPLETE for t in trials) >= n_complete_before
@@ -199,7 +219,7 @@ def test_nan_or_oom_fails_one_trial_and_study_completes(tmp_path, synthetic_root
     from harness.config import DataConfig, PrunerConfig, SamplerConfig, StudyConfig, TrainConfig
     from harness.data import load_splits
 
-    cfg = StudyConfig(name="f", path=tmp_path / "f.toml", budget=20_000, train=TrainConfig(epochs=1),
+    cfg = StudyConfig(name="f", path=tmp_path / "f.toml", search_space="seed", budget=20_000, train=TrainConfig(epochs=1),
                       data=DataConfig(val_size=100), sampler=SamplerConfig(name="random"),
                       pruner=PrunerConfig(name="none"))  # fmt: skip
     study = open_study(cfg, f"sqlite:///{tmp_path / 'f.db'}")

@@ -1,0 +1,217 @@
+"""The per-trial pipeline: suggest -> budget gate -> duplicate check -> build -> fit -> score -> record.
+
+Trial outcomes, as recorded in the storage:
+
+* COMPLETE: trained; value = validation accuracy; test accuracy etc. in user attrs.
+* PRUNED with user attr ``rejected = "over_budget"``: counted over the budget, never built
+  or trained; ``params`` and ``reject_reason`` recorded, and the constraint
+  ``params_over_budget > 0`` tells the sampler the region is infeasible.
+* PRUNED with ``rejected = "invalid"``: the sampled layout is not buildable (feature map
+  shrinks to nothing); also infeasible, also never built.
+* PRUNED with ``duplicate_of = N``: the sampler proposed exactly the parameters of trial N,
+  which was already trained (or is training); not trained again. Trial N's validation curve is
+  copied onto it, so the sampler still learns what that point scored.
+* PRUNED without ``rejected``: stopped by the pruner after ``epochs_run`` epochs.
+* FAIL: an error during training (``fail_reason`` recorded).
+
+Every trial records where its parameters came from in ``origin``: ``baseline`` (the seed
+network), ``enqueued`` (a study file's ``[[enqueue]]``), ``retry`` (re-run of a dead
+trial, ``retry_of`` = its number) or ``sampler`` (with ``sampler_stream`` and
+``sampler_seed``: the process's random stream).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+import harness
+from harness.config import StudyConfig
+from harness.data import MnistSplits
+from harness.spec import ArchSpec, InvalidSpecError, count_params
+from search_spaces import baseline_spec, get_search_space
+from search_spaces.recipe import suggest_recipe
+
+__all__ = ["BUDGET_CONSTRAINT", "TRAINING_FAILURES", "Objective", "SamplerStream"]
+
+BUDGET_CONSTRAINT = "params_over_budget"  # constraint value = params - budget (feasible <= 0)
+
+
+def _training_failures() -> tuple[type[BaseException], ...]:
+    import torch
+
+    from harness.train import DivergedError
+
+    return (DivergedError, torch.OutOfMemoryError)
+
+
+#: Failures that end one trial as FAIL (reason recorded) while the study goes on.
+TRAINING_FAILURES = _training_failures()
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerStream:
+    """The random stream of the process proposing trials (see :func:`harness.study.open_study`)."""
+
+    index: int  # 0 for the first proposing process of a study, then 1, 2, ... in start order
+    seed: int  # the sampler's seed: study.seed for stream 0, derived from (study.seed, index) after
+
+
+def _origin(trial: optuna.Trial) -> tuple[str, int | None]:
+    """("baseline" | "enqueued" | "retry" | "sampler", number of the retried trial or None)."""
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    # Optuna's retry callbacks mark the re-enqueued trial with the failed one's number.
+    retry_of = frozen.system_attrs.get("failed_trial")
+    if retry_of is not None:
+        return "retry", retry_of
+    if frozen.user_attrs.get("baseline"):
+        return "baseline", None
+    if frozen.user_attrs.get("enqueued"):
+        return "enqueued", None
+    return "sampler", None
+
+
+class Objective:
+    """The per-trial pipeline: suggest -> budget gate -> build -> fit -> score -> record.
+
+    ``load_data`` is called only for trials that pass the budget gate, so a study whose every
+    candidate is over budget never touches the data or the device.
+    """
+
+    def __init__(
+        self,
+        cfg: StudyConfig,
+        load_data: Callable[[], MnistSplits],
+        *,
+        device_label: str,
+        fit_fn: Callable[..., Any] | None = None,
+        on_epoch: Callable[[FrozenTrial | optuna.Trial, int, float], None] | None = None,
+        artifact_store: Any = None,
+        stream: SamplerStream | None = None,
+    ):
+        self.cfg = cfg
+        self.artifact_store = artifact_store  # where trained weights go (None: not kept)
+        self.space = get_search_space(cfg.search_space, cfg.path.parent)
+        self.load_data = load_data
+        self.device_label = device_label
+        self.on_epoch = on_epoch
+        self.stream = stream
+        if fit_fn is None:
+            from harness.train import fit as fit_fn
+        self.fit_fn = fit_fn
+        self.trained = 0  # trials that reached training (for tests: rejections never count)
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        import torch
+
+        from harness.model import build
+        from harness.train import evaluate
+
+        origin, retry_of = _origin(trial)
+        is_baseline = bool(trial.user_attrs.get("baseline", False))
+        if is_baseline and self.space.baseline_params is None:
+            spec = baseline_spec()  # the seed network is not a point of this space
+        else:
+            spec = self.space.suggest(trial)
+        train_cfg = self.cfg.train
+        if self.cfg.search_recipe and not is_baseline:  # the baseline keeps the study's recipe
+            train_cfg = suggest_recipe(trial, train_cfg)
+        seed = self.cfg.seed + trial.number
+        trial.set_user_attr("spec", spec.to_json())
+        trial.set_user_attr("arch", spec.describe())
+        trial.set_user_attr("baseline", is_baseline)
+        trial.set_user_attr("origin", origin)
+        if retry_of is not None:
+            trial.set_user_attr("retry_of", retry_of)
+        if origin == "sampler" and self.stream is not None:
+            trial.set_user_attr("sampler_stream", self.stream.index)
+            trial.set_user_attr("sampler_seed", self.stream.seed)
+        trial.set_user_attr("seed", seed)
+        if self.cfg.search_recipe:
+            trial.set_user_attr("recipe", dataclasses.asdict(train_cfg))
+        params = self._gate(trial, spec)  # raises TrialPruned when over budget / invalid
+        multi = self.cfg.mode == "pareto"
+        if origin == "sampler":
+            self._skip_duplicate(trial, multi)  # raises TrialPruned for a repeat proposal
+
+        data = self.load_data()
+        model = build(spec, seed=seed)
+        self.trained += 1
+
+        def report(epoch: int, val_acc: float) -> None:
+            trial.set_user_attr("epochs_run", epoch)
+            if self.on_epoch is not None:
+                self.on_epoch(trial, epoch, val_acc)
+            if multi:  # Optuna has no intermediate values (so no pruning) for several objectives
+                return
+            trial.report(val_acc, epoch)
+            if trial.should_prune():
+                trial.set_user_attr("pruned_at_epoch", epoch)
+                raise optuna.TrialPruned(f"pruned by the pruner after epoch {epoch} (val {val_acc:.4f})")
+
+        trial.set_user_attr("device", self.device_label)
+        trial.set_user_attr("torch_version", torch.__version__)
+        trial.set_user_attr("harness_version", harness.__version__)
+        try:
+            result = self.fit_fn(model, data, train_cfg, seed=seed, on_epoch=report)
+        except Exception as exc:
+            if not isinstance(exc, optuna.TrialPruned):
+                trial.set_user_attr("fail_reason", f"{exc.__class__.__name__}: {exc}"[:500])
+            raise
+        # Scored in float32 whatever the training precision: the exported files run in float32,
+        # and export checks them against this number image for image.
+        test_acc = evaluate(model, data.test_x, data.test_y, self.cfg.train.eval_batch_size, "off")
+        trial.set_user_attr("val_acc", result.val_acc)
+        trial.set_user_attr("test_acc", test_acc)
+        trial.set_user_attr("test_images", len(data.test_x))
+        trial.set_user_attr("target_met", bool(test_acc >= self.cfg.target))
+        trial.set_user_attr("epochs_run", result.epochs_run)
+        trial.set_user_attr("train_seconds", round(result.seconds, 3))
+        trial.set_user_attr("val_history", result.history)
+        if self.artifact_store is not None:
+            from harness.artifacts import save_weights
+
+            save_weights(model, trial, self.artifact_store)
+        return (result.val_acc, float(params)) if multi else result.val_acc
+
+    def _gate(self, trial: optuna.Trial, spec: ArchSpec) -> int:
+        """Count parameters; reject (PRUNED, infeasible) over budget or unbuildable specs."""
+        try:
+            params = count_params(spec)
+        except InvalidSpecError as exc:
+            trial.set_user_attr("rejected", "invalid")
+            trial.set_user_attr("reject_reason", str(exc))
+            trial.set_constraint(BUDGET_CONSTRAINT, 1.0)
+            raise optuna.TrialPruned(f"invalid architecture: {exc}") from None
+        trial.set_user_attr("params", params)
+        trial.set_constraint(BUDGET_CONSTRAINT, float(params - self.cfg.budget))
+        if params > self.cfg.budget:
+            reason = f"{params:,} parameters > budget {self.cfg.budget:,}"
+            trial.set_user_attr("rejected", "over_budget")
+            trial.set_user_attr("reject_reason", reason)
+            raise optuna.TrialPruned(f"rejected before training: {reason}")
+        return params
+
+    def _skip_duplicate(self, trial: optuna.Trial, multi: bool) -> None:
+        """Prune a sampler proposal whose parameters an earlier trained (or training) trial has.
+
+        Training the same point again would only add seed noise to the ranking. The earlier
+        trial's validation curve is copied as this trial's intermediate values, so a model-based
+        sampler sees the point's score rather than an unexplained prune.
+        """
+        for t in trial.study.get_trials(deepcopy=False):
+            if t.number == trial.number or t.params != trial.params:
+                continue
+            if t.state not in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED) or "rejected" in t.user_attrs:
+                continue
+            if "duplicate_of" in t.user_attrs:
+                continue
+            trial.set_user_attr("duplicate_of", t.number)
+            if not multi:
+                for step, value in sorted(t.intermediate_values.items()):
+                    trial.report(value, step)
+            raise optuna.TrialPruned(f"duplicate of trial {t.number}: not trained again")
