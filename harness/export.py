@@ -66,6 +66,9 @@ def select_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
         trial = found[0]
         if trial.state != TrialState.COMPLETE:
             raise HarnessError(f"trial {number} is {trial.state.name}, not COMPLETE: it has no trained weights")
+        if "duplicate_of" in trial.user_attrs:
+            raise HarnessError(f"trial {number} repeats trial {trial.user_attrs['duplicate_of']} and was not "
+                               f"trained itself: export trial {trial.user_attrs['duplicate_of']}")  # fmt: skip
         return trial
     from harness.study import feasible_trials, rank_key
 

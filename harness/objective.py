@@ -8,9 +8,10 @@ Trial outcomes, as recorded in the storage:
   ``params_over_budget > 0`` tells the sampler the region is infeasible.
 * PRUNED with ``rejected = "invalid"``: the sampled layout is not buildable (feature map
   shrinks to nothing); also infeasible, also never built.
-* PRUNED with ``duplicate_of = N``: the sampler proposed exactly the parameters of trial N,
-  which was already trained (or is training); not trained again. Trial N's validation curve is
-  copied onto it, so the sampler still learns what that point scored.
+* ``duplicate_of = N``: the sampler proposed exactly the parameters of an earlier trial N,
+  which was already trained (or is training); not trained again. COMPLETE with trial N's
+  value when N completed, else PRUNED with N's validation curve, so the sampler still
+  learns what that point scored; never counted as a trained result.
 * PRUNED without ``rejected``: stopped by the pruner after ``epochs_run`` epochs.
 * FAIL: an error during training (``fail_reason`` recorded).
 
@@ -136,7 +137,9 @@ class Objective:
         params = self._gate(trial, spec)  # raises TrialPruned when over budget / invalid
         multi = self.cfg.mode == "pareto"
         if origin == "sampler":
-            self._skip_duplicate(trial, multi)  # raises TrialPruned for a repeat proposal
+            repeat = self._repeat_of(trial, multi)  # raises TrialPruned for a repeat of an unfinished trial
+            if repeat is not None:
+                return repeat
 
         data = self.load_data()
         model = build(spec, seed=seed)
@@ -149,7 +152,9 @@ class Objective:
             if multi:  # Optuna has no intermediate values (so no pruning) for several objectives
                 return
             trial.report(val_acc, epoch)
-            if trial.should_prune():
+            # A rung can fall on the last epoch (8 epochs, rungs 2/4/8): a finished model is a
+            # result, not a candidate to stop, so the last epoch is never pruned.
+            if epoch < train_cfg.epochs and trial.should_prune():
                 trial.set_user_attr("pruned_at_epoch", epoch)
                 raise optuna.TrialPruned(f"pruned by the pruner after epoch {epoch} (val {val_acc:.4f})")
 
@@ -196,22 +201,34 @@ class Objective:
             raise optuna.TrialPruned(f"rejected before training: {reason}")
         return params
 
-    def _skip_duplicate(self, trial: optuna.Trial, multi: bool) -> None:
-        """Prune a sampler proposal whose parameters an earlier trained (or training) trial has.
+    def _repeat_of(self, trial: optuna.Trial, multi: bool) -> float | tuple[float, ...] | None:
+        """The earlier result when this sampler proposal repeats an earlier trial's parameters.
 
-        Training the same point again would only add seed noise to the ranking. The earlier
-        trial's validation curve is copied as this trial's intermediate values, so a model-based
-        sampler sees the point's score rather than an unexplained prune.
+        Training the same point again would only add seed noise to the ranking. Only earlier
+        trials count (two workers proposing one point at once: the later one yields), and only
+        trained or training ones (a FAILed original is tried again). The repeat is marked
+        ``duplicate_of`` and:
+
+        * original COMPLETE: completes with the original's value(s), as Optuna's FAQ
+          recommends, so the sampler sees the point's score (a PRUNED trial would rank below
+          every completed one in TPE and push the search away from a good point);
+        * original PRUNED by the pruner or still RUNNING: pruned, with the original's
+          validation curve copied, so it ranks where the original does.
+
+        Duplicates never count as trained results (:func:`harness.study.classify`).
         """
-        for t in trial.study.get_trials(deepcopy=False):
-            if t.number == trial.number or t.params != trial.params:
+        for t in sorted(trial.study.get_trials(deepcopy=False), key=lambda t: t.number):
+            if t.number >= trial.number:
+                break
+            if t.params != trial.params or "rejected" in t.user_attrs or "duplicate_of" in t.user_attrs:
                 continue
-            if t.state not in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED) or "rejected" in t.user_attrs:
-                continue
-            if "duplicate_of" in t.user_attrs:
+            if t.state not in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED):
                 continue
             trial.set_user_attr("duplicate_of", t.number)
+            if t.state == TrialState.COMPLETE:
+                return tuple(t.values) if multi else t.values[0]
             if not multi:
                 for step, value in sorted(t.intermediate_values.items()):
                     trial.report(value, step)
-            raise optuna.TrialPruned(f"duplicate of trial {t.number}: not trained again")
+            raise optuna.TrialPruned(f"repeats trial {t.number}: not trained again")
+        return None

@@ -10,7 +10,7 @@
   trial runs once (optuna#2925). Trials last seconds, so serialising writes costs nothing.
 * Heartbeats: a worker that dies (SIGKILL, power loss) leaves a RUNNING trial; with a
   heartbeat interval set, the next worker to start a trial marks it FAIL and re-enqueues the
-  same parameters (``RetryHeartbeatStaleTrialCallback``).
+  same parameters (:class:`RetryStaleTrial`).
 * :func:`study_lock` serialises study creation and the baseline enqueue across processes
   (a file lock beside a SQLite database; ``pg_advisory_lock`` on PostgreSQL), since Optuna's
   own "enqueue unless present" check is not atomic.
@@ -30,7 +30,7 @@ from sqlalchemy import event
 
 from harness.errors import StorageError
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_S", "check_storage_url", "make_storage", "sqlite_path", "study_lock"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_S", "RetryStaleTrial", "check_storage_url", "make_storage", "sqlite_path", "study_lock"]
 
 SQLITE_BUSY_TIMEOUT_S = 600.0  # seconds a SQLite connection waits for the write lock
 
@@ -82,6 +82,40 @@ def _sqlite_immediate(engine: sqlalchemy.engine.Engine) -> None:
     engine.dispose()  # connections made before the hooks were attached are dropped
 
 
+class RetryStaleTrial:
+    """Heartbeat-stale trial callback: enqueue the dead trial's parameters again, up to
+    ``max_retry`` times, as a fresh trial.
+
+    Unlike Optuna's ``RetryFailedTrialCallback``, the retry does not inherit the dead trial's
+    state: its pruner rungs (``completed_rung_*``: the retry must pass them itself), its
+    results, failure reason or sampler stream. It keeps what says *what* to train (the
+    parameters, and whether it is the baseline or an enqueued architecture) and links back
+    with ``failed_trial`` (the trial it retries) and ``retry_history``.
+    """
+
+    KEEP_USER_ATTRS = ("baseline", "enqueued")
+
+    def __init__(self, max_retry: int = 3):
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > self.max_retry:
+            return
+        system_attrs = {"failed_trial": trial.number, "retry_history": history}
+        if "fixed_params" in trial.system_attrs:
+            system_attrs["fixed_params"] = trial.system_attrs["fixed_params"]
+        study.add_trial(
+            optuna.create_trial(
+                state=optuna.trial.TrialState.WAITING,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs={k: v for k, v in trial.user_attrs.items() if k in self.KEEP_USER_ATTRS},
+                system_attrs=system_attrs,
+            )
+        )
+
+
 def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0) -> optuna.storages.RDBStorage:
     """An RDB storage for ``url``; with ``heartbeat_interval`` (s), stale trials are retried.
 
@@ -101,7 +135,7 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0) -
         kwargs.update(
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period or 2 * heartbeat_interval,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+            heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=3),
         )
     try:
         storage = optuna.storages.RDBStorage(url, **kwargs)

@@ -159,8 +159,8 @@ def claim_sampler_stream(study: optuna.Study, cfg: StudyConfig, storage_url: str
 
 def _enqueue_known(study: optuna.Study, cfg: StudyConfig, space: SearchSpace) -> None:
     """Enqueue the study file's ``[[enqueue]]`` architectures not yet in the study (any state)."""
-    have = [t.params or t.system_attrs.get("fixed_params", {})  # WAITING: params not set yet
-            for t in study.get_trials(deepcopy=False) if t.user_attrs.get("enqueued")]  # fmt: skip
+    # What was enqueued (baseline included), as enqueued: a running trial's params may be partial.
+    have = [t.system_attrs["fixed_params"] for t in study.get_trials(deepcopy=False) if "fixed_params" in t.system_attrs]
     for entry in cfg.enqueue:
         params = enqueue_params(space, entry, cfg.train if cfg.search_recipe else None)
         if params not in have:
@@ -204,20 +204,20 @@ def val_acc(t: FrozenTrial) -> float:
 def origin_of(t: FrozenTrial) -> str:
     """Where a trial's parameters came from: baseline, enqueued, retry or sampler."""
     ua = t.user_attrs
-    if "origin" in ua:
-        return ua["origin"]
     if t.system_attrs.get("failed_trial") is not None:
         return "retry"
+    if "origin" in ua:
+        return ua["origin"]
     return "baseline" if ua.get("baseline") else ("enqueued" if ua.get("enqueued") else "sampler")
 
 
 def classify(t: FrozenTrial) -> str:
     """One of: complete, over_budget, invalid, duplicate, pruned, failed, running, waiting."""
+    if "duplicate_of" in t.user_attrs and t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return "duplicate"
     if t.state == TrialState.COMPLETE:
         return "complete"
     if t.state == TrialState.PRUNED:
-        if "duplicate_of" in t.user_attrs:
-            return "duplicate"
         return {"over_budget": "over_budget", "invalid": "invalid"}.get(t.user_attrs.get("rejected"), "pruned")
     if t.state == TrialState.FAIL:
         return "failed"
@@ -277,7 +277,7 @@ def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [
         t
         for t in study.get_trials(deepcopy=False)
-        if t.state == TrialState.COMPLETE and t.user_attrs.get("params", math.inf) <= budget
+        if classify(t) == "complete" and t.user_attrs.get("params", math.inf) <= budget
     ]
 
 

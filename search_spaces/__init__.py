@@ -109,11 +109,16 @@ def _load_user_space(name: str, base_dir: Path) -> SearchSpace:
         if spec is None or spec.loader is None:
             raise UnknownSearchSpaceError(f"{path}: cannot be loaded as a Python module")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # before running it: dataclasses look their module up
+        no_bytecode = sys.dont_write_bytecode
+        sys.dont_write_bytecode = True  # reading a study file writes nothing (no __pycache__ beside it)
         try:
             spec.loader.exec_module(module)
         except Exception as exc:  # a user's file: any error is theirs, reported in one line
+            del sys.modules[module_name]
             raise UnknownSearchSpaceError(f"{path}: import failed: {exc.__class__.__name__}: {exc}") from None
-        sys.modules[module_name] = module
+        finally:
+            sys.dont_write_bytecode = no_bytecode
     suggest = getattr(module, func_name, None)
     if not callable(suggest):
         raise UnknownSearchSpaceError(f"{path}: no function {func_name!r}")
@@ -142,12 +147,18 @@ def _check_suggest(path: Path, func_name: str, suggest: Callable[..., Any]) -> N
         )
 
 
+class _BadParam(ValueError):
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
+
+
 class _CheckingTrial(optuna.trial.FixedTrial):
     """A FixedTrial that names the parameter whose given value the space does not allow."""
 
     def _given(self, name: str) -> Any:
         if name not in self.params_given:
-            raise ValueError(f"missing parameter {name!r}")
+            raise _BadParam(name, f"missing parameter {name!r}")
         self.used.add(name)
         return self.params_given[name]
 
@@ -158,13 +169,13 @@ class _CheckingTrial(optuna.trial.FixedTrial):
     def suggest_categorical(self, name, choices):  # type: ignore[override]
         value = self._given(name)
         if value not in choices or type(value) is not type(next(c for c in choices if c == value)):
-            raise ValueError(f"parameter {name!r} = {value!r} is not one of {list(choices)}")
+            raise _BadParam(name, f"parameter {name!r} = {value!r} is not one of {list(choices)}")
         return super().suggest_categorical(name, choices)
 
     def suggest_int(self, name, low, high, *, step=1, log=False):  # type: ignore[override]
         value = self._given(name)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high or (value - low) % step:
-            raise ValueError(f"parameter {name!r} = {value!r} must be an integer in [{low}, {high}] in steps of {step}")
+            raise _BadParam(name, f"parameter {name!r} = {value!r} must be an integer in [{low}, {high}] in steps of {step}")
         return super().suggest_int(name, low, high, step=step, log=log)
 
     def suggest_float(self, name, low, high, *, step=None, log=False):  # type: ignore[override]
@@ -175,7 +186,7 @@ class _CheckingTrial(optuna.trial.FixedTrial):
             ok = abs(k - round(k)) < 1e-6
         if not ok:
             grid = f" in steps of {step}" if step is not None else ""
-            raise ValueError(f"parameter {name!r} = {value!r} must be a number in [{low}, {high}]{grid}")
+            raise _BadParam(name, f"parameter {name!r} = {value!r} must be a number in [{low}, {high}]{grid}")
         return super().suggest_float(name, low, high, step=step, log=log)
 
 
@@ -193,16 +204,24 @@ def enqueue_params(space: SearchSpace, params: Mapping[str, Any], recipe_base: A
     from search_spaces.recipe import recipe_params, suggest_recipe
 
     params = dict(params)
+    filled = set()
     if recipe_base is not None:
         for key, value in recipe_params(recipe_base).items():
-            params.setdefault(key, value)
+            if key not in params:
+                params[key] = value
+                filled.add(key)
     trial = _CheckingTrial(params)
     try:
         space.suggest(trial)
         if recipe_base is not None:
             suggest_recipe(trial, recipe_base)
-    except ValueError as exc:
+    except _BadParam as exc:
+        if exc.name in filled:
+            raise ValueError(f"{exc}: taken from the study's train.{exc.name}; give {exc.name} in the table") from None
         raise ValueError(f"{exc} (search space {space.name!r})") from None
+    except Exception as exc:  # a user's space may fail its own way on a given value
+        raise ValueError(f"search space {space.name!r} failed on these parameters: "
+                         f"{exc.__class__.__name__}: {exc}") from None  # fmt: skip
     unknown = sorted(set(params) - trial.used)
     if unknown:
         raise ValueError(

@@ -202,8 +202,18 @@ def _proposals(tmp_path, root, name: str, n: int) -> list[dict]:
 
 
 def test_a_single_process_study_is_reproducible_from_its_seed(tmp_path, synthetic_root):
+    """Stream 0 is the study seed itself: the proposals are those of a plain Optuna study with
+    the study's sampler seeded with study.seed (the enqueued baseline draws nothing from it)."""
+    from search_spaces import get_search_space
+
     first, second = _proposals(tmp_path, synthetic_root, "a", 6), _proposals(tmp_path, synthetic_root, "b", 6)
-    assert first and first == second
+    plain = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=_cfg(tmp_path).seed))
+    space = get_search_space("seed")
+    for _ in range(5):
+        trial = plain.ask()
+        space.suggest(trial)
+        plain.tell(trial, 0.5)
+    assert first == second == [t.params for t in plain.trials]
 
 
 def test_resumed_run_proposes_new_candidates_not_a_replay(tmp_path, synthetic_root):
@@ -235,10 +245,17 @@ def test_a_repeated_proposal_is_not_trained_again(tmp_path, synthetic_root):
         study.optimize(objective, n_trials=1)
     first, second = study.get_trials()[1:]
     assert first.params == second.params and first.state == TrialState.COMPLETE
-    assert second.state == TrialState.PRUNED and second.user_attrs["duplicate_of"] == first.number
-    assert second.intermediate_values == first.intermediate_values  # the sampler still sees its score
+    assert second.state == TrialState.COMPLETE and second.user_attrs["duplicate_of"] == first.number
+    assert "val_acc" not in second.user_attrs and "test_acc" not in second.user_attrs  # nothing trained
     assert fit.calls == 2  # baseline + first; the duplicate never trained
-    assert summarize(study).counts["duplicate"] == 1
+    assert second.value == first.value  # completed with the original's score: the sampler sees it
+    assert summarize(study).counts["duplicate"] == 1 and summarize(study).counts["complete"] == 2
+    # The same architecture enqueued by the user is the user's intent: it trains.
+    study.enqueue_trial(first.params, user_attrs={"enqueued": True})
+    study.optimize(objective, n_trials=1)
+    third = study.get_trials()[-1]
+    assert third.user_attrs["origin"] == "enqueued" and "duplicate_of" not in third.user_attrs
+    assert fit.calls == 3
 
 
 def test_enqueued_architectures_run_first_once_and_are_marked(tmp_path, synthetic_root):
@@ -259,23 +276,37 @@ def test_enqueued_architectures_run_first_once_and_are_marked(tmp_path, syntheti
 
 def test_successive_halving_stops_the_worse_trials_at_its_rungs(tmp_path, synthetic_root):
     cfg = _cfg(
-        tmp_path, budget=10**9, train=TrainConfig(epochs=8, batch_size=64, eval_batch_size=256),
+        tmp_path, budget=10**9, search_space="compact", train=TrainConfig(epochs=8, batch_size=64, eval_batch_size=256),
         pruner=PrunerConfig(name="halving", min_resource=2, reduction_factor=2),
     )  # fmt: skip
     study = open_study(cfg, "sqlite:///:memory:")
 
-    class Ranked(CountingFit):  # trial k scores 1/(k+1) every epoch: later trials are worse
+    class Scripted(CountingFit):
+        """Validation accuracy per epoch, by the order trials train in."""
+
+        curves = {
+            1: lambda e: 0.9,  # the reference
+            2: lambda e: 0.95 if e < 4 else 0.5,  # passes rung 2, falls behind by rung 4
+            3: lambda e: 0.99 if e < 8 else 0.01,  # leads until it collapses at the last epoch
+        }
+
         def __call__(self, model, data, cfg, *, seed, on_epoch):
             self.calls += 1
-            acc = 1 / (self.calls + 1)
+            curve = self.curves.get(self.calls, lambda e: 0.1)  # later ones: worse from the start
             for epoch in range(1, cfg.epochs + 1):
-                on_epoch(epoch, acc)
-            return FitResult(val_acc=acc, epochs_run=cfg.epochs, seconds=0.0)
+                on_epoch(epoch, curve(epoch))
+            return FitResult(val_acc=curve(cfg.epochs), epochs_run=cfg.epochs, seconds=0.0)
 
-    study.optimize(Objective(cfg, _loader(synthetic_root), device_label="cpu", fit_fn=Ranked()), n_trials=8)
-    pruned = [t for t in study.trials if classify_pruned(t)]
-    assert pruned and {t.user_attrs["pruned_at_epoch"] for t in pruned} <= {2, 4}  # rungs at 2 * 2**k
-    assert study.trials[0].state == TrialState.COMPLETE  # the best one runs its full schedule
+    study.optimize(Objective(cfg, _loader(synthetic_root), device_label="cpu", fit_fn=Scripted()), n_trials=8)
+    t = study.trials
+    assert (t[0].state, t[0].user_attrs["epochs_run"]) == (TrialState.COMPLETE, 8)
+    assert (t[1].state, t[1].user_attrs["pruned_at_epoch"]) == (TrialState.PRUNED, 4)  # rung 2 * 2
+    # Rung 8 is the last epoch: trial 2 would lose there (0.01 < 0.9) but a finished model is kept.
+    assert (t[2].state, t[2].user_attrs["epochs_run"], t[2].value) == (TrialState.COMPLETE, 8, 0.01)
+    # The weak ones stop at a rung, never run on: at rung 2 at first; once rung 2 holds several
+    # equally weak trials, ties can pass it and stop at rung 4.
+    assert t[3].user_attrs["pruned_at_epoch"] == 2
+    assert all(x.state == TrialState.PRUNED and x.user_attrs["pruned_at_epoch"] in (2, 4) for x in t[3:])
 
 
 def classify_pruned(t) -> bool:
