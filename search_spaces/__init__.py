@@ -168,8 +168,12 @@ class _CheckingTrial(optuna.trial.FixedTrial):
 
     def suggest_categorical(self, name, choices):  # type: ignore[override]
         value = self._given(name)
-        if value not in choices or type(value) is not type(next(c for c in choices if c == value)):
+        # Equal and of the same kind: 1 is not True, but TOML's 10 may stand for the choice 10.0.
+        same = [c for c in choices if c == value and (type(c) is type(value) or
+                (isinstance(c, float) and type(value) is int))]  # fmt: skip
+        if not same:
             raise _BadParam(name, f"parameter {name!r} = {value!r} is not one of {list(choices)}")
+        self.params_given[name] = self._params[name] = same[0]
         return super().suggest_categorical(name, choices)
 
     def suggest_int(self, name, low, high, *, step=1, log=False):  # type: ignore[override]
@@ -228,4 +232,4 @@ def enqueue_params(space: SearchSpace, params: Mapping[str, Any], recipe_base: A
             f"parameter {unknown[0]!r} is not used by search space {space.name!r} for this architecture "
             f"(its parameters: {', '.join(sorted(trial.used))})"
         )
-    return params
+    return trial.params_given

@@ -189,6 +189,8 @@ def test_report_has_every_trial_and_the_figures(tiny_study, tmp_path):
     study = _study(tiny_study)
     assert sorted(frame["number"]) == [t.number for t in study.get_trials()]
     assert frame.loc[frame["baseline"], "params"].tolist() == [19290]
+    origins = dict(zip(frame["number"], frame["origin"]))
+    assert origins == {t.number: ("baseline" if t.number == 0 else "sampler") for t in study.get_trials()}
     page = html_path.read_text()
     for title in ("Accuracy against parameter count", "Pareto front", "Optimisation history",
                   "Parameter importances", "Top ", "budget 20,000", "target 99.40%", "baseline (seed network)"):  # fmt: skip

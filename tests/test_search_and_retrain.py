@@ -131,6 +131,7 @@ def test_results_table_and_report_show_retrained_accuracy(pareto_dir, tmp_path):
                  "--note", "tiny synthetic run"]) == 0  # fmt: skip
     text = md.read_text()
     assert "**tiny synthetic run**" in text and "## Targets" in text and "3: seed baseline" in text
+    assert "| proposed by |" in text and "| baseline | `" in text  # who proposed each winner
     assert "torchscript ✓" in text and "onnx ✓" in text
     assert list((tmp_path / "exports" / "par").glob("*.pt"))
     html_path = tmp_path / "r.html"

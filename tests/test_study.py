@@ -265,7 +265,9 @@ def test_enqueued_architectures_run_first_once_and_are_marked(tmp_path, syntheti
     known = dict(space.baseline_params, b1_c1_width=8, b1_c2_width=8)  # a smaller seed-family net
     cfg = _cfg(tmp_path, enqueue=(known,))
     url = f"sqlite:///{tmp_path / 'e.db'}"
-    study = open_study(cfg, url)
+    open_study(cfg, url)
+    study = open_study(cfg, url)  # a second process joins while the enqueued trial is WAITING
+    assert [t.state for t in study.get_trials()] == [TrialState.WAITING] * 2
     study.optimize(Objective(cfg, _loader(synthetic_root), device_label="cpu", fit_fn=CountingFit()), n_trials=3)
     open_study(cfg, url)  # resume: enqueued again? must not be
     trials = optuna.load_study(study_name="t", storage=url).get_trials()
