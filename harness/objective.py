@@ -64,16 +64,11 @@ class SamplerStream:
 
 def _origin(trial: optuna.Trial) -> tuple[str, int | None]:
     """("baseline" | "enqueued" | "retry" | "sampler", number of the retried trial or None)."""
+    from harness.study import origin_of  # study imports this module
+
     frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
-    # Optuna's retry callbacks mark the re-enqueued trial with the failed one's number.
-    retry_of = frozen.system_attrs.get("failed_trial")
-    if retry_of is not None:
-        return "retry", retry_of
-    if frozen.user_attrs.get("baseline"):
-        return "baseline", None
-    if frozen.user_attrs.get("enqueued"):
-        return "enqueued", None
-    return "sampler", None
+    # The retry callback marks the re-enqueued trial with the failed one's number.
+    return origin_of(frozen), frozen.system_attrs.get("failed_trial")
 
 
 class Objective:

@@ -74,15 +74,14 @@ def plan_run(
             raise HarnessError(f"{flag} must be >= 0, got {value}")
     if jobs < 1:
         raise HarnessError(f"--jobs must be >= 1, got {jobs}")
-    if jobs > 1 and sqlite_path(storage or cfg.storage or cfg.default_storage()) is None and \
-            (storage or cfg.storage or "").startswith("sqlite"):
-        raise HarnessError("--jobs > 1 needs a storage the worker processes share: in-memory SQLite is one process's")
     cfg = with_overrides(cfg, device=device)
     url = storage or cfg.storage
     if url:
         check_storage_url(url)
     else:  # the default file: its folder is created below, once everything else is valid
         url = cfg.default_storage()
+    if jobs > 1 and url.startswith("sqlite") and sqlite_path(url) is None:
+        raise HarnessError("--jobs > 1 needs a storage the worker processes share: in-memory SQLite is one process's")
     try:
         dev = resolve_device(cfg.device)
     except RuntimeError as exc:
