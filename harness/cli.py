@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     retrain.add_argument("--top", type=int, metavar="K",
                          help="the K best feasible trials by validation accuracy (default 3; Pareto study: "
                               "the whole front)")  # fmt: skip
+    retrain.add_argument("--spread", type=int, metavar="K",
+                         help="Pareto study: K points of the front spread evenly over log parameter count, "
+                              "its most accurate and its smallest included")  # fmt: skip
     retrain.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per architecture (default 3)")
     retrain.add_argument("--epochs", type=int, metavar="E", help="epochs (default: the study's train.epochs)")
     retrain.add_argument("--no-baseline", action="store_true", help="do not retrain the baseline for comparison")
@@ -208,16 +211,19 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     from harness.retrain import retrain_trials, select_for_retrain
     from harness.train import device_name, resolve_device
 
-    for flag, value, low in (("--top", args.top, 1), ("--seeds", args.seeds, 1), ("--epochs", args.epochs, 1)):
+    for flag, value, low in (("--top", args.top, 1), ("--spread", args.spread, 1), ("--seeds", args.seeds, 1),
+                             ("--epochs", args.epochs, 1)):  # fmt: skip
         if value is not None and value < low:
             raise HarnessError(f"{flag} must be >= {low}, got {value}")
+    if args.top is not None and args.spread is not None:
+        raise HarnessError("--top and --spread choose the trials in two different ways: give one")
     cfg, url, study = _open_existing(args)
     try:
         device = resolve_device(args.device or cfg.device)
     except RuntimeError as exc:
         raise HarnessError(f"device {args.device!r}: {exc}") from None
     top = args.top if args.top is not None else (None if cfg.mode == "pareto" else 3)
-    trials = select_for_retrain(study, top, include_baseline=not args.no_baseline)
+    trials = select_for_retrain(study, top, include_baseline=not args.no_baseline, spread=args.spread)
     # All 60,000 training images, no validation split: nothing is selected any more.
     data = load_splits(cfg.data_root(args.data_dir), device, val_size=0, download=cfg.data.download)
     print(f"retraining {len(trials)} architectures x {args.seeds} seeds on {len(data.train_x):,} training images "

@@ -4,7 +4,9 @@
 (:mod:`harness.retrain`) from each study's storage and writes a markdown file with, for each
 target of the 20k-parameter exercise, the winning architecture, its parameters, mean ± std
 final-epoch test accuracy over seeds, epochs, training time and device; then every
-retrained architecture. Each winner's seed-0 retrained model is exported (TorchScript and
+retrained architecture, the Pareto front of parameters against mean test accuracy, and the
+mean learning curves (training loss, test accuracy per epoch: under- or over-fitting at the
+last epoch?). Each winner's seed-0 retrained model is exported (TorchScript and
 ONNX, :mod:`harness.export`) and verified on the test images; the table gives the result
 and the files' sha256.
 """
@@ -67,6 +69,51 @@ def _export(entry: _Entry, exports: Path, data_dir: str | None) -> str:
         sha = res.card["files"][fmt]["sha256"][:12]
         parts.append(f"{fmt} {'✓' if v['passed'] else '✗'} {v['test_acc_all_images']:.4%} (sha256 {sha}…)")
     return f"`{res.card_path.name}` seed {seed}: " + "; ".join(parts)
+
+
+def _front_lines(entries: list[_Entry]) -> list[str]:
+    """The retrained architectures not beaten by a smaller one with a higher mean test accuracy."""
+    from harness.study import pareto_front
+
+    front = [entries[i] for i in pareto_front([(e.params, e.mean) for e in entries])]
+    lines = ["", "## Pareto front: parameters against mean test accuracy", "",
+             f"{len(front)} of the {len(entries)} retrained architectures: none of the others is both smaller "
+             "and more accurate. The same points are plotted in the study's `harness report`.", "",
+             "| params | test acc (mean ± std) | seeds | epochs | study | trial | proposed by | architecture |",
+             "|---:|---:|---:|---:|---|---:|---|---|"]  # fmt: skip
+    for e in front:
+        r = e.record
+        lines.append(f"| {e.params:,} | {r['mean']:.2%} ± {r['std']:.2%} | {r['seeds']} | {r['epochs']} | {e.cfg.name} "
+                     f"| {r['trial']} | {origin_of(e.study.trials[r['trial']])} | `{_cell(r['arch'])}` |")  # fmt: skip
+    return lines
+
+
+def _curve_lines(entries: list[_Entry]) -> list[str]:
+    """Mean over seeds of the per-epoch training loss and test accuracy, at a few epochs."""
+    with_curves = [e for e in entries if all(run.get("test_curve") for run in e.record["runs"].values())]
+    if not with_curves:
+        return []
+    epochs = max(e.record["epochs"] for e in with_curves)
+    shown = sorted({1, *range(5, epochs, 5), epochs - 1, epochs} - {0})
+    lines = ["", "## Learning curves (mean over seeds)", "",
+             "Test accuracy and mean training loss (augmented images, as trained) after each shown epoch; "
+             "\"best\" is the best epoch's mean test accuracy, for diagnosis only (the claim is the last epoch). "
+             "Training loss still falling at the last epoch with test accuracy at its best there points to "
+             "under-fitting (more epochs or width would help); a best epoch well before the last to over-fitting.", "",
+             "| params | trial | " + " | ".join(f"ep {k}" for k in shown) + " | best (epoch) | train loss: "
+             + " / ".join(f"ep {k}" for k in shown[-3:]) + " |",
+             "|---:|---:|" + "---:|" * len(shown) + "---:|---:|"]  # fmt: skip
+    for e in sorted(with_curves, key=lambda e: e.params):
+        runs = list(e.record["runs"].values())
+        n = min(len(run["test_curve"]) for run in runs)
+        acc = [statistics.mean(run["test_curve"][i] for run in runs) for i in range(n)]
+        loss = [statistics.mean(run["train_loss"][i] for run in runs) for i in range(n)]
+        best = max(range(n), key=lambda i: (acc[i], i))
+        cells = [f"{acc[k - 1]:.2%}" if k <= n else "" for k in shown]
+        losses = " / ".join(f"{loss[k - 1]:.4f}" if k <= n else "–" for k in shown[-3:])
+        lines.append(f"| {e.params:,} | {e.record['trial']} | " + " | ".join(cells)
+                     + f" | {acc[best]:.2%} ({best + 1}) | {losses} |")  # fmt: skip
+    return lines
 
 
 def _row(target: str, e: _Entry | None, verified: str = "") -> str:
@@ -163,6 +210,7 @@ def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str =
     lines += ["", "## Every retrained architecture", "", _HEAD]
     for e in sorted(entries, key=lambda e: (-e.mean, e.params)):
         lines.append(_row("", e))
+    lines += _front_lines(entries) + _curve_lines(entries)
     lines += ["", "Per-seed test accuracies:", ""]
     for e in sorted(entries, key=lambda e: (-e.mean, e.params)):
         accs = ", ".join(f"{a:.4f}" for a in e.record["test_acc"])

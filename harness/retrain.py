@@ -6,8 +6,12 @@ on the full training set (no validation split: nothing is selected any more). Re
 the study storage as a study user attribute per trial, ``retrain:trial<N>``:
 
     {"trial", "params", "arch", "epochs", "train_images", "test_images", "recipe",
-     "runs": {"<seed>": {"test_acc", "train_seconds", "device", "weights"}}, "seeds",
-     "test_acc", "mean", "std", "torch_version", "harness_version"}
+     "runs": {"<seed>": {"test_acc", "train_seconds", "device", "weights",
+                         "train_loss": [per epoch], "test_curve": [test accuracy per epoch]}},
+     "seeds", "test_acc", "mean", "std", "torch_version", "harness_version"}
+
+``test_curve`` is a diagnostic (under- or over-fitting at the last epoch?), never a
+selection: the claim is the final epoch's ``test_acc``.
 
 Runs already stored (same trial, same epochs, same seed) are kept and not repeated, so an
 interrupted retrain resumes where it stopped. Each run's weights are a study artifact, so a
@@ -17,6 +21,7 @@ retrained model can be exported (``harness export --trial N --seed S``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from collections.abc import Callable
 from typing import Any
@@ -42,16 +47,20 @@ def stored_retrains(study: optuna.Study) -> dict[int, dict[str, Any]]:
     return {int(v["trial"]): v for k, v in study.user_attrs.items() if k.startswith("retrain:trial")}
 
 
-def select_for_retrain(study: optuna.Study, top: int | None, include_baseline: bool = True) -> list[FrozenTrial]:
+def select_for_retrain(
+    study: optuna.Study, top: int | None, include_baseline: bool = True, spread: int | None = None
+) -> list[FrozenTrial]:
     """The trials to retrain, best first.
 
     Single-objective study: the ``top`` feasible completed trials by validation accuracy
     (ties: fewer parameters), one per distinct architecture + recipe. Pareto study: the
     feasible Pareto front of (validation accuracy, parameters), all of it unless ``top``
-    limits it to the ``top`` most accurate points. The baseline is added when asked.
+    limits it to the ``top`` most accurate points, or ``spread`` to that many points spread
+    evenly over the front's log parameter count (its most accurate and its smallest point
+    included). The baseline is added when asked.
 
     Raises:
-        HarnessError: no completed trial within the budget.
+        HarnessError: no completed trial within the budget; ``spread`` on a single-objective study.
     """
     from harness.study import feasible_trials, pareto_front, rank_key, val_acc
 
@@ -61,6 +70,8 @@ def select_for_retrain(study: optuna.Study, top: int | None, include_baseline: b
         raise HarnessError(f"study {study.study_name!r} has no completed trial within the budget of {budget:,} params")
     if study.user_attrs.get("mode") == "pareto":
         feasible = [feasible[i] for i in pareto_front([(t.user_attrs["params"], val_acc(t)) for t in feasible])]
+    elif spread is not None:
+        raise HarnessError(f"--spread needs a Pareto study; {study.study_name!r} is single-objective (use --top)")
     ranked = sorted(feasible, key=rank_key)
     chosen, seen = [], set()
     for t in ranked:
@@ -69,11 +80,28 @@ def select_for_retrain(study: optuna.Study, top: int | None, include_baseline: b
             continue
         seen.add(key)
         chosen.append(t)
-        if top is not None and len(chosen) >= top:
+        if top is not None and spread is None and len(chosen) >= top:
             break
+    if spread is not None:
+        chosen = spread_over_params(chosen, spread)
     if include_baseline and not any(t.user_attrs.get("baseline") for t in chosen):
         chosen += [t for t in feasible if t.user_attrs.get("baseline")][:1]
     return chosen
+
+
+def spread_over_params(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
+    """``k`` of ``trials`` (all of them if fewer) nearest to ``k`` parameter counts evenly
+    spaced in log scale from the smallest to the largest; the result keeps the input order."""
+    if len(trials) <= k:
+        return list(trials)
+    logs = [math.log(t.user_attrs["params"]) for t in trials]
+    lo, hi = min(logs), max(logs)
+    picked: set[int] = set()
+    for j in range(k):
+        goal = lo + (hi - lo) * j / (k - 1) if k > 1 else hi
+        i = min((i for i in range(len(trials)) if i not in picked), key=lambda i: (abs(logs[i] - goal), i))
+        picked.add(i)
+    return [t for i, t in enumerate(trials) if i in picked]
 
 
 def _recipe(cfg: StudyConfig, trial: FrozenTrial, epochs: int | None) -> TrainConfig:
@@ -126,11 +154,17 @@ def retrain_trials(
                 continue
             seed = RETRAIN_SEED_BASE + s
             model = build(spec, seed=seed)
-            result = fit(model, data, recipe, seed=seed)
+            curve: list[float] = []
+
+            def score_test(epoch: int, _val: float, model=model, curve=curve) -> None:
+                curve.append(round(evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size, "off"), 6))
+
+            result = fit(model, data, recipe, seed=seed, on_epoch=score_test)
             acc = evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size, "off")
             weights = upload_state_dict(model, study, store, f"retrain-trial-{t.number}-seed-{s}-weights.pt")
             record["runs"][str(s)] = {
                 "test_acc": acc, "train_seconds": round(result.seconds, 2), "device": device_label, "weights": weights,
+                "train_loss": [round(x, 6) for x in result.train_loss], "test_curve": curve,
             }  # fmt: skip
             accs = [r["test_acc"] for _, r in sorted(record["runs"].items(), key=lambda kv: int(kv[0]))]
             record.update(

@@ -102,6 +102,9 @@ def test_retrain_pareto_front_resumes_and_exports(pareto_dir, capsys):
     for r in records.values():
         assert r["seeds"] == 2 and len(r["test_acc"]) == 2 and r["train_images"] == 400  # val_size 0: all
         assert r["mean"] == pytest.approx(sum(r["test_acc"]) / 2)
+        for run in r["runs"].values():  # learning curves: one point per epoch, the last is the claim
+            assert len(run["train_loss"]) == len(run["test_curve"]) == r["epochs"]
+            assert run["test_curve"][-1] == pytest.approx(run["test_acc"], abs=1e-6)
     n_artifacts = len(optuna.artifacts.get_all_artifact_meta(study))
     assert n_artifacts == 2 * len(records)
     capsys.readouterr()
@@ -134,9 +137,24 @@ def test_results_table_and_report_show_retrained_accuracy(pareto_dir, tmp_path):
     assert "| proposed by |" in text and "| baseline | `" in text  # who proposed each winner
     assert "torchscript ✓" in text and "onnx ✓" in text
     assert list((tmp_path / "exports" / "par").glob("*.pt"))
+    # The front: exactly the retrained architectures that no smaller-or-equal one beats on mean test accuracy.
+    records = [r for k, r in _load(pareto_dir, "par").user_attrs.items() if k.startswith("retrain:")]
+    expected = sorted(
+        (r["params"], f"{r['mean']:.2%}") for r in records
+        if not any(o is not r and o["params"] <= r["params"] and o["mean"] > r["mean"] for o in records)
+        and not any(o is not r and o["params"] < r["params"] and o["mean"] == r["mean"] for o in records)
+    )
+    section = text.split("## Pareto front: parameters against mean test accuracy")[1].split("\n## ")[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [(int(c[0][2:].replace(",", "")), c[1].split(" ± ")[0]) for c in rows] == expected
+    curves = text.split("## Learning curves (mean over seeds)")[1].split("\n\n")[2].splitlines()[2:]
+    assert len(curves) == len(records)  # one row per retrained architecture, 1 epoch each here
+    for line, r in zip(curves, sorted(records, key=lambda r: r["params"])):
+        assert line.startswith(f"| {r['params']:,} | {r['trial']} | {r['mean']:.2%} |"), line
     html_path = tmp_path / "r.html"
     assert main(["report", study_file, "--out", str(html_path), "--csv", str(tmp_path / "t.csv")]) == 0
-    assert "retrained on 60k" in html_path.read_text()
+    page = html_path.read_text()
+    assert "retrained on 60k" in page and "retrained: mean test accuracy" in page and "retrained front (test)" in page
 
 
 def test_single_mode_retrain_takes_top_k_plus_baseline(tmp_path, capsys):
@@ -148,6 +166,23 @@ def test_single_mode_retrain_takes_top_k_plus_baseline(tmp_path, capsys):
     records = [v for k, v in _load(tmp_path, "single").user_attrs.items() if k.startswith("retrain:")]
     best_is_baseline = any(r["baseline"] for r in records) and len(records) == 1
     assert len(records) == 2 or best_is_baseline, out
+    before = (tmp_path / "single.db").read_bytes()
+    assert _cli(["retrain", str(study_file), "--spread", "2", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--spread needs a Pareto study" in err and err.count("\n") == 1
+    assert (tmp_path / "single.db").read_bytes() == before
+
+
+def test_spread_picks_points_evenly_over_log_params():
+    from harness.retrain import spread_over_params
+
+    sizes = [19000, 10000, 9000, 5000, 3000, 2000, 1600, 1500]  # a front, most accurate first
+    trials = [optuna.trial.create_trial(value=0.99 - i / 1000, user_attrs={"params": n}) for i, n in enumerate(sizes)]
+    picked = [t.user_attrs["params"] for t in spread_over_params(trials, 3)]
+    assert picked == [19000, 5000, 1500]  # ends, and the one nearest sqrt(1500 * 19000) = 5,339
+    picked = [t.user_attrs["params"] for t in spread_over_params(trials, 5)]
+    assert picked == [19000, 10000, 5000, 3000, 1500]  # goals 1,500, 2,830 (3,000 is nearer than 2,000), 5,339, 10,071, 19,000
+    assert spread_over_params(trials, 8) == trials and spread_over_params(trials, 20) == trials
 
 
 def test_retrain_and_export_bad_inputs(pareto_dir, tmp_path, capsys):
@@ -155,6 +190,8 @@ def test_retrain_and_export_bad_inputs(pareto_dir, tmp_path, capsys):
     cases = [
         (["retrain", study_file, "--seeds", "0"], "--seeds must be >= 1"),
         (["retrain", study_file, "--top", "0"], "--top must be >= 1"),
+        (["retrain", study_file, "--spread", "0"], "--spread must be >= 1"),
+        (["retrain", study_file, "--top", "2", "--spread", "3"], "give one"),
         (["export", study_file, "--seed", "0", "--out", str(tmp_path / "x")], "--seed needs --trial"),
         (["export", study_file, "--trial", "0", "--seed", "99", "--out", str(tmp_path / "x")], "no retrained model"),
         (["results", study_file, "--out", str(tmp_path / "missing" / "r.md")], "does not exist"),
