@@ -23,7 +23,7 @@ recipe, for several seeds and training precisions (--accuracy-amp off,bf16), and
 Usage::
 
     python benchmarks/train_speed.py --data-dir DIR [--epochs 2] [--compile default] [--e2e-epochs 15]
-        [--accuracy-seeds 3 --accuracy-epochs 15 --accuracy-amp auto] [--jobs 1,2]
+        [--accuracy-seeds 3 --accuracy-epochs 15 --accuracy-amp off] [--jobs 1,2]
         [--only-accuracy] [--out results/train_speed-cpu]
 
 Writes OUT.json and OUT.md (device name, torch version, date) and prints the table.
@@ -115,7 +115,7 @@ def engine(root: Path, device: torch.device, epochs: int, batch_size: int, seed:
 
     fit(model, data, tc, seed=seed, on_epoch=on_epoch)
     epoch_s = [b - a for a, b in zip([start, *marks[:-1]], marks)]
-    acc = evaluate(model, data.test_x, data.test_y, amp=tc.amp)
+    acc = evaluate(model, data.test_x, data.test_y)
     return _row(label, len(data.train_x), batch_size, epoch_s, acc, lr=tc.lr, amp=tc.amp,
                 channels_last=tc.channels_last)  # fmt: skip
 
@@ -329,7 +329,7 @@ def main() -> None:
     ap.add_argument("--e2e-epochs", type=int, default=0, help="also time one baseline trial of N epochs via harness run")
     ap.add_argument("--accuracy-seeds", type=int, default=0, help="also train the baseline with S seeds")
     ap.add_argument("--accuracy-epochs", type=int, default=15)
-    ap.add_argument("--accuracy-amp", default="auto", help="comma list of train.amp values for the accuracy runs")
+    ap.add_argument("--accuracy-amp", default="off", help="comma list of train.amp values for the accuracy runs")
     ap.add_argument("--only-accuracy", action="store_true", help="skip the speed rows (reference, engine, raw)")
     ap.add_argument("--jobs", default="", help="comma list of K: trials/hour of `harness run --jobs K`")
     ap.add_argument("--jobs-trials", type=int, default=8, help="trials per --jobs study")

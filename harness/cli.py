@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser(
         "export",
-        help="write a trial's network as frozen TorchScript + ONNX + a JSON model card, and verify them",
+        help="write a trial's network as frozen torch.export program (.pt2) + ONNX + a JSON model card, and verify them",
         description="Rebuild a trial's network from its stored spec and weights, write frozen files that "
         "run without the harness, and check them on the MNIST test images.",
     )
@@ -63,8 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--seed", type=int, metavar="S",
                         help="with --trial: export the model retrained with seed S by `harness retrain`")  # fmt: skip
     export.add_argument("--out", metavar="DIR", help="output folder (default: exports/<study name>)")
-    export.add_argument("--format", choices=("torchscript", "onnx", "all"), default="all",
-                        help="what to write (default: all)")  # fmt: skip
+    export.add_argument("--format", choices=("pt2", "onnx", "torchscript"), action="append",
+                        help="a frozen format to write; repeat for several (default: pt2 and onnx). "
+                             "torchscript is for older runtimes and deprecated upstream")  # fmt: skip
     export.add_argument("--data-dir", metavar="DIR", help="MNIST root for the verification (default as for run)")
     _add_storage(export)
 
@@ -162,9 +163,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     from harness.artifacts import load_weights, open_artifact_store
     from harness.data import load_mnist
-    from harness.export import EXPORT_FORMATS, check_formats, check_out_dir, export_trial, select_trial
+    from harness.export import DEFAULT_FORMATS, check_formats, check_out_dir, export_trial, select_trial
+    from harness.retrain import retrained_weights
 
-    formats = list(EXPORT_FORMATS) if args.format == "all" else [args.format]
+    formats = list(dict.fromkeys(args.format or DEFAULT_FORMATS))
     check_formats(formats)
     if args.seed is not None and args.trial is None:
         raise HarnessError("--seed needs --trial N (the retrained trial)")
@@ -175,7 +177,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.seed is None:
         weights = load_weights(trial, store)
     else:
-        weights, retrained = _retrained_weights(study, trial.number, args.seed, store)
+        weights, retrained = retrained_weights(study, trial.number, args.seed, store)
     out = Path(args.out) if args.out else Path("exports") / cfg.name
     check_out_dir(out)
     _, _, test_x, test_y = load_mnist(cfg.data_root(args.data_dir), download=cfg.data.download)
@@ -190,20 +192,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print("harness: error: an exported file does not reproduce the recorded accuracy (see above)", file=sys.stderr)
         return 1
     return 0
-
-def _retrained_weights(study, number: int, seed: int, store) -> tuple[dict, dict]:
-    """(state dict, retrain info) of trial ``number`` retrained with seed ``seed``."""
-    from harness.artifacts import load_state_dict
-    from harness.retrain import stored_retrains
-
-    record = stored_retrains(study).get(number)
-    if record is None or str(seed) not in record["runs"]:
-        have = sorted(int(s) for s in record["runs"]) if record else []
-        raise HarnessError(f"trial {number} has no retrained model with seed {seed} (retrained seeds: {have or 'none'})")
-    run = record["runs"][str(seed)]
-    info = {"seed": seed, "test_acc": run["test_acc"], "test_images": record["test_images"],
-            "epochs": record["epochs"], "train_images": record["train_images"]}  # fmt: skip
-    return load_state_dict(store, run["weights"], f"trial {number} seed {seed}"), info
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from harness.artifacts import open_artifact_store

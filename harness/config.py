@@ -58,7 +58,8 @@ class TrainConfig:
     scale: float = 0.1  # augmentation: random zoom, +- fraction
     eval_batch_size: int = 0  # images per evaluation batch (no gradients); 0 = auto: 256 on CPU, 2000 on a GPU
     channels_last: bool = True  # NHWC memory format: 1.3-1.6x on a 2-core CPU (results/raw_options-cpu.md)
-    amp: str = "auto"  # mixed precision: "auto" (bf16 on CUDA; off on CPU, where bf16 cost 0.07 pp: results/bf16_accuracy-cpu.md), "bf16", "off"
+    amp: str = "off"  # bf16 autocast in training: "off", "bf16", "auto" (bf16 on CUDA only). Off: bf16 cost 0.07 pp on a CPU (results/bf16_accuracy-cpu.md) and its GPU speed is unmeasured
+    fp32_precision: str = "ieee"  # float32 matmuls/convolutions in training on CUDA: "ieee" or "tf32" (scoring is always ieee)
     compile: str = "off"  # torch.compile the training step: "off", "default", "reduce-overhead" (CUDA graphs on CUDA), "max-autotune"
 
 
@@ -231,6 +232,8 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, t.schedule in ("onecycle", "cosine", "constant"), "train.schedule",
            f"must be onecycle, cosine or constant, got {t.schedule!r}")  # fmt: skip
     _check(where, t.amp in ("auto", "bf16", "off"), "train.amp", f"must be auto, bf16 or off, got {t.amp!r}")
+    _check(where, t.fp32_precision in ("ieee", "tf32"), "train.fp32_precision",
+           f"must be ieee or tf32, got {t.fp32_precision!r}")  # fmt: skip
     _check(where, t.compile in COMPILE_MODES, "train.compile",
            f"must be one of {', '.join(COMPILE_MODES)}, got {t.compile!r}")  # fmt: skip
     _check(where, t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")

@@ -105,7 +105,7 @@ class Objective:
         import torch
 
         from harness.model import build
-        from harness.train import evaluate
+        from harness.train import evaluate, precision_settings
 
         origin, retry_of = _origin(trial)
         is_baseline = bool(trial.user_attrs.get("baseline", False))
@@ -156,6 +156,7 @@ class Objective:
         trial.set_user_attr("device", self.device_label)
         trial.set_user_attr("torch_version", torch.__version__)
         trial.set_user_attr("harness_version", harness.__version__)
+        trial.set_user_attr("precision", precision_settings(train_cfg, data.device))
         try:
             result = self.fit_fn(model, data, train_cfg, seed=seed, on_epoch=report)
         except Exception as exc:
@@ -164,7 +165,7 @@ class Objective:
             raise
         # Scored in float32 whatever the training precision: the exported files run in float32,
         # and export checks them against this number image for image.
-        test_acc = evaluate(model, data.test_x, data.test_y, self.cfg.train.eval_batch_size, "off")
+        test_acc = evaluate(model, data.test_x, data.test_y, self.cfg.train.eval_batch_size)
         trial.set_user_attr("val_acc", result.val_acc)
         trial.set_user_attr("test_acc", test_acc)
         trial.set_user_attr("test_images", len(data.test_x))

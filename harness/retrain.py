@@ -33,7 +33,10 @@ import harness
 from harness.config import StudyConfig, TrainConfig
 from harness.errors import HarnessError
 
-__all__ = ["RETRAIN_SEED_BASE", "retrain_key", "retrain_trials", "select_for_retrain", "stored_retrains"]
+__all__ = [
+    "RETRAIN_SEED_BASE", "retrain_key", "retrain_trials", "retrained_weights", "select_for_retrain",
+    "spread_over_params", "stored_retrains",
+]  # fmt: skip
 
 RETRAIN_SEED_BASE = 10_000  # retrain seed s trains with torch seed 10_000 + s (disjoint from search seeds)
 
@@ -45,6 +48,25 @@ def retrain_key(number: int) -> str:
 def stored_retrains(study: optuna.Study) -> dict[int, dict[str, Any]]:
     """trial number -> its retrain record, for every trial retrained so far."""
     return {int(v["trial"]): v for k, v in study.user_attrs.items() if k.startswith("retrain:trial")}
+
+
+def retrained_weights(study: optuna.Study, number: int, seed: int, store) -> tuple[dict, dict[str, Any]]:
+    """(state dict, retrain info for the model card) of trial ``number`` retrained with ``seed``.
+
+    Raises:
+        HarnessError: that trial has no retrained run with that seed.
+    """
+    from harness.artifacts import load_state_dict
+
+    record = stored_retrains(study).get(number)
+    if record is None or str(seed) not in record["runs"]:
+        have = sorted(int(s) for s in record["runs"]) if record else []
+        raise HarnessError(f"trial {number} has no retrained model with seed {seed} (retrained seeds: {have or 'none'})")
+    run = record["runs"][str(seed)]
+    info = {"seed": seed, "test_acc": run["test_acc"], "test_images": record["test_images"],
+            "epochs": record["epochs"], "train_images": record["train_images"], "device": run["device"],
+            "recipe": record.get("recipe"), "precision": record.get("precision")}  # fmt: skip
+    return load_state_dict(store, run["weights"], f"trial {number} seed {seed}"), info
 
 
 def select_for_retrain(
@@ -134,7 +156,7 @@ def retrain_trials(
     from harness.artifacts import upload_state_dict
     from harness.model import build
     from harness.spec import ArchSpec
-    from harness.train import evaluate, fit
+    from harness.train import evaluate, fit, precision_settings
 
     out = {}
     for t in trials:
@@ -147,7 +169,7 @@ def retrain_trials(
                 "trial": t.number, "params": t.user_attrs.get("params"), "arch": spec.describe(),
                 "baseline": bool(t.user_attrs.get("baseline")), "epochs": recipe.epochs,
                 "train_images": len(data.train_x), "test_images": len(data.test_x),
-                "recipe": dataclasses.asdict(recipe), "runs": {},
+                "recipe": dataclasses.asdict(recipe), "precision": precision_settings(recipe, data.device), "runs": {},
             }  # fmt: skip
         for s in range(seeds):
             if str(s) in record["runs"]:
@@ -157,10 +179,10 @@ def retrain_trials(
             curve: list[float] = []
 
             def score_test(epoch: int, _val: float, model=model, curve=curve) -> None:
-                curve.append(round(evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size, "off"), 6))
+                curve.append(round(evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size), 6))
 
             result = fit(model, data, recipe, seed=seed, on_epoch=score_test)
-            acc = evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size, "off")
+            acc = evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size)
             weights = upload_state_dict(model, study, store, f"retrain-trial-{t.number}-seed-{s}-weights.pt")
             record["runs"][str(s)] = {
                 "test_acc": acc, "train_seconds": round(result.seconds, 2), "device": device_label, "weights": weights,

@@ -9,6 +9,7 @@ inside the epoch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import time
@@ -32,7 +33,9 @@ __all__ = [
     "eval_batch_size",
     "evaluate",
     "fit",
+    "fp32_precision",
     "normalize",
+    "precision_settings",
     "resolve_device",
     "seed_everything",
 ]
@@ -107,10 +110,37 @@ def augment(x: torch.Tensor, rotation: float, translate: float, scale: float) ->
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def _bf16(device: torch.device, amp: str) -> bool:
+    return amp == "bf16" or (amp == "auto" and device.type == "cuda")
+
+
 def _autocast(device: torch.device, amp: str):
     """bf16 autocast context for ``amp`` on ``device`` ("auto": CUDA only), else a no-op."""
-    enabled = amp == "bf16" or (amp == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=_bf16(device, amp))
+
+
+@contextlib.contextmanager
+def fp32_precision(mode: str):
+    """Within the block, float32 matmuls and cuDNN convolutions on CUDA run in ``mode``:
+    "ieee" (true float32) or "tf32" (10-bit mantissa inputs; this torch's default for
+    convolutions). The previous settings come back afterwards. CPU kernels ignore both."""
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    saved = matmul.fp32_precision, conv.fp32_precision
+    matmul.fp32_precision = conv.fp32_precision = mode
+    try:
+        yield
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = saved
+
+
+def precision_settings(cfg: TrainConfig, device: torch.device) -> dict[str, str]:
+    """What a trial's numbers were computed in, for the trial and the model card."""
+    cuda = device.type == "cuda"
+    return {
+        "train_autocast": "bf16" if _bf16(device, cfg.amp) else "off",
+        "train_fp32": cfg.fp32_precision if cuda else "ieee",
+        "scoring": "float32 (ieee), no autocast",
+    }
 
 
 def eval_batch_size(device: torch.device, requested: int = 0) -> int:
@@ -123,11 +153,11 @@ def eval_batch_size(device: torch.device, requested: int = 0) -> int:
 
 
 @torch.inference_mode()
-def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 0, amp: str = "off"
-) -> float:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 0) -> float:
     """Accuracy of ``model`` on uint8 images ``x`` (N, 28, 28) with labels ``y``; one host sync.
 
+    Always true float32 (no autocast, IEEE matmuls and convolutions on CUDA too), so that
+    validation and test are scored alike and an exported float32 file reproduces the number.
     ``batch_size`` 0 picks the device's best (:func:`eval_batch_size`).
     """
     if len(x) == 0:
@@ -136,7 +166,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=x.device)
-    with _autocast(x.device, amp):
+    with fp32_precision("ieee"):
         for i in range(0, len(x), batch_size):
             logits = model(normalize(x[i : i + batch_size]))
             correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
@@ -226,21 +256,22 @@ def fit(
     for epoch in range(1, cfg.epochs + 1):
         perm = torch.randperm(n, generator=gen).to(device, non_blocking=True)
         loss_sum = torch.zeros((), device=device)
-        for i in range(steps_per_epoch):
-            if graphs:  # a new iteration: CUDA-graph outputs of the last one may be reused
-                torch.compiler.cudagraph_mark_step_begin()
-            loss = step_loss(perm[i * bs : (i + 1) * bs])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach()
+        with fp32_precision(cfg.fp32_precision):  # scoring below is always IEEE float32
+            for i in range(steps_per_epoch):
+                if graphs:  # a new iteration: CUDA-graph outputs of the last one may be reused
+                    torch.compiler.cudagraph_mark_step_begin()
+                loss = step_loss(perm[i * bs : (i + 1) * bs])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                loss_sum += loss.detach()
         mean_loss = loss_sum.item() / steps_per_epoch  # the one host sync of the epoch
         result.train_loss.append(mean_loss)
         if not math.isfinite(mean_loss):
             result.seconds = time.perf_counter() - start
             raise DivergedError(f"training loss became {mean_loss} in epoch {epoch}")
-        val_acc = evaluate(model, data.val_x, data.val_y, cfg.eval_batch_size, cfg.amp)
+        val_acc = evaluate(model, data.val_x, data.val_y, cfg.eval_batch_size)
         result.history.append(val_acc)
         result.val_acc, result.epochs_run = val_acc, epoch
         result.seconds = time.perf_counter() - start

@@ -62,6 +62,8 @@ CASES = [
     ("unknown-space", GOOD.replace("budget", 'search_space = "huge"\nbudget'), [], ["unknown search space", "huge", "seed"]),
     ("empty-space", GOOD.replace("budget", 'search_space = ""\nbudget'), [], ["search space"]),
     ("bad-optimizer", _replace(GOOD, "epochs = 1", 'epochs = 1\noptimizer = "lbfgs"'), [], ["train.optimizer"]),
+    ("bad-fp32-precision", _replace(GOOD, "epochs = 1", 'epochs = 1\nfp32_precision = "half"'), [],
+     ["train.fp32_precision", "ieee or tf32"]),
     ("bad-compile", _replace(GOOD, "epochs = 1", 'epochs = 1\ncompile = "fast"'), [], ["train.compile", "reduce-overhead"]),
     ("val-size-too-big", _replace(GOOD, "val_size = 100", "val_size = 60000"), [], ["data.val_size"]),
     ("storage-unknown-scheme", GOOD, ["--storage", "foodb://x/y"], ["foodb"]),

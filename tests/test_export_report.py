@@ -1,4 +1,4 @@
-"""Weights as artifacts, export (TorchScript + ONNX + card), report: on tiny synthetic data.
+"""Weights as artifacts, export (torch.export .pt2 + ONNX + card; TorchScript on request), report: on tiny synthetic data.
 
 A real study (real Optuna SQLite storage, real training on a synthetic MNIST that a small
 net learns in one epoch) is run once per module through the CLI; export and report then
@@ -12,7 +12,6 @@ import json
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import optuna
@@ -83,11 +82,14 @@ def test_every_completed_trial_stores_loadable_weights(tiny_study):
             assert metas == [] and WEIGHTS_ATTR not in t.user_attrs
 
 
-def test_export_writes_verified_files_and_card(tiny_study, capsys):
+def test_export_writes_verified_files_and_card(tiny_study):
+    """The default export, run as a user runs it: .pt2 + ONNX + card, verified, no warning printed."""
     out = tiny_study / "out"
-    rc = main(["export", str(tiny_study / "tiny.toml"), "--out", str(out)])
-    text = capsys.readouterr().out
-    assert rc == 0, text
+    proc = subprocess.run([sys.executable, "-c", "from harness.cli import main; raise SystemExit(main())", "export",
+                           str(tiny_study / "tiny.toml"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Warning" not in proc.stderr and "deprecated" not in proc.stderr.lower(), proc.stderr
     study = _study(tiny_study)
     best = max(
         (t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE),
@@ -97,42 +99,55 @@ def test_export_writes_verified_files_and_card(tiny_study, capsys):
     assert card["trial"] == best.number and card["params"] == best.user_attrs["params"]
     assert card["test_acc"] == best.user_attrs["test_acc"] and card["val_acc"] == best.value
     assert card["input"]["normalize"] == {"mean": 0.1307, "std": 0.3081}
-    assert card["torch_version"] == torch.__version__
-    for fmt, suffix in (("torchscript", ".pt"), ("onnx", ".onnx")):
+    assert card["versions"]["torch"] == torch.__version__ and card["versions"]["cuda"] == torch.version.cuda
+    assert card["versions"]["git"] is None or len(card["versions"]["git"]["commit"]) == 40
+    assert card["precision"] == best.user_attrs["precision"] and card["precision"]["scoring"].startswith("float32")
+    assert card["eager_check"]["passed"] and card["eager_check"]["images_apart"] == 0  # trained on a CPU: exact
+    assert sorted(card["files"]) == ["onnx", "pt2"] and not list(out.glob("*.pt"))
+    for fmt, suffix in (("pt2", ".pt2"), ("onnx", ".onnx")):
         path = out / f"tiny-trial{best.number}{suffix}"
         assert card["files"][fmt]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-        assert card["verification"][fmt]["passed"] is True
-        assert card["verification"][fmt]["test_acc_recorded_images"] == pytest.approx(best.user_attrs["test_acc"])
-    assert text.count("-> OK") == 2
+        v = card["verification"][fmt]
+        assert v["passed"] is True and v["images"] == 300  # every test image
+        assert v["predictions_differing_from_pytorch"] <= v["allowed_differences"]
+    assert card["verification"]["pt2"]["allowed_differences"] == 0  # image for image
+    assert proc.stdout.count("-> OK") == 3  # the eager model against the record, then each file
 
 
-def test_torchscript_runs_without_the_harness(tiny_study):
+_USER_SCRIPT = """
+import sys
+sys.modules["harness"] = None  # any import of the harness now fails
+import json, struct, numpy as np, torch
+card = json.load(open({card!r}))
+raw = {raw!r}
+data = open(raw + "/t10k-images-idx3-ubyte", "rb").read()
+n = struct.unpack(">I", data[4:8])[0]
+x = np.frombuffer(data[16:], dtype=np.uint8).reshape(n, 1, 28, 28).astype(np.float32) / 255
+x = (x - card["input"]["normalize"]["mean"]) / card["input"]["normalize"]["std"]
+y = np.frombuffer(open(raw + "/t10k-labels-idx1-ubyte", "rb").read()[8:], dtype=np.uint8)
+model = {load}
+pred = model(torch.from_numpy(x)).argmax(1).numpy()
+assert model(torch.from_numpy(x[:3])).shape == (3, 10)  # any batch size
+print((pred == y).mean())
+"""
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "torchscript"])
+def test_frozen_file_runs_without_the_harness(tiny_study, fmt):
     """A user's process: plain torch + numpy, harness made unimportable, its own preprocessing."""
-    out = tiny_study / "ts-only"
-    assert main(["export", str(tiny_study / "tiny.toml"), "--out", str(out), "--format", "torchscript"]) == 0
+    out = tiny_study / f"only-{fmt}"
+    assert main(["export", str(tiny_study / "tiny.toml"), "--out", str(out), "--format", fmt]) == 0
     card_path = next(out.glob("*.json"))
     card = json.loads(card_path.read_text())
-    assert not list(out.glob("*.onnx"))
-    script = textwrap.dedent(
-        f"""
-        import sys
-        sys.modules["harness"] = None  # any import of the harness now fails
-        import json, struct, numpy as np, torch
-        card = json.load(open({str(card_path)!r}))
-        raw = {str(tiny_study / "data" / "MNIST" / "raw")!r}
-        data = open(raw + "/t10k-images-idx3-ubyte", "rb").read()
-        n = struct.unpack(">I", data[4:8])[0]
-        x = np.frombuffer(data[16:], dtype=np.uint8).reshape(n, 1, 28, 28).astype(np.float32) / 255
-        x = (x - card["input"]["normalize"]["mean"]) / card["input"]["normalize"]["std"]
-        y = np.frombuffer(open(raw + "/t10k-labels-idx1-ubyte", "rb").read()[8:], dtype=np.uint8)
-        model = torch.jit.load({str(out / card["files"]["torchscript"]["path"])!r})
-        pred = model(torch.from_numpy(x)).argmax(1).numpy()
-        print((pred == y).mean())
-        """
-    )
+    assert list(card["files"]) == [fmt] and not list(out.glob("*.onnx"))
+    path = str(out / card["files"][fmt]["path"])
+    load = f"torch.export.load({path!r}).module()" if fmt == "pt2" else f"torch.jit.load({path!r})"
+    script = _USER_SCRIPT.format(card=str(card_path), raw=str(tiny_study / "data" / "MNIST" / "raw"), load=load)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert float(proc.stdout.strip()) == pytest.approx(card["test_acc"], abs=1e-9)
+    if fmt == "pt2":  # the modern format loads without any deprecation notice
+        assert "Warning" not in proc.stderr, proc.stderr
 
 
 def _cli(args: list[str]) -> int:

@@ -123,6 +123,21 @@ def test_retrain_pareto_front_resumes_and_exports(pareto_dir, capsys):
     assert card["retrained"]["seed"] == 1 and card["test_images"] == 200
     assert card["test_acc"] == study.user_attrs[f"retrain:trial{number}"]["runs"]["1"]["test_acc"]
     assert all(v["passed"] for v in card["verification"].values())
+    record = study.user_attrs[f"retrain:trial{number}"]
+    assert card["train"] == record["recipe"] and card["train_recipe_from"] == "harness retrain"
+    assert card["precision"] == record["precision"]
+
+
+def test_model_card_records_the_trials_searched_recipe(pareto_dir):
+    """A recipe-searching study: the card's recipe is the trial's, not the study's [train] table."""
+    study = _load(pareto_dir, "par")
+    trial = next(t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "batch_size" in t.params)
+    out = pareto_dir / "recipe-card"
+    assert main(["export", str(pareto_dir / "par.toml"), "--trial", str(trial.number), "--out", str(out)]) == 0
+    card = json.loads((out / f"par-trial{trial.number}.json").read_text())
+    assert card["train"] == trial.user_attrs["recipe"] and card["train_recipe_from"].startswith("the trial")
+    assert card["train"]["batch_size"] == trial.params["batch_size"]
+    assert card["train"] != study.user_attrs["train"]
 
 
 def test_results_table_and_report_show_retrained_accuracy(pareto_dir, tmp_path):
@@ -135,8 +150,8 @@ def test_results_table_and_report_show_retrained_accuracy(pareto_dir, tmp_path):
     text = md.read_text()
     assert "**tiny synthetic run**" in text and "## Targets" in text and "3: seed baseline" in text
     assert "| proposed by |" in text and "| baseline | `" in text  # who proposed each winner
-    assert "torchscript ✓" in text and "onnx ✓" in text
-    assert list((tmp_path / "exports" / "par").glob("*.pt"))
+    assert "pt2 ✓" in text and "onnx ✓" in text
+    assert list((tmp_path / "exports" / "par").glob("*.pt2"))
     # The front: exactly the retrained architectures that no smaller-or-equal one beats on mean test accuracy.
     records = [r for k, r in _load(pareto_dir, "par").user_attrs.items() if k.startswith("retrain:")]
     expected = sorted(

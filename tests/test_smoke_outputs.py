@@ -46,12 +46,13 @@ def test_smoke_export_all_formats_verified(smoke_dir, real_mnist_root):
     (card_path,) = (smoke_dir / "exported").glob("smoke-trial*.json")
     card = json.loads(card_path.read_text())
     assert card["test_images"] == 2000  # the smoke study scores 2,000 test images
-    for fmt in ("torchscript", "onnx"):
+    assert card["eager_check"]["passed"] and card["eager_check"]["recorded_images"] == 2000
+    for fmt in ("pt2", "onnx"):
         v = card["verification"][fmt]
-        assert v["passed"] and v["all_images"] == 10_000
+        assert v["passed"] and v["images"] == 10_000
         assert (smoke_dir / "exported" / card["files"][fmt]["path"]).stat().st_size > 10_000
-    assert card["verification"]["torchscript"]["predictions_differing_from_pytorch"] == 0
-    assert proc.stdout.count("-> OK") == 2
+    assert card["verification"]["pt2"]["predictions_differing_from_pytorch"] == 0
+    assert proc.stdout.count("-> OK") == 3
 
 
 @pytest.mark.slow

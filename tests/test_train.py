@@ -12,7 +12,7 @@ from harness.config import TrainConfig
 from harness.data import load_splits
 from harness.model import build
 from harness.train import DivergedError, augment, evaluate, fit, normalize
-from search_spaces import get_search_space
+from search_spaces import baseline_spec, get_search_space
 
 
 def test_augment_identity_when_disabled_and_shape_preserving():
@@ -129,3 +129,26 @@ def test_compiled_step_trains_and_recompiles_for_each_new_architecture(synthetic
         assert counters["stats"]["unique_graphs"] >= 1, spec.describe()  # the step went through dynamo
         assert result.val_acc > 0.5 and all(math.isfinite(v) for v in result.train_loss), spec.describe()
         assert evaluate(model, data.test_x, data.test_y) > 0.5
+
+
+def test_precision_defaults_and_scoring_is_ieee_float32():
+    """amp is off by default; evaluation pins IEEE float32 and puts the previous setting back."""
+    from harness.train import fp32_precision, precision_settings
+
+    assert TrainConfig().amp == "off" and TrainConfig().fp32_precision == "ieee"
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    with fp32_precision("tf32"):
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("tf32", "tf32")
+        seen = []
+        model = build(baseline_spec())
+        orig = model.forward
+        model.forward = lambda x: (seen.append((conv.fp32_precision, matmul.fp32_precision)), orig(x))[1]
+        evaluate(model, torch.zeros(3, 28, 28, dtype=torch.uint8), torch.zeros(3, dtype=torch.long))
+        assert seen == [("ieee", "ieee")]  # scoring ran in IEEE float32...
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("tf32", "tf32")  # ...and gave tf32 back
+    assert (conv.fp32_precision, matmul.fp32_precision) == before
+    cpu = precision_settings(TrainConfig(amp="auto", fp32_precision="tf32"), torch.device("cpu"))
+    assert cpu == {"train_autocast": "off", "train_fp32": "ieee", "scoring": "float32 (ieee), no autocast"}
+    cuda = precision_settings(TrainConfig(amp="auto", fp32_precision="tf32"), torch.device("cuda"))
+    assert cuda["train_autocast"] == "bf16" and cuda["train_fp32"] == "tf32"

@@ -1,0 +1,108 @@
+"""The CUDA paths, where a GPU is: `pytest -m gpu` (benchmarks/gpu_check.sh runs them).
+
+Every other test pins ``--device cpu``. These train on ``cuda`` on tiny synthetic data:
+a study through the CLI, export and verification of the GPU-trained trial, training with
+amp off and in bf16, ``torch.compile`` (default and reduce-overhead, i.e. CUDA graphs with
+``cudagraph_mark_step_begin``; fused SGD on CUDA), and ``--jobs 2`` sharing one GPU.
+Without CUDA they skip, saying why.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from harness.cli import main
+from harness.config import TrainConfig
+from harness.data import load_splits
+from harness.model import build
+from harness.train import evaluate, fit, precision_settings
+from search_spaces import baseline_spec
+from tests.conftest import make_synthetic_mnist
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here; run `pytest -m gpu` on one"),
+]
+
+STUDY = """
+[study]
+name = "{name}"
+search_space = "compact"
+budget = 20000
+n_trials = {n}
+seed = 4
+[sampler]
+name = "random"
+[pruner]
+name = "none"
+[data]
+dir = "data"
+val_size = 100
+[train]
+epochs = 2
+batch_size = 50
+"""
+
+
+@pytest.fixture(scope="module")
+def gpu_study(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("gpu")
+    make_synthetic_mnist(folder / "data", n_train=600, n_test=300)
+    (folder / "g.toml").write_text(STUDY.format(name="g", n=3))
+    assert main(["run", str(folder / "g.toml"), "--device", "cuda", "--quiet"]) == 0
+    return folder
+
+
+def test_study_trains_on_the_gpu_and_records_precision(gpu_study):
+    study = optuna.load_study(study_name="g", storage=f"sqlite:///{gpu_study / 'g.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done
+    name = torch.cuda.get_device_name(0)
+    for t in done:
+        assert t.user_attrs["device"] == name
+        assert t.user_attrs["precision"] == {"train_autocast": "off", "train_fp32": "ieee",
+                                             "scoring": "float32 (ieee), no autocast"}  # fmt: skip
+        assert 0.0 <= t.user_attrs["test_acc"] <= 1.0
+
+
+def test_export_of_a_gpu_trained_trial_verifies(gpu_study):
+    out = gpu_study / "exp"
+    assert main(["export", str(gpu_study / "g.toml"), "--out", str(out)]) == 0
+    (card_path,) = out.glob("*.json")
+    card = json.loads(card_path.read_text())
+    assert card["trained_on"] == torch.cuda.get_device_name(0)
+    assert card["eager_check"]["passed"]  # CPU float32 reproduces the IEEE-scored GPU record
+    assert card["verification"]["pt2"]["predictions_differing_from_pytorch"] == 0
+    assert card["verification"]["onnx"]["passed"]
+    assert card["versions"]["cuda"] == torch.version.cuda and card["versions"]["cudnn"]
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+@pytest.mark.parametrize("compile_mode", ["off", "default", "reduce-overhead"])
+def test_fit_on_cuda_learns(tmp_path, amp, compile_mode):
+    make_synthetic_mnist(tmp_path, n_train=600, n_test=200)
+    data = load_splits(tmp_path, torch.device("cuda"), val_size=100)
+    cfg = TrainConfig(epochs=3, batch_size=50, lr=0.05, amp=amp, compile=compile_mode)
+    model = build(baseline_spec(), seed=1)
+    result = fit(model, data, cfg, seed=1)
+    assert next(model.parameters()).is_cuda
+    assert result.val_acc > 0.5 and evaluate(model, data.test_x, data.test_y) > 0.5
+    assert precision_settings(cfg, data.device)["train_autocast"] == amp
+
+
+def test_two_jobs_share_one_gpu(tmp_path):
+    make_synthetic_mnist(tmp_path / "data", n_train=600, n_test=200)
+    (tmp_path / "j.toml").write_text(STUDY.format(name="j", n=6))
+    assert main(["run", str(tmp_path / "j.toml"), "--device", "cuda", "--jobs", "2", "--quiet"]) == 0
+    study = optuna.load_study(study_name="j", storage=f"sqlite:///{tmp_path / 'j.db'}")
+    sampled = [t for t in study.trials if t.user_attrs.get("origin") == "sampler"]
+    assert len({t.user_attrs["sampler_stream"] for t in sampled}) == 2  # one stream per worker
+    params = [tuple(sorted(t.params.items())) for t in sampled]
+    assert len(params) == len(set(params))  # no proposal twice
+    trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert trained and all(t.user_attrs["device"] == torch.cuda.get_device_name(0) for t in trained)
