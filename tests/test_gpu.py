@@ -95,6 +95,14 @@ def test_fit_on_cuda_learns(tmp_path, amp, compile_mode):
     assert precision_settings(cfg, data.device)["train_autocast"] == amp
 
 
+def test_fused_adamw_on_cuda_learns(tmp_path):
+    make_synthetic_mnist(tmp_path, n_train=600, n_test=200)
+    data = load_splits(tmp_path, torch.device("cuda"), val_size=100)
+    model = build(baseline_spec(), seed=2)
+    result = fit(model, data, TrainConfig(epochs=3, batch_size=50, optimizer="adamw", lr=0.003), seed=2)
+    assert result.val_acc > 0.5
+
+
 def test_two_jobs_share_one_gpu(tmp_path):
     make_synthetic_mnist(tmp_path / "data", n_train=600, n_test=200)
     (tmp_path / "j.toml").write_text(STUDY.format(name="j", n=6))
