@@ -9,12 +9,15 @@ and prints the study's summary at the end.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import math
 import sys
+import time
 from dataclasses import dataclass
 
 from harness.errors import EXIT_INTERRUPTED, EXIT_USAGE, HarnessError
 
-__all__ = ["Progress", "RunOutcome", "RunPlan", "plan_run", "run_study", "run_trials"]
+__all__ = ["Progress", "ProgressEvent", "RunOutcome", "RunPlan", "plan_run", "run_study", "run_trials"]
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -106,8 +109,12 @@ def plan_run(
                    n_trials, timeout, quiet, jobs=jobs)  # fmt: skip
 
 
-def run_trials(plan: RunPlan) -> bool:
-    """Open (or join) the study and run trials in this process. Returns True if interrupted."""
+def run_trials(plan: RunPlan, forward=None) -> bool:
+    """Open (or join) the study and run trials in this process. Returns True if interrupted.
+
+    ``forward``: a queue for this process's progress events (a ``--jobs`` worker); without
+    it the progress is drawn here.
+    """
     import optuna
 
     from harness.artifacts import open_artifact_store
@@ -134,9 +141,10 @@ def run_trials(plan: RunPlan) -> bool:
             test_limit=cfg.data.test_limit, download=plan.download,
         )  # fmt: skip
 
-    print(f"{plan.tag}study {cfg.name!r} on {device_name(device)}, storage {plan.url}, "
-          f"sampler stream {stream.index}", flush=True)  # fmt: skip
-    progress = Progress(plan.n_trials, cfg.train.epochs, quiet=plan.quiet, tag=plan.tag, bar=not plan.tag)
+    progress = Progress(plan.n_trials, cfg.train.epochs, quiet=plan.quiet, tag=plan.tag, timeout=plan.timeout,
+                        forward=forward)  # fmt: skip
+    progress.note(f"{plan.tag}study {cfg.name!r} on {device_name(device)}, storage {plan.url}, "
+                  f"sampler stream {stream.index}")  # fmt: skip
     store = open_artifact_store(cfg.artifact_root(plan.url))
     objective = Objective(
         cfg, load_data, device_label=device_name(device), on_epoch=progress.epoch, artifact_store=store, stream=stream
@@ -156,9 +164,9 @@ def run_trials(plan: RunPlan) -> bool:
     return False
 
 
-def _worker_process(plan: RunPlan) -> None:  # entry point of a --jobs child (spawned)
+def _worker_process(plan: RunPlan, forward) -> None:  # entry point of a --jobs child (spawned)
     try:
-        interrupted = run_trials(plan)
+        interrupted = run_trials(plan, forward)
     except HarnessError as exc:
         print(f"harness: error: {plan.tag}{exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
@@ -181,7 +189,16 @@ def run_study(plan: RunPlan) -> RunOutcome:
     from harness.config import load_study_config
     from harness.study import open_study, summarize
 
+    import optuna
+
+    # Our own lines say what happens; Optuna's info lines ("A new study created ...") would
+    # interleave with them.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     cfg = load_study_config(plan.study_file)
+    if not plan.quiet:
+        estimate = cpu_time_estimate(cfg, plan)
+        if estimate:
+            print(estimate, flush=True)
     outcome = RunOutcome(interrupted=False)
     if plan.jobs == 1:
         outcome = RunOutcome(interrupted=run_trials(plan))
@@ -196,23 +213,26 @@ def run_study(plan: RunPlan) -> RunOutcome:
         # cores): give each worker its share of the cores instead.
         threads = 0 if gpus else max(1, (os.cpu_count() or 1) // plan.jobs)
         ctx = multiprocessing.get_context("spawn")  # no CUDA state or sqlite handles inherited
+        events = ctx.Queue()  # workers' progress, drawn here as one view
         procs = []
         for i, share in enumerate(_split(plan.n_trials, plan.jobs)):
             if share == 0:
                 continue
             device = f"cuda:{i % gpus}" if gpus > 1 else plan.device
             child = dataclasses.replace(plan, n_trials=share, device=device, tag=f"[w{i}] ", threads=threads, jobs=1)
-            procs.append(ctx.Process(target=_worker_process, args=(child,), name=f"harness-w{i}"))
+            procs.append(ctx.Process(target=_worker_process, args=(child, events), name=f"harness-w{i}"))
+        progress = Progress(plan.n_trials, cfg.train.epochs, quiet=plan.quiet, timeout=plan.timeout,
+                            workers=len(procs))  # fmt: skip
         for p in procs:
             p.start()
         interrupted = False
         try:
-            for p in procs:
-                p.join()
+            _follow(procs, events, progress)
         except KeyboardInterrupt:  # the children got the same SIGINT: let them finish cleanly
             interrupted = True
-            for p in procs:
-                p.join()
+            _follow(procs, events, progress, interruptible=False)
+        finally:
+            progress.close()
         codes = [p.exitcode for p in procs]
         outcome = RunOutcome(
             interrupted=interrupted or EXIT_INTERRUPTED in codes,
@@ -224,24 +244,133 @@ def run_study(plan: RunPlan) -> RunOutcome:
     return outcome
 
 
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One thing a trial did, sent from a ``--jobs`` worker to the parent's progress view."""
+
+    tag: str
+    trial: int
+    epoch: int = 0  # an epoch event when outcome == ""
+    val_acc: float = math.nan
+    seconds: float = 0.0  # since the trial started
+    outcome: str = ""  # a finished trial: harness.study.classify()
+    line: str = ""
+
+
+def _fmt_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _follow(procs, events, progress: Progress, interruptible: bool = True) -> None:
+    """Draw the workers' progress events until every worker has exited."""
+    import queue
+    import signal
+
+    def drain(timeout: float) -> None:
+        try:
+            progress.show(events.get(timeout=timeout))
+            while True:
+                progress.show(events.get_nowait())
+        except queue.Empty:
+            pass
+
+    if not interruptible:  # a second Ctrl-C must not leave the workers unjoined
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while any(p.is_alive() for p in procs):
+        drain(0.5)
+    for p in procs:
+        p.join()
+    drain(0.1)
+
+
+def _training_images(cfg, data_root: str) -> int:
+    """Training images per epoch: the IDX header's count (60,000 for MNIST) less the validation split."""
+    import struct
+
+    from harness.data import raw_folder
+
+    try:
+        with open(raw_folder(data_root) / "train-images-idx3-ubyte", "rb") as f:
+            total = struct.unpack(">II", f.read(8))[1]
+    except (OSError, struct.error):
+        total = 60_000
+    images = max(total - cfg.data.val_size, 1)
+    return min(images, cfg.data.train_limit) if cfg.data.train_limit else images
+
+
+def cpu_time_estimate(cfg, plan: RunPlan) -> str:
+    """On a CPU, a rough duration of the run, timed on this machine: a few training steps of
+    the baseline network with the study's batch size. Points to ``<name>-cpu.toml`` beside the
+    study file when the run would take hours. "" on a GPU."""
+    from pathlib import Path
+
+    import torch
+
+    from harness.train import resolve_device, seconds_per_step
+    from search_spaces import baseline_spec
+
+    device = resolve_device(plan.device)
+    if device.type != "cpu":
+        return ""
+    step = seconds_per_step(baseline_spec(), cfg.train, device, threads=plan.threads or torch.get_num_threads())
+    images = _training_images(cfg, plan.data_root)
+    per_trial = step * (images // min(cfg.train.batch_size, images)) * cfg.train.epochs / max(plan.jobs, 1)
+    text = (f"estimate on this CPU: ~{_fmt_duration(per_trial)} per {cfg.train.epochs}-epoch trial of the "
+            f"{cfg.train.batch_size}-image-batch baseline on {images:,} images (timed over a few steps here)")  # fmt: skip
+    total = per_trial * plan.n_trials if plan.n_trials else None
+    if plan.timeout and (total is None or total > plan.timeout):
+        total = plan.timeout
+        text += f"; the run stops after {_fmt_duration(plan.timeout)} (timeout)"
+    elif total is not None:
+        text += f"; {plan.n_trials} trials: up to ~{_fmt_duration(total)} (rejections and pruning make it less)"
+    if total is None or total > 3600:
+        stem = Path(plan.study_file)
+        smaller = stem.with_name(f"{stem.stem}-cpu.toml")
+        text += (f". For a CPU-sized search: harness run {smaller}" if smaller.is_file() and not stem.stem.endswith("-cpu")
+                 else ". Fewer trials (--trials), epochs or train_limit shorten it")  # fmt: skip
+    return text
+
+
 class Progress:
-    """A tqdm bar over trials plus one line per finished trial."""
+    """One line per finished trial, and (unless quiet) a status bar for the whole run.
 
-    def __init__(self, total: int | None, epochs: int, quiet: bool, tag: str = "", bar: bool = True):
-        from tqdm import tqdm
+    The bar counts trained trials and rejections separately (a rejection takes milliseconds)
+    and estimates the time left from the trained trials' durations: the trials still to run,
+    times the share of proposals that trained so far, times the mean trained-trial time, over
+    the workers; capped by the timeout. Before any trial finished, a running trial's epochs
+    give the estimate. A ``--jobs`` worker is built with ``forward`` (a queue): its events go
+    to the parent's Progress (:meth:`show`), which alone draws.
+    """
 
-        self.quiet, self.epochs, self.tag = quiet, epochs, tag
-        self.bar = tqdm(total=total, unit="trial", dynamic_ncols=True, file=sys.stderr) if bar and not quiet else None
+    TRAINED = ("complete", "pruned", "failed")
 
+    def __init__(self, total: int | None, epochs: int, quiet: bool, *, tag: str = "", timeout: float | None = None,
+                 workers: int = 1, forward=None) -> None:  # fmt: skip
+        self.quiet, self.epochs, self.tag, self.forward = quiet, epochs, tag, forward
+        self.total, self.timeout, self.workers = total, timeout, workers
+        self.start = time.monotonic()
+        self.counts: dict[str, int] = {}
+        self.trained_seconds = 0.0
+        self.running: dict[tuple[str, int], ProgressEvent] = {}
+        self.bar = None
+        if not quiet and forward is None:
+            from tqdm import tqdm
+
+            # tqdm's own rate and ETA would count millisecond rejections like trainings: ours is in desc
+            fmt = "|{bar:20}| {n_fmt}/{total_fmt} trials, {desc}" if total else "{n_fmt} trials, {desc}"
+            self.bar = tqdm(total=total, dynamic_ncols=True, file=sys.stderr, bar_format=fmt)
+
+    # --- events, where the trials run -------------------------------------------------------
     def epoch(self, trial, epoch: int, val_acc: float) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"trial {trial.number} epoch {epoch}/{self.epochs} val {val_acc:.4f}")
+        self._emit(ProgressEvent(self.tag, trial.number, epoch, val_acc, _since(trial)))
 
     def trial_done(self, study, trial) -> None:
         from harness.study import classify, val_acc
 
-        if self.quiet:
-            return
         kind, ua = classify(trial), trial.user_attrs
         origin = ua.get("origin", "")
         base = f" ({origin})" if origin and origin != "sampler" else ""
@@ -256,13 +385,83 @@ class Progress:
             msg = f"pruned after epoch {ua.get('epochs_run', '?')} ({ua.get('params', 0):,} params)"
         else:
             msg = f"{kind}: {ua.get('fail_reason', '')}"
-        line = f"{self.tag}trial {trial.number}{base}: {msg}"
-        if self.bar is None:
-            print(line, flush=True)
+        seconds = trial.duration.total_seconds() if trial.duration is not None else _since(trial)
+        self._emit(ProgressEvent(self.tag, trial.number, seconds=seconds, outcome=kind,
+                                 line=f"{self.tag}trial {trial.number}{base}: {msg}"))  # fmt: skip
+
+    def note(self, line: str) -> None:
+        """A line of text (not a trial), shown even when quiet."""
+        self._emit(ProgressEvent(self.tag, -1, outcome="note", line=line))
+
+    def _emit(self, event: ProgressEvent) -> None:
+        if self.forward is not None:
+            self.forward.put(event)
         else:
-            self.bar.write(line)
+            self.show(event)
+
+    # --- the view, in the process that draws ------------------------------------------------
+    def show(self, event: ProgressEvent) -> None:
+        key = (event.tag, event.trial)
+        if event.outcome == "note":
+            if self.bar is None:
+                print(event.line, flush=True)
+            else:
+                self.bar.write(event.line)
+            return
+        if not event.outcome:
+            self.running[key] = event
+            if self.bar is not None:
+                self.bar.set_description_str(self.status(), refresh=True)
+            return
+        self.running.pop(key, None)
+        self.counts[event.outcome] = self.counts.get(event.outcome, 0) + 1
+        if event.outcome in self.TRAINED:
+            self.trained_seconds += event.seconds
+        if self.quiet:
+            return
+        if self.bar is None:
+            print(event.line, flush=True)
+        else:
+            self.bar.write(event.line)
+            self.bar.set_description_str(self.status(), refresh=False)
             self.bar.update(1)
+
+    def status(self) -> str:
+        """``trained 3, rejected 9 | trial 12 epoch 4/15 val 0.9812, ~1 min left | ETA ~25 min``."""
+        trained = sum(self.counts.get(k, 0) for k in self.TRAINED)
+        rejected = self.counts.get("over_budget", 0) + self.counts.get("invalid", 0)
+        parts = [f"trained {trained}, rejected {rejected}"
+                 + (f", repeats {self.counts['duplicate']}" if self.counts.get("duplicate") else "")]  # fmt: skip
+        for ev in sorted(self.running.values(), key=lambda e: e.trial):
+            left = ev.seconds / ev.epoch * (self.epochs - ev.epoch) if ev.epoch else math.nan
+            parts.append(f"{ev.tag}trial {ev.trial} epoch {ev.epoch}/{self.epochs} val {ev.val_acc:.4f}"
+                         + (f", ~{_fmt_duration(left)} left" if math.isfinite(left) else ""))  # fmt: skip
+        eta = self.eta_seconds()
+        if eta is not None:
+            parts.append(f"ETA ~{_fmt_duration(eta)}")
+        return " | ".join(parts)
+
+    def eta_seconds(self) -> float | None:
+        trained = sum(self.counts.get(k, 0) for k in self.TRAINED)
+        finished = sum(self.counts.values())
+        per_trial = self.trained_seconds / trained if trained else None
+        if per_trial is None:  # nothing trained yet: a running trial's pace
+            paces = [ev.seconds / ev.epoch * self.epochs for ev in self.running.values() if ev.epoch]
+            per_trial = sum(paces) / len(paces) if paces else None
+        eta = None
+        if self.total and per_trial is not None:
+            share = trained / finished if trained else 1.0
+            eta = max(self.total - finished, 0) * share * per_trial / max(self.workers, 1)
+        if self.timeout:
+            left = max(self.timeout - (time.monotonic() - self.start), 0.0)
+            eta = left if eta is None else min(eta, left)
+        return eta
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _since(trial) -> float:
+    start = trial.datetime_start
+    return (datetime.datetime.now() - start).total_seconds() if start is not None else 0.0

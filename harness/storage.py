@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,7 +139,11 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0) -
             heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=3),
         )
     try:
-        storage = optuna.storages.RDBStorage(url, **kwargs)
+        with warnings.catch_warnings():
+            # heartbeat_interval is an experimental Optuna argument, used knowingly (crash
+            # recovery); its notice is not a deprecation and would print once per worker.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(url, **kwargs)
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
         text = str(getattr(exc, "orig", exc) or exc).strip()
         first = text.splitlines()[0] if text else exc.__class__.__name__

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,9 +79,11 @@ def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.B
     # never imputed. constant_liar: running trials count as bad, so parallel workers do not
     # all propose the current optimum. The budget constraint reaches TPE through
     # trial.set_constraint (the objective's gate), Optuna 5's successor of constraints_func.
-    return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=cfg.sampler.n_startup_trials, multivariate=True, group=True, constant_liar=True
-    )
+    with warnings.catch_warnings():  # multivariate/group are experimental in Optuna, used knowingly; not deprecations
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=cfg.sampler.n_startup_trials, multivariate=True, group=True, constant_liar=True
+        )
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:

@@ -10,6 +10,7 @@ inside the epoch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import platform
 import time
@@ -37,6 +38,7 @@ __all__ = [
     "normalize",
     "precision_settings",
     "resolve_device",
+    "seconds_per_step",
     "seed_everything",
 ]
 
@@ -278,3 +280,27 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch, val_acc)
     return result
+
+
+def seconds_per_step(spec, cfg: TrainConfig, device: torch.device, *, steps: int = 6, threads: int = 0) -> float:
+    """Wall seconds of one training step of ``spec`` under ``cfg`` on ``device``, timed with
+    the real engine (:func:`fit`) on random images: one warm-up epoch of 2 steps, then one
+    of ``steps``. For rough duration estimates, not benchmarks."""
+    from harness.model import build
+
+    bs = cfg.batch_size
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (bs * steps, 28, 28), dtype=torch.uint8, generator=gen).to(device)
+    labels = torch.randint(0, 10, (bs * steps,), generator=gen).to(device)
+    empty = images[:0]
+    quick = dataclasses.replace(cfg, epochs=1, compile="off")
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        warm = MnistSplits(images[: 2 * bs], labels[: 2 * bs], empty, labels[:0], empty, labels[:0])
+        fit(build(spec), warm, quick)
+        data = MnistSplits(images, labels, empty, labels[:0], empty, labels[:0])
+        return fit(build(spec), data, quick).seconds / steps
+    finally:
+        torch.set_num_threads(saved)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -89,6 +90,11 @@ def test_four_sqlite_workers_record_every_trial_once(tmp_path, synthetic_root):
     assert proc.returncode == 0, logs
     _check_exactly_once(url, "w", 16, logs)
     assert {f"[w{i}]" for i in range(4)} <= {line.split()[0] for line in proc.stdout.splitlines() if line.startswith("[w")}
+    # One view: each trial's line once, the parent's combined bar, nothing from Optuna's logger or warnings.
+    numbers = [int(m.group(1)) for m in re.finditer(r"^\[w\d\] trial (\d+)[ :(]", proc.stdout, re.M)]
+    assert sorted(numbers) == list(range(16)), proc.stdout
+    assert "16/16 trials, trained " in proc.stderr.replace("\r", "\n")
+    assert not re.search(r"^\[[IWE] \d{4}-", logs, re.M) and "Warning" not in logs, logs
     # ... then a resume. Each process proposes from its own stream: no parameter set twice.
     resume = subprocess.run(_cmd("run", str(study), "--trials", "6", "--storage", url, "--quiet",
                                  "--data-dir", str(synthetic_root), "--device", "cpu"),

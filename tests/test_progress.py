@@ -1,0 +1,70 @@
+"""The run's progress view: trained trials and rejections counted apart, an ETA from trained trials."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from harness.runner import Progress, ProgressEvent
+
+
+def _done(trial: int, outcome: str, seconds: float, tag: str = "") -> ProgressEvent:
+    return ProgressEvent(tag, trial, seconds=seconds, outcome=outcome, line=f"{tag}trial {trial}: {outcome}")
+
+
+def test_counts_trained_and_rejected_apart_and_estimates_from_trained_time(capsys):
+    p = Progress(total=10, epochs=4, quiet=False, workers=1)
+    p.bar = None  # lines only: the status is checked directly
+    for i, (outcome, secs) in enumerate([("over_budget", 0.01), ("complete", 10.0), ("invalid", 0.0), ("pruned", 10.0)]):
+        p.show(_done(i, outcome, secs))
+    assert p.status().startswith("trained 2, rejected 2")
+    # 6 trials left, half of the proposals so far trained, 10 s each: 30 s
+    assert p.eta_seconds() == pytest.approx(30.0)
+    p.show(ProgressEvent("", 4, epoch=1, val_acc=0.9, seconds=3.0))  # a running trial: 3 s per epoch
+    assert "trial 4 epoch 1/4 val 0.9000, ~9 s left" in p.status()
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["trial 0: over_budget", "trial 1: complete", "trial 2: invalid", "trial 3: pruned"]
+
+
+def test_eta_before_any_trained_trial_uses_a_running_trials_epochs_and_the_timeout():
+    p = Progress(total=5, epochs=10, quiet=True, workers=2)
+    assert p.eta_seconds() is None  # nothing to go on yet
+    p.show(ProgressEvent("[w0] ", 0, epoch=2, val_acc=0.5, seconds=20.0))  # 10 s/epoch -> 100 s per trial
+    assert p.eta_seconds() == pytest.approx(5 * 100 / 2)
+    p.show(_done(1, "duplicate", 0.0, "[w1] "))
+    assert "repeats 1" in p.status()
+    capped = Progress(total=None, epochs=10, quiet=True, timeout=60.0)
+    assert 59.0 < capped.eta_seconds() <= 60.0  # no trial count: the timeout bounds it
+    assert re.search(r"ETA ~(59|60) s$", capped.status())
+
+
+def test_worker_progress_goes_to_the_queue_not_the_screen(capsys):
+    sent = []
+
+    class Queue:
+        put = sent.append
+
+    p = Progress(total=3, epochs=2, quiet=False, tag="[w1] ", forward=Queue())
+    assert p.bar is None
+    p.note("[w1] study 's' on cpu")
+    p.show = lambda e: pytest.fail("a worker never draws")  # noqa: E731
+    p._emit(_done(0, "complete", 1.0, "[w1] "))
+    assert [e.outcome for e in sent] == ["note", "complete"] and capsys.readouterr() == ("", "")
+
+
+def test_cpu_estimate_is_timed_here_and_points_to_the_cpu_sized_study(tmp_path, synthetic_root):
+    from harness.config import load_study_config
+    from harness.runner import cpu_time_estimate, plan_run
+
+    body = f'[study]\nname = "big"\nbudget = 20000\nn_trials = {{n}}\n[data]\ndir = "{synthetic_root}"\nval_size = 100\n' \
+           '[train]\nepochs = 15\nbatch_size = 50\n'  # fmt: skip
+    (tmp_path / "big.toml").write_text(body.format(n=100_000))
+    (tmp_path / "big-cpu.toml").write_text(body.format(n=2))
+    plan = plan_run(str(tmp_path / "big.toml"), device="cpu")
+    text = cpu_time_estimate(load_study_config(plan.study_file), plan)
+    assert text.startswith("estimate on this CPU: ~") and "per 15-epoch trial" in text and "on 500 images" in text
+    assert "100000 trials: up to ~" in text and f"For a CPU-sized search: harness run {tmp_path / 'big-cpu.toml'}" in text
+    small = plan_run(str(tmp_path / "big-cpu.toml"), device="cpu")
+    assert "CPU-sized" not in cpu_time_estimate(load_study_config(small.study_file), small)
+    assert not (tmp_path / "big.db").exists()  # planning and estimating create no study
