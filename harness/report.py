@@ -28,6 +28,9 @@ _COLUMNS = [
 ]  # fmt: skip
 
 
+_INT_COLUMNS = ("params", "test_images", "epochs_run", "retrain_seeds", "retrain_epochs")
+
+
 def _kind(t: FrozenTrial) -> str:
     from harness.study import classify
 
@@ -137,6 +140,9 @@ def _accuracy_figure(frame, budget: int, target: float):
     lo = min(accs, default=0.9)
     hi = max(accs + [target], default=1.0)
     floor = lo - 0.08 * max(hi - lo, 1e-3)  # where rejected (never trained) trials are drawn
+    # The x axis spans the trained points and the budget: one 86k-parameter rejection must not
+    # squeeze them into a corner. Rejections beyond it are drawn at its edge (hover: real count).
+    edge = 1.15 * max([budget, *scored["params"].dropna()])
     for col, metric in ((1, "val_acc"), (2, "test_acc")):
         for outcome, (label, symbol, colour) in _STYLES.items():
             part = frame[(frame["outcome"] == outcome) & frame[metric].notna() & ~frame["baseline"]]
@@ -148,11 +154,15 @@ def _accuracy_figure(frame, budget: int, target: float):
                 hovertext=_hover(part), hoverinfo="text",
             ), row=1, col=col)  # fmt: skip
         rejected = frame[frame["outcome"].isin(["over_budget", "invalid"]) & frame["params"].notna()]
-        if not rejected.empty:
+        for part, label, symbol in ((rejected[rejected["params"] <= edge], "rejected over budget (not trained)", "x"),
+                                    (rejected[rejected["params"] > edge], "rejected far over budget (drawn at the edge)",
+                                     "triangle-right")):  # fmt: skip
+            if part.empty:
+                continue
             fig.add_trace(go.Scatter(
-                x=rejected["params"], y=[floor] * len(rejected), mode="markers",
-                name="rejected over budget (not trained)", legendgroup="rejected", showlegend=col == 1,
-                marker=dict(symbol="x", color="#ff7f0e", size=9), hovertext=_hover(rejected), hoverinfo="text",
+                x=[min(p, edge) for p in part["params"]], y=[floor] * len(part), mode="markers",
+                name=label, legendgroup=label, showlegend=col == 1,
+                marker=dict(symbol=symbol, color="#ff7f0e", size=9), hovertext=_hover(part), hoverinfo="text",
             ), row=1, col=col)  # fmt: skip
         base = frame[frame["baseline"] & frame[metric].notna()]
         if not base.empty:
@@ -166,7 +176,7 @@ def _accuracy_figure(frame, budget: int, target: float):
                       annotation_text=f"budget {budget:,}", annotation_position="top left")  # fmt: skip
         fig.add_hline(y=target, line=dict(color="#2ca02c", dash="dot"), row=1, col=col,
                       annotation_text=f"target {target:.2%}", annotation_position="bottom right")  # fmt: skip
-        fig.update_xaxes(title_text="trainable parameters", row=1, col=col)
+        fig.update_xaxes(title_text="trainable parameters", range=[0, edge * 1.03], row=1, col=col)
     fig.update_yaxes(title_text="accuracy", tickformat=".2%", row=1, col=1)
     fig.update_layout(title="Accuracy against parameter count (every trial)", height=520,
                       legend=dict(orientation="h", y=-0.2))  # fmt: skip
@@ -232,7 +242,8 @@ def _optuna_figures(study: optuna.Study) -> list:
     if not multi and any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
         fig = vis.plot_intermediate_values(study)
         fig.update_layout(title="Intermediate values: validation accuracy per epoch (pruned trials stop early)",
-                          xaxis_title="epoch", height=420)  # fmt: skip
+                          xaxis_title="epoch", yaxis_title="validation accuracy", height=420,
+                          showlegend=True, legend_title_text="trial")  # fmt: skip
         figs.append(fig)
     try:  # PED-ANOVA: no scikit-learn needed (fANOVA would need it)
         with warnings.catch_warnings():  # "few trials in some regimes": true early in a study
@@ -283,8 +294,9 @@ def write_report(study: optuna.Study, out_html: Path, out_csv: Path | None = Non
     from harness.study import summarize
 
     frame = trials_frame(study)
-    if out_csv is not None:
-        frame.to_csv(out_csv, index=False)
+    if out_csv is not None:  # counts as integers (19290, not 19290.0); missing ones stay empty
+        ints = {c: frame[c].astype("Int64") for c in _INT_COLUMNS if c in frame.columns}
+        frame.assign(**ints).to_csv(out_csv, index=False)
     budget = int(study.user_attrs.get("budget", 0))
     target = float(study.user_attrs.get("target", 1.0))
     summary = summarize(study)

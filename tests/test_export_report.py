@@ -211,6 +211,34 @@ def test_report_has_every_trial_and_the_figures(tiny_study, tmp_path):
                   "Parameter importances", "Top ", "budget 20,000", "target 99.40%", "baseline (seed network)"):  # fmt: skip
         assert title in page, title
     assert "<script" in page and not re.search(r"<script[^>]*\ssrc=", page)  # self-contained: plotly.js inlined
+    import csv
+
+    rows = list(csv.DictReader(csv_path.open()))
+    for col in ("params", "test_images", "epochs_run"):  # counts as ints: 19290, not 19290.0
+        assert all(re.fullmatch(r"\d*", r[col]) for r in rows), [r[col] for r in rows]
+    assert rows[0]["params"] == "19290"
+
+
+def test_accuracy_figure_scales_to_trained_points_and_marks_far_rejections():
+    import pandas as pd
+
+    from harness.report import _accuracy_figure, trials_frame
+
+    frame = trials_frame(optuna.create_study())
+    rows = [
+        dict(number=0, outcome="complete", baseline=True, params=19290, val_acc=0.99, test_acc=0.99),
+        dict(number=1, outcome="complete", baseline=False, params=8000, val_acc=0.985, test_acc=0.984),
+        dict(number=2, outcome="over_budget", baseline=False, params=86000, val_acc=float("nan"), test_acc=float("nan")),
+        dict(number=3, outcome="over_budget", baseline=False, params=21000, val_acc=float("nan"), test_acc=float("nan")),
+    ]
+    frame = pd.DataFrame([{**{c: "" for c in frame.columns}, **r} for r in rows])
+    fig = _accuracy_figure(frame, budget=20000, target=0.994)
+    lo, hi = fig.layout.xaxis.range
+    assert lo == 0 and 20000 < hi < 25000  # the trained points and the budget fill the width
+    far = [t for t in fig.data if t.name == "rejected far over budget (drawn at the edge)"]
+    near = [t for t in fig.data if t.name == "rejected over budget (not trained)"]
+    assert far and list(far[0].x) == [pytest.approx(hi / 1.03)] and "86000" in far[0].hovertext[0].replace(",", "")
+    assert list(near[0].x) == [21000]
 
 
 def test_report_bad_output_folder(tiny_study, tmp_path, capsys):
