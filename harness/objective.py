@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import harness
 from harness.config import StudyConfig
+from harness.dashboard import note_rejection
 from harness.data import MnistSplits
 from harness.spec import ArchSpec, InvalidSpecError, count_params
 from search_spaces import baseline_spec, get_search_space
@@ -186,6 +187,7 @@ class Objective:
         except InvalidSpecError as exc:
             trial.set_user_attr("rejected", "invalid")
             trial.set_user_attr("reject_reason", str(exc))
+            note_rejection(trial, f"invalid layout: {exc}")
             trial.set_constraint(BUDGET_CONSTRAINT, 1.0)
             raise optuna.TrialPruned(f"invalid architecture: {exc}") from None
         trial.set_user_attr("params", params)
@@ -194,6 +196,7 @@ class Objective:
             reason = f"{params:,} parameters > budget {self.cfg.budget:,}"
             trial.set_user_attr("rejected", "over_budget")
             trial.set_user_attr("reject_reason", reason)
+            note_rejection(trial, reason)
             raise optuna.TrialPruned(f"rejected before training: {reason}")
         return params
 

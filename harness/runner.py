@@ -149,18 +149,22 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
     objective = Objective(
         cfg, load_data, device_label=device_name(device), on_epoch=progress.epoch, artifact_store=store, stream=stream
     )
+    callbacks = [progress.trial_done]
+    publisher = None
+    if forward is None:  # the process that draws progress also keeps the dashboard's view current
+        from harness.dashboard import Publisher
+
+        publisher = Publisher(study)
+        callbacks.append(lambda study, trial: publisher())
     try:
-        study.optimize(
-            objective,
-            n_trials=plan.n_trials,
-            timeout=plan.timeout,
-            callbacks=[progress.trial_done],
-            catch=TRAINING_FAILURES,
-        )
+        study.optimize(objective, n_trials=plan.n_trials, timeout=plan.timeout, callbacks=callbacks,
+                       catch=TRAINING_FAILURES)  # fmt: skip
     except KeyboardInterrupt:
         return True
     finally:
         progress.close()
+        if publisher is not None:
+            publisher(force=True)
     return False
 
 
@@ -206,7 +210,9 @@ def run_study(plan: RunPlan) -> RunOutcome:
         # K processes on one study: the study and baseline are created here first, so the
         # workers only join. Each runs its share of the trials from its own sampler stream;
         # on several GPUs, worker i uses GPU i mod count.
-        open_study(cfg, plan.url)
+        from harness.dashboard import Publisher
+
+        publisher = Publisher(open_study(cfg, plan.url))
         gpus = torch.cuda.device_count() if plan.device in ("auto", "cuda") else 0
         # K CPU workers with torch's default of one thread per core each would oversubscribe
         # the cores K times over (measured 0.43x the throughput of one worker with K=2 on 2
@@ -227,12 +233,13 @@ def run_study(plan: RunPlan) -> RunOutcome:
             p.start()
         interrupted = False
         try:
-            _follow(procs, events, progress)
+            _follow(procs, events, progress, publisher)
         except KeyboardInterrupt:  # the children got the same SIGINT: let them finish cleanly
             interrupted = True
-            _follow(procs, events, progress, interruptible=False)
+            _follow(procs, events, progress, publisher, interruptible=False)
         finally:
             progress.close()
+            publisher(force=True)
         codes = [p.exitcode for p in procs]
         outcome = RunOutcome(
             interrupted=interrupted or EXIT_INTERRUPTED in codes,
@@ -265,8 +272,9 @@ def _fmt_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _follow(procs, events, progress: Progress, interruptible: bool = True) -> None:
-    """Draw the workers' progress events until every worker has exited."""
+def _follow(procs, events, progress: Progress, publisher, interruptible: bool = True) -> None:
+    """Draw the workers' progress events until every worker has exited; keep the dashboard's
+    view current meanwhile."""
     import queue
     import signal
 
@@ -282,6 +290,7 @@ def _follow(procs, events, progress: Progress, interruptible: bool = True) -> No
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     while any(p.is_alive() for p in procs):
         drain(0.5)
+        publisher()
     for p in procs:
         p.join()
     drain(0.1)

@@ -123,6 +123,17 @@ def test_dashboard_api_and_browser(smoke_dir, tmp_path):
         for t in study["trials"]:
             names = [a["filename"] for a in t["artifacts"]]
             assert names == ([f"trial-{t['number']}-weights.pt"] if t["state"] == "Complete" else []), t["number"]
+        # What the harness attaches: the summary note, the figure, a note on each rejection.
+        assert "harness: budget and target" in study["note"]["body"] and "budget 20,000 params" in study["note"]["body"]
+        (figure,) = [g for g in study["plotly_graph_objects"] if g["id"] == "accuracy-vs-parameters"]
+        fig = json.loads(figure["graph_object"])
+        names = {trace.get("name") for trace in fig["data"]}
+        assert {"baseline (seed network)", "rejected over budget (not trained)"} <= names, names
+        assert fig["layout"]["title"]["text"].startswith("Accuracy against parameter count")
+        rejected = [t for t in study["trials"] if any(a["key"] == "rejected" for a in t["user_attrs"])]
+        assert rejected and all(t["note"]["body"].startswith("**Rejected before training**: ") for t in rejected)
+        trained = [t for t in study["trials"] if t not in rejected]
+        assert all(not t["note"]["body"] for t in trained)
 
         page = f"{base}/dashboard/studies/{summary['study_id']}/trials"
         dom = rendered_dom(page, wait_ms=10_000)
@@ -130,6 +141,14 @@ def test_dashboard_api_and_browser(smoke_dir, tmp_path):
         png = screenshot(page, tmp_path / "dashboard.png", 1400, 1000, wait_ms=10_000)
         width, height, colours = _png_size_and_colours(png)
         assert (width, height) == (1400, 1000) and colours > 50  # a rendered page, not a blank one
+        home = f"{base}/dashboard/studies/{summary['study_id']}"
+        dom = rendered_dom(home, wait_ms=10_000)  # the study page draws the attached figure
+        assert 'id="user-defined-plot:accuracy-vs-parameters"' in dom and "Accuracy against parameter count" in dom
+        assert "budget 20,000" in dom and "baseline (seed network)" in dom
+        png = screenshot(home, tmp_path / "dashboard-study.png", 1400, 1400, wait_ms=10_000)
+        assert _png_size_and_colours(png)[2] > 50
+        dom = rendered_dom(f"{home}/note", wait_ms=10_000)  # the study note, rendered from markdown
+        assert "harness: budget and target" in dom and "rejected over budget" in dom
     finally:
         server.terminate()
         server.wait(timeout=30)

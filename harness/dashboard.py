@@ -1,0 +1,79 @@
+"""What optuna-dashboard shows about the budget and the target, written into the study.
+
+optuna-dashboard draws Optuna's own pages; it knows nothing of a parameter budget. A run
+therefore attaches to its study (:func:`publish`, from the process that draws progress,
+at most every ``PUBLISH_EVERY_S`` seconds and at the end):
+
+* the accuracy-against-parameters figure of the report (budget and target lines, the
+  baseline, rejected candidates at their parameter count), with
+  ``optuna_dashboard.save_plotly_graph_object`` under a fixed id, so it is replaced, not added;
+* a study note (``save_note``) with the summary: budget, target, trials by outcome, the
+  baseline, the best trial and whether the target was met;
+* the objective names ("validation accuracy", and "trainable parameters" in a Pareto study).
+
+Each rejected candidate gets a trial note naming its parameter count and the budget
+(:func:`note_rejection`), so rejections do not look like trials the pruner stopped. Read-only
+commands (``harness dashboard`` included) never call any of this.
+"""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+
+__all__ = ["FIGURE_ID", "PUBLISH_EVERY_S", "Publisher", "note_rejection", "publish", "summary_markdown"]
+
+FIGURE_ID = "accuracy-vs-parameters"
+PUBLISH_EVERY_S = 30.0
+
+
+def summary_markdown(study: optuna.Study) -> str:
+    from harness.study import summarize
+
+    lines = summarize(study).lines()
+    return "\n".join(
+        ["## harness: budget and target", "", *(f"- {line.strip()}" if not line.startswith(" ") else f"  `{line.strip()}`"
+                                                for line in lines), "",
+         "The figure *accuracy-vs-parameters* below the history shows every trial against its trainable parameter "
+         "count; the user attribute `params` of a trial is that count (not Optuna's hyperparameters). "
+         "Rejected candidates carry a note and were never trained."]  # fmt: skip
+    )
+
+
+def publish(study: optuna.Study) -> None:
+    """Attach the figure, the summary note and the objective names to ``study`` (writes to its storage)."""
+    from optuna_dashboard import save_note, save_plotly_graph_object
+
+    from harness.report import _accuracy_figure, trials_frame
+
+    frame = trials_frame(study)
+    if not frame.empty:
+        budget = int(study.user_attrs.get("budget", 0))
+        target = float(study.user_attrs.get("target", 1.0))
+        save_plotly_graph_object(study, _accuracy_figure(frame, budget, target), graph_object_id=FIGURE_ID)
+    save_note(study, summary_markdown(study))
+    names = ["validation accuracy", "trainable parameters"][: len(study.directions)]
+    if study.metric_names != names:
+        study.set_metric_names(names)
+
+
+def note_rejection(trial: optuna.trial.BaseTrial, reason: str) -> None:
+    """A trial note for a candidate rejected before training (live trials only)."""
+    from optuna_dashboard import save_note
+
+    if isinstance(trial, optuna.Trial):
+        save_note(trial, f"**Rejected before training**: {reason}. Never trained: no accuracy, no weights.")
+
+
+class Publisher:
+    """:func:`publish`, at most every ``every`` seconds unless forced."""
+
+    def __init__(self, study: optuna.Study, every: float = PUBLISH_EVERY_S) -> None:
+        self.study, self.every, self.last = study, every, -float("inf")
+
+    def __call__(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= self.every:
+            self.last = now
+            publish(self.study)
