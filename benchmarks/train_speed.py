@@ -4,8 +4,11 @@ Rows (all train the seed 19,290-parameter network on the same 55,000-image train
 batch 128 unless said, and score the 10,000 test images at the end):
 
 1. reference: ``torchvision.datasets.MNIST`` + ``DataLoader`` (batch 128, shuffle,
-   ``num_workers`` = min(4, cores)) + per-sample ``RandomRotation(7)``, ``ToTensor``,
-   ``Normalize`` + SGD(lr 0.01, momentum 0.9), as in the seed's notebook;
+   ``num_workers`` = min(4, cores), ``persistent_workers`` as a careful user sets it) +
+   per-sample ``RandomRotation(7)``, ``ToTensor``, ``Normalize`` + SGD(lr 0.01, momentum
+   0.9), as in the seed's notebook;
+1b. the same reference with the model in ``channels_last``: the one-line memory-format
+   change on its own, so that the engine's data-pipeline gain is the ratio of row 2 to 1b;
 2. harness: the engine (`harness.train.fit`), same network, epochs, batch size and
    augmentation strength (rotation 7 degrees, no shift or zoom), default settings otherwise;
 3. harness at its best batch size (among --batch-sizes);
@@ -26,7 +29,13 @@ Usage::
         [--accuracy-seeds 3 --accuracy-epochs 15 --accuracy-amp off] [--jobs 1,2]
         [--only-accuracy] [--out results/train_speed-cpu]
 
-Writes OUT.json and OUT.md (device name, torch version, date) and prints the table.
+Every timed row runs ``--repeats`` times (default 3): the table gives the median seconds
+per epoch and the spread (min-max) over the repeats. The machine's own ceiling is measured in
+the same run: float32 GEMM GFLOP/s (a 1024 x 1024 matmul); each row reports the training
+FLOP/s it achieves (FLOPs of one training step counted by ``torch.utils.flop_counter``) and
+its share of that ceiling.
+
+Writes OUT.json and OUT.md (device, CPU model, torch version, date) and prints the table.
 """
 
 from __future__ import annotations
@@ -65,7 +74,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def reference(root: Path, device: torch.device, epochs: int, batch_size: int, seed: int) -> dict:
+def reference(root: Path, device: torch.device, epochs: int, batch_size: int, seed: int,
+              channels_last: bool = False) -> dict:  # fmt: skip
     """The standard approach: torchvision dataset + DataLoader + per-sample transforms."""
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
@@ -78,8 +88,9 @@ def reference(root: Path, device: torch.device, epochs: int, batch_size: int, se
     train = Subset(datasets.MNIST(str(root), train=True, transform=tf), range(60_000 - VAL_SIZE))
     workers = min(4, os.cpu_count() or 1)
     loader = DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)  # fmt: skip
-    model = build(SPEC, seed=seed).to(device)
+                        pin_memory=device.type == "cuda", persistent_workers=True)  # fmt: skip
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build(SPEC, seed=seed).to(device=device, memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     epoch_s = []
@@ -96,8 +107,8 @@ def reference(root: Path, device: torch.device, epochs: int, batch_size: int, se
         epoch_s.append(time.perf_counter() - t)
     test = load_splits(root, device, val_size=VAL_SIZE)
     acc = evaluate(model, test.test_x, test.test_y)
-    return _row("reference (DataLoader, per-sample transforms)", len(train), batch_size, epoch_s, acc,
-                num_workers=workers)  # fmt: skip
+    name = "reference (DataLoader, per-sample transforms)" + (" + channels_last" if channels_last else "")
+    return _row(name, len(train), batch_size, epoch_s, acc, num_workers=workers, channels_last=channels_last)
 
 
 def engine(root: Path, device: torch.device, epochs: int, batch_size: int, seed: int, label: str, **cfg) -> dict:
@@ -279,19 +290,36 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Training speed: {m['device']}",
         "",
-        f"torch {m['torch']}, {m['date']}, `{m['command']}`",
+        f"{m.get('cpu_model', m['cpu'])}, {m['cores']} cores; torch {m['torch']}, {m['date']}, `{m['command']}`",
     ]
     if result["rows"]:
+        c = m.get("ceiling", {})
         lines += [
             "",
-            "| run | batch | s/epoch | images/s | × reference | × raw | test acc (after {} ep) |".format(m["epochs"]),
-            "|---|---:|---:|---:|---:|---:|---:|",
+            f"Ceiling measured in the same run: float32 GEMM {c.get('gemm_gflops_fp32', float('nan')):.0f} GFLOP/s; "
+            f"one training step of the baseline costs {c.get('training_flops_per_image', 0) / 1e6:.1f} MFLOP per image "
+            "(forward + backward). s/epoch: median over the repeats (min-max); × reference: images/s against "
+            "row 1; × raw: against the last row.",
+            "",
+            "| run | batch | s/epoch (min-max) | images/s | × reference | × raw | GFLOP/s | % of GEMM peak "
+            "| test acc (after {} ep) |".format(m["epochs"]),
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
     for r in result["rows"]:
+        spread = (f" ({r['seconds_per_epoch_min']:.2f}-{r['seconds_per_epoch_max']:.2f}, {r['repeats']} runs)"
+                  if r.get("repeats") else " (1 run)")  # fmt: skip
+        gf = r.get("achieved_gflops")
+        flops = "| |" if gf is None else f"| {gf:.1f} | {r['share_of_gemm_peak']:.0%} |"
         lines.append(
-            f"| {r['name']} | {r['batch_size']} | {r['seconds_per_epoch']:.2f} | {r['images_per_second']:,.0f} "
-            f"| {r['vs_reference']:.2f} | {r['vs_raw']:.2f} | {r['test_acc']:.4f} |"
+            f"| {r['name']} | {r['batch_size']} | {r['seconds_per_epoch']:.2f}{spread} | {r['images_per_second']:,.0f} "
+            f"| {r['vs_reference']:.2f} | {r['vs_raw']:.2f} {flops} {r['test_acc']:.4f} |"
         )
+    if len(result["rows"]) > 2 and result["rows"][1].get("channels_last"):
+        ref, ref_cl, eng = result["rows"][0], result["rows"][1], result["rows"][2]
+        lines += ["", f"Attribution: channels_last alone is {ref_cl['images_per_second'] / ref['images_per_second']:.2f}× "
+                  f"the plain reference; the engine's data pipeline (on-device batches, whole-batch augmentation, "
+                  f"no DataLoader) is a further {eng['images_per_second'] / ref_cl['images_per_second']:.2f}× over "
+                  "the reference with channels_last."]  # fmt: skip
     for r in [r for r in result["rows"] if "compile" in r]:
         be = r["break_even_epochs"]
         lines += ["", f"torch.compile ({r['compile']}), cold cache: {r['compile_seconds']:.1f} s of compile in the first "
@@ -337,6 +365,7 @@ def main() -> None:
     ap.add_argument("--jobs-train-limit", type=int, default=10_000, help="training images per trial (0 = all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--out", default="", help="write OUT.json and OUT.md")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each timed speed row (median and spread)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -349,6 +378,7 @@ def main() -> None:
     result = {"meta": _meta(device, args), "rows": []}
     if not args.only_accuracy:
         result["rows"] = speed_rows(root, device, args)
+        result["meta"]["ceiling"] = args.ceiling
     if args.e2e_epochs:
         result["e2e"] = e2e_trial(root, device, args.e2e_epochs)
     if args.jobs:
@@ -368,11 +398,23 @@ def main() -> None:
         out.with_suffix(".md").write_text(text)
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (machines differ: an AMD EPYC, an Intel Xeon with AMX)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _meta(device: torch.device, args: argparse.Namespace) -> dict:
     argv0 = Path(sys.argv[0])
     return {
         "device": device_name(device),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "date": dt.date.today().isoformat(),
@@ -381,26 +423,75 @@ def _meta(device: torch.device, args: argparse.Namespace) -> dict:
     }
 
 
+def repeated(runs: int, fn, *args, **kwargs) -> dict:
+    """``fn`` run ``runs`` times: the first run's row with the median steady seconds per epoch
+    over the runs, their spread, and every run's epoch times."""
+    rows = [fn(*args, **kwargs) for _ in range(runs)]
+    steady = [r["seconds_per_epoch"] for r in rows]
+    row = dict(rows[0])
+    med = statistics.median(steady)
+    row.update(seconds_per_epoch=round(med, 3), images_per_second=round(row["train_images"] / med, 1),
+               repeats=runs, seconds_per_epoch_min=min(steady), seconds_per_epoch_max=max(steady),
+               epoch_seconds=[r["epoch_seconds"] for r in rows])  # fmt: skip
+    return row
+
+
+def gemm_gflops(device: torch.device, n: int = 1024, reps: int = 20) -> float:
+    """float32 matmul GFLOP/s on ``device`` (median of 5 timings of ``reps`` n x n products)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(5):
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 * reps / statistics.median(times) / 1e9
+
+
+def training_flops_per_image(device: torch.device, batch_size: int = 128) -> float:
+    """FLOPs of one training step (forward + backward) of the baseline network, per image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build(SPEC).to(device=device, memory_format=torch.channels_last)
+    x = torch.randn(batch_size, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    with FlopCounterMode(display=False) as counter:
+        nn.functional.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops() / batch_size
+
+
 def speed_rows(root: Path, device: torch.device, args: argparse.Namespace) -> list[dict]:
-    """Reference, engine (batch 128, then its best batch size) and raw compute, one process."""
-    rows = [reference(root, device, args.epochs, 128, args.seed)]
-    rows.append(engine(root, device, args.epochs, 128, args.seed, "harness engine"))
+    """Reference (plain, then channels_last), engine (batch 128, then its best batch size)
+    and raw compute, one process, each repeated ``args.repeats`` times."""
+    n = args.repeats
+    rows = [repeated(n, reference, root, device, args.epochs, 128, args.seed),
+            repeated(n, reference, root, device, args.epochs, 128, args.seed, channels_last=True)]  # fmt: skip
+    rows.append(repeated(n, engine, root, device, args.epochs, 128, args.seed, "harness engine"))
     best = rows[-1]
     for bs in [int(b) for b in args.batch_sizes.split(",") if int(b) != 128]:
         # Larger batches take a proportionally larger peak learning rate (linear scaling).
-        r = engine(root, device, args.epochs, bs, args.seed, f"harness engine, batch {bs}", lr=0.05 * bs / 128)
+        r = repeated(n, engine, root, device, args.epochs, bs, args.seed, f"harness engine, batch {bs}",
+                     lr=0.05 * bs / 128)  # fmt: skip
         if r["images_per_second"] > best["images_per_second"]:
             best = r
     if best is not rows[-1]:
         rows.append(best)
-    eager = rows[1]
-    for mode in [m for m in args.compile.split(",") if m]:
+    eager = rows[2]
+    for mode in [m for m in args.compile.split(",") if m]:  # cold compiles: not repeated
         rows.append(compiled_engine(root, device, args.epochs, args.seed, mode, eager))
-    rows.append(raw_compute(root, device, args.epochs, 128, args.seed))
+    rows.append(repeated(n, raw_compute, root, device, args.epochs, 128, args.seed))
     ref, raw = rows[0]["images_per_second"], rows[-1]["images_per_second"]
+    flops, peak = training_flops_per_image(device), gemm_gflops(device)
     for r in rows:
         r["vs_reference"] = round(r["images_per_second"] / ref, 2)
         r["vs_raw"] = round(r["images_per_second"] / raw, 2)
+        r["achieved_gflops"] = round(r["images_per_second"] * flops / 1e9, 1)
+        r["share_of_gemm_peak"] = round(r["achieved_gflops"] / peak, 3)
+    args.ceiling = {"gemm_gflops_fp32": round(peak, 1), "training_flops_per_image": round(flops)}
     return rows
 
 
