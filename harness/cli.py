@@ -137,12 +137,24 @@ def _print_summary(study) -> None:
     for line in summarize(study).lines():
         print(line)
 
+def _study_files(args: argparse.Namespace, cfg, url: str) -> list:
+    """The files and folders a command must never write over: the study file, its SQLite
+    database (with lock/journal/WAL, via check_outputs), its artifact folder."""
+    from pathlib import Path
+
+    from harness.storage import sqlite_path
+
+    files = [Path(args.study_file), cfg.artifact_root(url)]
+    db = sqlite_path(url)
+    return files + ([db] if db is not None else [])
+
+
 def _open_existing(args: argparse.Namespace):
     """(config, storage URL, study) of an existing study; creates nothing."""
     import optuna
 
     from harness.config import load_study_config
-    from harness.storage import check_storage_url, sqlite_path
+    from harness.storage import check_optuna_sqlite, check_storage_url, sqlite_path
     from harness.study import open_study
 
     cfg = load_study_config(args.study_file)
@@ -151,6 +163,7 @@ def _open_existing(args: argparse.Namespace):
     path = sqlite_path(url)
     if path is not None and not path.exists():
         raise HarnessError(f"{args.study_file}: no study database yet at {path} (run `harness run` first)")
+    check_optuna_sqlite(url, for_writing=False)  # an empty or foreign file is not turned into a storage
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "Using an existing study" chatter
     return cfg, url, open_study(cfg, url, create=False)
 
@@ -165,12 +178,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from harness.data import load_mnist
     from harness.export import DEFAULT_FORMATS, check_formats, check_out_dir, export_trial, select_trial
     from harness.retrain import retrained_weights
+    from harness.storage import check_outputs
 
     formats = list(dict.fromkeys(args.format or DEFAULT_FORMATS))
     check_formats(formats)
     if args.seed is not None and args.trial is None:
         raise HarnessError("--seed needs --trial N (the retrained trial)")
     cfg, url, study = _open_existing(args)
+    out = Path(args.out) if args.out else Path("exports") / cfg.name
+    check_outputs({"--out": out}, _study_files(args, cfg, url))
     trial = select_trial(study, args.trial)
     store = open_artifact_store(cfg.artifact_root(url), create=False)
     retrained = None
@@ -178,7 +194,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
         weights = load_weights(trial, store)
     else:
         weights, retrained = retrained_weights(study, trial.number, args.seed, store)
-    out = Path(args.out) if args.out else Path("exports") / cfg.name
     check_out_dir(out)
     _, _, test_x, test_y = load_mnist(cfg.data_root(args.data_dir), download=cfg.data.download)
     how = f"trial {trial.number}" if args.trial is not None else f"best feasible trial (by validation): {trial.number}"
@@ -229,15 +244,18 @@ def _cmd_results(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from harness.results import write_results
+    from harness.storage import check_outputs
 
     out = Path(args.out)
     if not out.parent.is_dir():
         raise HarnessError(f"{out}: folder {out.parent} does not exist")
-    studies = []
+    studies, protected = [], []
     for f in args.study_files:
         ns = argparse.Namespace(study_file=f, storage=None)
         cfg, url, study = _open_existing(ns)
         studies.append((cfg, url, study))
+        protected += _study_files(ns, cfg, url)
+    check_outputs({"--out": out, "--exports": Path(args.exports)}, protected)
     write_results(studies, out, Path(args.exports), note=args.note, data_dir=args.data_dir,
                   command="harness " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["results"] else "")  # fmt: skip
     print(f"results: {out}")
@@ -281,12 +299,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from harness.report import write_report
+    from harness.storage import check_outputs
 
     if args.top < 1:
         raise HarnessError(f"--top must be >= 1, got {args.top}")
-    cfg, _, study = _open_existing(args)
+    cfg, url, study = _open_existing(args)
     out = Path(args.out or f"{cfg.name}-report.html")
     csv = Path(args.csv or f"{cfg.name}-trials.csv")
+    check_outputs({"--out": out, "--csv": csv}, _study_files(args, cfg, url))
     for p in (out, csv):
         if not p.parent.is_dir():
             raise HarnessError(f"{p}: folder {p.parent} does not exist")
@@ -332,6 +352,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `harness status ... | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

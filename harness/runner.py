@@ -68,7 +68,7 @@ def plan_run(
 
     from harness.config import load_study_config, with_overrides
     from harness.data import MNIST_FILES, load_mnist, raw_folder
-    from harness.storage import check_storage_url, sqlite_path
+    from harness.storage import check_optuna_sqlite, check_storage_url, sqlite_path
     from harness.train import resolve_device
 
     cfg = load_study_config(study_file)
@@ -83,6 +83,7 @@ def plan_run(
         check_storage_url(url)
     else:  # the default file: its folder is created below, once everything else is valid
         url = cfg.default_storage()
+    check_optuna_sqlite(url, for_writing=True)
     if jobs > 1 and url.startswith("sqlite") and sqlite_path(url) is None:
         raise HarnessError("--jobs > 1 needs a storage the worker processes share: in-memory SQLite is one process's")
     try:

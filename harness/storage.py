@@ -31,7 +31,11 @@ from sqlalchemy import event
 
 from harness.errors import StorageError
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_S", "RetryStaleTrial", "check_storage_url", "make_storage", "sqlite_path", "study_lock"]
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_S", "RetryStaleTrial", "check_optuna_sqlite", "check_outputs", "check_storage_url",
+    "make_storage",
+    "sqlite_path", "study_lock",
+]  # fmt: skip
 
 SQLITE_BUSY_TIMEOUT_S = 600.0  # seconds a SQLite connection waits for the write lock
 
@@ -66,6 +70,84 @@ def check_storage_url(url: str) -> None:
     path = sqlite_path(url)
     if path is not None and not path.parent.is_dir():
         raise StorageError(f"storage URL {url!r}: folder {path.parent} does not exist")
+
+
+_OPTUNA_TABLES = {"studies", "trials", "alembic_version"}
+
+
+def _sqlite_tables(path: Path) -> set[str] | None:
+    """The table names of the SQLite file at ``path``, read without writing; None if it is not SQLite."""
+    import sqlite3
+
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            return None
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        conn.close()
+
+
+def check_optuna_sqlite(url: str, *, for_writing: bool) -> None:
+    """A SQLite file must be an Optuna storage before anything opens it (reading or writing).
+
+    Reading (``for_writing=False``): the file must exist and hold Optuna's tables; opening an
+    empty or foreign file through Optuna would create its tables there. Writing (``harness
+    run``): a missing or 0-byte file is fine (it becomes the storage); a file that is not SQLite,
+    or a SQLite database holding other tables, is refused rather than having 13 tables added.
+
+    Raises:
+        StorageError: naming the file and what it holds.
+    """
+    path = sqlite_path(url)
+    if path is None:
+        return
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        if for_writing:
+            return
+        raise StorageError(f"{path}: no study database here (empty or missing; run `harness run` first)")
+    if not path.is_file():
+        raise StorageError(f"{path} is not a file")
+    try:
+        tables = _sqlite_tables(path)
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+    if tables is None:
+        raise StorageError(f"{path} is not a SQLite database: refusing to use it as a study storage")
+    if not tables and for_writing:  # an empty database: nothing of anyone's to damage
+        return
+    if not _OPTUNA_TABLES <= tables:
+        what = f"other tables ({', '.join(sorted(tables)[:3])}{', ...' if len(tables) > 3 else ''})" if tables else "no tables"
+        raise StorageError(f"{path} is a SQLite database with {what}, not an Optuna study storage: refusing to "
+                           f"{'add tables to' if for_writing else 'read'} it")  # fmt: skip
+
+
+def check_outputs(outputs: dict[str, Path], protected: list[Path]) -> None:
+    """Output files of a command (flag -> path) must differ from each other and from the
+    study's own files (``protected``: the study file, the database with its lock, journal and
+    WAL files, the artifact folder and anything in it).
+
+    Raises:
+        StorageError: naming the flag, the path and what it would overwrite.
+    """
+    seen: dict[Path, str] = {}
+    guarded = []
+    for p in protected:
+        r = p.resolve()
+        guarded.append(r)
+        if r.suffix == ".db" or r.name.endswith((".sqlite", ".sqlite3")):
+            guarded += [r.with_name(r.name + x) for x in (".lock", "-journal", "-wal", "-shm")]
+    for flag, path in outputs.items():
+        r = path.resolve()
+        for g in guarded:
+            if r == g or g in r.parents:
+                raise StorageError(f"{flag} {path} would overwrite the study's {'file' if r == g else 'folder'} {g}")
+        if r in seen:
+            raise StorageError(f"{flag} {path} is also given to {seen[r]}: one output would overwrite the other")
+        seen[r] = flag
 
 
 def _sqlite_immediate(engine: sqlalchemy.engine.Engine) -> None:

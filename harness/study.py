@@ -5,6 +5,7 @@ The per-trial pipeline and what each trial outcome means are in :mod:`harness.ob
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -114,7 +115,8 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True) -> op
             existing study whose budget/target/search space differ from ``cfg`` (refused
             rather than mixing trials of two settings).
     """
-    with study_lock(storage_url, cfg.name):  # Optuna's table creation races too
+    # Optuna's table creation races too. Reading needs no lock (and must not create its file).
+    with study_lock(storage_url, cfg.name) if create else contextlib.nullcontext():
         storage = make_storage(storage_url, cfg.heartbeat_interval, cfg.grace_period)
         try:
             names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}

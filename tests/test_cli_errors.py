@@ -116,6 +116,75 @@ def test_status_without_database_writes_nothing(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["s.toml"]
 
 
+def _foreign_sqlite(path: Path) -> Path:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER, name TEXT)")
+    conn.execute("INSERT INTO users VALUES (1, 'ada')")
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.mark.parametrize("kind", ["empty", "foreign", "not-sqlite"])
+def test_no_command_turns_a_non_optuna_file_into_a_storage(tmp_path, capsys, synthetic_root, kind):
+    """Every command, read-only or not, given a file that is not an Optuna storage: one line,
+    exit 2, and the folder byte for byte as it was (no tables added, no lock file)."""
+    study = tmp_path / "s.toml"
+    study.write_text(GOOD)
+    db = tmp_path / "x.db"
+    if kind == "empty":
+        db.write_bytes(b"")
+    elif kind == "foreign":
+        _foreign_sqlite(db)
+    else:
+        db.write_text("id,name\n1,ada\n")
+    url = f"sqlite:///{db}"
+    before = _snapshot(tmp_path)
+    commands = [["status"], ["report", "--out", str(tmp_path / "r.html"), "--csv", str(tmp_path / "t.csv")],
+                ["export", "--out", str(tmp_path / "exp")], ["retrain", "--device", "cpu"],
+                ["dashboard", "--port", "8999"]]  # fmt: skip
+    if kind != "empty":  # `run` may make an empty file its storage; nothing else
+        commands.append(["run", "--data-dir", str(synthetic_root), "--trials", "1"])
+    for cmd in commands:
+        assert main([cmd[0], str(study), "--storage", url, *cmd[1:]]) == 2, cmd
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and str(db) in err, (cmd, err)
+        assert _snapshot(tmp_path) == before, cmd
+    capsys.readouterr()
+    assert main(["results", str(study), "--out", str(tmp_path / "r.md")]) == 2  # default storage: none yet
+    assert _snapshot(tmp_path) == before
+
+
+def test_read_only_commands_leave_an_existing_study_byte_identical(tmp_path, capsys, synthetic_root):
+    study = tmp_path / "s.toml"
+    study.write_text(_replace(GOOD, "budget = 20000", "budget = 3000"))
+    assert main(["run", str(study), "--trials", "2", "--data-dir", str(synthetic_root), "--quiet"]) == 0
+    (tmp_path / "bad-input.db.lock").unlink()  # a read must not create it again
+    before = _snapshot(tmp_path)
+    assert main(["status", str(study)]) == 0
+    assert _snapshot(tmp_path) == before
+    # No output path may be one of the study's own files, or another output of the same command.
+    db, art, x = tmp_path / "bad-input.db", tmp_path / "bad-input.artifacts", tmp_path / "x.html"
+    cases = [
+        (["report", str(study), "--out", str(x), "--csv", str(db)], "--csv"),
+        (["report", str(study), "--out", str(study), "--csv", str(tmp_path / "t.csv")], "--out"),
+        (["report", str(study), "--out", str(x), "--csv", str(x)], "also given to"),
+        (["report", str(study), "--out", str(tmp_path / "bad-input.db-journal"), "--csv", str(x)], "--out"),
+        (["report", str(study), "--out", str(art / "r.html"), "--csv", str(x)], "folder"),
+        (["export", str(study), "--out", str(art)], "--out"),
+        (["results", str(study), "--out", str(db)], "--out"),
+        (["results", str(study), "--out", str(x), "--exports", str(art)], "--exports"),
+    ]
+    capsys.readouterr()
+    for args, words in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err and "overwrite" in err, (args, err)
+        assert _snapshot(tmp_path) == before, args
+
+
 def test_budget_differs_from_existing_study_is_refused_and_db_unchanged(tmp_path, capsys, synthetic_root):
     study = tmp_path / "s.toml"
     study.write_text(_replace(GOOD, "budget = 20000", "budget = 3000"))  # every candidate rejected fast
