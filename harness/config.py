@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,15 +215,26 @@ def _check(where: str, cond: bool, key: str, message: str) -> None:
 
 def _validate(where: str, c: StudyConfig) -> None:
     t, d = c.train, c.data
-    _check(where, c.name.strip() != "", "study.name", "must not be empty")
+    # The name becomes file names (<name>.db, <name>.artifacts, exports/<name>/): a safe set.
+    _check(where, re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", c.name) is not None, "study.name",
+           f"must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter or digit, "
+           f"got {c.name[:40]!r}{'...' if len(c.name) > 40 else ''}")  # fmt: skip
     _check(where, c.mode in ("single", "pareto"), "study.mode", f"must be single or pareto, got {c.mode!r}")
     _check(where, c.budget > 0, "study.budget", f"must be a positive number of parameters, got {c.budget}")
     _check(where, 0 < c.target <= 1, "study.target", f"must be an accuracy in (0, 1], got {c.target}")
     _check(where, 0 <= c.seed < 2**32, "study.seed", f"must be in [0, 2**32), got {c.seed}")
     _check(where, c.n_trials >= 0, "study.n_trials", f"must be >= 0, got {c.n_trials}")
-    _check(where, c.timeout >= 0, "study.timeout", f"must be >= 0 seconds, got {c.timeout}")
-    _check(where, c.heartbeat_interval >= 0, "study.heartbeat_interval", f"must be >= 0 seconds, got {c.heartbeat_interval}")
-    _check(where, c.grace_period >= 0, "study.grace_period", f"must be >= 0 seconds, got {c.grace_period}")
+    _check(where, math.isfinite(c.timeout) and c.timeout >= 0, "study.timeout", f"must be >= 0 seconds, got {c.timeout}")
+    # A heartbeat thread sleeps heartbeat_interval seconds: past a day it is crash recovery
+    # switched off in effect (and past ~292 years the thread dies), so it must be said with 0.
+    _check(where, 0 <= c.heartbeat_interval <= 3600, "study.heartbeat_interval",
+           f"must be 0 (off) to 3600 seconds, got {c.heartbeat_interval}")  # fmt: skip
+    _check(where, 0 <= c.grace_period <= 86400, "study.grace_period", f"must be 0 to 86400 seconds, got {c.grace_period}")
+    _check(where, c.grace_period == 0 or c.grace_period > c.heartbeat_interval, "study.grace_period",
+           f"must exceed heartbeat_interval ({c.heartbeat_interval} s), got {c.grace_period}")  # fmt: skip
+    results = c.path.parent / c.results_dir
+    _check(where, not results.exists() or results.is_dir(), "study.results_dir",
+           f"{c.results_dir!r} is a file, not a folder")  # fmt: skip
     _check(where, c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda", "mps"),
            "study.device", f"must be auto, cpu, cuda or cuda:N, got {c.device!r}")  # fmt: skip
     _check(where, t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")

@@ -73,8 +73,8 @@ def plan_run(
 
     cfg = load_study_config(study_file)
     for flag, value in (("--trials", trials), ("--timeout", timeout)):
-        if value is not None and value < 0:
-            raise HarnessError(f"{flag} must be >= 0, got {value}")
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise HarnessError(f"{flag} must be a number >= 0, got {value}")
     if jobs < 1:
         raise HarnessError(f"--jobs must be >= 1, got {jobs}")
     cfg = with_overrides(cfg, device=device)

@@ -60,10 +60,25 @@ class FitResult:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as given."""
+    """``auto`` -> CUDA when available, else CPU; anything else as given, if this machine has it.
+
+    Raises:
+        RuntimeError: an unknown device, or one this machine does not have.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise RuntimeError("CUDA is not available on this machine")
+        if device.index is not None and device.index >= count:
+            raise RuntimeError(f"this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise RuntimeError("the harness trains on cpu, cuda or mps")
+    return device
 
 
 def device_name(device: torch.device) -> str:

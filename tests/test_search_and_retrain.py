@@ -206,6 +206,7 @@ def test_retrain_and_export_bad_inputs(pareto_dir, tmp_path, capsys):
         (["retrain", study_file, "--seeds", "0"], "--seeds must be >= 1"),
         (["retrain", study_file, "--top", "0"], "--top must be >= 1"),
         (["retrain", study_file, "--spread", "0"], "--spread must be >= 1"),
+        (["retrain", study_file, "--device", "cuda:7"], "cuda:7"),  # no machine here has 8 GPUs
         (["retrain", study_file, "--top", "2", "--spread", "3"], "give one"),
         (["export", study_file, "--seed", "0", "--out", str(tmp_path / "x")], "--seed needs --trial"),
         (["export", study_file, "--trial", "0", "--seed", "99", "--out", str(tmp_path / "x")], "no retrained model"),
