@@ -103,6 +103,14 @@ class Objective:
         self.trained = 0  # trials that reached training (for tests: rejections never count)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:  # Optuna marks it FAIL; the next run retries it once
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         import torch
 
         from harness.model import build

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.config import StudyConfig
 from harness.errors import StorageError
 from harness.objective import SamplerStream
-from harness.storage import make_storage, study_lock
+from harness.storage import RetryStaleTrial, make_storage, study_lock
 from search_spaces import SearchSpace, enqueue_params, get_search_space
 
 __all__ = [
@@ -143,7 +143,35 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True) -> op
             space = get_search_space(cfg.search_space, cfg.path.parent)
             enqueue_baseline(study, space)
             _enqueue_known(study, cfg, space)
+            retry_interrupted(study)
     return study
+
+
+def retry_interrupted(study: optuna.Study) -> list[int]:
+    """Enqueue, once, a retry of every failed trial that was interrupted (Ctrl-C, or a crash
+    that left no reason) and of a failed baseline whatever its reason, the baseline first.
+
+    A trial is retried at most once: not if a retry of it exists already (heartbeat retries
+    included), nor if it is itself a retry. A trial that failed for a reason of its own
+    (diverged, out of memory) is a result and stays failed. Returns the retried numbers.
+    Called under the study lock, so concurrent runs enqueue each retry once.
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    done_baseline = any(t.user_attrs.get("baseline") and t.state == TrialState.COMPLETE for t in trials)
+    todo = []
+    for t in trials:
+        if t.state != TrialState.FAIL or t.number in retried or t.system_attrs.get("retry_history"):
+            continue
+        ua = t.user_attrs
+        baseline = bool(ua.get("baseline"))
+        if (baseline and not done_baseline) or ua.get("interrupted") or "fail_reason" not in ua:
+            todo.append(t)
+    todo.sort(key=lambda t: (not t.user_attrs.get("baseline"), t.number))
+    retry = RetryStaleTrial(max_retry=1)
+    for t in todo:
+        retry(study, t)
+    return [t.number for t in todo]
 
 
 def claim_sampler_stream(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> SamplerStream:

@@ -197,6 +197,59 @@ def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_
     assert "trials:" in out and "baseline" in out
     trials = optuna.load_study(study_name="c", storage=url).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL]
+    assert trials[0].user_attrs["baseline"] and trials[0].user_attrs["interrupted"]  # retried by the next run
+
+
+class _InterruptingFit:
+    """Ctrl-C (KeyboardInterrupt, as SIGINT raises it) in the calls listed; others 'train' instantly."""
+
+    def __init__(self, interrupt_calls: set[int]):
+        self.interrupt_calls, self.calls = interrupt_calls, 0
+
+    def __call__(self, model, data, cfg, *, seed, on_epoch):
+        self.calls += 1
+        on_epoch(1, 0.5)
+        if self.calls in self.interrupt_calls:
+            raise KeyboardInterrupt
+        return FitResult(val_acc=0.5, epochs_run=1, seconds=0.0)
+
+
+def test_interrupted_trials_and_the_baseline_are_retried_once_on_resume(tmp_path, synthetic_root):
+    from harness.config import DataConfig, PrunerConfig, SamplerConfig, StudyConfig, TrainConfig
+    from harness.data import load_splits
+    from harness.study import origin_of
+
+    cfg = StudyConfig(name="r", path=tmp_path / "r.toml", search_space="seed", budget=20_000, train=TrainConfig(epochs=1),
+                      data=DataConfig(val_size=100), sampler=SamplerConfig(name="random"),
+                      pruner=PrunerConfig(name="none"))  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+
+    def run(fit, n: int) -> None:  # one `harness run`: open (resume) the study, then optimize
+        study = open_study(cfg, url)
+        objective = Objective(cfg, lambda: load_splits(synthetic_root, val_size=100), device_label="cpu", fit_fn=fit)
+        try:
+            study.optimize(objective, n_trials=n, catch=TRAINING_FAILURES)
+        except KeyboardInterrupt:
+            pass
+
+    run(_InterruptingFit({1}), 1)  # Ctrl-C during the baseline
+    run(_InterruptingFit({2}), 10)  # resume: the baseline retry trains; the next trained trial is interrupted
+    run(_InterruptingFit({1}), 2)  # resume: that trial's retry is interrupted too -> not retried again
+    run(_InterruptingFit(set()), 2)
+    trials = optuna.load_study(study_name="r", storage=url).get_trials()
+    baselines = [t for t in trials if t.user_attrs.get("baseline")]
+    assert [(t.number, t.state) for t in baselines] == [(0, TrialState.FAIL), (1, TrialState.COMPLETE)]
+    assert origin_of(trials[1]) == "retry" and trials[1].user_attrs["retry_of"] == 0
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert all(t.user_attrs.get("interrupted") for t in failed)
+    retries = [t for t in trials if origin_of(t) == "retry"]
+    # every interrupted trial retried exactly once, with its own parameters; no retry of a retry
+    assert sorted(t.system_attrs["failed_trial"] for t in retries) == sorted(
+        t.number for t in failed if not t.system_attrs.get("retry_history"))
+    for r in retries:
+        assert r.params == trials[r.system_attrs["failed_trial"]].params
+    assert any(t.system_attrs.get("retry_history") and t.state == TrialState.FAIL for t in trials)
+    assert len(retries) == 2
 
 
 # ---- injected failures: the study goes on ---------------------------------------------------
