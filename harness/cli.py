@@ -344,10 +344,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dashboard": _cmd_dashboard, "report": _cmd_report, "data": _cmd_data_import,
         "retrain": _cmd_retrain, "results": _cmd_results,
     }  # fmt: skip
+    import sqlalchemy
+
     try:
         return handlers[args.command](args)
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except sqlalchemy.exc.OperationalError as exc:  # e.g. a read that waited out another process's write
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else exc.__class__.__name__
+        print(f"harness: error: storage: {reason} (another process may be writing; try again)", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)

@@ -38,6 +38,7 @@ __all__ = [
 ]  # fmt: skip
 
 SQLITE_BUSY_TIMEOUT_S = 600.0  # seconds a SQLite connection waits for the write lock
+SQLITE_READ_TIMEOUT_S = 5.0  # seconds a read-only command waits for a writer's commit
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -82,9 +83,14 @@ def _sqlite_tables(path: Path) -> set[str] | None:
     with open(path, "rb") as f:
         if f.read(16) != b"SQLite format 3\x00":
             return None
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=SQLITE_READ_TIMEOUT_S)
     try:
         return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            raise StorageError(f"{path}: database is locked by another process's write "
+                               f"(waited {SQLITE_READ_TIMEOUT_S:.0f} s); try again") from None  # fmt: skip
+        return None
     except sqlite3.DatabaseError:
         return None
     finally:
@@ -199,8 +205,13 @@ class RetryStaleTrial:
         )
 
 
-def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0) -> optuna.storages.RDBStorage:
+def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *,
+                 read_only: bool = False) -> optuna.storages.RDBStorage:  # fmt: skip
     """An RDB storage for ``url``; with ``heartbeat_interval`` (s), stale trials are retried.
+
+    ``read_only`` (status, report, export, results): SQLite transactions stay deferred, so a
+    read never queues for the write lock another process holds (it waits only while a writer
+    commits), and gives up after ``SQLITE_READ_TIMEOUT_S`` instead of 600 s.
 
     Raises:
         StorageError: invalid URL, unreachable server, or a file that is not a database.
@@ -209,12 +220,13 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0) -
     kwargs: dict = {}
     is_sqlite = sqlalchemy.engine.make_url(url).get_backend_name() == "sqlite"
     if is_sqlite:
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+        timeout = SQLITE_READ_TIMEOUT_S if read_only else SQLITE_BUSY_TIMEOUT_S
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": timeout}}
     else:
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
     # In-memory SQLite lives in one connection per thread: the heartbeat thread would not see
     # it, and one process cannot crash half-way anyway.
-    if heartbeat_interval and (not is_sqlite or sqlite_path(url) is not None):
+    if heartbeat_interval and not read_only and (not is_sqlite or sqlite_path(url) is not None):
         kwargs.update(
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period or 2 * heartbeat_interval,
@@ -230,7 +242,7 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0) -
         text = str(getattr(exc, "orig", exc) or exc).strip()
         first = text.splitlines()[0] if text else exc.__class__.__name__
         raise StorageError(f"cannot open storage {url!r}: {first}") from None
-    if sqlite_path(url) is not None:  # a file shared by processes (in-memory: one process)
+    if sqlite_path(url) is not None and not read_only:  # a file shared by processes (in-memory: one process)
         _sqlite_immediate(storage.engine)
     return storage
 

@@ -117,15 +117,21 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True) -> op
     """
     # Optuna's table creation races too. Reading needs no lock (and must not create its file).
     with study_lock(storage_url, cfg.name) if create else contextlib.nullcontext():
-        storage = make_storage(storage_url, cfg.heartbeat_interval, cfg.grace_period)
+        storage = make_storage(storage_url, cfg.heartbeat_interval, cfg.grace_period, read_only=not create)
         try:
             names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
         except sqlalchemy.exc.SQLAlchemyError as exc:
-            raise StorageError(f"cannot read storage {storage_url!r}: {str(exc).splitlines()[0]}") from None
+            text = str(getattr(exc, "orig", exc)).splitlines()[0]
+            if "locked" in text:
+                text += " (another process is writing; try again in a moment)"
+            raise StorageError(f"cannot read storage {storage_url!r}: {text}") from None
         if cfg.name not in names and not create:
             raise StorageError(f"no study named {cfg.name!r} in {storage_url}")
         if cfg.name in names:
             _check_study_attrs(cfg, storage_url, optuna.load_study(study_name=cfg.name, storage=storage).user_attrs)
+        if not create:  # reading: load, never "create unless present" (that tries an INSERT first)
+            return optuna.load_study(study_name=cfg.name, storage=storage, sampler=make_sampler(cfg),
+                                     pruner=make_pruner(cfg))  # fmt: skip
         study = optuna.create_study(
             storage=storage,
             study_name=cfg.name,
@@ -139,11 +145,10 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True) -> op
                 study.set_user_attr(key, value)
             study.set_user_attr("train", dataclasses.asdict(cfg.train))  # the recipe, for the record
             study.set_metric_names(MODES[cfg.mode][0])  # what optuna-dashboard labels the objectives
-        if create:
-            space = get_search_space(cfg.search_space, cfg.path.parent)
-            enqueue_baseline(study, space)
-            _enqueue_known(study, cfg, space)
-            retry_interrupted(study)
+        space = get_search_space(cfg.search_space, cfg.path.parent)
+        enqueue_baseline(study, space)
+        _enqueue_known(study, cfg, space)
+        retry_interrupted(study)
     return study
 
 

@@ -317,3 +317,33 @@ def test_user_search_space_and_enqueue_run_and_are_recorded(tmp_path, synthetic_
     assert [t.user_attrs["origin"] for t in trials] == ["baseline", "enqueued", "sampler"]
     assert trials[1].params == {"width": 12} and trials[1].user_attrs["arch"] == "[12] M | [12] M | gap"
     assert trials[2].user_attrs["sampler_stream"] == 0
+
+
+def test_status_does_not_wait_for_a_held_write_lock(tmp_path, capsys, synthetic_root):
+    """Another process holds SQLite's write lock (a worker mid-write): status reads at once.
+    Only an exclusive lock (a commit in progress) makes it wait, and then only seconds."""
+    import sqlite3
+    import time
+
+    from harness.storage import SQLITE_READ_TIMEOUT_S
+
+    study = tmp_path / "s.toml"
+    study.write_text(_replace(GOOD, "budget = 20000", "budget = 3000"))
+    assert main(["run", str(study), "--trials", "1", "--data-dir", str(synthetic_root), "--quiet"]) == 0
+    capsys.readouterr()
+    writer = sqlite3.connect(tmp_path / "bad-input.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # what every harness write transaction takes
+    start = time.monotonic()
+    assert main(["status", str(study)]) == 0
+    assert time.monotonic() - start < SQLITE_READ_TIMEOUT_S
+    assert "budget 3,000" in capsys.readouterr().out
+    writer.execute("ROLLBACK")
+    writer.execute("BEGIN EXCLUSIVE")
+    start = time.monotonic()
+    assert main(["status", str(study)]) == 2
+    waited = time.monotonic() - start
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "locked" in err and "Traceback" not in err, err
+    assert SQLITE_READ_TIMEOUT_S * 0.9 <= waited < 60  # seconds, not the 600 s a worker waits
+    writer.execute("ROLLBACK")
+    writer.close()
