@@ -367,6 +367,8 @@ def main() -> None:
     ap.add_argument("--out", default="", help="write OUT.json and OUT.md")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each timed speed row (median and spread)")
     args = ap.parse_args()
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(args.data_dir or Path.home() / ".cache" / "harness" / "data")

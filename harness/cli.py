@@ -149,8 +149,9 @@ def _study_files(args: argparse.Namespace, cfg, url: str) -> list:
     return files + ([db] if db is not None else [])
 
 
-def _open_existing(args: argparse.Namespace):
-    """(config, storage URL, study) of an existing study; creates nothing."""
+def _open_existing(args: argparse.Namespace, *, writable: bool = False):
+    """(config, storage URL, study) of an existing study; creates nothing. ``writable``
+    (retrain): the study is opened for writing, with the workers' locking and patience."""
     import optuna
 
     from harness.config import load_study_config
@@ -165,7 +166,7 @@ def _open_existing(args: argparse.Namespace):
         raise HarnessError(f"{args.study_file}: no study database yet at {path} (run `harness run` first)")
     check_optuna_sqlite(url, for_writing=False)  # an empty or foreign file is not turned into a storage
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "Using an existing study" chatter
-    return cfg, url, open_study(cfg, url, create=False)
+    return cfg, url, open_study(cfg, url, create=False, writable=writable)
 
 def _cmd_status(args: argparse.Namespace) -> int:
     _print_summary(_open_existing(args)[2])
@@ -220,7 +221,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
             raise HarnessError(f"{flag} must be >= {low}, got {value}")
     if args.top is not None and args.spread is not None:
         raise HarnessError("--top and --spread choose the trials in two different ways: give one")
-    cfg, url, study = _open_existing(args)
+    cfg, url, study = _open_existing(args, writable=True)
     try:
         device = resolve_device(args.device or cfg.device)
     except RuntimeError as exc:
@@ -279,7 +280,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     try:
         import optuna_dashboard
     except ImportError:
-        raise HarnessError("optuna-dashboard is not installed: pip install 'harness[dashboard]'") from None
+        raise HarnessError("optuna-dashboard is not installed: pip install optuna-dashboard") from None
     if not 0 < args.port < 65536:
         raise HarnessError(f"--port must be in 1..65535, got {args.port}")
     cfg, url, study = _open_existing(args)
@@ -288,11 +289,13 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
             pass
     except OSError as exc:
         raise HarnessError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
-    store = open_artifact_store(cfg.artifact_root(url))
+    root = cfg.artifact_root(url)  # a folder that is not there is not created: reading only
+    store = open_artifact_store(root, create=False) if root.is_dir() else None
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     print(f"optuna-dashboard for study {cfg.name!r} ({_safe_url(url)})", flush=True)
     print(f"open http://{shown}:{args.port}/dashboard/studies/{study._study_id}  (Ctrl-C stops)", flush=True)
-    optuna_dashboard.run_server(make_storage(url), host=args.host, port=args.port, artifact_store=store)
+    optuna_dashboard.run_server(make_storage(url, read_only=True), host=args.host, port=args.port,
+                                artifact_store=store)  # fmt: skip
     return 0
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -337,7 +340,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
     # Heartbeats and the retry callback are marked experimental; their use here is deliberate.
-    warnings.filterwarnings("ignore", message=".*(experimental|Heartbeat of storage).*")
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*", category=UserWarning)
     args = _parser().parse_args(argv)
     handlers = {
         "run": _cmd_run, "worker": _cmd_run, "status": _cmd_status, "export": _cmd_export,

@@ -67,13 +67,18 @@ def note_rejection(trial: optuna.trial.BaseTrial, reason: str) -> None:
 
 
 class Publisher:
-    """:func:`publish`, at most every ``every`` seconds unless forced."""
+    """:func:`publish`, at most every ``every`` seconds unless forced, under the study lock:
+    the figure and the note are written in chunks, and two processes (``harness worker``s on
+    one study) must not interleave them."""
 
-    def __init__(self, study: optuna.Study, every: float = PUBLISH_EVERY_S) -> None:
-        self.study, self.every, self.last = study, every, -float("inf")
+    def __init__(self, study: optuna.Study, storage_url: str, every: float = PUBLISH_EVERY_S) -> None:
+        self.study, self.url, self.every, self.last = study, storage_url, every, -float("inf")
 
     def __call__(self, force: bool = False) -> None:
+        from harness.storage import study_lock
+
         now = time.monotonic()
         if force or now - self.last >= self.every:
             self.last = now
-            publish(self.study)
+            with study_lock(self.url, self.study.study_name):
+                publish(self.study)

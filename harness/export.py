@@ -27,6 +27,7 @@ outputs are (N, 10) logits.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import hashlib
 import json
@@ -103,7 +104,7 @@ def check_formats(formats: list[str]) -> None:
                 missing.append(mod)
         if missing:
             raise HarnessError(
-                f"ONNX export needs {', '.join(missing)}: pip install 'harness[export]' (or --format pt2)"
+                f"ONNX export needs {', '.join(missing)}: pip install onnx onnxscript onnxruntime (or --format pt2)"
             )
 
 
@@ -204,10 +205,10 @@ def _git_commit() -> dict[str, Any] | None:
         return None
     try:
         run = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True, timeout=10)  # noqa: E731
-        head = run("rev-parse", "HEAD")
+        head = run("--no-optional-locks", "rev-parse", "HEAD")
         if head.returncode != 0:
             return None
-        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip() != ""
+        dirty = run("--no-optional-locks", "status", "--porcelain", "--untracked-files=no").stdout.strip() != ""
         return {"commit": head.stdout.strip(), "uncommitted_changes": dirty}
     except (OSError, subprocess.SubprocessError):
         return None
@@ -225,6 +226,15 @@ def _versions() -> dict[str, Any]:
     }
 
 
+def _recipe_of(study: optuna.Study, trial: FrozenTrial, retrained: dict[str, Any] | None) -> tuple[dict, str]:
+    """The recipe the weights were trained with, and where it was found."""
+    if retrained and retrained.get("recipe"):
+        return retrained["recipe"], "harness retrain"
+    if trial.user_attrs.get("recipe"):
+        return trial.user_attrs["recipe"], "the trial (searched recipe)"
+    return study.user_attrs.get("train") or {}, "the study's [train] table"
+
+
 def model_card(study: optuna.Study, trial: FrozenTrial, spec, record: dict[str, Any], files: dict[str, Path],
                verification: dict[str, Any], storage_label: str = "",
                retrained: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
@@ -237,12 +247,7 @@ def model_card(study: optuna.Study, trial: FrozenTrial, spec, record: dict[str, 
     from harness.train import MNIST_MEAN, MNIST_STD
 
     ua = trial.user_attrs
-    if retrained and retrained.get("recipe"):
-        recipe, source = retrained["recipe"], "harness retrain"
-    elif ua.get("recipe"):
-        recipe, source = ua["recipe"], "the trial (searched recipe)"
-    else:
-        recipe, source = study.user_attrs.get("train"), "the study's [train] table"
+    recipe, source = _recipe_of(study, trial, retrained)
     return {
         "format_version": 2,
         "study": study.study_name,
@@ -304,17 +309,27 @@ def export_trial(
     from harness.spec import ArchSpec
     from harness.train import normalize
 
+    import torch
+
     spec = ArchSpec.from_json(trial.user_attrs["spec"])
     model = build(spec)
     model.load_state_dict(weights)
     model.eval()
+    # The record is checked in the memory format the trial was scored in (kernels differ per
+    # format in the last bits, enough to flip a near-tie); the files are written from, and
+    # compared with, the model in the default format (torch.export.save warns on
+    # channels_last weights).
+    scored = copy.deepcopy(model)
+    if _recipe_of(study, trial, retrained)[0].get("channels_last", True):
+        scored.to(memory_format=torch.channels_last)
     x = normalize(test_x).contiguous()  # (N, 1, 28, 28) float32
     ua = trial.user_attrs
     source = retrained or ua
     n_rec = int(source.get("test_images", len(test_x)))
     recorded = source.get("test_acc")
     eager_pred = _eager_predict(model, x)
-    eager_acc = (eager_pred[:n_rec] == test_y[:n_rec]).float().mean().item()
+    scored_pred = _eager_predict(scored, x[:n_rec])
+    eager_acc = (scored_pred == test_y[:n_rec]).float().mean().item()
     on_cpu = str(source.get("device", "cpu")).startswith("cpu")
     allowed = 0 if on_cpu else int(ONNX_TOLERANCE * n_rec)
     record = {

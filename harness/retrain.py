@@ -126,6 +126,16 @@ def spread_over_params(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
     return [t for i, t in enumerate(trials) if i in picked]
 
 
+_LEARNING_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+                  "label_smoothing", "rotation", "translate", "scale")  # fmt: skip
+
+
+def _learning_recipe(recipe) -> dict[str, Any]:
+    """What changes the learned weights (precision is compared separately, speed options not)."""
+    d = recipe if isinstance(recipe, dict) else dataclasses.asdict(recipe)
+    return {k: d.get(k) for k in _LEARNING_KEYS}
+
+
 def _recipe(cfg: StudyConfig, trial: FrozenTrial, epochs: int | None) -> TrainConfig:
     recipe = cfg.train
     if trial.user_attrs.get("recipe"):
@@ -164,7 +174,11 @@ def retrain_trials(
         recipe = _recipe(cfg, t, epochs)
         key = retrain_key(t.number)
         record = study.user_attrs.get(key)
-        if not record or record.get("epochs") != recipe.epochs or record.get("train_images") != len(data.train_x):
+        same = (record and record.get("epochs") == recipe.epochs and record.get("train_images") == len(data.train_x)
+                and _learning_recipe(record.get("recipe") or dataclasses.asdict(recipe)) == _learning_recipe(recipe)
+                and record.get("precision", precision_settings(recipe, data.device))
+                == precision_settings(recipe, data.device))  # fmt: skip
+        if not same:  # another protocol: its runs are not this one's seeds
             record = {
                 "trial": t.number, "params": t.user_attrs.get("params"), "arch": spec.describe(),
                 "baseline": bool(t.user_attrs.get("baseline")), "epochs": recipe.epochs,

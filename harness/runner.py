@@ -155,7 +155,7 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
     if forward is None:  # the process that draws progress also keeps the dashboard's view current
         from harness.dashboard import Publisher
 
-        publisher = Publisher(study)
+        publisher = Publisher(study, plan.url)
         callbacks.append(lambda study, trial: publisher())
     try:
         study.optimize(objective, n_trials=plan.n_trials, timeout=plan.timeout, callbacks=callbacks,
@@ -175,6 +175,8 @@ def _worker_process(plan: RunPlan, forward) -> None:  # entry point of a --jobs 
     except HarnessError as exc:
         print(f"harness: error: {plan.tag}{exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:  # Ctrl-C before its first trial (start-up, opening the study)
+        interrupted = True
     sys.exit(EXIT_INTERRUPTED if interrupted else 0)
 
 
@@ -213,7 +215,7 @@ def run_study(plan: RunPlan) -> RunOutcome:
         # on several GPUs, worker i uses GPU i mod count.
         from harness.dashboard import Publisher
 
-        publisher = Publisher(open_study(cfg, plan.url))
+        publisher = Publisher(open_study(cfg, plan.url), plan.url)
         gpus = torch.cuda.device_count() if plan.device in ("auto", "cuda") else 0
         # K CPU workers with torch's default of one thread per core each would oversubscribe
         # the cores K times over (measured 0.43x the throughput of one worker with K=2 on 2
@@ -230,10 +232,10 @@ def run_study(plan: RunPlan) -> RunOutcome:
             procs.append(ctx.Process(target=_worker_process, args=(child, events), name=f"harness-w{i}"))
         progress = Progress(plan.n_trials, cfg.train.epochs, quiet=plan.quiet, timeout=plan.timeout,
                             workers=len(procs))  # fmt: skip
-        for p in procs:
-            p.start()
         interrupted = False
         try:
+            for p in procs:
+                p.start()
             _follow(procs, events, progress, publisher)
         except KeyboardInterrupt:  # the children got the same SIGINT: let them finish cleanly
             interrupted = True
@@ -287,14 +289,20 @@ def _follow(procs, events, progress: Progress, publisher, interruptible: bool = 
         except queue.Empty:
             pass
 
+    previous = signal.getsignal(signal.SIGINT)
     if not interruptible:  # a second Ctrl-C must not leave the workers unjoined
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while any(p.is_alive() for p in procs):
-        drain(0.5)
-        publisher()
-    for p in procs:
-        p.join()
-    drain(0.1)
+    try:
+        while any(p.is_alive() for p in procs):
+            drain(0.5)
+            if interruptible:
+                publisher()
+        for p in procs:
+            if p.pid is not None:  # started
+                p.join()
+        drain(0.1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _training_images(cfg, data_root: str) -> int:
@@ -328,10 +336,10 @@ def cpu_time_estimate(cfg, plan: RunPlan) -> str:
         return ""
     step = seconds_per_step(baseline_spec(), cfg.train, device, threads=plan.threads or torch.get_num_threads())
     images = _training_images(cfg, plan.data_root)
-    per_trial = step * (images // min(cfg.train.batch_size, images)) * cfg.train.epochs / max(plan.jobs, 1)
+    per_trial = step * (images // min(cfg.train.batch_size, images)) * cfg.train.epochs
     text = (f"estimate on this CPU: ~{_fmt_duration(per_trial)} per {cfg.train.epochs}-epoch trial of the "
             f"{cfg.train.batch_size}-image-batch baseline on {images:,} images (timed over a few steps here)")  # fmt: skip
-    total = per_trial * plan.n_trials if plan.n_trials else None
+    total = per_trial * plan.n_trials / max(plan.jobs, 1) if plan.n_trials else None
     if plan.timeout and (total is None or total > plan.timeout):
         total = plan.timeout
         text += f"; the run stops after {_fmt_duration(plan.timeout)} (timeout)"

@@ -90,6 +90,9 @@ def _sqlite_tables(path: Path) -> set[str] | None:
         if "locked" in str(exc):
             raise StorageError(f"{path}: database is locked by another process's write "
                                f"(waited {SQLITE_READ_TIMEOUT_S:.0f} s); try again") from None  # fmt: skip
+        if "readonly" in str(exc):  # a hot journal: a writer crashed mid-transaction
+            raise StorageError(f"{path}: a crashed writer left an unfinished transaction "
+                               "(`harness run` rolls it back)") from None  # fmt: skip
         return None
     except sqlite3.DatabaseError:
         return None
@@ -117,6 +120,8 @@ def check_optuna_sqlite(url: str, *, for_writing: bool) -> None:
         raise StorageError(f"{path}: no study database here (empty or missing; run `harness run` first)")
     if not path.is_file():
         raise StorageError(f"{path} is not a file")
+    if for_writing and any(path.with_name(path.name + x).exists() for x in ("-journal", "-wal")):
+        return  # a writer crashed mid-transaction: the read-write open below rolls it back first
     try:
         tables = _sqlite_tables(path)
     except OSError as exc:
@@ -237,7 +242,7 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
             # heartbeat_interval is an experimental Optuna argument, used knowingly (crash
             # recovery); its notice is not a deprecation and would print once per worker.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(url, **kwargs)
+            storage = optuna.storages.RDBStorage(url, skip_table_creation=read_only, **kwargs)
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
         text = str(getattr(exc, "orig", exc) or exc).strip()
         first = text.splitlines()[0] if text else exc.__class__.__name__

@@ -103,12 +103,13 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
 
 
-def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True) -> optuna.Study:
+def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True, writable: bool = False) -> optuna.Study:
     """Create the study (with its attributes, baseline and enqueued trials) or resume it.
 
     Creation and the enqueues happen under an inter-process lock, so any number of workers
     may call this at once: the study, its baseline and each ``[[enqueue]]`` architecture are
-    created exactly once. With ``create=False`` the study must already exist (``harness status``).
+    created exactly once. With ``create=False`` the study must already exist and is opened for
+    reading (``harness status``), or with ``writable`` for writing results (``harness retrain``).
 
     Raises:
         StorageError: bad or unreachable storage, missing study (``create=False``), or an
@@ -117,7 +118,8 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True) -> op
     """
     # Optuna's table creation races too. Reading needs no lock (and must not create its file).
     with study_lock(storage_url, cfg.name) if create else contextlib.nullcontext():
-        storage = make_storage(storage_url, cfg.heartbeat_interval, cfg.grace_period, read_only=not create)
+        storage = make_storage(storage_url, cfg.heartbeat_interval, cfg.grace_period,
+                               read_only=not (create or writable))  # fmt: skip
         try:
             names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
         except sqlalchemy.exc.SQLAlchemyError as exc:

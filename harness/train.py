@@ -141,13 +141,17 @@ def fp32_precision(mode: str):
     """Within the block, float32 matmuls and cuDNN convolutions on CUDA run in ``mode``:
     "ieee" (true float32) or "tf32" (10-bit mantissa inputs; this torch's default for
     convolutions). The previous settings come back afterwards. CPU kernels ignore both."""
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    saved = matmul.fp32_precision, conv.fp32_precision
-    matmul.fp32_precision = conv.fp32_precision = mode
+    # Every CUDA backend together (rnn too): mixed settings make torch's legacy allow_tf32
+    # flags, which inductor still reads, raise "mix of the legacy and new APIs".
+    backends = [torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn]
+    saved = [b.fp32_precision for b in backends]
+    for b in backends:
+        b.fp32_precision = mode
     try:
         yield
     finally:
-        matmul.fp32_precision, conv.fp32_precision = saved
+        for b, old in zip(backends, saved):
+            b.fp32_precision = old
 
 
 def precision_settings(cfg: TrainConfig, device: torch.device) -> dict[str, str]:
