@@ -9,7 +9,6 @@ at most every ``PUBLISH_EVERY_S`` seconds and at the end):
   ``optuna_dashboard.save_plotly_graph_object`` under a fixed id, so it is replaced, not added;
 * a study note (``save_note``) with the summary: budget, target, trials by outcome, the
   baseline, the best trial and whether the target was met;
-* the objective names ("validation accuracy", and "trainable parameters" in a Pareto study).
 
 Each rejected candidate gets a trial note naming its parameter count and the budget
 (:func:`note_rejection`), so rejections do not look like trials the pruner stopped. Read-only
@@ -53,9 +52,6 @@ def publish(study: optuna.Study) -> None:
         target = float(study.user_attrs.get("target", 1.0))
         save_plotly_graph_object(study, _accuracy_figure(frame, budget, target), graph_object_id=FIGURE_ID)
     save_note(study, summary_markdown(study))
-    names = ["validation accuracy", "trainable parameters"][: len(study.directions)]
-    if study.metric_names != names:
-        study.set_metric_names(names)
 
 
 def note_rejection(trial: optuna.trial.BaseTrial, reason: str) -> None:

@@ -243,7 +243,8 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
             # recovery); its notice is not a deprecation and would print once per worker.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = optuna.storages.RDBStorage(url, skip_table_creation=read_only, **kwargs)
-    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+    except (sqlalchemy.exc.SQLAlchemyError, OSError, optuna.exceptions.StorageInternalError) as exc:
+        exc = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ else exc
         text = str(getattr(exc, "orig", exc) or exc).strip()
         first = text.splitlines()[0] if text else exc.__class__.__name__
         raise StorageError(f"cannot open storage {url!r}: {first}") from None

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.config import StudyConfig
 from harness.errors import StorageError
 from harness.objective import SamplerStream
-from harness.storage import RetryStaleTrial, make_storage, study_lock
+from harness.storage import RetryStaleTrial, check_optuna_sqlite, make_storage, study_lock
 from search_spaces import SearchSpace, enqueue_params, get_search_space
 
 __all__ = [
@@ -116,6 +116,8 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True, writa
             existing study whose budget/target/search space differ from ``cfg`` (refused
             rather than mixing trials of two settings).
     """
+    if not (create or writable):
+        check_optuna_sqlite(storage_url, for_writing=False)  # reading never creates a storage
     # Optuna's table creation races too. Reading needs no lock (and must not create its file).
     with study_lock(storage_url, cfg.name) if create else contextlib.nullcontext():
         storage = make_storage(storage_url, cfg.heartbeat_interval, cfg.grace_period,

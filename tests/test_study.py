@@ -117,8 +117,13 @@ def test_existing_study_with_other_budget_is_refused(tmp_path):
 
 
 def test_status_of_missing_study_is_an_error(tmp_path):
-    with pytest.raises(StorageError, match="no study named"):
+    with pytest.raises(StorageError, match="no study database here"):
         open_study(_cfg(tmp_path), f"sqlite:///{tmp_path / 'empty.db'}", create=False)
+    assert list(tmp_path.iterdir()) == []  # reading created nothing
+    open_study(_cfg(tmp_path), f"sqlite:///{tmp_path / 'other.db'}")  # a storage holding another study
+    with pytest.raises(StorageError, match="no study named 'elsewhere'"):
+        open_study(dataclasses.replace(_cfg(tmp_path), name="elsewhere"), f"sqlite:///{tmp_path / 'other.db'}",
+                   create=False)  # fmt: skip
 
 
 def test_real_training_records_every_attribute(tmp_path, synthetic_root):
