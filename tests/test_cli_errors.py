@@ -171,7 +171,7 @@ def test_no_command_turns_a_non_optuna_file_into_a_storage(tmp_path, capsys, syn
     assert _snapshot(tmp_path) == before
 
 
-def test_read_only_commands_leave_an_existing_study_byte_identical(tmp_path, capsys, synthetic_root):
+def test_read_only_commands_leave_an_existing_study_byte_identical(tmp_path, tmp_path_factory, capsys, synthetic_root):
     study = tmp_path / "s.toml"
     study.write_text(_replace(GOOD, "budget = 20000", "budget = 3000"))
     assert main(["run", str(study), "--trials", "2", "--data-dir", str(synthetic_root), "--quiet"]) == 0
@@ -179,6 +179,9 @@ def test_read_only_commands_leave_an_existing_study_byte_identical(tmp_path, cap
     before = _snapshot(tmp_path)
     assert main(["status", str(study)]) == 0
     assert _snapshot(tmp_path) == before
+    elsewhere = tmp_path_factory.mktemp("outputs")  # a report that succeeds writes only its outputs
+    assert main(["report", str(study), "--out", str(elsewhere / "r.html"), "--csv", str(elsewhere / "t.csv")]) == 0
+    assert _snapshot(tmp_path) == before and (elsewhere / "r.html").stat().st_size > 0
     # No output path may be one of the study's own files, or another output of the same command.
     db, art, x = tmp_path / "bad-input.db", tmp_path / "bad-input.artifacts", tmp_path / "x.html"
     cases = [

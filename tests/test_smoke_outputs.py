@@ -40,9 +40,11 @@ def smoke_dir(real_mnist_root, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_smoke_export_all_formats_verified(smoke_dir, real_mnist_root):
+    db = {p.name: p.read_bytes() for p in smoke_dir.glob("smoke.db*")}
     proc = _harness("export", "smoke.toml", "--best", "--out", "exported", "--data-dir", str(real_mnist_root),
                     cwd=smoke_dir)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {p.name: p.read_bytes() for p in smoke_dir.glob("smoke.db*")} == db  # export only reads the study
     (card_path,) = (smoke_dir / "exported").glob("smoke-trial*.json")
     card = json.loads(card_path.read_text())
     assert card["test_images"] == 2000  # the smoke study scores 2,000 test images
