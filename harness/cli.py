@@ -131,10 +131,10 @@ def _cmd_data_import(args: argparse.Namespace) -> int:
     print(f"MNIST checked (md5) and installed in {dest}")
     return 0
 
-def _print_summary(study) -> None:
+def _print_summary(study, stale_after: float | None = None) -> None:
     from harness.study import summarize
 
-    for line in summarize(study).lines():
+    for line in summarize(study, stale_after).lines():
         print(line)
 
 def _study_files(args: argparse.Namespace, cfg, url: str) -> list:
@@ -169,7 +169,8 @@ def _open_existing(args: argparse.Namespace, *, writable: bool = False):
     return cfg, url, open_study(cfg, url, create=False, writable=writable)
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    _print_summary(_open_existing(args)[2])
+    cfg, _, study = _open_existing(args)
+    _print_summary(study, cfg.grace_period or 2 * cfg.heartbeat_interval or None)
     return 0
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import hashlib
 import warnings
@@ -33,7 +34,7 @@ from harness.errors import StorageError
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_S", "RetryStaleTrial", "check_optuna_sqlite", "check_outputs", "check_storage_url",
-    "make_storage",
+    "heartbeat_ages", "make_storage",
     "sqlite_path", "study_lock",
 ]  # fmt: skip
 
@@ -159,6 +160,30 @@ def check_outputs(outputs: dict[str, Path], protected: list[Path]) -> None:
         if r in seen:
             raise StorageError(f"{flag} {path} is also given to {seen[r]}: one output would overwrite the other")
         seen[r] = flag
+
+
+def heartbeat_ages(study: optuna.Study) -> dict[int, float]:
+    """Seconds since the last heartbeat of each RUNNING trial that has one (trial number ->
+    age), measured by the database's own clock, as Optuna's stale-trial check does. Reads only.
+    Empty for storages that are not relational."""
+    storage = getattr(study._storage, "_backend", study._storage)  # Optuna wraps RDB storages in a cache
+    engine = getattr(storage, "engine", None)
+    if engine is None:
+        return {}
+    query = sqlalchemy.text(
+        "SELECT t.number, h.heartbeat FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+        "WHERE t.study_id = :sid AND t.state = 'RUNNING'"
+    )
+    with engine.connect() as conn:
+        now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()
+        rows = conn.execute(query, {"sid": study._study_id}).all()
+    if isinstance(now, str):  # SQLite returns text
+        now = datetime.datetime.fromisoformat(now)
+    ages = {}
+    for number, beat in rows:
+        beat = datetime.datetime.fromisoformat(beat) if isinstance(beat, str) else beat
+        ages[int(number)] = (now.replace(tzinfo=None) - beat.replace(tzinfo=None)).total_seconds()
+    return ages
 
 
 def _sqlite_immediate(engine: sqlalchemy.engine.Engine) -> None:

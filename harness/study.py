@@ -275,6 +275,7 @@ class StudySummary:
     baseline: FrozenTrial | None
     best: FrozenTrial | None  # best feasible COMPLETE trial by validation accuracy
     target_met_under_budget: list[int]  # trial numbers
+    stale: dict[int, float] = dataclasses.field(default_factory=dict)  # RUNNING trial -> seconds since heartbeat
 
     def lines(self) -> list[str]:
         c = self.counts
@@ -284,6 +285,9 @@ class StudySummary:
             f"{c['over_budget']} rejected over budget, {c['invalid']} invalid, {c['failed']} failed"
             + (f", {c['duplicate']} duplicate proposals not retrained" if c.get("duplicate") else "")
             + (f", {c['running']} running" if c.get("running") else "")
+            + (f" ({len(self.stale)} stale: " + ", ".join(f"trial {n} no heartbeat for {_age(a)}"
+                                                          for n, a in sorted(self.stale.items())) + ")"
+               if self.stale else "")
             + (f", {c['waiting']} waiting" if c.get("waiting") else ""),
         ]
         b = self.baseline
@@ -340,7 +344,16 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def summarize(study: optuna.Study) -> StudySummary:
+def _age(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else (f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h")
+
+
+def summarize(study: optuna.Study, stale_after: float | None = None) -> StudySummary:
+    """The study in a few lines. With ``stale_after`` (seconds; the study's grace period), a
+    RUNNING trial whose last heartbeat is older is reported as stale, with its age: its worker
+    is most likely dead, and the next run will fail and retry it."""
+    from harness.storage import heartbeat_ages
+
     attrs = study.user_attrs
     budget, target = int(attrs.get("budget", 0)), float(attrs.get("target", 1.0))
     trials = study.get_trials(deepcopy=False)
@@ -354,5 +367,9 @@ def summarize(study: optuna.Study) -> StudySummary:
     feasible = feasible_trials(study)
     best = min(feasible, key=rank_key, default=None)
     met = [t.number for t in feasible if t.user_attrs.get("target_met")]
-    return StudySummary(study.study_name, budget, target, counts, baselines[0] if baselines else None, best, met)
+    stale = {}
+    if stale_after is not None and counts["running"]:
+        stale = {n: age for n, age in heartbeat_ages(study).items() if age > stale_after}
+    return StudySummary(study.study_name, budget, target, counts, baselines[0] if baselines else None, best, met,
+                        stale)  # fmt: skip
 

@@ -155,6 +155,9 @@ def test_sigkill_mid_trial_then_resume_retries_it(tmp_path, synthetic_root):
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
     time.sleep(4)  # past the 3 s grace period: the trial's heartbeat has gone stale
+    status = subprocess.run(_cmd("status", str(study), "--storage", url), capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert re.search(rf"1 running \(1 stale: trial {killed.number} no heartbeat for \d+ s\)", status.stdout), status.stdout
 
     study.write_text(STUDY.format(name="k", epochs=1, seed=0))
     resume = subprocess.run(_cmd("run", str(study), "--trials", "1", *args), capture_output=True, text=True, timeout=600)
