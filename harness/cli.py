@@ -234,7 +234,10 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     print(f"retraining {len(trials)} architectures x {args.seeds} seeds on {len(data.train_x):,} training images "
           f"({device_name(device)}): trials {', '.join(str(t.number) for t in trials)}", flush=True)  # fmt: skip
     store = open_artifact_store(cfg.artifact_root(url))
+    from harness.storage import study_lock
+
     records = retrain_trials(study, trials, cfg, seeds=args.seeds, data=data, store=store,
+                             lock=lambda: study_lock(url, cfg.name),
                              device_label=device_name(device), epochs=args.epochs,
                              say=lambda line: print(line, flush=True))  # fmt: skip
     for number, r in records.items():

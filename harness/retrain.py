@@ -20,6 +20,7 @@ retrained model can be exported (``harness export --trial N --seed S``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import statistics
@@ -155,11 +156,14 @@ def retrain_trials(
     device_label: str,
     epochs: int | None = None,
     say: Callable[[str], None] = print,
+    lock: Callable[[], Any] = contextlib.nullcontext,
 ) -> dict[int, dict[str, Any]]:
     """Retrain each trial's architecture (with its recipe) ``seeds`` times on ``data``.
 
     ``data`` are MnistSplits with every training image in ``train_*`` (no validation split).
-    Returns trial number -> retrain record (also stored in the study).
+    Returns trial number -> retrain record (also stored in the study). Each finished run is
+    merged into the record as stored at that moment, under ``lock()`` (the study lock), so
+    two retrains of one study at once lose none of each other's runs.
     """
     import torch
 
@@ -198,17 +202,22 @@ def retrain_trials(
             result = fit(model, data, recipe, seed=seed, on_epoch=score_test)
             acc = evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size)
             weights = upload_state_dict(model, study, store, f"retrain-trial-{t.number}-seed-{s}-weights.pt")
-            record["runs"][str(s)] = {
+            run = {
                 "test_acc": acc, "train_seconds": round(result.seconds, 2), "device": device_label, "weights": weights,
                 "train_loss": [round(x, 6) for x in result.train_loss], "test_curve": curve,
             }  # fmt: skip
-            accs = [r["test_acc"] for _, r in sorted(record["runs"].items(), key=lambda kv: int(kv[0]))]
-            record.update(
-                seeds=len(accs), test_acc=accs, mean=statistics.mean(accs),
-                std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                torch_version=torch.__version__, harness_version=harness.__version__,
-            )  # fmt: skip
-            study.set_user_attr(key, record)  # after every run: an interruption loses one run at most
+            with lock():  # read-merge-write: another retrain may have stored runs meanwhile
+                stored = study.user_attrs.get(key)
+                if stored and stored.get("epochs") == record["epochs"] and stored.get("recipe") == record["recipe"]:
+                    record["runs"] = {**stored["runs"], **record["runs"]}
+                record["runs"][str(s)] = run
+                accs = [r["test_acc"] for _, r in sorted(record["runs"].items(), key=lambda kv: int(kv[0]))]
+                record.update(
+                    seeds=len(accs), test_acc=accs, mean=statistics.mean(accs),
+                    std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                    torch_version=torch.__version__, harness_version=harness.__version__,
+                )  # fmt: skip
+                study.set_user_attr(key, record)  # after every run: an interruption loses one run at most
             say(f"trial {t.number} seed {s}: test {acc:.4f} ({result.seconds:.1f} s) "
                 f"-> mean {record['mean']:.4f} ± {record['std']:.4f} over {len(accs)}")  # fmt: skip
         out[t.number] = record

@@ -250,3 +250,34 @@ def test_small_budget_study_rejects_the_baseline_and_joins_the_results(pareto_di
     assert "1. Under 20,000 parameters" in text
     # synthetic data: nothing reaches 99.40 %, so the best small network is named instead
     assert "**NOT reached: no retrained architecture has a mean >= 99.40%; best at <= 3,700 parameters: " in text
+
+
+def test_two_retrains_at_once_lose_no_run(tmp_path, capsys):
+    """A second retrain stores runs while the first is mid-way (injected between the first's
+    runs, deterministically): the first's later write merges, so every seed survives."""
+    from harness.artifacts import open_artifact_store
+    from harness.config import load_study_config
+    from harness.data import load_splits
+    from harness.retrain import retrain_trials, select_for_retrain
+    from harness.storage import study_lock
+
+    study_file = _write(tmp_path, "cc", "single")
+    assert main(["run", str(study_file), "--device", "cpu", "--quiet"]) == 0
+    cfg = load_study_config(study_file)
+    url = cfg.default_storage()
+    study = _load(tmp_path, "cc")
+    (trial,) = select_for_retrain(study, 1, include_baseline=False)
+    data = load_splits(tmp_path / "data", val_size=0)
+    store = open_artifact_store(cfg.artifact_root(url))
+    common = dict(data=data, store=store, device_label="cpu", epochs=1, lock=lambda: study_lock(url, cfg.name))
+    injected = []
+
+    def other_process_meanwhile(line: str) -> None:
+        if not injected:  # after the first retrain's seed 0: another retrain does seeds 0-2
+            injected.append(line)
+            retrain_trials(_load(tmp_path, "cc"), [trial], cfg, seeds=3, say=lambda _: None, **common)
+
+    retrain_trials(study, [trial], cfg, seeds=2, say=other_process_meanwhile, **common)
+    record = _load(tmp_path, "cc").user_attrs[f"retrain:trial{trial.number}"]
+    assert sorted(record["runs"]) == ["0", "1", "2"] and record["seeds"] == 3
+    assert record["test_acc"] == [record["runs"][s]["test_acc"] for s in ("0", "1", "2")]
