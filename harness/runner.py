@@ -222,14 +222,17 @@ def run_study(plan: RunPlan) -> RunOutcome:
         # cores): give each worker its share of the cores instead.
         threads = 0 if gpus else max(1, (os.cpu_count() or 1) // plan.jobs)
         ctx = multiprocessing.get_context("spawn")  # no CUDA state or sqlite handles inherited
-        events = ctx.Queue()  # workers' progress, drawn here as one view
+        # The workers' progress, drawn here as one view. One queue per worker: a queue's writers
+        # share a lock, and a worker killed while holding it would block every other one.
+        events = []
         procs = []
         for i, share in enumerate(_split(plan.n_trials, plan.jobs)):
             if share == 0:
                 continue
             device = f"cuda:{i % gpus}" if gpus > 1 else plan.device
             child = dataclasses.replace(plan, n_trials=share, device=device, tag=f"[w{i}] ", threads=threads, jobs=1)
-            procs.append(ctx.Process(target=_worker_process, args=(child, events), name=f"harness-w{i}"))
+            events.append(ctx.Queue())
+            procs.append(ctx.Process(target=_worker_process, args=(child, events[-1]), name=f"harness-w{i}"))
         progress = Progress(plan.n_trials, cfg.train.epochs, quiet=plan.quiet, timeout=plan.timeout,
                             workers=len(procs))  # fmt: skip
         interrupted = False
@@ -275,19 +278,20 @@ def _fmt_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _follow(procs, events, progress: Progress, publisher, interruptible: bool = True) -> None:
+def _follow(procs, events: list, progress: Progress, publisher, interruptible: bool = True) -> None:
     """Draw the workers' progress events until every worker has exited; keep the dashboard's
     view current meanwhile."""
     import queue
     import signal
 
     def drain(timeout: float) -> None:
-        try:
-            progress.show(events.get(timeout=timeout))
-            while True:
-                progress.show(events.get_nowait())
-        except queue.Empty:
-            pass
+        time.sleep(timeout)
+        for q in events:
+            try:
+                while True:
+                    progress.show(q.get_nowait())
+            except queue.Empty:
+                pass
 
     previous = signal.getsignal(signal.SIGINT)
     if not interruptible:  # a second Ctrl-C must not leave the workers unjoined
