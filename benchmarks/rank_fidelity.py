@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from harness.config import load_study_config  # noqa: E402
 from harness.data import load_splits  # noqa: E402
 from harness.model import build  # noqa: E402
 from harness.spec import InvalidSpecError, count_params  # noqa: E402
-from harness.train import device_name, fit  # noqa: E402
+from harness.train import cpu_model, device_name, fit  # noqa: E402
 from search_spaces import get_search_space  # noqa: E402
 from search_spaces.recipe import suggest_recipe  # noqa: E402
 
@@ -144,7 +143,7 @@ def main() -> None:
 
     rfs = [int(x) for x in args.reduction_factors.split(",")]
     report: dict = {"study": args.study_file, "archs": len(cands), "epochs": epochs, "train_images": len(data.train_x),
-                    "val_images": len(data.val_x), "device": device_name(device), "cpu": _cpu_model(),
+                    "val_images": len(data.val_x), "device": device_name(device), "cpu": cpu_model(),
                     "torch": torch.__version__, "date": dt.date.today().isoformat(), "precisions": {}}  # fmt: skip
     for amp in precisions:
         hist = np.array([done[(c["index"], amp)]["history"] for c in cands])  # (archs, epochs)
@@ -171,16 +170,6 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     out.with_suffix(".md").write_text(_markdown(report, args, rfs))
     print(out.with_suffix(".md").read_text())
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _markdown(rep: dict, args: argparse.Namespace, rfs: list[int]) -> str:

@@ -49,10 +49,9 @@ from harness.config import PrunerConfig, SamplerConfig, load_study_config  # noq
 from harness.data import load_splits  # noqa: E402
 from harness.objective import TRAINING_FAILURES, Objective  # noqa: E402
 from harness.study import claim_sampler_stream, classify, open_study  # noqa: E402
-from harness.train import device_name  # noqa: E402
+from harness.train import cpu_model, device_name  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from rank_fidelity import _cpu_model  # noqa: E402
 
 DONE_ATTR = "benchmark_seconds"
 
@@ -206,7 +205,7 @@ def main() -> None:
     report = {
         "study": args.study, "minutes_per_strategy": args.minutes, "budget": cfg.budget, "epochs": cfg.train.epochs,
         "train_images": len(data.train_x), "val_images": len(data.val_x), "device": device_name(device),
-        "cpu": _cpu_model(), "torch": torch.__version__, "optuna": optuna.__version__,
+        "cpu": cpu_model(), "torch": torch.__version__, "optuna": optuna.__version__,
         "date": dt.date.today().isoformat(), "strategies": results,
         "pruner": dataclasses.asdict(cfg.pruner), "sampler": dataclasses.asdict(cfg.sampler),
     }  # fmt: skip

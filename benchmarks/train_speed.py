@@ -62,7 +62,7 @@ sys.path.insert(0, str(REPO))
 from harness.config import TrainConfig  # noqa: E402
 from harness.data import load_mnist, load_splits  # noqa: E402
 from harness.model import build  # noqa: E402
-from harness.train import MNIST_MEAN, MNIST_STD, device_name, evaluate, fit, resolve_device  # noqa: E402
+from harness.train import MNIST_MEAN, MNIST_STD, cpu_model, device_name, evaluate, fit, resolve_device  # noqa: E402
 from search_spaces import get_search_space  # noqa: E402
 
 SPEC = get_search_space("seed").baseline_spec()
@@ -400,23 +400,12 @@ def main() -> None:
         out.with_suffix(".md").write_text(text)
 
 
-def _cpu_model() -> str:
-    """The CPU's model name (machines differ: an AMD EPYC, an Intel Xeon with AMX)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _meta(device: torch.device, args: argparse.Namespace) -> dict:
     argv0 = Path(sys.argv[0])
     return {
         "device": device_name(device),
         "cpu": platform.processor() or platform.machine(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "date": dt.date.today().isoformat(),

@@ -270,14 +270,6 @@ class ProgressEvent:
     line: str = ""
 
 
-def _fmt_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def _follow(procs, events: list, progress: Progress, publisher, interruptible: bool = True) -> None:
     """Draw the workers' progress events until every worker has exited; keep the dashboard's
     view current meanwhile."""
@@ -332,6 +324,7 @@ def cpu_time_estimate(cfg, plan: RunPlan) -> str:
 
     import torch
 
+    from harness.study import format_duration as _fmt_duration
     from harness.train import resolve_device, seconds_per_step
     from search_spaces import baseline_spec
 
@@ -450,6 +443,8 @@ class Progress:
 
     def status(self) -> str:
         """``trained 3, rejected 9 | trial 12 epoch 4/15 val 0.9812, ~1 min left | ETA ~25 min``."""
+        from harness.study import format_duration as _fmt_duration
+
         trained = sum(self.counts.get(k, 0) for k in self.TRAINED)
         rejected = self.counts.get("over_budget", 0) + self.counts.get("invalid", 0)
         parts = [f"trained {trained}, rejected {rejected}"

@@ -285,7 +285,7 @@ class StudySummary:
             f"{c['over_budget']} rejected over budget, {c['invalid']} invalid, {c['failed']} failed"
             + (f", {c['duplicate']} duplicate proposals not retrained" if c.get("duplicate") else "")
             + (f", {c['running']} running" if c.get("running") else "")
-            + (f" ({len(self.stale)} stale: " + ", ".join(f"trial {n} no heartbeat for {_age(a)}"
+            + (f" ({len(self.stale)} stale: " + ", ".join(f"trial {n} no heartbeat for {format_duration(a)}"
                                                           for n, a in sorted(self.stale.items())) + ")"
                if self.stale else "")
             + (f", {c['waiting']} waiting" if c.get("waiting") else ""),
@@ -344,8 +344,13 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _age(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else (f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h")
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3.2 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def summarize(study: optuna.Study, stale_after: float | None = None) -> StudySummary:

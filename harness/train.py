@@ -30,6 +30,7 @@ __all__ = [
     "DivergedError",
     "FitResult",
     "augment",
+    "cpu_model",
     "device_name",
     "eval_batch_size",
     "evaluate",
@@ -86,6 +87,18 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (machines differ: an AMD EPYC, an Intel Xeon
+    with AMX), else what ``platform`` knows."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def seed_everything(seed: int) -> torch.Generator:
