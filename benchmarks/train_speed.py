@@ -378,26 +378,34 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
 
     result = {"meta": _meta(device, args), "rows": []}
+
+    def save() -> str:
+        """Write what is measured so far: a run stopped at its time limit keeps its finished parts."""
+        text = markdown(result)
+        if args.out:
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+            out.with_suffix(".md").write_text(text)
+        return text
+
     if not args.only_accuracy:
         result["rows"] = speed_rows(root, device, args)
         result["meta"]["ceiling"] = args.ceiling
+        save()
     if args.e2e_epochs:
         result["e2e"] = e2e_trial(root, device, args.e2e_epochs)
+        save()
     if args.jobs:
         result["jobs"] = jobs_throughput(root, device, [int(k) for k in args.jobs.split(",")], args.jobs_trials,
                                          args.jobs_epochs, args.jobs_train_limit)  # fmt: skip
+        save()
     if args.accuracy_seeds:
-        result["accuracy_runs"] = [
-            accuracy(root, device, args.accuracy_epochs, args.accuracy_seeds, amp)
-            for amp in args.accuracy_amp.split(",")
-        ]
-    text = markdown(result)
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-        out.with_suffix(".md").write_text(text)
+        result["accuracy_runs"] = []
+        for amp in args.accuracy_amp.split(","):
+            result["accuracy_runs"].append(accuracy(root, device, args.accuracy_epochs, args.accuracy_seeds, amp))
+            save()
+    print(save())
 
 
 def _meta(device: torch.device, args: argparse.Namespace) -> dict:

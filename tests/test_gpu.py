@@ -87,11 +87,13 @@ def test_export_of_a_gpu_trained_trial_verifies(gpu_study):
 def test_fit_on_cuda_learns(tmp_path, amp, compile_mode):
     make_synthetic_mnist(tmp_path, n_train=600, n_test=200)
     data = load_splits(tmp_path, torch.device("cuda"), val_size=100)
-    cfg = TrainConfig(epochs=3, batch_size=50, lr=0.05, amp=amp, compile=compile_mode)
+    # No shifts: the toy classes are bars 2 rows apart, so a shift of up to 2.8 px makes
+    # neighbours ambiguous (0.38-0.51 on an H200 with the default shift; 1.0 without, on CPU).
+    cfg = TrainConfig(epochs=3, batch_size=50, lr=0.05, amp=amp, compile=compile_mode, translate=0.0)
     model = build(baseline_spec(), seed=1)
     result = fit(model, data, cfg, seed=1)
     assert next(model.parameters()).is_cuda
-    assert result.val_acc > 0.5 and evaluate(model, data.test_x, data.test_y) > 0.5
+    assert result.val_acc > 0.9 and evaluate(model, data.test_x, data.test_y) > 0.9
     assert precision_settings(cfg, data.device)["train_autocast"] == amp
 
 
@@ -99,8 +101,9 @@ def test_fused_adamw_on_cuda_learns(tmp_path):
     make_synthetic_mnist(tmp_path, n_train=600, n_test=200)
     data = load_splits(tmp_path, torch.device("cuda"), val_size=100)
     model = build(baseline_spec(), seed=2)
-    result = fit(model, data, TrainConfig(epochs=3, batch_size=50, optimizer="adamw", lr=0.003), seed=2)
-    assert result.val_acc > 0.5
+    cfg = TrainConfig(epochs=5, batch_size=50, optimizer="adamw", lr=0.003, translate=0.0)
+    result = fit(model, data, cfg, seed=2)
+    assert result.val_acc > 0.7
 
 
 def test_two_jobs_share_one_gpu(tmp_path):
