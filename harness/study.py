@@ -50,6 +50,18 @@ def _study_attrs(cfg: StudyConfig) -> dict[str, Any]:
     }  # fmt: skip
 
 
+#: [train] keys that change only how fast a trial runs, not what it measures: a resumed study
+#: may change them. Every other [train] key, and these [data] keys, must match the stored study.
+_SPEED_ONLY_TRAIN_KEYS = ("eval_batch_size", "channels_last", "compile")
+_MEASURED_DATA_KEYS = ("val_size", "train_limit", "test_limit")
+
+
+def _measured_settings(cfg: StudyConfig) -> dict[str, dict[str, Any]]:
+    """The study file's settings that decide what a trial measures, by section."""
+    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in _SPEED_ONLY_TRAIN_KEYS}
+    return {"train": train, "data": {k: getattr(cfg.data, k) for k in _MEASURED_DATA_KEYS}}
+
+
 #: Objective names and directions per study mode (what optuna-dashboard shows).
 MODES = {
     "single": (["val_acc"], ["maximize"]),
@@ -147,8 +159,10 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True, writa
         if cfg.name not in names:
             for key, value in _study_attrs(cfg).items():
                 study.set_user_attr(key, value)
-            study.set_user_attr("train", dataclasses.asdict(cfg.train))  # the recipe, for the record
+            study.set_user_attr("train", dataclasses.asdict(cfg.train))  # the recipe: record and fingerprint
             study.set_metric_names(MODES[cfg.mode][0])  # what optuna-dashboard labels the objectives
+        if "data" not in study.user_attrs:  # a study made before the data fingerprint adopts this file's
+            study.set_user_attr("data", _measured_settings(cfg)["data"])
         space = get_search_space(cfg.search_space, cfg.path.parent)
         enqueue_baseline(study, space)
         _enqueue_known(study, cfg, space)
@@ -211,12 +225,23 @@ def _enqueue_known(study: optuna.Study, cfg: StudyConfig, space: SearchSpace) ->
 
 
 def _check_study_attrs(cfg: StudyConfig, storage_url: str, attrs: dict[str, Any]) -> None:
-    for key, value in _study_attrs(cfg).items():
-        if attrs.get(key) != value:
-            raise StorageError(
-                f"{cfg.path}: study {cfg.name!r} in {storage_url} has {key} = {attrs.get(key)!r}, "
-                f"but the study file says {value!r}; refusing to mix them (use another study name)"
-            )
+    """Refuse a study file whose budget, target, space, mode, recipe search, or measured [train]
+    and [data] settings differ from the stored study's: its trials would not be comparable
+    (different epochs or data sizes would feed one pruner). Keys a study stored before they
+    existed are not compared, nor is ``train.amp`` when either side is "auto": that resolves
+    per device (bf16 on CUDA only; studies made before the default became "off" stored it),
+    and every trial records the precision it trained in."""
+    differ = [(key, attrs.get(key), value) for key, value in _study_attrs(cfg).items() if attrs.get(key) != value]
+    for section, settings in _measured_settings(cfg).items():
+        stored = attrs.get(section) or {}
+        differ += [(f"{section}.{k}", stored[k], v) for k, v in settings.items()
+                   if k in stored and stored[k] != v and not (k == "amp" and "auto" in (stored[k], v))]  # fmt: skip
+    if differ:
+        key, had, says = differ[0]
+        raise StorageError(
+            f"{cfg.path}: study {cfg.name!r} in {storage_url} has {key} = {had!r}, "
+            f"but the study file says {says!r}; refusing to mix them (use another study name)"
+        )
 
 
 def enqueue_baseline(study: optuna.Study, space: SearchSpace) -> bool:

@@ -216,6 +216,33 @@ def test_budget_differs_from_existing_study_is_refused_and_db_unchanged(tmp_path
     assert db.read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    "old, new, key",
+    [("epochs = 1", "epochs = 2", "train.epochs"),
+     ("val_size = 100", "val_size = 120", "data.val_size"),
+     ("epochs = 1", "epochs = 1\namp = \"bf16\"", "train.amp"),
+     ("epochs = 1", "epochs = 1\nrotation = 0.0", "train.rotation")],
+)  # fmt: skip
+def test_measured_settings_differ_from_existing_study_are_refused(tmp_path, capsys, synthetic_root, old, new, key):
+    """[train]/[data] settings that change what a trial measures must match the stored study;
+    speed-only ones (eval batch, memory format, compile) may change, and amp "auto" (which
+    resolves per device) is compared with neither "off" nor "bf16"."""
+    study = tmp_path / "s.toml"
+    study.write_text(_replace(GOOD, "budget = 20000", "budget = 3000"))
+    assert main(["run", str(study), "--trials", "1", "--data-dir", str(synthetic_root), "--quiet"]) == 0
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    study.write_text(_replace(_replace(GOOD, "budget = 20000", "budget = 3000"), old, new))
+    for command in (["run", str(study), "--data-dir", str(synthetic_root)], ["status", str(study)]):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"has {key} = " in err[0] and "refusing" in err[0], err
+        assert _snapshot(tmp_path) == {**before, "s.toml": study.read_bytes()}
+    study.write_text(_replace(GOOD, "budget = 20000", "budget = 3000").replace(
+        "epochs = 1", "epochs = 1\neval_batch_size = 64\nchannels_last = false\namp = \"auto\""))
+    assert main(["status", str(study)]) == 0
+
+
 # ---- data import ----------------------------------------------------------------------------
 
 
