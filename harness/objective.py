@@ -46,9 +46,9 @@ BUDGET_CONSTRAINT = "params_over_budget"  # constraint value = params - budget (
 def _training_failures() -> tuple[type[BaseException], ...]:
     import torch
 
-    from harness.train import DivergedError
+    from harness.train import CpuOutOfMemoryError, DivergedError
 
-    return (DivergedError, torch.OutOfMemoryError)
+    return (DivergedError, torch.OutOfMemoryError, CpuOutOfMemoryError)
 
 
 #: Failures that end one trial as FAIL (reason recorded) while the study goes on.
@@ -114,7 +114,7 @@ class Objective:
         import torch
 
         from harness.model import build
-        from harness.train import evaluate, precision_settings
+        from harness.train import cpu_out_of_memory, evaluate, precision_settings
 
         origin, retry_of = _origin(trial)
         is_baseline = bool(trial.user_attrs.get("baseline", False))
@@ -168,13 +168,18 @@ class Objective:
         trial.set_user_attr("precision", precision_settings(train_cfg, data.device))
         try:
             result = self.fit_fn(model, data, train_cfg, seed=seed, on_epoch=report)
+            # Scored in float32 whatever the training precision: the exported files run in
+            # float32, and export checks them against this number image for image.
+            test_acc = evaluate(model, data.test_x, data.test_y, self.cfg.train.eval_batch_size)
         except Exception as exc:
-            if not isinstance(exc, optuna.TrialPruned):
-                trial.set_user_attr("fail_reason", f"{exc.__class__.__name__}: {exc}"[:500])
+            if isinstance(exc, optuna.TrialPruned):
+                raise
+            oom = cpu_out_of_memory(exc)  # a plain RuntimeError: made one of TRAINING_FAILURES
+            reason = oom or exc
+            trial.set_user_attr("fail_reason", f"{reason.__class__.__name__}: {reason}"[:500])
+            if oom is not None:
+                raise oom from exc
             raise
-        # Scored in float32 whatever the training precision: the exported files run in float32,
-        # and export checks them against this number image for image.
-        test_acc = evaluate(model, data.test_x, data.test_y, self.cfg.train.eval_batch_size)
         trial.set_user_attr("val_acc", result.val_acc)
         trial.set_user_attr("test_acc", test_acc)
         trial.set_user_attr("test_images", len(data.test_x))

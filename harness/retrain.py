@@ -170,7 +170,7 @@ def retrain_trials(
     from harness.artifacts import upload_state_dict
     from harness.model import build
     from harness.spec import ArchSpec
-    from harness.train import evaluate, fit, precision_settings
+    from harness.train import cpu_out_of_memory, evaluate, fit, precision_settings
 
     out = {}
     for t in trials:
@@ -199,8 +199,15 @@ def retrain_trials(
             def score_test(epoch: int, _val: float, model=model, curve=curve) -> None:
                 curve.append(round(evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size), 6))
 
-            result = fit(model, data, recipe, seed=seed, on_epoch=score_test)
-            acc = evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size)
+            try:
+                result = fit(model, data, recipe, seed=seed, on_epoch=score_test)
+                acc = evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size)
+            except (RuntimeError, torch.OutOfMemoryError) as exc:
+                oom = cpu_out_of_memory(exc) or (exc if isinstance(exc, torch.OutOfMemoryError) else None)
+                if oom is None:
+                    raise
+                raise HarnessError(f"retrain of trial {t.number}, seed {s}: {str(oom).splitlines()[0]} "
+                                   "(finished runs are kept; retry with a smaller batch or on a larger machine)") from None  # fmt: skip
             weights = upload_state_dict(model, study, store, f"retrain-trial-{t.number}-seed-{s}-weights.pt")
             run = {
                 "test_acc": acc, "train_seconds": round(result.seconds, 2), "device": device_label, "weights": weights,

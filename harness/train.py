@@ -51,6 +51,19 @@ class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class CpuOutOfMemoryError(RuntimeError):
+    """The CPU allocator could not allocate a tensor. PyTorch raises a plain RuntimeError for
+    it (CUDA has ``torch.OutOfMemoryError``); :func:`cpu_out_of_memory` tells it apart."""
+
+
+def cpu_out_of_memory(exc: BaseException) -> CpuOutOfMemoryError | None:
+    """``exc`` as a :class:`CpuOutOfMemoryError` when it is PyTorch's CPU allocation failure."""
+    if isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(exc):
+        detail = str(exc).split("DefaultCPUAllocator: ", 1)[1].splitlines()[0]
+        return CpuOutOfMemoryError(f"CPU out of memory: {detail}")
+    return None
+
+
 @dataclass
 class FitResult:
     val_acc: float  # accuracy on the validation split after the last epoch run

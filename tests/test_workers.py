@@ -294,6 +294,72 @@ def test_nan_or_oom_fails_one_trial_and_study_completes(tmp_path, synthetic_root
     assert fit.calls >= 3  # trials after the failure still trained
 
 
+OOM_SPACE = """
+from harness.spec import ArchSpec, BlockSpec, ConvSpec
+
+
+def suggest(trial):
+    # wide: 1,024 channels at 28x28, ~320 MB per activation at batch 100 with ~21k parameters
+    width = 1024 if trial.suggest_categorical("wide", [False, True]) else 8
+    return ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(width),), pool=False),), head="gap")
+"""
+
+OOM_STUDY = """
+[study]
+name = "{name}"
+search_space = "space.py:suggest"
+budget = 50000
+n_trials = {n}
+[sampler]
+name = "random"
+[pruner]
+name = "none"
+[data]
+val_size = 100
+[train]
+epochs = 1
+batch_size = 100
+{enqueue}
+"""
+
+# Runs `harness run` with the address space capped 200 MB above what the process already maps
+# (after a warm-up run, so every lazy import is in): a real allocation of the CPU allocator
+# fails, not a fake fit function.
+OOM_DRIVER = """
+import resource, sys
+from harness.cli import main
+study, warm, data = sys.argv[1:4]
+assert main(["run", warm, "--data-dir", data, "--quiet", "--device", "cpu"]) == 0
+vm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:")) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + 200 * 2**20, resource.RLIM_INFINITY))
+sys.exit(main(["run", study, "--data-dir", data, "--quiet", "--device", "cpu"]))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc and RLIMIT_AS")
+def test_cpu_out_of_memory_fails_that_trial_and_the_study_goes_on(tmp_path, synthetic_root):
+    (tmp_path / "space.py").write_text(OOM_SPACE)
+    wide, narrow = "[[enqueue]]\nwide = true\n", "[[enqueue]]\nwide = false\n"
+    (tmp_path / "warm.toml").write_text(OOM_STUDY.format(name="warm", n=2, enqueue=narrow))
+    (tmp_path / "oom.toml").write_text(OOM_STUDY.format(name="oom", n=3, enqueue=wide + narrow))
+    (tmp_path / "driver.py").write_text(OOM_DRIVER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "oom.toml"),
+                           str(tmp_path / "warm.toml"), str(synthetic_root)],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=Path(__file__).parent.parent)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    trials = optuna.load_study(study_name="oom", storage=f"sqlite:///{tmp_path / 'oom.db'}").trials
+    by_wide = {t.params.get("wide"): t for t in trials if not t.user_attrs.get("baseline")}
+    failed = by_wide[True]
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs["fail_reason"].startswith("CpuOutOfMemoryError: CPU out of memory: ")
+    assert "can't allocate memory" in failed.user_attrs["fail_reason"]
+    # the study went on: the narrow trial after it trained and completed
+    assert by_wide[False].state == TrialState.COMPLETE and by_wide[False].number > failed.number
+    assert not any(t.user_attrs.get("retry_of") == failed.number for t in trials)  # a result, not retried
+
+
 # ---- PostgreSQL ---------------------------------------------------------------------------
 
 
