@@ -13,6 +13,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shutil
+import struct
 import tempfile
 import zlib
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ import torch
 
 from harness.errors import DataError
 
-__all__ = ["MNIST_FILES", "MnistSplits", "import_mnist", "load_mnist", "load_splits", "raw_folder"]
+__all__ = ["MNIST_FILES", "MnistSplits", "check_mnist_files", "import_mnist", "load_mnist", "load_splits", "raw_folder"]
 
 #: Canonical md5 of each *uncompressed* MNIST file (LeCun et al.; torchvision uses the same).
 MNIST_FILES = {
@@ -41,6 +43,46 @@ _HOWTO = (
 def raw_folder(root: str | os.PathLike[str]) -> Path:
     """Where torchvision keeps the uncompressed MNIST files under ``root``."""
     return Path(root) / "MNIST" / "raw"
+
+
+def _idx_count(path: Path, magic: int, dims: int) -> int:
+    """Items in an IDX file after checking its header and its size; DataError naming it."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(4 + 4 * dims)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(header) < 4 + 4 * dims or struct.unpack(">I", header[:4])[0] != magic:
+        raise DataError(f"{path}: not an MNIST IDX file (bad header; expected magic {magic})")
+    shape = struct.unpack(f">{dims}I", header[4:])
+    if dims == 3 and shape[1:] != (28, 28):
+        raise DataError(f"{path}: images are {shape[1]}x{shape[2]}, expected 28x28")
+    expected = len(header) + shape[0] * (784 if dims == 3 else 1)
+    if size != expected:
+        raise DataError(f"{path}: {size} bytes, but its header promises {expected} ({shape[0]} items); truncated?")
+    return shape[0]
+
+
+def check_mnist_files(root: str | os.PathLike[str]) -> None:
+    """Check the four IDX files under ``root`` without loading the images: headers, sizes,
+    matching image and label counts, labels 0-9. Cheap enough to run before a study exists.
+
+    Raises:
+        DataError: a file is missing or malformed (the message names it).
+    """
+    raw = raw_folder(root)
+    missing = [n for n in MNIST_FILES if not (raw / n).is_file()]
+    if missing:
+        raise DataError(f"MNIST not found: {raw} lacks {', '.join(missing)}; {_HOWTO}")
+    for split in ("train", "t10k"):
+        images, labels = raw / f"{split}-images-idx3-ubyte", raw / f"{split}-labels-idx1-ubyte"
+        n_images, n_labels = _idx_count(images, 2051, 3), _idx_count(labels, 2049, 1)
+        if n_images != n_labels:
+            raise DataError(f"{images}: {n_images} images but {labels.name} has {n_labels} labels")
+        top = max(labels.read_bytes()[8:], default=0)
+        if top > 9:
+            raise DataError(f"{labels}: holds label {top}; MNIST labels are 0-9")
 
 
 def _read_gz(path: Path) -> bytes:
@@ -82,16 +124,46 @@ def import_mnist(source: str | os.PathLike[str], root: str | os.PathLike[str]) -
             raise DataError(f"{shown}: checksum mismatch (md5 of content {digest}, expected {md5}); file corrupted?")
         contents[name] = data
     dest = raw_folder(root)
+    for name in contents:  # checked before anything is written: a rename cannot fail half way
+        if (dest / name).exists() and not (dest / name).is_file():
+            raise DataError(f"{dest / name}: exists and is not a file; nothing was imported")
+    created = _missing_parents(dest)
+    temps: dict[str, str] = {}
     try:
         dest.mkdir(parents=True, exist_ok=True)
+        # All four written beside their targets first, then renamed: a failed write (disk full)
+        # replaces nothing and leaves no temporary file behind.
         for name, data in contents.items():
-            fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{name}.")
+            fd, temps[name] = tempfile.mkstemp(dir=dest, prefix=f".{name}.")
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+        for name, tmp in temps.items():
             os.replace(tmp, dest / name)
     except OSError as exc:
+        for tmp in temps.values():
+            Path(tmp).unlink(missing_ok=True)
+        _remove_if_empty(created)
         raise DataError(f"{dest}: cannot write MNIST files ({exc.strerror or exc})") from None
     return dest
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for p in [folder, *folder.parents]:
+        if p.exists():
+            break
+        missing.append(p)
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Undo folders this process created (deepest first), where nothing was put in them."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 # One copy of the raw uint8 tensors per (root, download) per process: loaded once, shared by
@@ -114,13 +186,19 @@ def load_mnist(root: str | os.PathLike[str], download: bool = False):
         raise DataError(f"MNIST not found: {raw} lacks {', '.join(missing)}; {_HOWTO}")
     from torchvision.datasets import MNIST  # imported late: torchvision is slow to import
 
+    created = _missing_parents(raw) if missing else []
     try:
         train = MNIST(str(root), train=True, download=download)
         test = MNIST(str(root), train=False, download=download)
-    except DataError:
-        raise
     except Exception as exc:  # torchvision raises RuntimeError/URLError/ValueError variously
-        raise DataError(f"cannot load MNIST from {raw} ({exc.__class__.__name__}: {exc}); {_HOWTO}") from None
+        if created:  # a failed download leaves no MNIST/raw (empty or partial) that it made
+            shutil.rmtree(created[-1], ignore_errors=True)
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
+        if missing:  # download was on
+            raise DataError(f"cannot download MNIST into {raw} ({exc.__class__.__name__}: {text}); "
+                            "offline? import the four *-ubyte.gz files with `harness data import DIR`") from None  # fmt: skip
+        raise DataError(f"cannot load MNIST from {raw} ({exc.__class__.__name__}: {text}); {_HOWTO}") from None
+    check_mnist_files(root)
     out = (train.data, train.targets.long(), test.data, test.targets.long())
     if out[0].shape[1:] != (28, 28) or len(out[0]) != len(out[1]) or len(out[2]) != len(out[3]):
         raise DataError(f"{raw}: MNIST files have inconsistent shapes")

@@ -67,7 +67,7 @@ def plan_run(
     import torch
 
     from harness.config import load_study_config, with_overrides
-    from harness.data import MNIST_FILES, load_mnist, raw_folder
+    from harness.data import check_mnist_files, load_mnist
     from harness.storage import check_optuna_sqlite, check_storage_url, sqlite_path
     from harness.train import resolve_device
 
@@ -96,8 +96,7 @@ def plan_run(
     download = download or cfg.data.download
     if download:
         load_mnist(root, download=True)  # fetch up front: a failed download writes no study
-    elif not all((raw_folder(root) / n).is_file() for n in MNIST_FILES):
-        load_mnist(root)  # raises DataError naming the folder and how to provide the files
+    check_mnist_files(root)  # missing, truncated or bad labels: refused before the study exists
     artifacts = cfg.artifact_root(url)
     if artifacts.exists() and not artifacts.is_dir():
         raise HarnessError(f"{study_file}: artifact folder {artifacts} exists but is not a folder")

@@ -286,6 +286,80 @@ def test_import_rejects_damaged_files_and_writes_nothing(tmp_path, real_mnist_so
     assert not root.exists()
 
 
+def _old_install(tmp_path: Path) -> Path:
+    """A data root holding four stale 'MNIST' files (any bytes): what a failed import must keep."""
+    root = tmp_path / "root"
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        (raw / name).write_bytes(b"old " + name.encode())
+    return root
+
+
+def test_import_that_cannot_write_every_file_replaces_none(tmp_path, real_mnist_source, capsys):
+    root = _old_install(tmp_path)
+    (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").mkdir()  # the last file cannot be put in place
+    before = _snapshot(root)
+    assert main(["data", "import", str(real_mnist_source), "--data-dir", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "t10k-labels-idx1-ubyte" in err[0] and "nothing was imported" in err[0]
+    assert _snapshot(root) == before and sorted(p.name for p in (root / "MNIST" / "raw").iterdir()) == sorted(
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
+
+
+def test_import_that_runs_out_of_space_leaves_no_temporary_file(tmp_path, real_mnist_source):
+    """A write that fails part way (here the file-size limit, as a full disk would): the old
+    files stay byte-identical and no temporary file is left."""
+    root = _old_install(tmp_path)
+    before = _snapshot(root)
+    driver = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20 * 2**20, resource.RLIM_INFINITY))\n"
+        "from harness.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", driver, "data", "import", str(real_mnist_source), "--data-dir", str(root)],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "cannot write MNIST files" in proc.stderr
+    assert _snapshot(root) == before  # nothing replaced, no temporary file
+
+
+@pytest.mark.parametrize("damage", ["truncated", "label"])
+def test_run_refuses_damaged_installed_data_before_creating_the_study(tmp_path, synthetic_root, capsys, damage):
+    raw = synthetic_root / "MNIST" / "raw"
+    if damage == "truncated":
+        target = raw / "train-images-idx3-ubyte"
+        target.write_bytes(target.read_bytes()[:-500])
+    else:
+        target = raw / "t10k-labels-idx1-ubyte"
+        data = bytearray(target.read_bytes())
+        data[8 + 17] = 200
+        target.write_bytes(bytes(data))
+    study = tmp_path / "s.toml"
+    study.write_text(GOOD)
+    before = _snapshot(tmp_path)
+    assert main(["run", str(study), "--data-dir", str(synthetic_root), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and target.name in err[0]
+    assert {"truncated": "truncated?", "label": "label 200"}[damage] in err[0]
+    assert _snapshot(tmp_path) == before  # no study database, lock or artifacts
+
+
+def test_download_that_fails_leaves_no_data_folder(tmp_path, capsys, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # refused at once: offline, for real
+    study = tmp_path / "s.toml"
+    study.write_text(GOOD)
+    before = _snapshot(tmp_path)
+    assert main(["run", str(study), "--data-dir", str(tmp_path / "data"), "--download", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot download MNIST" in err[0] and "harness data import" in err[0]
+    assert _snapshot(tmp_path) == before and not (tmp_path / "data").exists()
+
+
 def test_console_script_error_has_no_traceback(tmp_path):
     study = tmp_path / "s.toml"
     study.write_text(_replace(GOOD, "epochs = 1", "epochz = 1"))
