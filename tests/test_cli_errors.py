@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
@@ -115,6 +116,76 @@ def test_bad_study_input(tmp_path, capsys, synthetic_root, case_id, text, extra,
     for w in words:
         assert w in lines[0], (w, lines[0])
     assert _snapshot(tmp_path) == before
+
+
+# Bad arguments to every other command, against one small trained study ({study}; {tmp} is its
+# folder, {data} the synthetic MNIST root): one line naming the problem, exit 2, nothing changed.
+COMMAND_CASES = [
+    ("status-missing-file", ["status", "{tmp}/nope.toml"], ["study file not found"]),
+    ("status-bad-storage", ["status", "{study}", "--storage", "foodb://x/y"], ["foodb"]),
+    ("status-unknown-option", ["status", "{study}", "--bogus"], ["unrecognized arguments", "--bogus"]),
+    ("report-top-zero", ["report", "{study}", "--top", "0"], ["--top"]),
+    ("report-top-not-int", ["report", "{study}", "--top", "abc"], ["--top", "invalid int"]),
+    ("report-missing-study", ["report", "{tmp}/nope.toml"], ["study file not found"]),
+    ("export-no-such-trial", ["export", "{study}", "--trial", "999", "--out", "{tmp}/exp"], ["999"]),
+    ("export-bad-format", ["export", "{study}", "--format", "zip"], ["--format", "zip"]),
+    ("export-trial-and-best", ["export", "{study}", "--trial", "0", "--best"], ["not allowed with"]),
+    ("export-seed-not-retrained", ["export", "{study}", "--trial", "0", "--seed", "5", "--out", "{tmp}/exp"],
+     ["seed 5"]),
+    ("retrain-seeds-zero", ["retrain", "{study}", "--seeds", "0"], ["--seeds"]),
+    ("retrain-epochs-zero", ["retrain", "{study}", "--epochs", "0"], ["--epochs"]),
+    ("retrain-top-zero", ["retrain", "{study}", "--top", "0"], ["--top"]),
+    ("retrain-top-and-spread", ["retrain", "{study}", "--top", "1", "--spread", "2"], ["--top and --spread"]),
+    ("retrain-device-unknown", ["retrain", "{study}", "--device", "tpu"], ["tpu"]),
+    ("retrain-device-cuda-missing", ["retrain", "{study}", "--device", "cuda:5"], ["cuda:5"]),
+    ("retrain-missing-data", ["retrain", "{study}", "--data-dir", "{tmp}/no-data", "--device", "cpu"],
+     ["MNIST not found"]),
+    ("results-no-out", ["results", "{study}"], ["--out"]),
+    ("results-missing-study", ["results", "{tmp}/nope.toml", "--out", "{tmp}/r.md"], ["study file not found"]),
+    ("results-out-is-study-file", ["results", "{study}", "--out", "{study}"], ["--out", "overwrite"]),
+    ("dashboard-port-too-big", ["dashboard", "{study}", "--port", "70000"], ["--port"]),
+    ("dashboard-port-zero", ["dashboard", "{study}", "--port", "0"], ["--port"]),
+    ("import-missing-folder", ["data", "import", "{tmp}/nope", "--data-dir", "{tmp}/root"], ["not a folder"]),
+    ("import-a-file", ["data", "import", "{study}", "--data-dir", "{tmp}/root"], ["not a folder"]),
+    ("run-jobs-zero", ["run", "{study}", "--jobs", "0", "--data-dir", "{data}"], ["--jobs"]),
+    ("run-jobs-not-int", ["run", "{study}", "--jobs", "two"], ["--jobs", "invalid int"]),
+    ("run-trials-not-int", ["run", "{study}", "--trials", "1.5"], ["--trials", "invalid int"]),
+    ("worker-missing-file", ["worker", "{tmp}/nope.toml", "--storage", "sqlite:///{tmp}/w.db"], ["study file not found"]),
+    ("worker-no-storage", ["worker", "{study}"], ["--storage"]),
+]
+
+
+# argparse itself rejects these (SystemExit 2, after the one-line message)
+_ARGPARSE_CASES = {"status-unknown-option", "report-top-not-int", "export-bad-format", "export-trial-and-best",
+                   "results-no-out", "run-jobs-not-int", "run-trials-not-int", "worker-no-storage"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained_study(tmp_path_factory) -> tuple[Path, Path]:
+    from tests.conftest import make_synthetic_mnist
+
+    folder = tmp_path_factory.mktemp("trained")
+    data = make_synthetic_mnist(tmp_path_factory.mktemp("data"))
+    (folder / "s.toml").write_text(GOOD)
+    assert main(["run", str(folder / "s.toml"), "--trials", "1", "--data-dir", str(data), "--quiet", "--device", "cpu"]) == 0
+    return folder / "s.toml", data
+
+
+@pytest.mark.parametrize("case_id,argv,words", COMMAND_CASES, ids=[c[0] for c in COMMAND_CASES])
+def test_bad_command_input(trained_study, capsys, case_id, argv, words):
+    study, data = trained_study
+    before = _snapshot(study.parent)
+    args = [a.format(study=study, tmp=study.parent, data=data) for a in argv]
+    with pytest.raises(SystemExit) if case_id in _ARGPARSE_CASES else contextlib.nullcontext() as exited:
+        assert main(args) == 2
+    if exited is not None:
+        assert exited.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert _snapshot(study.parent) == before
 
 
 def test_missing_study_file(tmp_path, capsys):
