@@ -86,12 +86,13 @@ def kills(tmp: Path, data: str, rounds: int) -> dict:
     study = tmp / "k.toml"
     url = f"sqlite:///{tmp / 'k.db'}"
     args = ["--storage", url, "--data-dir", data, "--device", "cpu", "--quiet"]
-    study.write_text(STUDY.format(name="k", seed=2, epochs=1))
+    # One schedule throughout (a study refuses a file with other [train] settings): 25 epochs
+    # of 8 steps, a few seconds per trial, long enough to be killed after its first epoch.
+    study.write_text(STUDY.format(name="k", seed=2, epochs=25))
     subprocess.run(_harness("run", str(study), "--trials", "3", *args), check=True, capture_output=True, cwd=REPO)
     lost, killed_numbers, retried = 0, [], 0
     for _ in range(rounds):
         finished = {t.number: (t.state, t.params, t.value) for t in _trials(url, "k") if t.state.is_finished()}
-        study.write_text(STUDY.format(name="k", seed=2, epochs=300))  # long enough to be killed mid-way
         victim = subprocess.Popen(_harness("run", str(study), "--trials", "1", *args), cwd=REPO,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.monotonic() + 300
@@ -103,7 +104,6 @@ def kills(tmp: Path, data: str, rounds: int) -> dict:
         victim.wait()
         killed_numbers.append(running[0].number)
         time.sleep(4)  # past the grace period
-        study.write_text(STUDY.format(name="k", seed=2, epochs=1))
         subprocess.run(_harness("run", str(study), "--trials", "2", *args), check=True, capture_output=True, cwd=REPO)
         after = {t.number: t for t in _trials(url, "k")}
         lost += sum((after[n].state, after[n].params, after[n].value) != v for n, v in finished.items())

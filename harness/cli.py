@@ -170,7 +170,7 @@ def _open_existing(args: argparse.Namespace, *, writable: bool = False):
 
 def _cmd_status(args: argparse.Namespace) -> int:
     cfg, _, study = _open_existing(args)
-    _print_summary(study, cfg.grace_period or 2 * cfg.heartbeat_interval or None)
+    _print_summary(study, cfg.stale_after)
     return 0
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -319,7 +319,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             raise HarnessError(f"{p}: folder {p.parent} does not exist")
         if p.is_dir():
             raise HarnessError(f"{p} is a folder, not a file")
-    frame = write_report(study, out, csv, top=args.top)
+    frame = write_report(study, out, csv, top=args.top, stale_after=cfg.stale_after)
     print(f"report: {out} ({len(frame)} trials); table: {csv}")
     return 0
 

@@ -136,6 +136,12 @@ class StudyConfig:
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     enqueue: tuple[dict[str, Any], ...] = ()  # [[enqueue]] tables: known architectures run first, as parameters
 
+    @property
+    def stale_after(self) -> float | None:
+        """Seconds without a heartbeat after which a RUNNING trial is shown as stale (its worker
+        is gone): the grace period, else twice the heartbeat interval; None with heartbeats off."""
+        return self.grace_period or 2 * self.heartbeat_interval or None
+
     def default_storage(self) -> str:
         """The storage URL used when neither the file nor the command line names one."""
         if self.storage:

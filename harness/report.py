@@ -289,7 +289,8 @@ def _table_html(frame, top: int) -> str:
     )
 
 
-def write_report(study: optuna.Study, out_html: Path, out_csv: Path | None = None, top: int = 15) -> Any:
+def write_report(study: optuna.Study, out_html: Path, out_csv: Path | None = None, top: int = 15,
+                 stale_after: float | None = None) -> Any:  # fmt: skip
     """Write the HTML report (and the CSV of all trials); returns the trials frame."""
     from harness.study import summarize
 
@@ -299,7 +300,7 @@ def write_report(study: optuna.Study, out_html: Path, out_csv: Path | None = Non
         frame.assign(**ints).to_csv(out_csv, index=False)
     budget = int(study.user_attrs.get("budget", 0))
     target = float(study.user_attrs.get("target", 1.0))
-    summary = summarize(study)
+    summary = summarize(study, stale_after)  # a RUNNING trial without heartbeat: shown as stale, with its age
     figures = []
     if frame.empty:
         figures.append(_message_figure("Accuracy against parameter count", "the study has no trials yet"))

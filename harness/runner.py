@@ -251,7 +251,7 @@ def run_study(plan: RunPlan) -> RunOutcome:
             workers=len(procs),
             bad_codes=tuple(c for c in codes if c not in (0, EXIT_INTERRUPTED)),
         )
-    for line in summarize(open_study(cfg, plan.url, create=False)).lines():
+    for line in summarize(open_study(cfg, plan.url, create=False), cfg.stale_after).lines():
         print(line)
     return outcome
 

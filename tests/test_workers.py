@@ -136,14 +136,15 @@ def _wait_for(predicate, timeout: float = 120.0, interval: float = 0.2):
 @pytest.mark.slow
 def test_sigkill_mid_trial_then_resume_retries_it(tmp_path, synthetic_root):
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    study = _study_file(tmp_path, "k", epochs=1)
+    # One schedule throughout (a study refuses a file with other [train] settings): 40 epochs of
+    # 5 steps, seconds per trial, long enough to be killed after its first epoch.
+    study = _study_file(tmp_path, "k", epochs=40)
     args = ["--storage", url, "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]
     first = subprocess.run(_cmd("run", str(study), "--trials", "3", *args), capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     done_before = {t.number: (t.state, t.params, t.value) for t in optuna.load_study(study_name="k", storage=url).trials}
     n_complete_before = sum(s == TrialState.COMPLETE for s, _, _ in done_before.values())
 
-    study.write_text(STUDY.format(name="k", epochs=200, seed=0))  # a long trial to kill in the middle
     victim = subprocess.Popen(_cmd("run", str(study), "--trials", "1", *args),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
@@ -158,8 +159,11 @@ def test_sigkill_mid_trial_then_resume_retries_it(tmp_path, synthetic_root):
     status = subprocess.run(_cmd("status", str(study), "--storage", url), capture_output=True, text=True, timeout=120)
     assert status.returncode == 0, status.stderr
     assert re.search(rf"1 running \(1 stale: trial {killed.number} no heartbeat for \d+ s\)", status.stdout), status.stdout
+    report = subprocess.run(_cmd("report", str(study), "--storage", url, "--out", str(tmp_path / "r.html"),
+                                 "--csv", str(tmp_path / "t.csv")), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    assert re.search(rf"1 stale: trial {killed.number} no heartbeat for \d+ s", (tmp_path / "r.html").read_text())
 
-    study.write_text(STUDY.format(name="k", epochs=1, seed=0))
     resume = subprocess.run(_cmd("run", str(study), "--trials", "1", *args), capture_output=True, text=True, timeout=600)
     assert resume.returncode == 0, resume.stderr
     trials = optuna.load_study(study_name="k", storage=url).get_trials()
