@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO))
 from harness.config import PrunerConfig, SamplerConfig, load_study_config  # noqa: E402
 from harness.data import load_splits  # noqa: E402
 from harness.objective import TRAINING_FAILURES, Objective  # noqa: E402
-from harness.study import claim_sampler_stream, classify, open_study  # noqa: E402
+from harness.study import claim_sampler_stream, classify, open_study, param_count  # noqa: E402
 from harness.train import cpu_model, device_name  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -91,7 +91,7 @@ def run_strategy(name: str, cfg, data, db: Path, seconds: float) -> optuna.Study
     def line(study, trial):
         ua = trial.user_attrs
         print(f"{name} {time.time() - start:7.1f}s trial {trial.number}: {classify(trial)} "
-              f"{ua.get('params', '')} val {ua.get('val_acc', '')} epochs {ua.get('epochs_run', '')}", flush=True)  # fmt: skip
+              f"{param_count(ua, '')} val {ua.get('val_acc', '')} epochs {ua.get('epochs_run', '')}", flush=True)  # fmt: skip
 
     study.optimize(objective, timeout=seconds, callbacks=[line], catch=TRAINING_FAILURES)
     study.set_user_attr(DONE_ATTR, time.time() - start)
@@ -103,7 +103,7 @@ def measure(study: optuna.Study, budget: int) -> dict:
     trials = study.get_trials(deepcopy=False)
     trained = [t for t in trials if classify(t) in ("complete", "pruned", "failed")]
     complete = sorted(
-        (t for t in trials if classify(t) == "complete" and t.user_attrs.get("params", budget + 1) <= budget),
+        (t for t in trials if classify(t) == "complete" and param_count(t.user_attrs, budget + 1) <= budget),
         key=lambda t: t.datetime_complete,
     )
     curve = []  # (seconds since start, best validation accuracy so far)
@@ -124,7 +124,7 @@ def measure(study: optuna.Study, budget: int) -> dict:
         "distinct_trained_with_recipe": len({json.dumps(t.params, sort_keys=True) for t in trained}),
         "best_val": best if complete else None,
         "best_trial": curve[-1][2] if curve else None,
-        "best_params": next((t.user_attrs["params"] for t in complete if t.number == curve[-1][2]), None) if curve else None,
+        "best_params": next((param_count(t.user_attrs) for t in complete if t.number == curve[-1][2]), None) if curve else None,
         "best_arch": next((t.user_attrs["arch"] for t in complete if t.number == curve[-1][2]), None) if curve else None,
         "curve": curve,
         "seconds": float(study.user_attrs.get(DONE_ATTR, 0.0)),
@@ -154,7 +154,7 @@ def rescore(study: optuna.Study, cfg, data, top: int, seeds: int) -> list[dict]:
             vals.append(fit(build(spec, seed=seed), data, recipe, seed=seed).val_acc)
             study.set_user_attr(key, vals)
             print(f"{study.study_name}: trial {t.number} re-scored: {vals}", flush=True)
-        out.append({"trial": t.number, "params": t.user_attrs["params"], "search_val": t.value,
+        out.append({"trial": t.number, "params": param_count(t.user_attrs), "search_val": t.value,
                     "vals": vals, "mean": sum(vals) / len(vals), "arch": t.user_attrs["arch"]})  # fmt: skip
     return out
 

@@ -35,7 +35,7 @@ def summary_markdown(study: optuna.Study) -> str:
         ["## harness: budget and target", "", *(f"- {line.strip()}" if not line.startswith(" ") else f"  `{line.strip()}`"
                                                 for line in lines), "",
          "The figure *accuracy-vs-parameters* below the history shows every trial against its trainable parameter "
-         "count; the user attribute `params` of a trial is that count (not Optuna's hyperparameters). "
+         "count; a trial's user attribute `trainable_params` is that count (Optuna's \"Params\" are the sampled choices). "
          "Rejected candidates carry a note and were never trained."]  # fmt: skip
     )
 

@@ -43,6 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import harness
 from harness.errors import HarnessError
+from harness.study import param_count
 
 __all__ = [
     "DEFAULT_FORMATS", "EXPORT_FORMATS", "ONNX_TOLERANCE", "ExportResult", "export_trial", "model_card",
@@ -254,7 +255,7 @@ def model_card(study: optuna.Study, trial: FrozenTrial, spec, record: dict[str, 
         "trial": trial.number,
         "storage": storage_label,
         "baseline": bool(ua.get("baseline")),
-        "params": ua.get("params"),
+        "params": param_count(ua),
         "budget": study.user_attrs.get("budget"),
         "target": study.user_attrs.get("target"),
         "val_acc": ua.get("val_acc"),
@@ -345,7 +346,7 @@ def export_trial(
     stem = f"{study.study_name}-trial{trial.number}" + (f"-seed{retrained['seed']}" if retrained else "")
     rec_s = f"{recorded:.4%}" if recorded is not None else "n/a"
     lines = [
-        f"trial {trial.number}: {spec.describe()}, {ua.get('params', 0):,} params",
+        f"trial {trial.number}: {spec.describe()}, {param_count(ua, 0):,} params",
         f"  pytorch     eager float32: test acc {eager_acc:.4%} on the {n_rec:,} scored images (recorded {rec_s}) -> "
         + ("OK" if record["passed"] else f"MISMATCH ({record['images_apart']} images apart)"),
     ]

@@ -4,7 +4,7 @@ Trial outcomes, as recorded in the storage:
 
 * COMPLETE: trained; value = validation accuracy; test accuracy etc. in user attrs.
 * PRUNED with user attr ``rejected = "over_budget"``: counted over the budget, never built
-  or trained; ``params`` and ``reject_reason`` recorded, and the constraint
+  or trained; ``trainable_params`` and ``reject_reason`` recorded, and the constraint
   ``params_over_budget > 0`` tells the sampler the region is infeasible.
 * PRUNED with ``rejected = "invalid"``: the sampled layout is not buildable (feature map
   shrinks to nothing); also infeasible, also never built.
@@ -38,9 +38,13 @@ from harness.spec import ArchSpec, InvalidSpecError, count_params
 from search_spaces import baseline_spec, get_search_space
 from search_spaces.recipe import suggest_recipe
 
-__all__ = ["BUDGET_CONSTRAINT", "TRAINING_FAILURES", "Objective", "SamplerStream"]
+__all__ = ["BUDGET_CONSTRAINT", "PARAM_COUNT_ATTR", "TRAINING_FAILURES", "Objective", "SamplerStream"]
 
 BUDGET_CONSTRAINT = "params_over_budget"  # constraint value = params - budget (feasible <= 0)
+#: Trial user attribute holding the trainable parameter count (read it with
+#: harness.study.param_count). Not "params": optuna-dashboard lists Optuna's own trial.params
+#: (the hyperparameters) right beside the user attributes.
+PARAM_COUNT_ATTR = "trainable_params"
 
 
 def _training_failures() -> tuple[type[BaseException], ...]:
@@ -203,7 +207,7 @@ class Objective:
             note_rejection(trial, f"invalid layout: {exc}")
             trial.set_constraint(BUDGET_CONSTRAINT, 1.0)
             raise optuna.TrialPruned(f"invalid architecture: {exc}") from None
-        trial.set_user_attr("params", params)
+        trial.set_user_attr(PARAM_COUNT_ATTR, params)
         trial.set_constraint(BUDGET_CONSTRAINT, float(params - self.cfg.budget))
         if params > self.cfg.budget:
             reason = f"{params:,} parameters > budget {self.cfg.budget:,}"

@@ -50,7 +50,7 @@ def trials_frame(study: optuna.Study):
     import pandas as pd
 
     from harness.retrain import stored_retrains
-    from harness.study import origin_of
+    from harness.study import origin_of, param_count
 
     retrains = stored_retrains(study)
     rows = []
@@ -65,7 +65,7 @@ def trials_frame(study: optuna.Study):
             "state": t.state.name,
             "origin": origin_of(t),
             "baseline": bool(ua.get("baseline", False)),
-            "params": _num(ua.get("params")),
+            "params": _num(param_count(ua)),
             "val_acc": _num(val),
             "test_acc": _num(ua.get("test_acc")),
             "test_images": _num(ua.get("test_images")),

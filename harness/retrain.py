@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial
 import harness
 from harness.config import StudyConfig, TrainConfig
 from harness.errors import HarnessError
+from harness.study import param_count
 
 __all__ = [
     "RETRAIN_SEED_BASE", "retrain_key", "retrain_trials", "retrained_weights", "select_for_retrain",
@@ -92,7 +93,7 @@ def select_for_retrain(
         budget = int(study.user_attrs.get("budget", 0))
         raise HarnessError(f"study {study.study_name!r} has no completed trial within the budget of {budget:,} params")
     if study.user_attrs.get("mode") == "pareto":
-        feasible = [feasible[i] for i in pareto_front([(t.user_attrs["params"], val_acc(t)) for t in feasible])]
+        feasible = [feasible[i] for i in pareto_front([(param_count(t.user_attrs), val_acc(t)) for t in feasible])]
     elif spread is not None:
         raise HarnessError(f"--spread needs a Pareto study; {study.study_name!r} is single-objective (use --top)")
     ranked = sorted(feasible, key=rank_key)
@@ -117,7 +118,7 @@ def spread_over_params(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
     spaced in log scale from the smallest to the largest; the result keeps the input order."""
     if len(trials) <= k:
         return list(trials)
-    logs = [math.log(t.user_attrs["params"]) for t in trials]
+    logs = [math.log(param_count(t.user_attrs)) for t in trials]
     lo, hi = min(logs), max(logs)
     picked: set[int] = set()
     for j in range(k):
@@ -184,7 +185,7 @@ def retrain_trials(
                 == precision_settings(recipe, data.device))  # fmt: skip
         if not same:  # another protocol: its runs are not this one's seeds
             record = {
-                "trial": t.number, "params": t.user_attrs.get("params"), "arch": spec.describe(),
+                "trial": t.number, "params": param_count(t.user_attrs), "arch": spec.describe(),
                 "baseline": bool(t.user_attrs.get("baseline")), "epochs": recipe.epochs,
                 "train_images": len(data.train_x), "test_images": len(data.test_x),
                 "recipe": dataclasses.asdict(recipe), "precision": precision_settings(recipe, data.device), "runs": {},

@@ -383,20 +383,20 @@ class Progress:
         self._emit(ProgressEvent(self.tag, trial.number, epoch, val_acc, _since(trial)))
 
     def trial_done(self, study, trial) -> None:
-        from harness.study import classify, val_acc
+        from harness.study import classify, param_count, val_acc
 
         kind, ua = classify(trial), trial.user_attrs
         origin = ua.get("origin", "")
         base = f" ({origin})" if origin and origin != "sampler" else ""
         if kind == "complete":
             msg = (f"val {val_acc(trial):.4f} test {ua.get('test_acc', float('nan')):.4f} "
-                   f"{ua.get('params', 0):,} params {ua.get('train_seconds', 0):.1f}s")  # fmt: skip
+                   f"{param_count(ua, 0):,} params {ua.get('train_seconds', 0):.1f}s")  # fmt: skip
         elif kind in ("over_budget", "invalid"):
             msg = f"rejected: {ua.get('reject_reason', kind)}"
         elif kind == "duplicate":
             msg = f"duplicate of trial {ua.get('duplicate_of')}: not trained again"
         elif kind == "pruned":
-            msg = f"pruned after epoch {ua.get('epochs_run', '?')} ({ua.get('params', 0):,} params)"
+            msg = f"pruned after epoch {ua.get('epochs_run', '?')} ({param_count(ua, 0):,} params)"
         else:
             msg = f"{kind}: {ua.get('fail_reason', '')}"
         seconds = trial.duration.total_seconds() if trial.duration is not None else _since(trial)

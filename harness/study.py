@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import StudyConfig
 from harness.errors import StorageError
-from harness.objective import SamplerStream
+from harness.objective import PARAM_COUNT_ATTR, SamplerStream
 from harness.storage import RetryStaleTrial, check_optuna_sqlite, make_storage, study_lock
 from search_spaces import SearchSpace, enqueue_params, get_search_space
 
@@ -33,6 +34,7 @@ __all__ = [
     "make_sampler",
     "open_study",
     "origin_of",
+    "param_count",
     "pareto_front",
     "rank_key",
     "stream_seed",
@@ -261,6 +263,12 @@ def enqueue_baseline(study: optuna.Study, space: SearchSpace) -> bool:
 # ---- summary ------------------------------------------------------------------------------
 
 
+def param_count(attrs: Mapping[str, Any], default: Any = None) -> Any:
+    """The trainable parameter count in a trial's user attributes (``trainable_params``, or
+    ``params`` in studies written before the rename), else ``default``."""
+    return attrs.get(PARAM_COUNT_ATTR, attrs.get("params", default))
+
+
 def val_acc(t: FrozenTrial) -> float:
     """Validation accuracy of a finished trial, in single- and multi-objective studies alike."""
     if "val_acc" in t.user_attrs:
@@ -339,7 +347,7 @@ def _trial_line(t: FrozenTrial) -> str:
     ua = t.user_attrs
     test = ua.get("test_acc")
     test_s = f"{test:.4f}" if isinstance(test, (int, float)) and not math.isnan(test) else "n/a"
-    return f"{ua.get('params', 0):,} params, val {val_acc(t):.4f}, test {test_s}, {ua.get('epochs_run', 0)} epochs"
+    return f"{param_count(ua, 0):,} params, val {val_acc(t):.4f}, test {test_s}, {ua.get('epochs_run', 0)} epochs"
 
 
 def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -348,13 +356,13 @@ def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [
         t
         for t in study.get_trials(deepcopy=False)
-        if classify(t) == "complete" and t.user_attrs.get("params", math.inf) <= budget
+        if classify(t) == "complete" and param_count(t.user_attrs, math.inf) <= budget
     ]
 
 
 def rank_key(t: FrozenTrial) -> tuple[float, int]:
     """Sort key, best first: highest validation accuracy, then fewer parameters."""
-    return (-val_acc(t), t.user_attrs.get("params", 0))
+    return (-val_acc(t), param_count(t.user_attrs, 0))
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:

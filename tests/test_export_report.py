@@ -93,10 +93,10 @@ def test_export_writes_verified_files_and_card(tiny_study):
     study = _study(tiny_study)
     best = max(
         (t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE),
-        key=lambda t: (t.value, -t.user_attrs["params"]),
+        key=lambda t: (t.value, -t.user_attrs["trainable_params"]),
     )
     card = json.loads((out / f"tiny-trial{best.number}.json").read_text())
-    assert card["trial"] == best.number and card["params"] == best.user_attrs["params"]
+    assert card["trial"] == best.number and card["params"] == best.user_attrs["trainable_params"]
     assert card["test_acc"] == best.user_attrs["test_acc"] and card["val_acc"] == best.value
     assert card["input"]["normalize"] == {"mean": 0.1307, "std": 0.3081}
     assert card["versions"]["torch"] == torch.__version__ and card["versions"]["cuda"] == torch.version.cuda

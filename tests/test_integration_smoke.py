@@ -35,14 +35,14 @@ def test_smoke_study_runs_rejects_resumes(tmp_path, real_mnist_root):
     trained = [t for t in trials if "train_seconds" in t.user_attrs]
     assert rejected, "the smoke study must reject at least one over-budget candidate"
     for t in rejected:
-        assert t.state == TrialState.PRUNED and t.user_attrs["params"] > 20_000
+        assert t.state == TrialState.PRUNED and t.user_attrs["trainable_params"] > 20_000
         assert "train_seconds" not in t.user_attrs and "epochs_run" not in t.user_attrs
         assert not t.intermediate_values  # never trained, never reported
     assert any(t.state == TrialState.COMPLETE for t in trials)
-    assert all(t.user_attrs["params"] <= 20_000 for t in trained)
+    assert all(t.user_attrs["trainable_params"] <= 20_000 for t in trained)
     baseline = [t for t in trials if t.user_attrs.get("baseline")]
     assert len(baseline) == 1 and baseline[0].number == 0
-    assert baseline[0].state == TrialState.COMPLETE and baseline[0].user_attrs["params"] == 19_290
+    assert baseline[0].state == TrialState.COMPLETE and baseline[0].user_attrs["trainable_params"] == 19_290
     assert baseline[0].user_attrs["test_images"] == 2000
     assert study.user_attrs["budget"] == 20_000 and study.user_attrs["target"] == 0.994
 

@@ -87,7 +87,7 @@ def test_pareto_study_records_two_objectives_and_the_baseline(pareto_dir):
     assert "recipe" in base.user_attrs and base.user_attrs["recipe"]["lr"] == 0.05  # the study's recipe
     for t in trials:
         if t.state == TrialState.COMPLETE and not t.user_attrs["baseline"]:
-            assert t.values[1] == t.user_attrs["params"] and {"lr", "batch_size", "rotation"} <= set(t.params)
+            assert t.values[1] == t.user_attrs["trainable_params"] and {"lr", "batch_size", "rotation"} <= set(t.params)
             assert t.user_attrs["recipe"]["batch_size"] == t.params["batch_size"]
         assert not t.intermediate_values  # no per-epoch reports with two objectives
     assert study.best_trials  # Optuna computes the front
@@ -192,12 +192,25 @@ def test_spread_picks_points_evenly_over_log_params():
     from harness.retrain import spread_over_params
 
     sizes = [19000, 10000, 9000, 5000, 3000, 2000, 1600, 1500]  # a front, most accurate first
-    trials = [optuna.trial.create_trial(value=0.99 - i / 1000, user_attrs={"params": n}) for i, n in enumerate(sizes)]
-    picked = [t.user_attrs["params"] for t in spread_over_params(trials, 3)]
+    trials = [optuna.trial.create_trial(value=0.99 - i / 1000, user_attrs={"trainable_params": n}) for i, n in enumerate(sizes)]
+    picked = [t.user_attrs["trainable_params"] for t in spread_over_params(trials, 3)]
     assert picked == [19000, 5000, 1500]  # ends, and the one nearest sqrt(1500 * 19000) = 5,339
-    picked = [t.user_attrs["params"] for t in spread_over_params(trials, 5)]
+    picked = [t.user_attrs["trainable_params"] for t in spread_over_params(trials, 5)]
     assert picked == [19000, 10000, 5000, 3000, 1500]  # goals 1,500, 2,830 (3,000 is nearer than 2,000), 5,339, 10,071, 19,000
     assert spread_over_params(trials, 8) == trials and spread_over_params(trials, 20) == trials
+
+
+def test_param_count_reads_studies_written_before_the_rename():
+    from harness.study import feasible_trials, param_count
+
+    old = optuna.trial.create_trial(value=0.99, user_attrs={"params": 3000})  # harness < 0.2 wrote "params"
+    new = optuna.trial.create_trial(value=0.98, user_attrs={"trainable_params": 5000})
+    assert [param_count(t.user_attrs) for t in (old, new)] == [3000, 5000]
+    assert param_count({}, 0) == 0
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("budget", 4000)
+    study.add_trials([old, new])
+    assert [param_count(t.user_attrs) for t in feasible_trials(study)] == [3000]
 
 
 def test_retrain_and_export_bad_inputs(pareto_dir, tmp_path, capsys):
@@ -237,7 +250,7 @@ def test_small_budget_study_rejects_the_baseline_and_joins_the_results(pareto_di
     (base,) = [t for t in trials if t.user_attrs.get("baseline")]
     assert base.state == TrialState.PRUNED and base.user_attrs["rejected"] == "over_budget"
     trained = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert trained and all(t.user_attrs["params"] <= 3700 for t in trained)
+    assert trained and all(t.user_attrs["trainable_params"] <= 3700 for t in trained)
     assert main(["retrain", str(path), "--top", "1", "--seeds", "1", "--epochs", "1", "--device", "cpu"]) == 0
     records = [v for k, v in _load(tmp_path, "small").user_attrs.items() if k.startswith("retrain:")]
     assert len(records) == 1 and not records[0]["baseline"] and records[0]["params"] <= 3700

@@ -120,7 +120,8 @@ def test_dashboard_api_and_browser(smoke_dir, tmp_path):
         by_number = {t["number"]: t for t in study["trials"]}
         baseline = by_number[0]
         attrs = {a["key"]: a["value"] for a in baseline["user_attrs"]}
-        assert attrs["baseline"] == "True" and attrs["params"] == "19290"
+        assert attrs["baseline"] == "True" and attrs["trainable_params"] == "19290"
+        assert "params" not in attrs  # no user attribute named like Optuna's own (hyper)parameters
         assert {"test_acc", "target_met", "val_acc"} <= set(attrs)
         for t in study["trials"]:
             names = [a["filename"] for a in t["artifacts"]]

@@ -68,7 +68,7 @@ def test_over_budget_candidate_is_rejected_without_data_model_or_training(tmp_pa
     study.tell(trial, state=TrialState.PRUNED)
     frozen = study.trials[0]
     assert frozen.state == TrialState.PRUNED
-    assert frozen.user_attrs["params"] == 19_290
+    assert frozen.user_attrs["trainable_params"] == 19_290
     assert frozen.user_attrs["rejected"] == "over_budget"
     assert "19,290 parameters > budget 5,000" in frozen.user_attrs["reject_reason"]
     assert frozen.constraints == {BUDGET_CONSTRAINT: 19_290 - 5_000}
@@ -86,12 +86,12 @@ def test_gate_counts_every_rejection_and_trains_only_survivors(tmp_path, storage
     trained = [t for t in trials if t.state == TrialState.COMPLETE]
     assert rejected and trained
     assert fit.calls == len(trained) == objective.trained
-    assert all(t.user_attrs["params"] <= 8_000 for t in trained)
+    assert all(t.user_attrs["trainable_params"] <= 8_000 for t in trained)
     assert all(t.constraints[BUDGET_CONSTRAINT] <= 0 for t in trained)
     assert all(max(t.constraints.values()) > 0 for t in rejected)
     s = summarize(study)
     assert s.counts["over_budget"] + s.counts["invalid"] == len(rejected)
-    assert s.best is not None and s.best.user_attrs["params"] <= 8_000
+    assert s.best is not None and s.best.user_attrs["trainable_params"] <= 8_000
 
 
 def test_baseline_enqueued_once_and_study_resumes(tmp_path, synthetic_root):
@@ -106,7 +106,7 @@ def test_baseline_enqueued_once_and_study_resumes(tmp_path, synthetic_root):
     trials = optuna.load_study(study_name="t", storage=url).get_trials()
     assert len(trials) == 5
     assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
-    assert trials[0].user_attrs["baseline"] and trials[0].user_attrs["params"] == 19_290
+    assert trials[0].user_attrs["baseline"] and trials[0].user_attrs["trainable_params"] == 19_290
 
 
 def test_existing_study_with_other_budget_is_refused(tmp_path):
@@ -135,10 +135,10 @@ def test_real_training_records_every_attribute(tmp_path, synthetic_root):
     t = optuna.load_study(study_name="t", storage=url).trials[0]
     assert t.state == TrialState.COMPLETE
     ua = t.user_attrs
-    for key in ("params", "val_acc", "test_acc", "target_met", "epochs_run", "train_seconds", "device",
+    for key in ("trainable_params", "val_acc", "test_acc", "target_met", "epochs_run", "train_seconds", "device",
                 "spec", "baseline", "seed", "torch_version", "harness_version", "test_images"):  # fmt: skip
         assert key in ua, key
-    assert ua["baseline"] is True and ua["params"] == 19_290 and ua["epochs_run"] == 2
+    assert ua["baseline"] is True and ua["trainable_params"] == 19_290 and ua["epochs_run"] == 2
     assert ua["seed"] == cfg.seed + t.number and ua["test_images"] == 200
     assert ua["val_acc"] == t.value and 0.0 <= ua["test_acc"] <= 1.0
     assert ua["target_met"] == (ua["test_acc"] >= cfg.target)
