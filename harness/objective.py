@@ -209,6 +209,10 @@ class Objective:
             raise optuna.TrialPruned(f"invalid architecture: {exc}") from None
         trial.set_user_attr(PARAM_COUNT_ATTR, params)
         trial.set_constraint(BUDGET_CONSTRAINT, float(params - self.cfg.budget))
+        # The same value as a user attribute: optuna-dashboard 0.21 shows "constraints: []" for
+        # Optuna 5's set_constraint (it reads only the pre-5 list, which would make Optuna see
+        # the constraint twice), so this is where the dashboard shows it.
+        trial.set_user_attr(BUDGET_CONSTRAINT, params - self.cfg.budget)
         if params > self.cfg.budget:
             reason = f"{params:,} parameters > budget {self.cfg.budget:,}"
             trial.set_user_attr("rejected", "over_budget")

@@ -122,6 +122,7 @@ def test_dashboard_api_and_browser(smoke_dir, tmp_path):
         attrs = {a["key"]: a["value"] for a in baseline["user_attrs"]}
         assert attrs["baseline"] == "True" and attrs["trainable_params"] == "19290"
         assert "params" not in attrs  # no user attribute named like Optuna's own (hyper)parameters
+        assert attrs["params_over_budget"] == str(19290 - 20000)  # the budget constraint, visible
         assert {"test_acc", "target_met", "val_acc"} <= set(attrs)
         for t in study["trials"]:
             names = [a["filename"] for a in t["artifacts"]]
