@@ -26,6 +26,15 @@ for step in "${steps[@]}"; do
   case "$step" in tests|bf16|speed|jobs) ;; *) echo "gpu_check: unknown step '$step' (tests, bf16, speed, jobs)" >&2; exit 2 ;; esac
 done
 limits="${STEP_LIMIT:-0}"
+case "$limits" in
+  *=*) for pair in ${limits//,/ }; do
+         case "$pair" in
+           tests=*|bf16=*|speed=*|jobs=*) [[ ${pair#*=} =~ ^[0-9]+$ ]] || { echo "gpu_check: STEP_LIMIT: '$pair' is not step=seconds" >&2; exit 2; } ;;
+           *) echo "gpu_check: STEP_LIMIT: bad entry '$pair' (step=seconds; steps: tests, bf16, speed, jobs)" >&2; exit 2 ;;
+         esac
+       done ;;
+  *[!0-9]*|"") echo "gpu_check: STEP_LIMIT must be seconds or step=seconds,..., got '$limits'" >&2; exit 2 ;;
+esac
 step_limit() {  # seconds for step $1 from STEP_LIMIT ("N" or "step=N,...", 0 = none)
   case "$limits" in
     *=*) local pair; for pair in ${limits//,/ }; do [ "${pair%%=*}" = "$1" ] && { echo "${pair#*=}"; return; }; done; echo 0 ;;

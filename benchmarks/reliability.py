@@ -86,9 +86,9 @@ def kills(tmp: Path, data: str, rounds: int) -> dict:
     study = tmp / "k.toml"
     url = f"sqlite:///{tmp / 'k.db'}"
     args = ["--storage", url, "--data-dir", data, "--device", "cpu", "--quiet"]
-    # One schedule throughout (a study refuses a file with other [train] settings): 25 epochs
-    # of 8 steps, a few seconds per trial, long enough to be killed after its first epoch.
-    study.write_text(STUDY.format(name="k", seed=2, epochs=25))
+    # One schedule throughout (a study refuses a file with other [train] settings): 60 epochs
+    # of 8 steps, long enough to be killed after its first epoch.
+    study.write_text(STUDY.format(name="k", seed=2, epochs=60))
     subprocess.run(_harness("run", str(study), "--trials", "3", *args), check=True, capture_output=True, cwd=REPO)
     lost, killed_numbers, retried = 0, [], 0
     for _ in range(rounds):
@@ -150,11 +150,11 @@ def postgres_workers(tmp: Path, data: str, per_worker: int) -> dict | None:
 
 def bad_inputs() -> dict:
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cli_errors.py",
-                        "-k", "not installs_checked_files"],  # that one is the good-input case
+                        "-k", "bad_study_input or bad_command_input"],  # the two tables: one bad input per case
                        capture_output=True, text=True, cwd=REPO)  # fmt: skip
     m = re.search(r"(\d+) passed", p.stdout)
     failed = re.search(r"(\d+) failed", p.stdout)
-    return {"scenario": "bad input (tests/test_cli_errors.py)", "inputs_tried": int(m.group(1)) if m else 0,
+    return {"scenario": "bad input (the two tables of tests/test_cli_errors.py, every command)", "inputs_tried": int(m.group(1)) if m else 0,
             "failed": int(failed.group(1)) if failed else 0}  # fmt: skip
 
 

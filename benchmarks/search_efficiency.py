@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from harness.config import PrunerConfig, SamplerConfig, load_study_config  # noqa: E402
 from harness.data import load_splits  # noqa: E402
+from harness.errors import StorageError  # noqa: E402
 from harness.objective import TRAINING_FAILURES, Objective  # noqa: E402
 from harness.study import claim_sampler_stream, classify, open_study, param_count  # noqa: E402
 from harness.train import cpu_model, device_name  # noqa: E402
@@ -76,8 +77,11 @@ def strategies(cfg):
 def run_strategy(name: str, cfg, data, db: Path, seconds: float) -> optuna.Study:
     url = f"sqlite:///{db}"
     if db.exists():
-        study = open_study(dataclasses.replace(cfg, name=name), url)
-        if DONE_ATTR in study.user_attrs:
+        try:
+            study = open_study(dataclasses.replace(cfg, name=name), url)
+        except StorageError:  # made from another version of the study file: not this run's
+            study = None
+        if study is not None and DONE_ATTR in study.user_attrs:
             print(f"{name}: already done, {len(study.trials)} trials", flush=True)
             return study
         db.unlink()  # cut short: start afresh, so every strategy gets one uninterrupted budget

@@ -206,6 +206,7 @@ class Objective:
             trial.set_user_attr("reject_reason", str(exc))
             note_rejection(trial, f"invalid layout: {exc}")
             trial.set_constraint(BUDGET_CONSTRAINT, 1.0)
+            trial.set_user_attr(BUDGET_CONSTRAINT, 1.0)  # mirrored for optuna-dashboard (below)
             raise optuna.TrialPruned(f"invalid architecture: {exc}") from None
         trial.set_user_attr(PARAM_COUNT_ATTR, params)
         trial.set_constraint(BUDGET_CONSTRAINT, float(params - self.cfg.budget))

@@ -58,8 +58,10 @@ class CpuOutOfMemoryError(RuntimeError):
 
 def cpu_out_of_memory(exc: BaseException) -> CpuOutOfMemoryError | None:
     """``exc`` as a :class:`CpuOutOfMemoryError` when it is PyTorch's CPU allocation failure."""
-    if isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(exc):
-        detail = str(exc).split("DefaultCPUAllocator: ", 1)[1].splitlines()[0]
+    text = str(exc)
+    # posix_memalign failed (Linux, macOS), or malloc on Windows/Android
+    if isinstance(exc, RuntimeError) and any(f"DefaultCPUAllocator: {m}" in text for m in ("can't allocate memory", "not enough memory")):
+        detail = text.split("DefaultCPUAllocator: ", 1)[1].splitlines()[0]
         return CpuOutOfMemoryError(f"CPU out of memory: {detail}")
     return None
 

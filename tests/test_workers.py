@@ -136,9 +136,9 @@ def _wait_for(predicate, timeout: float = 120.0, interval: float = 0.2):
 @pytest.mark.slow
 def test_sigkill_mid_trial_then_resume_retries_it(tmp_path, synthetic_root):
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    # One schedule throughout (a study refuses a file with other [train] settings): 40 epochs of
-    # 5 steps, seconds per trial, long enough to be killed after its first epoch.
-    study = _study_file(tmp_path, "k", epochs=40)
+    # One schedule throughout (a study refuses a file with other [train] settings): 100 epochs
+    # of 5 steps, long enough to be killed after its first epoch.
+    study = _study_file(tmp_path, "k", epochs=100)
     args = ["--storage", url, "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]
     first = subprocess.run(_cmd("run", str(study), "--trials", "3", *args), capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
@@ -153,6 +153,7 @@ def test_sigkill_mid_trial_then_resume_retries_it(tmp_path, synthetic_root):
         return [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
 
     killed = _wait_for(running_with_an_epoch)[0]
+    assert victim.poll() is None, "the trial to kill finished first; make it longer"
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
     time.sleep(4)  # past the 3 s grace period: the trial's heartbeat has gone stale
