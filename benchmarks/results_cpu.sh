@@ -18,17 +18,7 @@ steps=runs/results_cpu-steps.tsv
 mkdir -p runs
 touch "$steps"
 
-step() {  # step NAME COMMAND...: run once, record its wall-clock seconds
-  local name=$1 t0
-  shift
-  if cut -f1 "$steps" | grep -qx "$name"; then
-    echo "results_cpu: step '$name' already done, skipped"
-    return
-  fi
-  t0=$(date +%s)
-  "$@"
-  printf '%s\t%s\t%s\n' "$name" "$(($(date +%s) - t0))" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$steps"
-}
+source benchmarks/pipeline_steps.sh  # step NAME COMMAND...: run once, record its seconds
 
 step search harness run "$study" --data-dir "$data" --device cpu --quiet
 step retrain harness retrain "$study" --spread 5 --seeds 3 --epochs 20 --no-baseline --data-dir "$data" --device cpu
