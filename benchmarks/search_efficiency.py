@@ -256,17 +256,23 @@ def _markdown(rep: dict, args: argparse.Namespace) -> str:
         "The search's own best is the maximum of single noisy runs; this is the same candidates' accuracy "
         "without that selection bias.",
         "",
-        "| strategy | search's best val acc (1 run) | best re-scored candidate: trial, params | fresh-seed val acc (mean) | per seed |",
-        "|---|---|---|---|---|",
+        "| strategy | search's best val acc (1 run) | best re-scored candidate: trial, params | fresh-seed val acc (mean) "
+        f"| per seed | mean over its top {args.rescore_top} (fresh seeds) |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in rep["strategies"].items():
         b = r.get("rescored_best")
         if b is None:
-            lines.append(f"| {name} | - | - | - | - |")
+            lines.append(f"| {name} | - | - | - | - | - |")
             continue
         best = f"{r['best_val']:.4f}" if r["best_val"] is not None else "none"
+        top = [c["mean"] for c in r["rescored"]]
         lines.append(f"| {name} | {best} | {b['trial']}, {b['params']:,} | {b['mean']:.4f} | "
-                     f"{', '.join(f'{v:.4f}' for v in b['vals'])} |")  # fmt: skip
+                     f"{', '.join(f'{v:.4f}' for v in b['vals'])} | {sum(top) / len(top):.4f} |")  # fmt: skip
+    lines += ["", "Every re-scored candidate (search rank order):", ""]
+    for name, r in rep["strategies"].items():
+        lines += [f"- {name}: " + "; ".join(f"trial {c['trial']} ({c['params']:,} params): search {c['search_val']:.4f}, "
+                                             f"fresh {c['mean']:.4f}" for c in r.get("rescored", []))]  # fmt: skip
     lines += ["", "Best architectures:", ""]
     for name, r in rep["strategies"].items():
         lines.append(f"- {name}: trial {r['best_trial']}, `{r['best_arch']}`")
