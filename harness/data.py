@@ -147,6 +147,29 @@ def import_mnist(source: str | os.PathLike[str], root: str | os.PathLike[str]) -
     return dest
 
 
+def _download(root: Path) -> None:
+    """Fetch MNIST through torchvision into a temporary folder beside ``root`` and move the files
+    into ``root``'s raw folder only once all four arrived: a failed download (offline) leaves
+    nothing behind and never touches files another process put there meanwhile."""
+    from torchvision.datasets import MNIST
+
+    anchor = next(p for p in [root, *root.parents] if p.exists())  # same filesystem: renames work
+    tmp = Path(tempfile.mkdtemp(dir=anchor, prefix=".mnist-download-"))
+    try:
+        MNIST(str(tmp), train=True, download=True)
+        MNIST(str(tmp), train=False, download=True)
+        raw = raw_folder(root)
+        raw.mkdir(parents=True, exist_ok=True)
+        for f in raw_folder(tmp).iterdir():
+            os.replace(f, raw / f.name)
+    except Exception as exc:  # URLError, RuntimeError ("Error downloading ..."), OSError
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
+        raise DataError(f"cannot download MNIST into {raw_folder(root)} ({exc.__class__.__name__}: {text}); "
+                        "offline? import the four *-ubyte.gz files with `harness data import DIR`") from None  # fmt: skip
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _missing_parents(folder: Path) -> list[Path]:
     """``folder`` and those of its parents that do not exist yet, deepest first."""
     missing = []
@@ -186,17 +209,13 @@ def load_mnist(root: str | os.PathLike[str], download: bool = False):
         raise DataError(f"MNIST not found: {raw} lacks {', '.join(missing)}; {_HOWTO}")
     from torchvision.datasets import MNIST  # imported late: torchvision is slow to import
 
-    created = _missing_parents(raw) if missing else []
+    if missing:  # download is on: fetched elsewhere first, so a failure touches nothing here
+        _download(root)
     try:
-        train = MNIST(str(root), train=True, download=download)
-        test = MNIST(str(root), train=False, download=download)
-    except Exception as exc:  # torchvision raises RuntimeError/URLError/ValueError variously
-        if created:  # a failed download leaves no MNIST/raw (empty or partial) that it made
-            shutil.rmtree(created[-1], ignore_errors=True)
+        train = MNIST(str(root), train=True, download=False)
+        test = MNIST(str(root), train=False, download=False)
+    except Exception as exc:  # torchvision raises RuntimeError/ValueError variously
         text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
-        if missing:  # download was on
-            raise DataError(f"cannot download MNIST into {raw} ({exc.__class__.__name__}: {text}); "
-                            "offline? import the four *-ubyte.gz files with `harness data import DIR`") from None  # fmt: skip
         raise DataError(f"cannot load MNIST from {raw} ({exc.__class__.__name__}: {text}); {_HOWTO}") from None
     check_mnist_files(root)
     out = (train.data, train.targets.long(), test.data, test.targets.long())

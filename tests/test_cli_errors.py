@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import os
 import shutil
 import subprocess
@@ -416,6 +417,36 @@ def test_run_refuses_damaged_installed_data_before_creating_the_study(tmp_path, 
     assert len(err) == 1 and target.name in err[0]
     assert {"truncated": "truncated?", "label": "label 200"}[damage] in err[0]
     assert _snapshot(tmp_path) == before  # no study database, lock or artifacts
+
+
+def test_download_through_torchvision_installs_checked_files(tmp_path, real_mnist_source, monkeypatch):
+    """Online users download through torchvision: served here by a real local HTTP server."""
+    import functools
+    import http.server
+    import threading
+
+    from torchvision.datasets import MNIST
+
+    from harness.data import MNIST_FILES, check_mnist_files, load_mnist
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(real_mnist_source))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(MNIST, "mirrors", [f"http://127.0.0.1:{server.server_address[1]}/"])
+        # Our copies are the canonical IDX bytes gzipped anew: torchvision checks the .gz bytes.
+        monkeypatch.setattr(MNIST, "resources", [
+            (name, hashlib.md5((real_mnist_source / name).read_bytes()).hexdigest()) for name, _ in MNIST.resources])
+        root = tmp_path / "data"
+        train_x, train_y, test_x, _ = load_mnist(root, download=True)
+    finally:
+        server.shutdown()
+    assert tuple(train_x.shape) == (60000, 28, 28) and tuple(test_x.shape) == (10000, 28, 28)
+    check_mnist_files(root)
+    for name, md5 in MNIST_FILES.items():  # the canonical bytes, where torchvision and the harness look
+        assert hashlib.md5((root / "MNIST" / "raw" / name).read_bytes()).hexdigest() == md5
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mnist-download-")]  # temp folder gone
 
 
 def test_download_that_fails_leaves_no_data_folder(tmp_path, capsys, monkeypatch):
