@@ -88,7 +88,7 @@ def select_for_retrain(
     """
     from harness.study import feasible_trials, pareto_front, rank_key, val_acc
 
-    feasible = feasible_trials(study)
+    feasible = all_feasible = feasible_trials(study)
     if not feasible:
         budget = int(study.user_attrs.get("budget", 0))
         raise HarnessError(f"study {study.study_name!r} has no completed trial within the budget of {budget:,} params")
@@ -109,7 +109,7 @@ def select_for_retrain(
     if spread is not None:
         chosen = spread_over_params(chosen, spread)
     if include_baseline and not any(t.user_attrs.get("baseline") for t in chosen):
-        chosen += [t for t in feasible if t.user_attrs.get("baseline")][:1]
+        chosen += [t for t in all_feasible if t.user_attrs.get("baseline")][:1]  # on the front or not
     return chosen
 
 

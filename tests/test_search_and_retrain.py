@@ -200,6 +200,20 @@ def test_spread_picks_points_evenly_over_log_params():
     assert spread_over_params(trials, 8) == trials and spread_over_params(trials, 20) == trials
 
 
+def test_pareto_retrain_adds_the_baseline_even_off_the_front():
+    from harness.retrain import select_for_retrain
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("budget", 20000)
+    study.set_user_attr("mode", "pareto")
+    for acc, n, base in [(0.99, 9000, False), (0.98, 3000, False), (0.985, 19290, True)]:  # baseline dominated
+        study.add_trial(optuna.trial.create_trial(values=[acc, n], user_attrs={"trainable_params": n, "baseline": base,
+                                                                                "val_acc": acc, "spec": f"s{n}"}))  # fmt: skip
+    picked = [t.user_attrs["trainable_params"] for t in select_for_retrain(study, None, spread=2)]
+    assert picked == [9000, 3000, 19290]
+    assert [t.user_attrs["trainable_params"] for t in select_for_retrain(study, None, include_baseline=False, spread=2)] == [9000, 3000]
+
+
 def test_param_count_reads_studies_written_before_the_rename():
     from harness.study import feasible_trials, param_count
 
