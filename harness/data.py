@@ -124,7 +124,7 @@ def import_mnist(source: str | os.PathLike[str], root: str | os.PathLike[str]) -
             raise DataError(f"{shown}: checksum mismatch (md5 of content {digest}, expected {md5}); file corrupted?")
         contents[name] = data
     dest = raw_folder(root)
-    for name in contents:  # checked before anything is written: a rename cannot fail half way
+    for name in contents:  # checked before anything is written: such a target would fail its rename half way
         if (dest / name).exists() and not (dest / name).is_file():
             raise DataError(f"{dest / name}: exists and is not a file; nothing was imported")
     created = _missing_parents(dest)
@@ -154,7 +154,10 @@ def _download(root: Path) -> None:
     from torchvision.datasets import MNIST
 
     anchor = next(p for p in [root, *root.parents] if p.exists())  # same filesystem: renames work
-    tmp = Path(tempfile.mkdtemp(dir=anchor, prefix=".mnist-download-"))
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=anchor, prefix=".mnist-download-"))
+    except OSError as exc:  # e.g. the data root is a file, or not writable
+        raise DataError(f"{root}: cannot download MNIST there ({exc.strerror or exc})") from None
     try:
         MNIST(str(tmp), train=True, download=True)
         MNIST(str(tmp), train=False, download=True)
