@@ -178,7 +178,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     from harness.artifacts import load_weights, open_artifact_store
     from harness.data import load_mnist
-    from harness.export import DEFAULT_FORMATS, check_formats, check_out_dir, export_trial, select_trial
+    from harness.export import DEFAULT_FORMATS, check_formats, check_out_dir, export_trial, output_paths, select_trial
     from harness.retrain import retrained_weights
     from harness.storage import check_outputs
 
@@ -197,6 +197,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         weights, retrained = retrained_weights(study, trial.number, args.seed, store)
     check_out_dir(out)
+    # The files written inside --out, checked like --out itself (a study file or database of
+    # that name, or a link to one, is never overwritten); a folder in their place is refused.
+    paths = output_paths(out, cfg.name, trial.number, args.seed, formats)
+    check_outputs({f"--out file {p.name}": p for p in paths.values()}, _study_files(args, cfg, url))
+    for p in paths.values():
+        if p.is_dir():
+            raise HarnessError(f"--out {out}: {p.name} exists and is a folder; nothing was exported")
     _, _, test_x, test_y = load_mnist(cfg.data_root(args.data_dir), download=cfg.data.download)
     how = f"trial {trial.number}" if args.trial is not None else f"best feasible trial (by validation): {trial.number}"
     print(f"exporting {how} of study {cfg.name!r}")
@@ -261,6 +268,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
         studies.append((cfg, url, study))
         protected += _study_files(ns, cfg, url)
     check_outputs({"--out": out, "--exports": Path(args.exports)}, protected)
+    if Path(args.exports).resolve() in out.resolve().parents:  # an exported model could be --out
+        raise HarnessError(f"--out {out} is inside --exports {args.exports}: an export could overwrite it, or it an export")
     write_results(studies, out, Path(args.exports), note=args.note, data_dir=args.data_dir,
                   command="harness " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["results"] else "")  # fmt: skip
     print(f"results: {out}")

@@ -47,7 +47,7 @@ from harness.study import param_count
 
 __all__ = [
     "DEFAULT_FORMATS", "EXPORT_FORMATS", "ONNX_TOLERANCE", "ExportResult", "export_trial", "model_card",
-    "select_trial", "verify_file", "write_frozen",
+    "output_paths", "select_trial", "verify_file", "write_frozen",
 ]  # fmt: skip
 
 EXPORT_FORMATS = ("pt2", "onnx", "torchscript")
@@ -141,6 +141,13 @@ def _batch_dim() -> tuple[dict[int, Any]]:
     import torch
 
     return ({0: torch.export.Dim("batch")},)
+
+
+def output_paths(out_dir: Path, study_name: str, trial: int, seed: int | None, formats) -> dict[str, Path]:
+    """Every file an export writes (format or "card" -> path), so they can be checked first."""
+    stem = f"{study_name}-trial{trial}" + (f"-seed{seed}" if seed is not None else "")
+    paths = {fmt: out_dir / (stem + _SUFFIX[fmt]) for fmt in formats}
+    return {**paths, "card": out_dir / f"{stem}.json", "card tmp": out_dir / f"{stem}.json.tmp"}
 
 
 def write_frozen(model, fmt: str, path: Path) -> None:
@@ -343,7 +350,7 @@ def export_trial(
     record["passed"] = recorded is None or record["images_apart"] <= allowed
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{study.study_name}-trial{trial.number}" + (f"-seed{retrained['seed']}" if retrained else "")
+    paths = output_paths(out_dir, study.study_name, trial.number, retrained["seed"] if retrained else None, formats)
     rec_s = f"{recorded:.4%}" if recorded is not None else "n/a"
     lines = [
         f"trial {trial.number}: {spec.describe()}, {param_count(ua, 0):,} params",
@@ -353,7 +360,7 @@ def export_trial(
     files: dict[str, Path] = {}
     verification: dict[str, Any] = {}
     for fmt in formats:
-        path = out_dir / (stem + _SUFFIX[fmt])
+        path = paths[fmt]
         write_frozen(model, fmt, path)
         files[fmt] = path
         v = verification[fmt] = verify_file(fmt, path, x, test_y, eager_pred)
@@ -364,8 +371,8 @@ def export_trial(
         )
     ok = record["passed"] and all(v["passed"] for v in verification.values())
     card = model_card(study, trial, spec, record, files, verification, storage_label, retrained)
-    card_path = out_dir / f"{stem}.json"
-    tmp = card_path.with_suffix(".json.tmp")
+    card_path = paths["card"]
+    tmp = paths["card tmp"]
     tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, card_path)
     return ExportResult(files, card_path, card, ok, lines)

@@ -62,7 +62,7 @@ def check_storage_url(url: str) -> None:
     """
     try:
         parsed = sqlalchemy.engine.make_url(url)
-        parsed.get_dialect()
+        parsed.get_dialect().import_dbapi()  # the driver module itself (psycopg2, MySQLdb, ...)
     except sqlalchemy.exc.ArgumentError:
         raise StorageError(f"storage URL {url!r} is not a valid database URL (e.g. sqlite:///study.db)") from None
     except sqlalchemy.exc.NoSuchModuleError:

@@ -189,6 +189,41 @@ def test_bad_command_input(trained_study, capsys, case_id, argv, words):
     assert _snapshot(study.parent) == before
 
 
+def test_export_never_writes_over_the_study_through_its_file_names(trained_study, tmp_path, capsys):
+    """The files written inside --out are checked too: a link named like an export that points
+    at the database, or a folder in an export's place, is refused before anything is written."""
+    study, data = trained_study
+    before = _snapshot(study.parent)
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "bad-input-trial0.onnx").symlink_to(study.parent / "bad-input.db")
+    assert main(["export", str(study), "--trial", "0", "--out", str(out), "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad-input-trial0.onnx" in err and "would overwrite" in err, err
+    (out / "bad-input-trial0.onnx").unlink()
+    (out / "bad-input-trial0.pt2").mkdir()
+    assert main(["export", str(study), "--trial", "0", "--out", str(out), "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a folder" in err, err
+    assert _snapshot(study.parent) == before and sorted(p.name for p in out.iterdir()) == ["bad-input-trial0.pt2"]
+
+
+def test_storage_whose_driver_is_missing_is_one_line(trained_study, capsys):
+    import importlib.util
+
+    drivers = {"mysql://u@h/d": "MySQLdb", "postgresql+asyncpg://u@h/d": "asyncpg", "mssql+pymssql://u@h/d": "pymssql"}
+    absent = [url for url, module in drivers.items() if importlib.util.find_spec(module) is None]
+    if not absent:
+        pytest.skip("every probed database driver is installed here")
+    study, _ = trained_study
+    before = _snapshot(study.parent)
+    for command in ("status", "report", "export", "retrain"):
+        assert main([command, str(study), "--storage", absent[0]]) == 2, command
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "driver not installed" in err and "Traceback" not in err, err
+    assert _snapshot(study.parent) == before
+
+
 def test_missing_study_file(tmp_path, capsys):
     assert main(["run", str(tmp_path / "nope.toml")]) == 2
     assert "study file not found" in capsys.readouterr().err
@@ -265,6 +300,7 @@ def test_read_only_commands_leave_an_existing_study_byte_identical(tmp_path, tmp
         (["export", str(study), "--out", str(art)], "--out"),
         (["results", str(study), "--out", str(db)], "--out"),
         (["results", str(study), "--out", str(x), "--exports", str(art)], "--exports"),
+        (["results", str(study), "--out", str(elsewhere / "m.md"), "--exports", str(elsewhere)], "inside --exports"),
     ]
     capsys.readouterr()
     for args, words in cases:
