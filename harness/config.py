@@ -261,7 +261,7 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, 0 <= t.rotation <= 180, "train.rotation", f"must be in [0, 180] degrees, got {t.rotation}")
     _check(where, 0 <= t.translate < 1, "train.translate", f"must be in [0, 1), got {t.translate}")
     _check(where, 0 <= t.scale < 1, "train.scale", f"must be in [0, 1), got {t.scale}")
-    _check(where, 0 <= d.val_size < 60_000, "data.val_size", f"must be in [0, 60000), got {d.val_size}")
+    _check(where, 1 <= d.val_size < 60_000, "data.val_size", f"must be in [1, 60000): the search selects on it, got {d.val_size}")
     _check(where, d.train_limit >= 0, "data.train_limit", f"must be >= 0, got {d.train_limit}")
     _check(where, d.test_limit >= 0, "data.test_limit", f"must be >= 0, got {d.test_limit}")
     _check(where, c.sampler.name in ("tpe", "random"), "sampler.name", f"must be tpe or random, got {c.sampler.name!r}")

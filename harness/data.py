@@ -64,9 +64,10 @@ def _idx_count(path: Path, magic: int, dims: int) -> int:
     return shape[0]
 
 
-def check_mnist_files(root: str | os.PathLike[str]) -> None:
+def check_mnist_files(root: str | os.PathLike[str]) -> dict[str, int]:
     """Check the four IDX files under ``root`` without loading the images: headers, sizes,
     matching image and label counts, labels 0-9. Cheap enough to run before a study exists.
+    Returns the image counts: {"train": ..., "t10k": ...}.
 
     Raises:
         DataError: a file is missing or malformed (the message names it).
@@ -75,6 +76,7 @@ def check_mnist_files(root: str | os.PathLike[str]) -> None:
     missing = [n for n in MNIST_FILES if not (raw / n).is_file()]
     if missing:
         raise DataError(f"MNIST not found: {raw} lacks {', '.join(missing)}; {_HOWTO}")
+    counts = {}
     for split in ("train", "t10k"):
         images, labels = raw / f"{split}-images-idx3-ubyte", raw / f"{split}-labels-idx1-ubyte"
         n_images, n_labels = _idx_count(images, 2051, 3), _idx_count(labels, 2049, 1)
@@ -83,6 +85,8 @@ def check_mnist_files(root: str | os.PathLike[str]) -> None:
         top = max(labels.read_bytes()[8:], default=0)
         if top > 9:
             raise DataError(f"{labels}: holds label {top}; MNIST labels are 0-9")
+        counts[split] = n_images
+    return counts
 
 
 def _read_gz(path: Path) -> bytes:

@@ -86,6 +86,8 @@ def plan_run(
     check_optuna_sqlite(url, for_writing=True)
     if jobs > 1 and url.startswith("sqlite") and sqlite_path(url) is None:
         raise HarnessError("--jobs > 1 needs a storage the worker processes share: in-memory SQLite is one process's")
+    if url.startswith("sqlite") and sqlite_path(url) is None:
+        raise HarnessError(f"storage {url!r}: in-memory SQLite keeps nothing after the run; give a file (sqlite:///study.db)")
     try:
         dev = resolve_device(cfg.device)
     except RuntimeError as exc:
@@ -96,7 +98,10 @@ def plan_run(
     download = download or cfg.data.download
     if download:
         load_mnist(root, download=True)  # fetch up front: a failed download writes no study
-    check_mnist_files(root)  # missing, truncated or bad labels: refused before the study exists
+    n_train = check_mnist_files(root)["train"]  # missing, truncated or bad labels: refused before the study exists
+    if cfg.data.val_size >= n_train:
+        raise HarnessError(f"{study_file}: data.val_size = {cfg.data.val_size} must be below the {n_train:,} "
+                           f"training images in {root}")  # fmt: skip
     artifacts = cfg.artifact_root(url)
     if artifacts.exists() and not artifacts.is_dir():
         raise HarnessError(f"{study_file}: artifact folder {artifacts} exists but is not a folder")
