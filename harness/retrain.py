@@ -173,17 +173,31 @@ def retrain_trials(
     from harness.spec import ArchSpec
     from harness.train import cpu_out_of_memory, evaluate, fit, precision_settings
 
+    def same_protocol(record: dict | None, recipe: TrainConfig) -> bool:
+        return bool(record and record.get("epochs") == recipe.epochs and record.get("train_images") == len(data.train_x)
+                    and _learning_recipe(record.get("recipe") or dataclasses.asdict(recipe)) == _learning_recipe(recipe)
+                    and record.get("precision", precision_settings(recipe, data.device))
+                    == precision_settings(recipe, data.device))  # fmt: skip
+
+    # Checked for every trial before any training: stored runs of another protocol (other
+    # epochs, data or precision) are results, never silently replaced.
+    for t in trials:
+        record, recipe = study.user_attrs.get(retrain_key(t.number)), _recipe(cfg, t, epochs)
+        if record and record.get("runs") and not same_protocol(record, recipe):
+            raise HarnessError(
+                f"trial {t.number} is already retrained with another protocol ({record.get('epochs')} epochs on "
+                f"{record.get('train_images'):,} images, {len(record['runs'])} seeds); this retrain "
+                f"({recipe.epochs} epochs on {len(data.train_x):,} images) would replace those runs: "
+                "use the same --epochs and device precision, or a copy of the study"
+            )
     out = {}
     for t in trials:
         spec = ArchSpec.from_json(t.user_attrs["spec"])
         recipe = _recipe(cfg, t, epochs)
         key = retrain_key(t.number)
         record = study.user_attrs.get(key)
-        same = (record and record.get("epochs") == recipe.epochs and record.get("train_images") == len(data.train_x)
-                and _learning_recipe(record.get("recipe") or dataclasses.asdict(recipe)) == _learning_recipe(recipe)
-                and record.get("precision", precision_settings(recipe, data.device))
-                == precision_settings(recipe, data.device))  # fmt: skip
-        if not same:  # another protocol: its runs are not this one's seeds
+        same = same_protocol(record, recipe)
+        if not same:  # no runs yet (a protocol left with no runs is replaced)
             record = {
                 "trial": t.number, "params": param_count(t.user_attrs), "arch": spec.describe(),
                 "baseline": bool(t.user_attrs.get("baseline")), "epochs": recipe.epochs,

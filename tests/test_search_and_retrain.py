@@ -279,6 +279,22 @@ def test_small_budget_study_rejects_the_baseline_and_joins_the_results(pareto_di
     assert "**NOT reached: no retrained architecture has a mean >= 99.40%; best at <= 3,700 parameters: " in text
 
 
+def test_retrain_with_other_epochs_refuses_to_replace_stored_runs(tmp_path, capsys):
+    study_file = _write(tmp_path, "ep", "single")
+    assert main(["run", str(study_file), "--device", "cpu", "--quiet"]) == 0
+    args = ["retrain", str(study_file), "--top", "1", "--seeds", "1", "--no-baseline", "--device", "cpu",
+            "--data-dir", str(tmp_path / "data")]  # fmt: skip
+    assert main([*args, "--epochs", "1"]) == 0
+    db = tmp_path / "ep.db"
+    before = db.read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "would replace those runs" in err and "1 epochs" in err, err
+    assert db.read_bytes() == before
+    assert main([*args, "--epochs", "1", "--seeds", "2"]) == 0  # the same protocol: adds seed 1 only
+
+
 def test_two_retrains_at_once_lose_no_run(tmp_path, capsys):
     """A second retrain stores runs while the first is mid-way (injected between the first's
     runs, deterministically): the first's later write merges, so every seed survives."""
