@@ -188,7 +188,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise HarnessError("--seed needs --trial N (the retrained trial)")
     cfg, url, study = _open_existing(args)
     out = Path(args.out) if args.out else Path("exports") / cfg.name
-    check_outputs({"--out": out}, _study_files(args, cfg, url))
+    protected = _study_files(args, cfg, url)
+    check_outputs({"--out": out}, protected)
     trial = select_trial(study, args.trial)
     store = open_artifact_store(cfg.artifact_root(url), create=False)
     retrained = None
@@ -200,7 +201,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     # The files written inside --out, checked like --out itself (a study file or database of
     # that name, or a link to one, is never overwritten); a folder in their place is refused.
     paths = output_paths(out, cfg.name, trial.number, args.seed, formats)
-    check_outputs({f"--out file {p.name}": p for p in paths.values()}, _study_files(args, cfg, url))
+    check_outputs({f"--out file {p.name}": p for p in paths.values()}, protected)
     for p in paths.values():
         if p.is_dir():
             raise HarnessError(f"--out {out}: {p.name} exists and is a folder; nothing was exported")
