@@ -7,6 +7,7 @@ status 2, checked before anything is written.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -272,9 +273,17 @@ def _cmd_results(args: argparse.Namespace) -> int:
     if Path(args.exports).resolve() in out.resolve().parents:  # an exported model could be --out
         raise HarnessError(f"--out {out} is inside --exports {args.exports}: an export could overwrite it, or it an export")
     write_results(studies, out, Path(args.exports), note=args.note, data_dir=args.data_dir,
-                  command="harness " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["results"] else "")  # fmt: skip
+                  command=_results_command(sys.argv[1:]))
     print(f"results: {out}")
     return 0
+
+def _results_command(argv: list[str]) -> str:
+    """The command line that wrote the results, shell-quoted; the note (printed below it) elided."""
+    if argv[:1] != ["results"]:
+        return ""
+    shown = ["…" if i and argv[i - 1] == "--note" else ("--note=…" if a.startswith("--note=") else a) for i, a in enumerate(argv)]
+    return shlex.join(["harness", *shown])
+
 
 def _safe_url(url: str) -> str:
     """The URL without its password (it goes into files)."""

@@ -191,7 +191,8 @@ def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str =
         f"2. Smallest network with mean test accuracy >= {SMALL_TARGET_ACC:.2%} at <= {SMALL_TARGET_PARAMS:,} "
         f"parameters: **{status2}**" + (f" (smallest: {smallest.params:,} parameters, {smallest.mean:.2%})" if smallest else ""),
         "3. The seed baseline under the same recipe: "
-        + ("; ".join(f"{e.mean:.2%} ± {e.record['std']:.2%} ({e.cfg.name})" for e in baselines) or "not retrained yet"),
+        + ("; ".join(f"{e.mean:.2%} ± {e.record['std']:.2%} ({e.cfg.name})" for e in baselines)
+           or "not retrained (a study whose budget is below its size rejects it untrained)"),
         "",
         _HEAD,
     ]  # fmt: skip

@@ -324,3 +324,14 @@ def test_two_retrains_at_once_lose_no_run(tmp_path, capsys):
     record = _load(tmp_path, "cc").user_attrs[f"retrain:trial{trial.number}"]
     assert sorted(record["runs"]) == ["0", "1", "2"] and record["seeds"] == 3
     assert record["test_acc"] == [record["runs"][s]["test_acc"] for s in ("0", "1", "2")]
+
+
+def test_results_names_its_command_shell_quoted_with_the_note_elided():
+    import shlex
+
+    from harness.cli import _results_command
+
+    cmd = _results_command(["results", "my studies/a.toml", "--out", "r.md", "--note", "run on 'x'; long"])
+    assert shlex.split(cmd) == ["harness", "results", "my studies/a.toml", "--out", "r.md", "--note", "…"]
+    assert shlex.split(_results_command(["results", "a.toml", "--note=long text"]))[-1] == "--note=…"
+    assert _results_command(["run", "a.toml"]) == ""  # only `harness results` names itself

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The results pipeline (issue 12) on one CUDA GPU, sized for a short GPU lease:
+#   bash benchmarks/results_gpu.sh DATA_ROOT [search] [retrain] [baseline] [results]
+# search   studies/mnist-20k.toml and studies/mnist-3700.toml at once, each with JOBS worker
+#          processes on the one GPU (batch-128 steps are launch-bound there, so processes
+#          overlap: results/train_speed-nvidia-h200.md), each stopped from starting trials
+#          after SEARCH_SECONDS (the full mnist-20k study is 50 trials, rejections included;
+#          mnist-3700's 300 do not fit a lease), and ended a minute later (SIGINT: a trial still
+#          running ends FAIL and is retried on resume); recorded either way;
+# retrain  each study's TOP best trials by validation accuracy, all 60,000 images, 20 epochs,
+#          3 seeds, the two studies at once, each cut after RETRAIN_SECONDS (finished runs
+#          are kept);
+# baseline mnist-20k's seed network (19,290 parameters, its baseline trial) retrained the same
+#          way, for comparison on the same device (not selected by the search);
+# results  results/mnist-20k-<device>.md and results/mnist-3700-<device>.md (targets,
+#          learning curves, winners exported and verified). Runs on any machine holding the
+#          studies' databases (the GPU machine's come back as files), with `--device` unused.
+# Default: search, retrain and baseline. Finished steps are skipped when run again
+# (runs/results_gpu-steps.tsv, with wall-clock seconds); the device is recorded in
+# runs/results_gpu-device.txt by the search step.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+data="${1:?usage: results_gpu.sh DATA_ROOT [search] [retrain] [baseline] [results]}"
+shift
+todo=("$@")
+[ ${#todo[@]} -eq 0 ] && todo=(search retrain baseline)
+for s in "${todo[@]}"; do
+  case "$s" in search|retrain|baseline|results) ;; *) echo "results_gpu: unknown step '$s' (search, retrain, baseline, results)" >&2; exit 2 ;; esac
+done
+for n in "${SEARCH_SECONDS:=240}" "${RETRAIN_SECONDS:=240}" "${JOBS:=4}" "${TOP:=2}"; do
+  [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "results_gpu: SEARCH_SECONDS, RETRAIN_SECONDS, JOBS and TOP must be positive integers" >&2; exit 2; }
+done
+device="${DEVICE:-cuda}"
+harness=(harness); command -v harness >/dev/null || harness=(python3 -m harness.cli)  # not installed: the checkout
+studies=(mnist-20k mnist-3700)
+steps=runs/results_gpu-steps.tsv
+mkdir -p runs results
+touch "$steps"
+source benchmarks/pipeline_steps.sh  # step NAME COMMAND...: run once, record its seconds
+
+both() {  # step NAME-<study> COMMAND... for both studies at once; the first failure's status
+  local name=$1 s pids=() rc=0 p r
+  shift
+  for s in "${studies[@]}"; do
+    step "$name-$s" "$@" "studies/$s.toml" >"runs/results_gpu-$name-$s.txt" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; r=$?; [ $rc -eq 0 ] && rc=$r; done
+  for s in "${studies[@]}"; do echo "== $name $s"; tail -n 8 "runs/results_gpu-$name-$s.txt"; done
+  return $rc
+}
+search_until() {  # STUDY.toml: harness run, stopped at the hard limit; that stop is not a failure
+  timeout -s INT $((SEARCH_SECONDS + 60)) "${harness[@]}" run --timeout "$SEARCH_SECONDS" \
+    --jobs "$JOBS" --quiet --device "$device" --data-dir "$data" "$1"
+  local rc=$?
+  [ $rc -eq 124 ] && { echo "results_gpu: search stopped at its hard limit ($((SEARCH_SECONDS + 60)) s)"; return 0; }
+  return $rc
+}
+status=0
+for s in "${todo[@]}"; do
+  case "$s" in
+    search)
+      python3 -c "import torch; print(f'{torch.cuda.get_device_name(0)}; torch {torch.__version__}, CUDA {torch.version.cuda}; $(date -u +%Y-%m-%d)')" \
+        >runs/results_gpu-device.txt 2>/dev/null || echo "$device" >runs/results_gpu-device.txt
+      both search search_until || status=$? ;;
+    retrain)
+      both retrain timeout -s INT "$RETRAIN_SECONDS" "${harness[@]}" retrain --top "$TOP" --seeds 3 --epochs 20 \
+        --no-baseline --device "$device" --data-dir "$data" || status=$? ;;
+    baseline)
+      step baseline-mnist-20k timeout -s INT "$RETRAIN_SECONDS" "${harness[@]}" retrain --top "$TOP" --seeds 3 \
+        --epochs 20 --device "$device" --data-dir "$data" studies/mnist-20k.toml 2>&1 \
+        | tee runs/results_gpu-baseline-mnist-20k.txt || status=$? ;;
+    results)
+      gpu=$(cat runs/results_gpu-device.txt 2>/dev/null || echo "an unrecorded device")
+      tag=$(sed 's/;.*//; s/[^A-Za-z0-9]\+/-/g; s/-$//' runs/results_gpu-device.txt 2>/dev/null | tr A-Z a-z)
+      sec() { awk -F'\t' -v n="$1" '$1 == n {print $2}' "$steps"; }
+      for st in "${studies[@]}"; do
+        "${harness[@]}" results "studies/$st.toml" --out "results/$st-${tag:-gpu}.md" --data-dir "$data" \
+          --note "Run on ${gpu}: search $(sec "search-$st") s ($JOBS worker processes on the GPU, stopped from starting trials after ${SEARCH_SECONDS} s, next to the other study's search), retrain $(sec "retrain-$st") s (top $TOP, next to the other study's retrain)$([ "$st" = mnist-20k ] && echo "; the seed baseline's retrain for comparison $(sec baseline-mnist-20k) s"). Command: SEARCH_SECONDS=$SEARCH_SECONDS RETRAIN_SECONDS=$RETRAIN_SECONDS JOBS=$JOBS TOP=$TOP bash benchmarks/results_gpu.sh .data; then bash benchmarks/results_gpu.sh .data results" \
+          || status=$?
+      done ;;
+  esac
+done
+exit $status
