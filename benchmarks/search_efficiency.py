@@ -180,11 +180,16 @@ def main() -> None:
     ap.add_argument("--only", default="textbook,random,default", help="strategies to run, in order")
     ap.add_argument("--rescore-top", type=int, default=3, help="candidates per strategy trained again")
     ap.add_argument("--rescore-seeds", type=int, default=2, help="fresh seeds per re-trained candidate")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="study seed for every strategy (default: the study file's); a repetition with another seed is "
+                         "an independent search")  # fmt: skip
     ap.add_argument("--out", default="results/search_efficiency-cpu")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     cfg = load_study_config(args.study)
+    if args.seed is not None:
+        cfg = dataclasses.replace(cfg, seed=args.seed)
     device = torch.device("cpu")
     data = load_splits(args.data_dir, device, val_size=cfg.data.val_size, train_limit=cfg.data.train_limit,
                        test_limit=cfg.data.test_limit)  # fmt: skip
@@ -210,7 +215,7 @@ def main() -> None:
         "study": args.study, "minutes_per_strategy": args.minutes, "budget": cfg.budget, "epochs": cfg.train.epochs,
         "train_images": len(data.train_x), "val_images": len(data.val_x), "device": device_name(device),
         "cpu": cpu_model(), "torch": torch.__version__, "optuna": optuna.__version__,
-        "date": dt.date.today().isoformat(), "strategies": results,
+        "date": dt.date.today().isoformat(), "seed": cfg.seed, "strategies": results,
         "pruner": dataclasses.asdict(cfg.pruner), "sampler": dataclasses.asdict(cfg.sampler),
     }  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
@@ -235,7 +240,7 @@ def _markdown(rep: dict, args: argparse.Namespace) -> str:
         f"Machine: {rep['cpu']}, {rep['device']}; torch {rep['torch']}, optuna {rep['optuna']}; {rep['date']}.",
         f"Command: `python benchmarks/search_efficiency.py --study {args.study} --data-dir DATA "
         f"--minutes {args.minutes:g} --rescore-top {args.rescore_top} --rescore-seeds {args.rescore_seeds} "
-        f"--out {args.out}`",
+        + (f"--seed {args.seed} " if args.seed is not None else "") + f"--out {args.out}` (study seed {rep['seed']})",
         "",
         "| strategy | proposed | rejected (budget) | duplicates skipped | trained | pruned | distinct trained archs "
         "| best val acc (completed, <= budget) | params of best | reached (a)'s best at | beat (a)'s best at |",

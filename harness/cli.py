@@ -19,17 +19,25 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + line)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+def _nonempty(value: str) -> str:
+    """A path, URL or name argument: an empty one would silently mean the default."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    if "\0" in value:
+        raise argparse.ArgumentTypeError("must not contain a NUL character")
+    return value
+
 def _add_storage(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: sqlite file beside the study file)")
+    p.add_argument("--storage", type=_nonempty, metavar="URL", help="Optuna storage URL (default: sqlite file beside the study file)")
 
 def _add_run_args(run: argparse.ArgumentParser, storage_required: bool = False) -> None:
-    run.add_argument("study_file", metavar="STUDY.toml")
+    run.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
     run.add_argument("--trials", type=int, metavar="N", help="trials to run now, rejections included (default: study.n_trials)")
     run.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
-    run.add_argument("--storage", metavar="URL", required=storage_required,
+    run.add_argument("--storage", type=_nonempty, metavar="URL", required=storage_required,
                      help="Optuna storage URL (default: sqlite file beside the study file)")
-    run.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N")
-    run.add_argument("--data-dir", metavar="DIR", help="MNIST root (torchvision layout; default: data.dir, $HARNESS_DATA_DIR)")
+    run.add_argument("--device", type=_nonempty, metavar="D", help="auto (default), cpu, cuda, cuda:N")
+    run.add_argument("--data-dir", type=_nonempty, metavar="DIR", help="MNIST root (torchvision layout; default: data.dir, $HARNESS_DATA_DIR)")
     run.add_argument("--download", action="store_true", help="let torchvision download MNIST if it is missing")
     run.add_argument("--jobs", "--workers", type=int, default=1, metavar="K",
                      help="run K worker processes on this machine against the same study (default 1)")
@@ -46,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_args(worker, storage_required=True)
 
     status = sub.add_parser("status", help="print a study's summary without running anything")
-    status.add_argument("study_file", metavar="STUDY.toml")
+    status.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
     _add_storage(status)
 
     export = sub.add_parser(
@@ -55,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Rebuild a trial's network from its stored spec and weights, write frozen files that "
         "run without the harness, and check them on the MNIST test images.",
     )
-    export.add_argument("study_file", metavar="STUDY.toml")
+    export.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
     which = export.add_mutually_exclusive_group()
     which.add_argument("--trial", type=int, metavar="N", help="export trial number N (must be COMPLETE)")
     which.add_argument("--best", action="store_true",
@@ -63,17 +71,17 @@ def _parser() -> argparse.ArgumentParser:
                             "VALIDATION accuracy (ties: fewer parameters). The default")  # fmt: skip
     export.add_argument("--seed", type=int, metavar="S",
                         help="with --trial: export the model retrained with seed S by `harness retrain`")  # fmt: skip
-    export.add_argument("--out", metavar="DIR", help="output folder (default: exports/<study name>)")
+    export.add_argument("--out", type=_nonempty, metavar="DIR", help="output folder (default: exports/<study name>)")
     export.add_argument("--format", choices=("pt2", "onnx", "torchscript"), action="append",
                         help="a frozen format to write; repeat for several (default: pt2 and onnx). "
                              "torchscript is for older runtimes and deprecated upstream")  # fmt: skip
-    export.add_argument("--data-dir", metavar="DIR", help="MNIST root for the verification (default as for run)")
+    export.add_argument("--data-dir", type=_nonempty, metavar="DIR", help="MNIST root for the verification (default as for run)")
     _add_storage(export)
 
     dash = sub.add_parser("dashboard", help="browse the study (trials, attributes, weights) in optuna-dashboard")
-    dash.add_argument("study_file", metavar="STUDY.toml")
+    dash.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
     dash.add_argument("--port", type=int, default=8080, metavar="P", help="TCP port (default 8080)")
-    dash.add_argument("--host", default="127.0.0.1", metavar="H",
+    dash.add_argument("--host", default="127.0.0.1", type=_nonempty, metavar="H",
                       help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for all)")  # fmt: skip
     _add_storage(dash)
 
@@ -83,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Retrain the top trials (Pareto study: its front) on the full training set, S seeds "
         "each, and record per-seed test accuracy, mean and std in the study storage.",
     )
-    retrain.add_argument("study_file", metavar="STUDY.toml")
+    retrain.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
     retrain.add_argument("--top", type=int, metavar="K",
                          help="the K best feasible trials by validation accuracy (default 3; Pareto study: "
                               "the whole front)")  # fmt: skip
@@ -93,30 +101,30 @@ def _parser() -> argparse.ArgumentParser:
     retrain.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per architecture (default 3)")
     retrain.add_argument("--epochs", type=int, metavar="E", help="epochs (default: the study's train.epochs)")
     retrain.add_argument("--no-baseline", action="store_true", help="do not retrain the baseline for comparison")
-    retrain.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N")
-    retrain.add_argument("--data-dir", metavar="DIR", help="MNIST root (default as for run)")
+    retrain.add_argument("--device", type=_nonempty, metavar="D", help="auto (default), cpu, cuda, cuda:N")
+    retrain.add_argument("--data-dir", type=_nonempty, metavar="DIR", help="MNIST root (default as for run)")
     _add_storage(retrain)
 
     results = sub.add_parser("results", help="markdown table of the retrained winners, exported and verified")
-    results.add_argument("study_files", metavar="STUDY.toml", nargs="+")
-    results.add_argument("--out", metavar="FILE.md", required=True, help="markdown file to write")
-    results.add_argument("--exports", metavar="DIR", default="exports/results",
+    results.add_argument("study_files", type=_nonempty, metavar="STUDY.toml", nargs="+")
+    results.add_argument("--out", type=_nonempty, metavar="FILE.md", required=True, help="markdown file to write")
+    results.add_argument("--exports", type=_nonempty, metavar="DIR", default="exports/results",
                          help="where the winners' frozen models go (default exports/results)")  # fmt: skip
     results.add_argument("--note", default="", help="a paragraph put under the title (e.g. 'reduced run')")
-    results.add_argument("--data-dir", metavar="DIR", help="MNIST root for the verification")
+    results.add_argument("--data-dir", type=_nonempty, metavar="DIR", help="MNIST root for the verification")
 
     report = sub.add_parser("report", help="write an HTML report (plotly) and a CSV of all trials")
-    report.add_argument("study_file", metavar="STUDY.toml")
-    report.add_argument("--out", metavar="FILE.html", help="HTML report (default: <study name>-report.html)")
-    report.add_argument("--csv", metavar="FILE.csv", help="CSV of all trials (default: <study name>-trials.csv)")
+    report.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
+    report.add_argument("--out", type=_nonempty, metavar="FILE.html", help="HTML report (default: <study name>-report.html)")
+    report.add_argument("--csv", type=_nonempty, metavar="FILE.csv", help="CSV of all trials (default: <study name>-trials.csv)")
     report.add_argument("--top", type=int, default=15, metavar="K", help="rows in the top-trials table (default 15)")
     _add_storage(report)
 
     data = sub.add_parser("data", help="manage the MNIST files")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     imp = data_sub.add_parser("import", help="check and install the four MNIST *-ubyte.gz files from DIR")
-    imp.add_argument("source", metavar="DIR")
-    imp.add_argument("--data-dir", metavar="ROOT", help="where to install (default: $HARNESS_DATA_DIR or ~/.cache/harness/data)")
+    imp.add_argument("source", type=_nonempty, metavar="DIR")
+    imp.add_argument("--data-dir", type=_nonempty, metavar="ROOT", help="where to install (default: $HARNESS_DATA_DIR or ~/.cache/harness/data)")
     return parser
 
 def _version() -> str:
@@ -181,7 +189,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from harness.data import load_mnist
     from harness.export import DEFAULT_FORMATS, check_formats, check_out_dir, export_trial, output_paths, select_trial
     from harness.retrain import retrained_weights
-    from harness.storage import check_outputs
+    from harness.storage import check_outputs, safe_url
 
     formats = list(dict.fromkeys(args.format or DEFAULT_FORMATS))
     check_formats(formats)
@@ -209,7 +217,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     _, _, test_x, test_y = load_mnist(cfg.data_root(args.data_dir), download=cfg.data.download)
     how = f"trial {trial.number}" if args.trial is not None else f"best feasible trial (by validation): {trial.number}"
     print(f"exporting {how} of study {cfg.name!r}")
-    result = export_trial(study, trial, weights, test_x, test_y, out, formats, storage_label=_safe_url(url),
+    result = export_trial(study, trial, weights, test_x, test_y, out, formats, storage_label=safe_url(url),
                           retrained=retrained)  # fmt: skip
     for line in result.lines:
         print(line)
@@ -285,20 +293,11 @@ def _results_command(argv: list[str]) -> str:
     return shlex.join(["harness", *shown])
 
 
-def _safe_url(url: str) -> str:
-    """The URL without its password (it goes into files)."""
-    import sqlalchemy
-
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return url
-
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import socket
 
     from harness.artifacts import open_artifact_store
-    from harness.storage import make_storage
+    from harness.storage import make_storage, safe_url
 
     try:
         import optuna_dashboard
@@ -315,7 +314,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     root = cfg.artifact_root(url)  # a folder that is not there is not created: reading only
     store = open_artifact_store(root, create=False) if root.is_dir() else None
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-    print(f"optuna-dashboard for study {cfg.name!r} ({_safe_url(url)})", flush=True)
+    print(f"optuna-dashboard for study {cfg.name!r} ({safe_url(url)})", flush=True)
     print(f"open http://{shown}:{args.port}/dashboard/studies/{study._study_id}  (Ctrl-C stops)", flush=True)
     optuna_dashboard.run_server(make_storage(url, read_only=True), host=args.host, port=args.port,
                                 artifact_store=store)  # fmt: skip
@@ -375,14 +374,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     }  # fmt: skip
     import sqlalchemy
 
+    from harness.storage import redact  # a driver's message may echo a storage password
+
     try:
         return handlers[args.command](args)
     except HarnessError as exc:
-        print(f"harness: error: {exc}", file=sys.stderr)
+        print(redact(f"harness: error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     except sqlalchemy.exc.OperationalError as exc:  # e.g. a read that waited out another process's write
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else exc.__class__.__name__
-        print(f"harness: error: storage: {reason} (another process may be writing; try again)", file=sys.stderr)
+        print(redact(f"harness: error: storage: {reason} (another process may be writing; try again)"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)

@@ -126,6 +126,7 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
     from harness.config import load_study_config
     from harness.data import load_splits
     from harness.objective import TRAINING_FAILURES, Objective
+    from harness.storage import safe_url
     from harness.study import claim_sampler_stream, open_study
     from harness.train import device_name, resolve_device
 
@@ -148,7 +149,7 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
 
     progress = Progress(plan.n_trials, cfg.train.epochs, quiet=plan.quiet, tag=plan.tag, timeout=plan.timeout,
                         forward=forward)  # fmt: skip
-    progress.note(f"{plan.tag}study {cfg.name!r} on {device_name(device)}, storage {plan.url}, "
+    progress.note(f"{plan.tag}study {cfg.name!r} on {device_name(device)}, storage {safe_url(plan.url)}, "
                   f"sampler stream {stream.index}")  # fmt: skip
     store = open_artifact_store(cfg.artifact_root(plan.url))
     objective = Objective(

@@ -22,6 +22,8 @@ import contextlib
 import datetime
 import fcntl
 import hashlib
+import re
+import urllib.parse
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,12 +36,43 @@ from harness.errors import StorageError
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_S", "RetryStaleTrial", "check_optuna_sqlite", "check_outputs", "check_storage_url",
-    "heartbeat_ages", "make_storage",
+    "heartbeat_ages", "make_storage", "redact", "safe_url",
     "sqlite_path", "study_lock",
 ]  # fmt: skip
 
 SQLITE_BUSY_TIMEOUT_S = 600.0  # seconds a SQLite connection waits for the write lock
 SQLITE_READ_TIMEOUT_S = 5.0  # seconds a read-only command waits for a writer's commit
+
+
+_PASSWORDS: set[str] = set()  # of every storage URL checked in this process: never printed
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password masked, for messages and files (everything between "user:" and
+    the authority's last "@", as a password holding an unescaped "@" would be read by a person)."""
+    return re.sub(r"(://[^/:@]*:)[^/]*@", r"\1***@", url)
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every storage URL checked so far masked (driver messages may echo it)."""
+    for password in sorted(_PASSWORDS, key=len, reverse=True):
+        text = text.replace(password, "***")
+    return text
+
+
+def _remember_password(url: str) -> None:
+    match = re.search(r"://[^/:@]*:([^/]*)@", url)  # as typed, percent-encoded or not
+    if match and match.group(1):
+        typed = match.group(1)
+        _PASSWORDS.update({typed, urllib.parse.unquote(typed)})
+        # an unescaped "@" splits it for the driver, whose messages may then name a piece as a host
+        _PASSWORDS.update(piece for piece in typed.split("@") if len(piece) >= 3)
+    try:
+        password = sqlalchemy.engine.make_url(url).password
+    except sqlalchemy.exc.ArgumentError:
+        return
+    if password:
+        _PASSWORDS.add(str(password))
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -60,18 +93,23 @@ def check_storage_url(url: str) -> None:
         StorageError: the URL does not parse, names an unknown database scheme or a missing
             driver, or points at a SQLite file in a folder that does not exist.
     """
+    _remember_password(url)
+    shown = safe_url(url)
+    authority = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
+    if authority.count("@") > 1:
+        raise StorageError(f"storage URL {shown!r}: its password holds an '@'; write it as %40")
     try:
         parsed = sqlalchemy.engine.make_url(url)
         parsed.get_dialect().import_dbapi()  # the driver module itself (psycopg2, MySQLdb, ...)
     except sqlalchemy.exc.ArgumentError:
-        raise StorageError(f"storage URL {url!r} is not a valid database URL (e.g. sqlite:///study.db)") from None
+        raise StorageError(f"storage URL {shown!r} is not a valid database URL (e.g. sqlite:///study.db)") from None
     except sqlalchemy.exc.NoSuchModuleError:
-        raise StorageError(f"storage URL {url!r}: unknown database scheme {url.split(':', 1)[0]!r}") from None
+        raise StorageError(f"storage URL {shown!r}: unknown database scheme {url.split(':', 1)[0]!r}") from None
     except ImportError as exc:
-        raise StorageError(f"storage URL {url!r}: database driver not installed ({exc})") from None
+        raise StorageError(f"storage URL {shown!r}: database driver not installed ({exc})") from None
     path = sqlite_path(url)
     if path is not None and not path.parent.is_dir():
-        raise StorageError(f"storage URL {url!r}: folder {path.parent} does not exist")
+        raise StorageError(f"storage URL {shown!r}: folder {path.parent} does not exist")
 
 
 _OPTUNA_TABLES = {"studies", "trials", "alembic_version"}
@@ -248,6 +286,7 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
     """
     check_storage_url(url)
     kwargs: dict = {}
+    _remember_password(url)  # a worker process has not checked the URL itself
     is_sqlite = sqlalchemy.engine.make_url(url).get_backend_name() == "sqlite"
     if is_sqlite:
         timeout = SQLITE_READ_TIMEOUT_S if read_only else SQLITE_BUSY_TIMEOUT_S
@@ -272,7 +311,7 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
         exc = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ else exc
         text = str(getattr(exc, "orig", exc) or exc).strip()
         first = text.splitlines()[0] if text else exc.__class__.__name__
-        raise StorageError(f"cannot open storage {url!r}: {first}") from None
+        raise StorageError(redact(f"cannot open storage {safe_url(url)!r}: {first}")) from None
     if sqlite_path(url) is not None and not read_only:  # a file shared by processes (in-memory: one process)
         _sqlite_immediate(storage.engine)
     return storage
@@ -285,6 +324,7 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
     Held while the storage's tables, the study and its baseline are created; a file lock
     beside a SQLite database, a PostgreSQL advisory lock, nothing elsewhere.
     """
+    _remember_password(url)
     path = sqlite_path(url)
     if path is not None:
         lock_file = path.with_name(path.name + ".lock")
@@ -307,7 +347,7 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
                 finally:
                     conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
         except sqlalchemy.exc.OperationalError as exc:
-            raise StorageError(f"cannot reach storage {url!r}: {str(exc.orig).strip().splitlines()[0]}") from None
+            raise StorageError(redact(f"cannot reach storage {safe_url(url)!r}: {str(exc.orig).strip().splitlines()[0]}")) from None
         finally:
             engine.dispose()
         return

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.config import StudyConfig
 from harness.errors import StorageError
 from harness.objective import PARAM_COUNT_ATTR, SamplerStream
-from harness.storage import RetryStaleTrial, check_optuna_sqlite, make_storage, study_lock
+from harness.storage import RetryStaleTrial, check_optuna_sqlite, make_storage, safe_url, study_lock
 from search_spaces import SearchSpace, enqueue_params, get_search_space
 
 __all__ = [
@@ -142,9 +142,9 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True, writa
             text = str(getattr(exc, "orig", exc)).splitlines()[0]
             if "locked" in text:
                 text += " (another process is writing; try again in a moment)"
-            raise StorageError(f"cannot read storage {storage_url!r}: {text}") from None
+            raise StorageError(f"cannot read storage {safe_url(storage_url)!r}: {text}") from None
         if cfg.name not in names and not create:
-            raise StorageError(f"no study named {cfg.name!r} in {storage_url}")
+            raise StorageError(f"no study named {cfg.name!r} in {safe_url(storage_url)}")
         if cfg.name in names:
             _check_study_attrs(cfg, storage_url, optuna.load_study(study_name=cfg.name, storage=storage).user_attrs)
         if not create:  # reading: load, never "create unless present" (that tries an INSERT first)
@@ -241,7 +241,7 @@ def _check_study_attrs(cfg: StudyConfig, storage_url: str, attrs: dict[str, Any]
     if differ:
         key, had, says = differ[0]
         raise StorageError(
-            f"{cfg.path}: study {cfg.name!r} in {storage_url} has {key} = {had!r}, "
+            f"{cfg.path}: study {cfg.name!r} in {safe_url(storage_url)} has {key} = {had!r}, "
             f"but the study file says {says!r}; refusing to mix them (use another study name)"
         )
 

@@ -156,12 +156,23 @@ COMMAND_CASES = [
     ("run-trials-not-int", ["run", "{study}", "--trials", "1.5"], ["--trials", "invalid int"]),
     ("worker-missing-file", ["worker", "{tmp}/nope.toml", "--storage", "sqlite:///{tmp}/w.db"], ["study file not found"]),
     ("worker-no-storage", ["worker", "{study}"], ["--storage"]),
+    # an empty path would silently mean the default (exports/, ~/.cache/harness/data, ...)
+    ("empty-run-data-dir", ["run", "{study}", "--data-dir", ""], ["--data-dir", "must not be empty"]),
+    ("empty-report-csv", ["report", "{study}", "--csv", ""], ["--csv", "must not be empty"]),
+    ("empty-report-out", ["report", "{study}", "--out", " "], ["--out", "must not be empty"]),
+    ("empty-export-out", ["export", "{study}", "--out", ""], ["--out", "must not be empty"]),
+    ("empty-results-exports", ["results", "{study}", "--out", "{tmp}/r.md", "--exports", ""], ["--exports", "must not be empty"]),
+    ("empty-status-study", ["status", ""], ["STUDY.toml", "must not be empty"]),
+    ("empty-retrain-storage", ["retrain", "{study}", "--storage", ""], ["--storage", "must not be empty"]),
+    ("empty-import-data-dir", ["data", "import", "{tmp}", "--data-dir", ""], ["--data-dir", "must not be empty"]),
+    ("nul-run-device", ["run", "{study}", "--device", "cpu\0"], ["--device", "NUL"]),
 ]
 
 
 # argparse itself rejects these (SystemExit 2, after the one-line message)
 _ARGPARSE_CASES = {"status-unknown-option", "report-top-not-int", "export-bad-format", "export-trial-and-best",
-                   "results-no-out", "run-jobs-not-int", "run-trials-not-int", "worker-no-storage"}  # fmt: skip
+                   "results-no-out", "run-jobs-not-int", "run-trials-not-int", "worker-no-storage",
+                   *(c[0] for c in COMMAND_CASES if c[0].startswith(("empty-", "nul-")))}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +235,30 @@ def test_storage_whose_driver_is_missing_is_one_line(trained_study, capsys):
         assert main([command, str(study), "--storage", absent[0]]) == 2, command
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "driver not installed" in err and "Traceback" not in err, err
+    assert _snapshot(study.parent) == before
+
+
+SECRET = "Zq7s3cretPW"
+
+
+@pytest.mark.parametrize("url", [
+    f"postgresql+psycopg2://alice:{SECRET}@127.0.0.1:1/db",  # the server refuses the connection
+    f"postgresql+psycopg2://alice:pre@{SECRET}@127.0.0.1:1/db",  # unescaped "@": a driver would name a piece as host
+    f"postgresql+psycopg2://alice:{SECRET}%2F@127.0.0.1:1/db",  # percent-encoded
+    f"postgresql+asyncpg://alice:{SECRET}@h/db",  # driver not installed here (or refused)
+    f"foodb://alice:{SECRET}@h/db",  # unknown scheme
+])  # fmt: skip
+def test_storage_password_never_printed(trained_study, capsys, url):
+    """A storage URL's password appears in no message of any command, whatever goes wrong."""
+    pytest.importorskip("psycopg2")
+    study, data = trained_study
+    before = _snapshot(study.parent)
+    for argv in (["status", str(study)], ["report", str(study)], ["export", str(study), "--best"],
+                 ["retrain", str(study), "--data-dir", str(data)], ["run", str(study), "--data-dir", str(data)]):  # fmt: skip
+        assert main([*argv, "--storage", url]) == 2, argv
+        out, err = capsys.readouterr()
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert SECRET not in err + out and SECRET[:6] not in err + out, (argv, err, out)
     assert _snapshot(study.parent) == before
 
 
