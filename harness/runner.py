@@ -69,6 +69,7 @@ def plan_run(
     from harness.config import load_study_config, with_overrides
     from harness.data import check_mnist_files, load_mnist
     from harness.storage import check_optuna_sqlite, check_storage_url, sqlite_path
+    from harness.study import check_resumable
     from harness.train import resolve_device
 
     cfg = load_study_config(study_file)
@@ -105,6 +106,7 @@ def plan_run(
     artifacts = cfg.artifact_root(url)
     if artifacts.exists() and not artifacts.is_dir():
         raise HarnessError(f"{study_file}: artifact folder {artifacts} exists but is not a folder")
+    check_resumable(cfg, url, dev)  # a mismatch with the stored study: refused before anything prints or runs
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.config import StudyConfig
 from harness.errors import StorageError
 from harness.objective import PARAM_COUNT_ATTR, SamplerStream
-from harness.storage import RetryStaleTrial, check_optuna_sqlite, make_storage, safe_url, study_lock
+from harness.storage import RetryStaleTrial, check_optuna_sqlite, make_storage, safe_url, sqlite_path, study_lock
 from search_spaces import SearchSpace, enqueue_params, get_search_space
 
 __all__ = [
@@ -136,13 +136,7 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True, writa
     with study_lock(storage_url, cfg.name) if create else contextlib.nullcontext():
         storage = make_storage(storage_url, cfg.heartbeat_interval, cfg.grace_period,
                                read_only=not (create or writable))  # fmt: skip
-        try:
-            names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            text = str(getattr(exc, "orig", exc)).splitlines()[0]
-            if "locked" in text:
-                text += " (another process is writing; try again in a moment)"
-            raise StorageError(f"cannot read storage {safe_url(storage_url)!r}: {text}") from None
+        names = _study_names(storage, storage_url)
         if cfg.name not in names and not create:
             raise StorageError(f"no study named {cfg.name!r} in {safe_url(storage_url)}")
         if cfg.name in names:
@@ -170,6 +164,49 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True, writa
         _enqueue_known(study, cfg, space)
         retry_interrupted(study)
     return study
+
+
+def _study_names(storage, storage_url: str) -> set[str]:
+    try:
+        return {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        text = str(getattr(exc, "orig", exc)).splitlines()[0]
+        if "locked" in text:
+            text += " (another process is writing; try again in a moment)"
+        raise StorageError(f"cannot read storage {safe_url(storage_url)!r}: {text}") from None
+
+
+def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> None:
+    """Refuse, reading only, a study file that the stored study of its name would refuse
+    (budget, target, space, measured settings), so that a run says so before it prints or
+    creates anything. With the run's ``device``, also refuse training in another autocast
+    precision than the study's trials recorded (``train.amp = "auto"`` resolves per device).
+    A storage that does not exist yet, or holds no such study, passes.
+
+    Raises:
+        StorageError: as :func:`open_study` would for this study file, or a precision mismatch.
+    """
+    from harness.train import precision_settings
+
+    path = sqlite_path(storage_url)
+    if path is not None and (not path.exists() or path.stat().st_size == 0):
+        return  # a new study: nothing stored to differ from
+    storage = make_storage(storage_url, read_only=True)
+    if cfg.name not in _study_names(storage, storage_url):
+        return
+    study = optuna.load_study(study_name=cfg.name, storage=storage)
+    _check_study_attrs(cfg, storage_url, study.user_attrs)
+    if device is None:
+        return
+    now = precision_settings(cfg.train, device)["train_autocast"]
+    trained = {t.user_attrs["precision"].get("train_autocast") for t in study.get_trials(deepcopy=False)
+               if isinstance(t.user_attrs.get("precision"), dict)}  # fmt: skip
+    if trained - {now}:
+        raise StorageError(
+            f"{cfg.path}: the trials of study {cfg.name!r} in {safe_url(storage_url)} trained with autocast "
+            f"{', '.join(sorted(map(str, trained)))}, but train.amp = {cfg.train.amp!r} on {device} trains with "
+            f"{now}; refusing to mix them (set train.amp to match, or use another study name)"
+        )
 
 
 def retry_interrupted(study: optuna.Study) -> list[int]:
@@ -231,8 +268,8 @@ def _check_study_attrs(cfg: StudyConfig, storage_url: str, attrs: dict[str, Any]
     and [data] settings differ from the stored study's: its trials would not be comparable
     (different epochs or data sizes would feed one pruner). Keys a study stored before they
     existed are not compared, nor is ``train.amp`` when either side is "auto": that resolves
-    per device (bf16 on CUDA only; studies made before the default became "off" stored it),
-    and every trial records the precision it trained in."""
+    per device (bf16 on CUDA only; studies made before the default became "off" stored it);
+    a run compares the precision its trials recorded instead (:func:`check_resumable`)."""
     differ = [(key, attrs.get(key), value) for key, value in _study_attrs(cfg).items() if attrs.get(key) != value]
     for section, settings in _measured_settings(cfg).items():
         stored = attrs.get(section) or {}

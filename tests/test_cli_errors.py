@@ -238,6 +238,27 @@ def test_storage_whose_driver_is_missing_is_one_line(trained_study, capsys):
     assert _snapshot(study.parent) == before
 
 
+def test_amp_auto_study_refuses_a_run_in_another_precision(tmp_path, capsys, synthetic_root):
+    """amp "auto" is not compared as a word (it resolves per device), but what the trials
+    trained in is: an "auto" study trained on a CPU (no autocast) refuses a bf16 run, and a
+    study trained in bf16 refuses an "auto" run on a CPU; the same precision resumes."""
+    pytest.importorskip("torch").zeros(1, dtype=__import__("torch").bfloat16)
+    study = tmp_path / "s.toml"
+    run = ["run", str(study), "--trials", "1", "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]
+    study.write_text(_replace(GOOD, "epochs = 1", 'epochs = 1\namp = "auto"'))
+    assert main(run) == 0  # the baseline trains, with no autocast on a CPU
+    study.write_text(_replace(GOOD, "epochs = 1", 'epochs = 1\namp = "bf16"'))
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    assert main(run) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "autocast off" in err[0] and "train.amp = 'bf16'" in err[0] and "refusing" in err[0], err
+    assert captured.out == "" and _snapshot(tmp_path) == before
+    study.write_text(_replace(GOOD, "epochs = 1", 'epochs = 1\namp = "off"'))  # the same precision, said explicitly
+    assert main([*run[:3], "0", *run[4:]]) == 0
+
+
 SECRET = "Zq7s3cretPW"
 
 
@@ -357,8 +378,10 @@ def test_budget_differs_from_existing_study_is_refused_and_db_unchanged(tmp_path
     capsys.readouterr()
     study.write_text(_replace(GOOD, "budget = 20000", "budget = 4000"))
     assert main(["run", str(study), "--data-dir", str(synthetic_root)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
     assert len(err) == 1 and "budget" in err[0] and "refusing" in err[0]
+    assert captured.out == ""  # refused before the run prints anything (its time estimate, progress)
     assert db.read_bytes() == before
 
 
@@ -381,8 +404,10 @@ def test_measured_settings_differ_from_existing_study_are_refused(tmp_path, caps
     study.write_text(_replace(_replace(GOOD, "budget = 20000", "budget = 3000"), old, new))
     for command in (["run", str(study), "--data-dir", str(synthetic_root)], ["status", str(study)]):
         assert main(command) == 2, command
-        err = capsys.readouterr().err.strip().splitlines()
+        captured = capsys.readouterr()
+        err = captured.err.strip().splitlines()
         assert len(err) == 1 and f"has {key} = " in err[0] and "refusing" in err[0], err
+        assert captured.out == "", command  # nothing printed before the refusal
         assert _snapshot(tmp_path) == {**before, "s.toml": study.read_bytes()}
     study.write_text(_replace(GOOD, "budget = 20000", "budget = 3000").replace(
         "epochs = 1", "epochs = 1\neval_batch_size = 64\nchannels_last = false\namp = \"auto\""))
