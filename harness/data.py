@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import secrets
 import shutil
 import struct
 import tempfile
@@ -133,21 +134,42 @@ def import_mnist(source: str | os.PathLike[str], root: str | os.PathLike[str]) -
             raise DataError(f"{dest / name}: exists and is not a file; nothing was imported")
     created = _missing_parents(dest)
     temps: dict[str, str] = {}
+    backups: dict[str, str] = {}  # name -> a hard link to the file it replaces
+    replaced: list[str] = []
+    mask = os.umask(0o022)
+    os.umask(mask)  # read the umask: mkstemp's files are 0600, installed data is not private
     try:
         dest.mkdir(parents=True, exist_ok=True)
         # All four written beside their targets first, then renamed: a failed write (disk full)
-        # replaces nothing and leaves no temporary file behind.
+        # replaces nothing and leaves no temporary file behind. A failed rename (a permission
+        # on one target) puts back the files already replaced, from hard links made first.
         for name, data in contents.items():
             fd, temps[name] = tempfile.mkstemp(dir=dest, prefix=f".{name}.")
             with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), 0o666 & ~mask)
                 f.write(data)
+        for name in contents:
+            if (dest / name).exists():
+                backups[name] = str(dest / f".{name}.old.{secrets.token_hex(6)}")
+                os.link(dest / name, backups[name])
         for name, tmp in temps.items():
             os.replace(tmp, dest / name)
+            replaced.append(name)
     except OSError as exc:
-        for tmp in temps.values():
+        for name in reversed(replaced):  # undo, newest first
+            try:
+                if name in backups:
+                    os.replace(backups[name], dest / name)
+                else:
+                    (dest / name).unlink()
+            except OSError:
+                pass
+        for tmp in [*temps.values(), *backups.values()]:
             Path(tmp).unlink(missing_ok=True)
         _remove_if_empty(created)
-        raise DataError(f"{dest}: cannot write MNIST files ({exc.strerror or exc})") from None
+        raise DataError(f"{dest}: cannot write MNIST files ({exc.strerror or exc}); nothing was imported") from None
+    for backup in backups.values():
+        Path(backup).unlink(missing_ok=True)
     return dest
 
 

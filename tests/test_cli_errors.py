@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -435,6 +436,10 @@ def test_import_installs_checked_files(tmp_path, real_mnist_source, capsys):
     train_x, train_y, test_x, test_y = load_mnist(root)
     assert tuple(train_x.shape) == (60000, 28, 28) and tuple(test_x.shape) == (10000, 28, 28)
     assert int(train_y.max()) == 9
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for f in (root / "MNIST" / "raw").iterdir():  # readable as the umask allows, not private temp files
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask, (f, oct(f.stat().st_mode))
 
 
 @pytest.mark.parametrize("damage", ["corrupted", "truncated", "missing"])
@@ -476,6 +481,29 @@ def test_import_that_cannot_write_every_file_replaces_none(tmp_path, real_mnist_
     assert len(err) == 1 and "t10k-labels-idx1-ubyte" in err[0] and "nothing was imported" in err[0]
     assert _snapshot(root) == before and sorted(p.name for p in (root / "MNIST" / "raw").iterdir()) == sorted(
         ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
+
+
+def test_import_whose_rename_fails_half_way_puts_the_old_files_back(tmp_path, real_mnist_source, capsys, monkeypatch):
+    """The third file's rename refused (as EPERM on a protected target would): the two files
+    already replaced are put back, so the folder is byte-identical, with no stray file."""
+    import harness.data
+
+    root = _old_install(tmp_path)
+    before = _snapshot(root)
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(Path(dst).name)
+        if len([c for c in calls if not c.startswith(".")]) == 3 and not Path(dst).name.startswith("."):
+            raise PermissionError(1, "Operation not permitted", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(harness.data.os, "replace", replace)
+    assert main(["data", "import", str(real_mnist_source), "--data-dir", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Operation not permitted" in err[0] and "nothing was imported" in err[0], err
+    assert _snapshot(root) == before  # names and bytes: the two replaced files restored, no temporary left
+    assert len([c for c in calls if not c.startswith(".")]) >= 3  # the failure did come after two replacements
 
 
 def test_import_that_runs_out_of_space_leaves_no_temporary_file(tmp_path, real_mnist_source):
