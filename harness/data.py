@@ -240,13 +240,13 @@ def load_mnist(root: str | os.PathLike[str], download: bool = False):
 
     if missing:  # download is on: fetched elsewhere first, so a failure touches nothing here
         _download(root)
+    check_mnist_files(root)  # a damaged file named in our words, before torchvision's own
     try:
         train = MNIST(str(root), train=True, download=False)
         test = MNIST(str(root), train=False, download=False)
     except Exception as exc:  # torchvision raises RuntimeError/ValueError variously
         text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
         raise DataError(f"cannot load MNIST from {raw} ({exc.__class__.__name__}: {text}); {_HOWTO}") from None
-    check_mnist_files(root)
     out = (train.data, train.targets.long(), test.data, test.targets.long())
     if out[0].shape[1:] != (28, 28) or len(out[0]) != len(out[1]) or len(out[2]) != len(out[3]):
         raise DataError(f"{raw}: MNIST files have inconsistent shapes")

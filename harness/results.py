@@ -154,6 +154,10 @@ def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str =
         for rec in stored_retrains(study).values()
         if rec.get("seeds") and rec["params"] <= int(study.user_attrs.get("budget", 0))
     ]
+    from harness.data import check_mnist_files
+
+    for root in {str(e.cfg.data_root(data_dir)) for e in entries}:  # damaged data: refused before any export
+        check_mnist_files(root)
     # Target 1 is about the largest budget given (20,000); a small-budget study only adds candidates.
     budget = max((int(s.user_attrs.get("budget", 0)) for _, _, s in studies), default=0)
     best = max(entries, key=lambda e: (e.mean, -e.params), default=None)

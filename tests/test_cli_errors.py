@@ -546,6 +546,31 @@ def test_run_refuses_damaged_installed_data_before_creating_the_study(tmp_path, 
     assert _snapshot(tmp_path) == before  # no study database, lock or artifacts
 
 
+@pytest.mark.parametrize("command", [
+    ["export", "{study}", "--best", "--out", "{tmp}/exp"],
+    ["retrain", "{study}", "--device", "cpu", "--seeds", "1"],
+    ["results", "{study}", "--out", "{tmp}/r.md", "--exports", "{tmp}/exp"],  # after the retrain below
+    ["run", "{study}", "--download", "--quiet"],  # present but damaged: no download, the same check
+])  # fmt: skip
+def test_every_command_that_reads_data_names_a_damaged_file(trained_study, tmp_path, capsys, command):
+    study, data = trained_study
+    if command[0] == "results":  # it reads data only to verify retrained winners: a retrained copy
+        shutil.copytree(study.parent, tmp_path / "study")
+        study = tmp_path / "study" / study.name
+        assert main(["retrain", str(study), "--top", "1", "--no-baseline", "--seeds", "1", "--epochs", "1",
+                     "--device", "cpu", "--data-dir", str(data)]) == 0  # fmt: skip
+    damaged = tmp_path / "data"
+    shutil.copytree(data, damaged)
+    target = damaged / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    target.write_bytes(target.read_bytes()[:-300])
+    before = _snapshot(study.parent)
+    args = [a.format(study=study, tmp=tmp_path) for a in command] + ["--data-dir", str(damaged)]
+    assert main(args) == 2, args
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "t10k-images-idx3-ubyte" in err and "truncated?" in err, err
+    assert _snapshot(study.parent) == before and not (tmp_path / "exp").exists() and not (tmp_path / "r.md").exists()
+
+
 def test_download_through_torchvision_installs_checked_files(tmp_path, real_mnist_source, monkeypatch):
     """Online users download through torchvision: served here by a real local HTTP server."""
     import functools
