@@ -18,7 +18,9 @@
 # (124 = a step ran out of time). Measured on an H200: tests ~95 s, bf16 ~180 s, speed ~190 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-data="${1:?usage: gpu_check.sh DATA_ROOT [tests] [bf16] [speed] [jobs]}"
+[ $# -ge 1 ] && [ -n "$1" ] || { echo "usage: bash benchmarks/gpu_check.sh DATA_ROOT [tests] [bf16] [speed] [jobs]" >&2; exit 2; }
+data=$1
+[ -d "$data/MNIST/raw" ] || { echo "gpu_check: $data holds no MNIST/raw folder (harness data import DIR --data-dir $data)" >&2; exit 2; }
 shift
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(tests bf16 speed jobs)

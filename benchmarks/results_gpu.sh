@@ -20,7 +20,9 @@
 # runs/results_gpu-device.txt by the search step.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-data="${1:?usage: results_gpu.sh DATA_ROOT [search] [retrain] [baseline] [results]}"
+[ $# -ge 1 ] && [ -n "$1" ] || { echo "usage: bash benchmarks/results_gpu.sh DATA_ROOT [search] [retrain] [baseline] [results]" >&2; exit 2; }
+data=$1
+[ -d "$data/MNIST/raw" ] || { echo "results_gpu: $data holds no MNIST/raw folder (harness data import DIR --data-dir $data)" >&2; exit 2; }
 shift
 todo=("$@")
 [ ${#todo[@]} -eq 0 ] && todo=(search retrain baseline)
