@@ -78,7 +78,7 @@ for s in "${todo[@]}"; do
       sec() { awk -F'\t' -v n="$1" '$1 == n {print $2}' "$steps"; }
       for st in "${studies[@]}"; do
         "${harness[@]}" results "studies/$st.toml" --out "results/$st-${tag:-gpu}.md" --data-dir "$data" \
-          --note "Run on ${gpu}: search $(sec "search-$st") s ($JOBS worker processes on the GPU, stopped from starting trials after ${SEARCH_SECONDS} s, next to the other study's search), retrain $(sec "retrain-$st") s (top $TOP, next to the other study's retrain)$([ "$st" = mnist-20k ] && echo "; the seed baseline's retrain for comparison $(sec baseline-mnist-20k) s"). Command: SEARCH_SECONDS=$SEARCH_SECONDS RETRAIN_SECONDS=$RETRAIN_SECONDS JOBS=$JOBS TOP=$TOP bash benchmarks/results_gpu.sh .data; then bash benchmarks/results_gpu.sh .data results" \
+          --note "Run on ${gpu}: search $(sec "search-$st") s ($JOBS worker processes on the GPU, stopped from starting trials after ${SEARCH_SECONDS} s, next to the other study's search), retrain $(sec "retrain-$st") s (top $TOP, next to the other study's retrain)$([ "$st" = mnist-20k ] && echo "; the seed baseline's retrain for comparison $(sec baseline-mnist-20k) s"). Command: SEARCH_SECONDS=$SEARCH_SECONDS RETRAIN_SECONDS=$RETRAIN_SECONDS JOBS=$JOBS TOP=$TOP bash benchmarks/results_gpu.sh $data; then bash benchmarks/results_gpu.sh $data results" \
           || status=$?
       done ;;
   esac

@@ -151,23 +151,30 @@ def import_mnist(source: str | os.PathLike[str], root: str | os.PathLike[str]) -
         for name in contents:
             if (dest / name).exists():
                 backups[name] = str(dest / f".{name}.old.{secrets.token_hex(6)}")
-                os.link(dest / name, backups[name])
+                try:
+                    os.link(dest / name, backups[name])
+                except OSError:  # no hard links here (vfat, some network mounts): a copy
+                    shutil.copy2(dest / name, backups[name])
         for name, tmp in temps.items():
             os.replace(tmp, dest / name)
             replaced.append(name)
     except OSError as exc:
+        stuck = []  # replaced files that could not be put back: their old content stays in the backup
         for name in reversed(replaced):  # undo, newest first
             try:
                 if name in backups:
                     os.replace(backups[name], dest / name)
+                    del backups[name]
                 else:
                     (dest / name).unlink()
             except OSError:
-                pass
-        for tmp in [*temps.values(), *backups.values()]:
+                stuck.append(name)
+        for tmp in [*temps.values(), *(b for n, b in backups.items() if n not in stuck)]:
             Path(tmp).unlink(missing_ok=True)
         _remove_if_empty(created)
-        raise DataError(f"{dest}: cannot write MNIST files ({exc.strerror or exc}); nothing was imported") from None
+        outcome = ("nothing was imported" if not stuck else "could not put back " + ", ".join(
+            f"{n} (old content in {Path(backups[n]).name})" if n in backups else n for n in stuck))  # fmt: skip
+        raise DataError(f"{dest}: cannot write MNIST files ({exc.strerror or exc}); {outcome}") from None
     for backup in backups.values():
         Path(backup).unlink(missing_ok=True)
     return dest

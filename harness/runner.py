@@ -95,6 +95,7 @@ def plan_run(
         raise HarnessError(f"device {cfg.device!r}: {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise HarnessError(f"device {cfg.device!r} requested but CUDA is not available")
+    check_resumable(cfg, url, dev)  # a mismatch with the stored study: refused before anything prints, downloads or runs
     root = cfg.data_root(data_dir)
     download = download or cfg.data.download
     if download:
@@ -106,7 +107,6 @@ def plan_run(
     artifacts = cfg.artifact_root(url)
     if artifacts.exists() and not artifacts.is_dir():
         raise HarnessError(f"{study_file}: artifact folder {artifacts} exists but is not a folder")
-    check_resumable(cfg, url, dev)  # a mismatch with the stored study: refused before anything prints or runs
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +180,9 @@ def _worker_process(plan: RunPlan, forward) -> None:  # entry point of a --jobs 
     try:
         interrupted = run_trials(plan, forward)
     except HarnessError as exc:
-        print(f"harness: error: {plan.tag}{exc}", file=sys.stderr)
+        from harness.storage import redact
+
+        print(redact(f"harness: error: {plan.tag}{exc}"), file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:  # Ctrl-C before its first trial (start-up, opening the study)
         interrupted = True

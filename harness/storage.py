@@ -48,15 +48,25 @@ _PASSWORDS: set[str] = set()  # of every storage URL checked in this process: ne
 
 
 def safe_url(url: str) -> str:
-    """``url`` with its password masked, for messages and files (everything between "user:" and
-    the authority's last "@", as a password holding an unescaped "@" would be read by a person)."""
-    return re.sub(r"(://[^/:@]*:)[^/]*@", r"\1***@", url)
+    """``url`` with its password masked, for messages and files: everything between "user:"
+    and the authority's last "@" (a password holding an unescaped "@" reads so to a person),
+    a password SQLAlchemy parses (one holding "/"), and a ``password=`` query value."""
+    masked = re.sub(r"(://[^/:@]*:)[^/]*@", r"\1***@", url)
+    try:
+        password = sqlalchemy.engine.make_url(url).password
+    except sqlalchemy.exc.ArgumentError:
+        password = None
+    if password and masked == url:  # one the pattern missed (it holds "/"): SQLAlchemy renders it masked
+        masked = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", masked)
 
 
 def redact(text: str) -> str:
-    """``text`` with the password of every storage URL checked so far masked (driver messages may echo it)."""
+    """``text`` with the password of every storage URL seen so far masked (driver messages may
+    echo it). Passwords under 4 characters are left: masking them would garble any message."""
     for password in sorted(_PASSWORDS, key=len, reverse=True):
-        text = text.replace(password, "***")
+        if len(password) >= 4:
+            text = text.replace(password, "***")
     return text
 
 
@@ -66,13 +76,15 @@ def _remember_password(url: str) -> None:
         typed = match.group(1)
         _PASSWORDS.update({typed, urllib.parse.unquote(typed)})
         # an unescaped "@" splits it for the driver, whose messages may then name a piece as a host
-        _PASSWORDS.update(piece for piece in typed.split("@") if len(piece) >= 3)
+        _PASSWORDS.update(typed.split("@"))
+    _PASSWORDS.update(urllib.parse.unquote(m) for m in re.findall(r"[?&]password=([^&]*)", url))
     try:
         password = sqlalchemy.engine.make_url(url).password
     except sqlalchemy.exc.ArgumentError:
         return
     if password:
         _PASSWORDS.add(str(password))
+    _PASSWORDS.discard("")
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.config import StudyConfig
 from harness.errors import StorageError
 from harness.objective import PARAM_COUNT_ATTR, SamplerStream
-from harness.storage import RetryStaleTrial, check_optuna_sqlite, make_storage, safe_url, sqlite_path, study_lock
+from harness.storage import RetryStaleTrial, check_optuna_sqlite, make_storage, redact, safe_url, sqlite_path, study_lock
 from search_spaces import SearchSpace, enqueue_params, get_search_space
 
 __all__ = [
@@ -173,7 +173,7 @@ def _study_names(storage, storage_url: str) -> set[str]:
         text = str(getattr(exc, "orig", exc)).splitlines()[0]
         if "locked" in text:
             text += " (another process is writing; try again in a moment)"
-        raise StorageError(f"cannot read storage {safe_url(storage_url)!r}: {text}") from None
+        raise StorageError(redact(f"cannot read storage {safe_url(storage_url)!r}: {text}")) from None
 
 
 def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> None:
@@ -191,15 +191,29 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> None:
     path = sqlite_path(storage_url)
     if path is not None and (not path.exists() or path.stat().st_size == 0):
         return  # a new study: nothing stored to differ from
+    engine = sqlalchemy.create_engine(storage_url, poolclass=sqlalchemy.pool.NullPool)
+    try:  # a database without Optuna's tables yet (a fresh PostgreSQL one) holds no study
+        with engine.connect() as conn:
+            if not sqlalchemy.inspect(conn).has_table("studies"):
+                return
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        text = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
+        raise StorageError(redact(f"cannot open storage {safe_url(storage_url)!r}: {text[0] if text else exc}")) from None
+    finally:
+        engine.dispose()
     storage = make_storage(storage_url, read_only=True)
-    if cfg.name not in _study_names(storage, storage_url):
-        return
-    study = optuna.load_study(study_name=cfg.name, storage=storage)
-    _check_study_attrs(cfg, storage_url, study.user_attrs)
-    if device is None:
-        return
+    try:
+        if cfg.name not in _study_names(storage, storage_url):
+            return
+        study = optuna.load_study(study_name=cfg.name, storage=storage)
+        _check_study_attrs(cfg, storage_url, study.user_attrs)
+        if device is None:
+            return
+        trials = study.get_trials(deepcopy=False)
+    finally:
+        storage.engine.dispose()
     now = precision_settings(cfg.train, device)["train_autocast"]
-    trained = {t.user_attrs["precision"].get("train_autocast") for t in study.get_trials(deepcopy=False)
+    trained = {t.user_attrs["precision"].get("train_autocast") for t in trials
                if isinstance(t.user_attrs.get("precision"), dict)}  # fmt: skip
     if trained - {now}:
         raise StorageError(

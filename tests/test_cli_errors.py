@@ -241,8 +241,8 @@ def test_storage_whose_driver_is_missing_is_one_line(trained_study, capsys):
 
 def test_amp_auto_study_refuses_a_run_in_another_precision(tmp_path, capsys, synthetic_root):
     """amp "auto" is not compared as a word (it resolves per device), but what the trials
-    trained in is: an "auto" study trained on a CPU (no autocast) refuses a bf16 run, and a
-    study trained in bf16 refuses an "auto" run on a CPU; the same precision resumes."""
+    trained in is: an "auto" study trained on a CPU (no autocast) refuses a bf16 run; the
+    same precision, said explicitly ("off"), resumes."""
     pytest.importorskip("torch").zeros(1, dtype=__import__("torch").bfloat16)
     study = tmp_path / "s.toml"
     run = ["run", str(study), "--trials", "1", "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]
@@ -272,7 +272,8 @@ SECRET = "Zq7s3cretPW"
 ])  # fmt: skip
 def test_storage_password_never_printed(trained_study, capsys, url):
     """A storage URL's password appears in no message of any command, whatever goes wrong."""
-    pytest.importorskip("psycopg2")
+    if "psycopg2" in url:
+        pytest.importorskip("psycopg2")
     study, data = trained_study
     before = _snapshot(study.parent)
     for argv in (["status", str(study)], ["report", str(study)], ["export", str(study), "--best"],
@@ -282,6 +283,26 @@ def test_storage_password_never_printed(trained_study, capsys, url):
         assert err.count("\n") == 1 and "Traceback" not in err, err
         assert SECRET not in err + out and SECRET[:6] not in err + out, (argv, err, out)
     assert _snapshot(study.parent) == before
+
+
+def test_safe_url_and_redact_mask_every_form_of_password():
+    from harness.storage import _remember_password, redact, safe_url
+
+    cases = {  # URL -> what a message shows
+        "postgresql://alice:pa/ss1@db.example/x": "postgresql://alice:***@db.example/x",  # "/": SQLAlchemy's parse
+        "postgresql://alice:pre@fix9@db.example/x": "postgresql://alice:***@db.example/x",  # unescaped "@"
+        "postgresql://alice:s3cr%40t@db.example/x": "postgresql://alice:***@db.example/x",
+        "postgresql://alice@db.example/x?password=qwerty7&sslmode=require":
+            "postgresql://alice@db.example/x?password=***&sslmode=require",
+        "sqlite:////tmp/a:b@c/x.db": "sqlite:////tmp/a:b@c/x.db",  # a path, not a password
+        "postgresql://db.example/x": "postgresql://db.example/x",
+    }  # fmt: skip
+    for url, shown in cases.items():
+        assert safe_url(url) == shown, url
+        _remember_password(url)
+    # what a driver might say, after the URLs above were seen (the worker processes see them too)
+    said = 'could not translate host name "fix9@db.example"; password pa/ss1 s3cr@t qwerty7 rejected for harness'
+    assert redact(said) == 'could not translate host name "***@db.example"; password *** *** *** rejected for harness'
 
 
 def test_missing_study_file(tmp_path, capsys):
@@ -483,11 +504,19 @@ def test_import_that_cannot_write_every_file_replaces_none(tmp_path, real_mnist_
         ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
 
 
-def test_import_whose_rename_fails_half_way_puts_the_old_files_back(tmp_path, real_mnist_source, capsys, monkeypatch):
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_import_whose_rename_fails_half_way_puts_the_old_files_back(tmp_path, real_mnist_source, capsys, monkeypatch,
+                                                                    hard_links):  # fmt: skip
     """The third file's rename refused (as EPERM on a protected target would): the two files
-    already replaced are put back, so the folder is byte-identical, with no stray file."""
+    already replaced are put back, so the folder is byte-identical, with no stray file; also
+    where the filesystem makes no hard links (the backups are then copies)."""
     import harness.data
 
+    if not hard_links:
+        def no_link(src, dst):
+            raise PermissionError(1, "Operation not permitted", str(dst))
+
+        monkeypatch.setattr(harness.data.os, "link", no_link)
     root = _old_install(tmp_path)
     before = _snapshot(root)
     real_replace, calls = os.replace, []
