@@ -18,12 +18,6 @@ steps=runs/results_3700_cpu-steps.tsv
 mkdir -p runs
 touch "$steps"
 
-source benchmarks/pipeline_steps.sh  # step NAME COMMAND...: run once, record its seconds
+source benchmarks/pipeline_steps.sh  # step, recipe_pipeline
 
-step search harness run "$study" --data-dir "$data" --device cpu --quiet
-step retrain harness retrain "$study" --top 1 --seeds 3 --epochs 20 --no-baseline --data-dir "$data" --device cpu
-minutes() { awk -F'\t' -v n="$1" '$1 == n {print int($2 / 60)}' "$steps"; }
-cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
-harness results "$study" --out results/recipe-3700-cpu.md --data-dir "$data" \
-  --note "Recipe search + retrain wall clock: $(($(minutes search) + $(minutes retrain))) min on a $(nproc)-core ${cpu:-CPU} (search $(minutes search) min, retrain $(minutes retrain) min), after the front pipeline (results/front-cpu.md). Command: bash benchmarks/results_3700_cpu.sh .data"
-harness report "$study" --out runs/mnist-3700-recipe-cpu-report.html --csv runs/mnist-3700-recipe-cpu-trials.csv
+recipe_pipeline "$data" "$study" results/recipe-3700-cpu.md "after the front pipeline (results/front-cpu.md)"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import optuna
 import pytest
 import torch
 
+from harness.config import load_study_config
 from harness.model import build
 from harness.spec import ArchSpec, BlockSpec, ConvSpec, InvalidSpecError, count_params
-from search_spaces import SEARCH_SPACES, UnknownSearchSpaceError, get_search_space
+from search_spaces import SEARCH_SPACES, UnknownSearchSpaceError, enqueue_params, get_search_space
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -188,3 +190,24 @@ def test_separable_conv_counts_depthwise_plus_pointwise():
     model = build(spec)
     assert sum(p.numel() for p in model.parameters()) == count_params(spec)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("toml", sorted(p.name for p in (Path(__file__).parents[1] / "studies").glob("*.toml")))
+def test_every_committed_study_file_loads_with_its_space_and_enqueues(toml):
+    """A committed study file the pipelines run must pass the same checks `harness run` makes
+    (its space found, every [[enqueue]] a full, allowed point) and build a network."""
+    cfg = load_study_config(Path(__file__).parents[1] / "studies" / toml)
+    space = get_search_space(cfg.search_space, cfg.path.parent)
+    for entry in cfg.enqueue:
+        params = enqueue_params(space, entry, cfg.train if cfg.search_recipe else None)
+        assert count_params(space.suggest(optuna.trial.FixedTrial(params))) > 0
+
+
+def test_seed_regularisation_space_changes_only_dropout_and_bn():
+    space = get_search_space("spaces/seed_regularisation.py:suggest", Path(__file__).parents[1] / "studies")
+    reference = get_search_space("seed").baseline_spec()
+    assert space.suggest(optuna.trial.FixedTrial({"dropout": 0.25, "bn": "after_relu"})) == reference
+    spec = space.suggest(optuna.trial.FixedTrial({"dropout": 0.1, "bn": "before_relu"}))
+    assert spec != reference and count_params(spec) == 19_290
+    assert spec.bn == "before_relu" and {b.dropout for b in spec.blocks} == {0.1}
+    assert [b.convs for b in spec.blocks] == [b.convs for b in reference.blocks]

@@ -1,0 +1,23 @@
+"""The seed network's layout, fixed, with its regularisation opened: one dropout rate and the
+batch-norm position.
+
+Every retrained candidate of the CPU pipelines fell short of the seed network itself (19,290
+parameters, 99.52 % +- 0.03 %, results/front-cpu.md), whose learning curve shows no over-fitting
+with three 0.25 dropouts *and* augmentation: it is regularised twice. studies/mnist-20k-recipe-cpu.toml
+searches these two choices together with the training recipe (`search_recipe = true`).
+"""
+
+import optuna
+
+from search_spaces.seed import REFERENCE_PARAMS
+from search_spaces.seed import suggest as seed_suggest
+
+
+def suggest(trial: optuna.trial.BaseTrial):
+    """The seed network (19,290 parameters) with a sampled dropout rate and BN position."""
+    params = dict(
+        REFERENCE_PARAMS,
+        dropout=trial.suggest_float("dropout", 0.0, 0.25, step=0.05),
+        bn=trial.suggest_categorical("bn", ("after_relu", "before_relu")),
+    )
+    return seed_suggest(optuna.trial.FixedTrial(params))
