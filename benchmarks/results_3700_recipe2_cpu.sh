@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Stage 4 of the CPU results pipeline (issue 12, target 2: >= 99.40 % at <= 3,700 parameters).
+#   bash benchmarks/results_3700_recipe2_cpu.sh DATA_ROOT   (after results_3700_cpu.sh, results_20k_cpu.sh)
+# 1. search: studies/mnist-3700-recipe2-cpu.toml searches the recipe of the front's 3,590-parameter
+#    network again, for 40 minutes of 20-epoch trials on 50,000 training images, with its one
+#    halving rung at epoch 10 (not 5) and stage 3's recipe enqueued first; selection on the
+#    validation split (the last 10,000 training images);
+# 2. retrain: the best trial by validation accuracy (top 1: no selection on the test set),
+#    all 60,000 images, 20 epochs, 3 seeds, final-epoch test accuracy;
+# 3. results/recipe2-3700-cpu.md (target check, learning curves, the winner exported and
+#    verified) and the HTML report (ignored).
+# About an hour on 2 cores. Run it again after an interruption: finished steps are skipped
+# (runs/results_3700_recipe2_cpu-steps.tsv, with their wall-clock seconds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data="${1:?usage: results_3700_recipe2_cpu.sh DATA_ROOT}"
+study=studies/mnist-3700-recipe2-cpu.toml
+steps=runs/results_3700_recipe2_cpu-steps.tsv
+mkdir -p runs
+touch "$steps"
+
+source benchmarks/pipeline_steps.sh  # step, recipe_pipeline
+
+recipe_pipeline "$data" "$study" results/recipe2-3700-cpu.md "after the front pipeline and stages 2 and 3 (results/front-cpu.md, recipe-3700-cpu.md, recipe-20k-cpu.md)"
