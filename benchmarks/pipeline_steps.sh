@@ -1,5 +1,5 @@
-# Sourced by the results pipelines (results_cpu.sh, results_3700_cpu.sh, results_20k_cpu.sh):
-# resumable steps.
+# Sourced by the results pipelines (results_cpu.sh and the recipe stages results_3700_cpu.sh,
+# results_20k_cpu.sh, results_3700_recipe2_cpu.sh): resumable steps.
 # Set `steps` to a TSV file first; `step NAME COMMAND...` runs COMMAND once and records NAME,
 # its wall-clock seconds and the time it finished, so a re-run skips it. A failed COMMAND is
 # not recorded, and step returns its status.
@@ -15,10 +15,11 @@ step() {
   printf '%s\t%s\t%s\n' "$name" "$(($(date +%s) - t0))" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$steps"
 }
 
-# recipe_pipeline DATA_ROOT STUDY.toml RESULTS.md CONTEXT: a recipe stage (results_3700_cpu.sh,
-# results_20k_cpu.sh): search the study until its timeout, retrain its validation winner (top 1:
-# no selection on the test set; 20 epochs, all 60,000 images, 3 seeds), write RESULTS.md with
-# the wall-clock time of both steps, and the study's HTML report and trials CSV under runs/.
+# recipe_pipeline DATA_ROOT STUDY.toml RESULTS.md CONTEXT: a recipe stage (see above): search the
+# study until its timeout, retrain its validation winner (top 1: no selection on the test set;
+# 20 epochs, all 60,000 images, 3 seeds), write RESULTS.md with the wall-clock time of both
+# steps, and the study's HTML report and trials CSV under runs/. A search interrupted and run
+# again records only the second run's seconds (and runs a full timeout again).
 recipe_pipeline() {
   local data=$1 study=$2 out=$3 context=$4 name cpu
   name=$(basename "$study" .toml)
@@ -26,8 +27,9 @@ recipe_pipeline() {
   step retrain harness retrain "$study" --top 1 --seeds 3 --epochs 20 --no-baseline --data-dir "$data" --device cpu
   cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
   harness results "$study" --out "$out" --data-dir "$data" \
-    --note "Recipe search + retrain wall clock: $(($(step_minutes search) + $(step_minutes retrain))) min on a $(nproc)-core ${cpu:-CPU} (search $(step_minutes search) min, retrain $(step_minutes retrain) min), $context. Command: bash benchmarks/$(basename "$0") .data"
+    --note "Recipe search + retrain wall clock: $(step_minutes search retrain) min on a $(nproc)-core ${cpu:-CPU} (search $(step_minutes search) min, retrain $(step_minutes retrain) min), $context. Command: bash benchmarks/$(basename "$0") .data"
   harness report "$study" --out "runs/$name-report.html" --csv "runs/$name-trials.csv"
 }
 
-step_minutes() { awk -F'\t' -v n="$1" '$1 == n {print int($2 / 60)}' "$steps"; }
+# step_minutes NAME...: the recorded seconds of the named steps together, in whole minutes (rounded)
+step_minutes() { awk -F'\t' -v names=" $* " 'index(names, " " $1 " ") {s += $2} END {printf "%d\n", s / 60 + 0.5}' "$steps"; }

@@ -150,6 +150,16 @@ def _baseline_over_budget(studies: list[tuple]) -> bool:
     return bool(fits) and not any(fits)
 
 
+def _split_text(studies: list[tuple]) -> str:
+    """Which training images each study selected on, e.g. "last 5,000 training images"."""
+    sizes: dict[int, list[str]] = {}
+    for cfg, _, _ in studies:
+        sizes.setdefault(cfg.data.val_size, []).append(cfg.name)
+    if len(sizes) == 1:
+        return f"last {next(iter(sizes)):,} training images"
+    return "; ".join(f"last {n:,} training images: {', '.join(names)}" for n, names in sizes.items())
+
+
 def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str = "", data_dir: str | None = None,
                   command: str = "") -> None:  # fmt: skip
     """Write the markdown results for ``studies`` (a list of (config, storage URL, study))."""
@@ -177,8 +187,8 @@ def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str =
         "",
         f"Generated {datetime.date.today().isoformat()} by `{command or 'harness results'}` "
         f"(harness {harness.__version__}, torch {torch.__version__}) from the study databases "
-        "(not committed). Protocol: architectures selected on the validation split (last 5,000 "
-        "training images); the selected ones retrained on all 60,000 training images with several "
+        f"(not committed). Protocol: architectures selected on the validation split ({_split_text(studies)}); "
+        "the selected ones retrained on all 60,000 training images with several "
         "seeds by `harness retrain`; accuracy = final-epoch test accuracy on the 10,000 test images, "
         "mean ± std over seeds.",
         "",

@@ -149,6 +149,7 @@ def test_results_table_and_report_show_retrained_accuracy(pareto_dir, tmp_path):
                  "--note", "tiny synthetic run"]) == 0  # fmt: skip
     text = md.read_text()
     assert "**tiny synthetic run**" in text and "## Targets" in text and "3: seed baseline" in text
+    assert "selected on the validation split (last 100 training images)" in text  # the study's val_size
     assert "| proposed by |" in text and "| baseline | `" in text  # who proposed each winner
     assert "pt2 ✓" in text and "onnx ✓" in text
     assert list((tmp_path / "exports" / "par").glob("*.pt2"))
@@ -335,3 +336,17 @@ def test_results_names_its_command_shell_quoted_with_the_note_elided():
     assert shlex.split(cmd) == ["harness", "results", "my studies/a.toml", "--out", "r.md", "--note", "…"]
     assert shlex.split(_results_command(["results", "a.toml", "--note=long text"]))[-1] == "--note=…"
     assert _results_command(["run", "a.toml"]) == ""  # only `harness results` names itself
+
+
+def test_results_protocol_names_each_studys_validation_split():
+    from types import SimpleNamespace as NS
+
+    from harness.results import _split_text
+
+    def cfg(name, n):
+        return NS(name=name, data=NS(val_size=n))
+
+    assert _split_text([(cfg("a", 5000), "", None), (cfg("b", 5000), "", None)]) == "last 5,000 training images"
+    assert _split_text([(cfg("a", 5000), "", None), (cfg("b", 10000), "", None), (cfg("c", 5000), "", None)]) == (
+        "last 5,000 training images: a, c; last 10,000 training images: b"
+    )

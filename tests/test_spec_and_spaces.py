@@ -195,12 +195,15 @@ def test_separable_conv_counts_depthwise_plus_pointwise():
 @pytest.mark.parametrize("toml", sorted(p.name for p in (Path(__file__).parents[1] / "studies").glob("*.toml")))
 def test_every_committed_study_file_loads_with_its_space_and_enqueues(toml):
     """A committed study file the pipelines run must pass the same checks `harness run` makes
-    (its space found, every [[enqueue]] a full, allowed point) and build a network."""
+    (its space found, every [[enqueue]] a full, allowed point), and each enqueued architecture
+    must build and fit the study's budget (an over-budget one would only be rejected)."""
     cfg = load_study_config(Path(__file__).parents[1] / "studies" / toml)
     space = get_search_space(cfg.search_space, cfg.path.parent)
     for entry in cfg.enqueue:
         params = enqueue_params(space, entry, cfg.train if cfg.search_recipe else None)
-        assert count_params(space.suggest(optuna.trial.FixedTrial(params))) > 0
+        spec = space.suggest(optuna.trial.FixedTrial(params))
+        assert 0 < count_params(spec) <= cfg.budget, (toml, entry)
+        assert sum(p.numel() for p in build(spec).parameters()) == count_params(spec)
 
 
 def test_seed_regularisation_space_changes_only_dropout_and_bn():
@@ -211,3 +214,11 @@ def test_seed_regularisation_space_changes_only_dropout_and_bn():
     assert spec != reference and count_params(spec) == 19_290
     assert spec.bn == "before_relu" and {b.dropout for b in spec.blocks} == {0.1}
     assert [b.convs for b in spec.blocks] == [b.convs for b in reference.blocks]
+    # what a trial samples: dropout 0-0.25 in steps of 0.05, the two BN positions, nothing else
+    study = optuna.create_study()
+    trial = study.ask()
+    space.suggest(trial)
+    assert trial.distributions == {
+        "dropout": optuna.distributions.FloatDistribution(0.0, 0.25, step=0.05),
+        "bn": optuna.distributions.CategoricalDistribution(("after_relu", "before_relu")),
+    }
