@@ -3,6 +3,9 @@
 # Set `steps` to a TSV file first; `step NAME COMMAND...` runs COMMAND once and records NAME,
 # its wall-clock seconds and the time it finished, so a re-run skips it. A failed COMMAND is
 # not recorded, and step returns its status.
+mkdir -p "$(dirname "$steps")"
+touch "$steps"
+
 step() {
   local name=$1 t0
   shift

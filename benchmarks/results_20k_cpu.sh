@@ -16,8 +16,6 @@ cd "$(dirname "$0")/.."
 data="${1:?usage: results_20k_cpu.sh DATA_ROOT}"
 study=studies/mnist-20k-recipe-cpu.toml
 steps=runs/results_20k_cpu-steps.tsv
-mkdir -p runs
-touch "$steps"
 
 source benchmarks/pipeline_steps.sh  # step, recipe_pipeline
 

@@ -16,8 +16,6 @@ cd "$(dirname "$0")/.."
 data="${1:?usage: results_3700_recipe2_cpu.sh DATA_ROOT}"
 study=studies/mnist-3700-recipe2-cpu.toml
 steps=runs/results_3700_recipe2_cpu-steps.tsv
-mkdir -p runs
-touch "$steps"
 
 source benchmarks/pipeline_steps.sh  # step, recipe_pipeline
 

@@ -17,10 +17,8 @@ cd "$(dirname "$0")/.."
 data="${1:?usage: results_cpu.sh DATA_ROOT}"
 study=studies/mnist-front-cpu.toml
 steps=runs/results_cpu-steps.tsv
-mkdir -p runs
-touch "$steps"
 
-source benchmarks/pipeline_steps.sh  # step NAME COMMAND...: run once, record its seconds
+source benchmarks/pipeline_steps.sh  # step NAME COMMAND...: run once, record its seconds (creates $steps)
 
 step search harness run "$study" --data-dir "$data" --device cpu --quiet
 step retrain harness retrain "$study" --spread 5 --seeds 3 --epochs 20 --no-baseline --data-dir "$data" --device cpu

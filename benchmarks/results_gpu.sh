@@ -36,9 +36,8 @@ device="${DEVICE:-cuda}"
 harness=(harness); command -v harness >/dev/null || harness=(python3 -m harness.cli)  # not installed: the checkout
 studies=(mnist-20k mnist-3700)
 steps=runs/results_gpu-steps.tsv
-mkdir -p runs results
-touch "$steps"
-source benchmarks/pipeline_steps.sh  # step NAME COMMAND...: run once, record its seconds
+mkdir -p results
+source benchmarks/pipeline_steps.sh  # step NAME COMMAND...: run once, record its seconds (creates $steps)
 
 both() {  # step NAME-<study> COMMAND... for both studies at once; the first failure's status
   local name=$1 s pids=() rc=0 p r
