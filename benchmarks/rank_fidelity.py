@@ -86,7 +86,7 @@ def sample_candidates(cfg, n: int, seed: int) -> list[dict]:
     while len(out) < n:
         trial = study.ask()
         spec = space.suggest(trial)
-        recipe = suggest_recipe(trial, cfg.train) if cfg.search_recipe else cfg.train
+        recipe = suggest_recipe(trial, cfg.train, cfg.recipe_fields) if cfg.search_recipe else cfg.train
         study.tell(trial, 0.0)
         try:
             params = count_params(spec)

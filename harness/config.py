@@ -118,7 +118,9 @@ class StudyConfig:
     path: Path = Path(".")  # the study file
     search_space: str = "compact"  # a name in search_spaces.SEARCH_SPACES, or "path/to/space.py:function"
     mode: str = "single"  # "single": maximise val acc; "pareto": maximise val acc AND minimise params
-    search_recipe: bool = False  # also search lr, batch size, label smoothing, augmentation (search_spaces/recipe.py)
+    # also search the training recipe: true = lr, batch size, label smoothing, rotation, shift; or a
+    # list of the fields to search (adds scale and weight_decay): search_spaces/recipe.py
+    search_recipe: bool | tuple[str, ...] = False
     budget: int = 20_000  # hard limit on trainable parameters
     target: float = 0.994  # test accuracy reported against, (0, 1]
     n_trials: int = 0  # trials to run per `harness run` (0 = until timeout)
@@ -135,6 +137,13 @@ class StudyConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     enqueue: tuple[dict[str, Any], ...] = ()  # [[enqueue]] tables: known architectures run first, as parameters
+
+    @property
+    def recipe_fields(self) -> tuple[str, ...]:
+        """The [train] fields each sampled trial draws (empty: none; the recipe is the study's)."""
+        from search_spaces.recipe import recipe_fields  # the recipe search lives with the spaces
+
+        return recipe_fields(self.search_recipe)
 
     @property
     def stale_after(self) -> float | None:
@@ -201,6 +210,23 @@ def _convert(where: str, key: str, value: Any, typ: type) -> Any:
     return value
 
 
+def _convert_search_recipe(where: str, key: str, value: Any) -> bool | tuple[str, ...]:
+    """true/false, or a non-empty list of distinct recipe field names."""
+    from search_spaces.recipe import RECIPE_FIELDS
+
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: {key} must be true, false or a non-empty list of recipe fields "
+                          f"({', '.join(RECIPE_FIELDS)}), got {value!r}")  # fmt: skip
+    for name in value:
+        if name not in RECIPE_FIELDS:
+            raise ConfigError(f"{where}: {key} names unknown recipe field {name!r} (valid: {', '.join(RECIPE_FIELDS)})")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}: {key} names a recipe field twice, got {value!r}")
+    return tuple(f for f in RECIPE_FIELDS if f in value)  # one order: the same search compares equal
+
+
 def _build(where: str, prefix: str, cls: type, table: dict[str, Any], extra: dict[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("path", "enqueue") and f.name not in _SECTIONS}
     kwargs = dict(extra)
@@ -209,6 +235,9 @@ def _build(where: str, prefix: str, cls: type, table: dict[str, Any], extra: dic
         if key not in fields:
             valid = ", ".join(sorted(prefix + k for k in fields))
             raise ConfigError(f"{where}: unknown key {full!r} (valid keys: {valid})")
+        if full == "study.search_recipe":
+            kwargs[key] = _convert_search_recipe(where, full, value)
+            continue
         typ = {"int": int, "float": float, "str": str, "bool": bool}[str(fields[key].type)]
         kwargs[key] = _convert(where, full, value, typ)
     return cls(**kwargs)
@@ -307,7 +336,7 @@ def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None
         raise ConfigError(f"{where}: study.search_space: {exc}") from None
     for i, params in enumerate(config.enqueue, 1):
         try:
-            enqueue_params(space, params, config.train if config.search_recipe else None)
+            enqueue_params(space, params, config.train if config.search_recipe else None, config.recipe_fields)
         except ValueError as exc:
             raise ConfigError(f"{where}: enqueue #{i}: {exc}") from None
     return config

@@ -128,7 +128,7 @@ class Objective:
             spec = self.space.suggest(trial)
         train_cfg = self.cfg.train
         if self.cfg.search_recipe and not is_baseline:  # the baseline keeps the study's recipe
-            train_cfg = suggest_recipe(trial, train_cfg)
+            train_cfg = suggest_recipe(trial, train_cfg, self.cfg.recipe_fields)
         seed = self.cfg.seed + trial.number
         trial.set_user_attr("spec", spec.to_json())
         trial.set_user_attr("arch", spec.describe())

@@ -48,7 +48,9 @@ STREAMS_ATTR = "sampler_streams"  # study user attr: random streams handed out s
 def _study_attrs(cfg: StudyConfig) -> dict[str, Any]:
     return {
         "budget": cfg.budget, "target": cfg.target, "search_space": cfg.search_space, "mode": cfg.mode,
-        "search_recipe": cfg.search_recipe, "dataset": "MNIST",
+        # true/false as before lists existed, so studies stored then still resume
+        "search_recipe": cfg.search_recipe if isinstance(cfg.search_recipe, bool) else list(cfg.search_recipe),
+        "dataset": "MNIST",
     }  # fmt: skip
 
 
@@ -271,7 +273,7 @@ def _enqueue_known(study: optuna.Study, cfg: StudyConfig, space: SearchSpace) ->
     # What was enqueued (baseline included), as enqueued: a running trial's params may be partial.
     have = [t.system_attrs["fixed_params"] for t in study.get_trials(deepcopy=False) if "fixed_params" in t.system_attrs]
     for entry in cfg.enqueue:
-        params = enqueue_params(space, entry, cfg.train if cfg.search_recipe else None)
+        params = enqueue_params(space, entry, cfg.train if cfg.search_recipe else None, cfg.recipe_fields)
         if params not in have:
             study.enqueue_trial(params, user_attrs={"enqueued": True})
             have.append(params)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,23 +194,28 @@ class _CheckingTrial(optuna.trial.FixedTrial):
         return super().suggest_float(name, low, high, step=step, log=log)
 
 
-def enqueue_params(space: SearchSpace, params: Mapping[str, Any], recipe_base: Any = None) -> dict[str, Any]:
+def enqueue_params(
+    space: SearchSpace, params: Mapping[str, Any], recipe_base: Any = None, recipe_fields: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Check a known architecture given as parameters of ``space``; return the full set to enqueue.
 
     Every parameter the space suggests for it must be given, with a value the space allows,
     and nothing else. With ``recipe_base`` (a TrainConfig: the study also searches the
-    recipe), recipe parameters may be given too; the ones left out take the study's own
-    recipe values (``lr`` is the peak rate for the study's batch size, as in the study file).
+    recipe; ``recipe_fields`` the fields it searches, by default the five of
+    ``search_recipe = true``), those recipe parameters may be given too; the ones left out
+    take the study's own recipe values (``lr`` is the peak rate for the study's batch size,
+    as in the study file).
 
     Raises:
         ValueError: a missing, unknown or out-of-range parameter (the message names it).
     """
-    from search_spaces.recipe import recipe_params, suggest_recipe
+    from search_spaces.recipe import DEFAULT_FIELDS, recipe_params, suggest_recipe
 
+    fields = DEFAULT_FIELDS if recipe_fields is None else recipe_fields
     params = dict(params)
     filled = set()
     if recipe_base is not None:
-        for key, value in recipe_params(recipe_base).items():
+        for key, value in recipe_params(recipe_base, fields).items():
             if key not in params:
                 params[key] = value
                 filled.add(key)
@@ -218,7 +223,7 @@ def enqueue_params(space: SearchSpace, params: Mapping[str, Any], recipe_base: A
     try:
         space.suggest(trial)
         if recipe_base is not None:
-            suggest_recipe(trial, recipe_base)
+            suggest_recipe(trial, recipe_base, fields)
     except _BadParam as exc:
         if exc.name in filled:
             raise ValueError(f"{exc}: taken from the study's train.{exc.name}; give {exc.name} in the table") from None

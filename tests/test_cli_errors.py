@@ -99,6 +99,14 @@ CASES = [
      ["pruner.min_resource", "[1, 4)"]),
     ("reduction-factor-one", GOOD + "[pruner]\nreduction_factor = 1\n", [], ["pruner.reduction_factor"]),
     ("multivariate-type", GOOD + '[sampler]\nmultivariate = "yes"\n', [], ["sampler.multivariate", "true or false"]),
+    ("recipe-unknown-field", GOOD.replace("[data]", 'search_recipe = ["lr", "momentum"]\n[data]'), [],
+     ["study.search_recipe", "'momentum'", "weight_decay"]),
+    ("recipe-empty-list", GOOD.replace("[data]", "search_recipe = []\n[data]"), [], ["study.search_recipe", "non-empty"]),
+    ("recipe-field-twice", GOOD.replace("[data]", 'search_recipe = ["lr", "lr"]\n[data]'), [], ["study.search_recipe", "twice"]),
+    ("recipe-not-a-list", GOOD.replace("[data]", 'search_recipe = "lr"\n[data]'), [], ["study.search_recipe", "true, false"]),
+    ("enqueue-recipe-field-not-searched",
+     _replace(SEED_GOOD, "budget = 20000", 'search_recipe = ["lr"]\nbudget = 20000') + _enqueue(scale=0.0), [],
+     ["enqueue #1", "'scale'", "not used"]),
     ("enqueue-not-tables", "enqueue = [1, 2]\n" + GOOD, [], ["enqueue", "array of tables"]),
     ("enqueue-unknown-param", SEED_GOOD + _enqueue(width=8), [], ["enqueue #1", "'width'"]),
     ("enqueue-missing-param", SEED_GOOD + _enqueue(drop="dropout"), [], ["enqueue #1", "missing parameter", "'dropout'"]),
@@ -412,7 +420,8 @@ def test_budget_differs_from_existing_study_is_refused_and_db_unchanged(tmp_path
     [("epochs = 1", "epochs = 2", "train.epochs"),
      ("val_size = 100", "val_size = 120", "data.val_size"),
      ("epochs = 1", "epochs = 1\namp = \"bf16\"", "train.amp"),
-     ("epochs = 1", "epochs = 1\nrotation = 0.0", "train.rotation")],
+     ("epochs = 1", "epochs = 1\nrotation = 0.0", "train.rotation"),
+     ("budget = 3000", 'budget = 3000\nsearch_recipe = ["lr", "scale"]', "search_recipe")],
 )  # fmt: skip
 def test_measured_settings_differ_from_existing_study_are_refused(tmp_path, capsys, synthetic_root, old, new, key):
     """[train]/[data] settings that change what a trial measures must match the stored study;

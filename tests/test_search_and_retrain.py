@@ -189,6 +189,40 @@ def test_single_mode_retrain_takes_top_k_plus_baseline(tmp_path, capsys):
     assert (tmp_path / "single.db").read_bytes() == before
 
 
+def test_recipe_field_list_samples_exactly_those_fields_and_retrain_trains_with_them(tmp_path, capsys):
+    """`search_recipe = [...]`: every sampled trial draws exactly the named recipe fields (and its
+    space's), records them in its recipe, keeps the study's [train] values for the others, and
+    `harness retrain` trains with that recipe; the field list is stored with the study."""
+    from search_spaces import get_search_space
+
+    study_file = _write(tmp_path, "fields", "single")
+    study_file.write_text(study_file.read_text().replace(
+        "search_recipe = true", 'search_recipe = ["weight_decay", "scale"]').replace(
+        "batch_size = 64", "batch_size = 64\nweight_decay = 0.0003\nscale = 0.07\nlabel_smoothing = 0.02"))  # fmt: skip
+    assert main(["run", str(study_file), "--device", "cpu", "--quiet"]) == 0
+    study = _load(tmp_path, "fields")
+    assert study.user_attrs["search_recipe"] == ["scale", "weight_decay"]
+    space = get_search_space("modern")
+    sampled = [t for t in study.trials if t.state == TrialState.COMPLETE and not t.user_attrs["baseline"]]
+    assert sampled
+    for t in sampled:
+        trial = optuna.trial.FixedTrial(t.params)
+        space.suggest(trial)  # the space's own parameters
+        assert set(t.params) - {"scale", "weight_decay"} == set(trial.params)
+        recipe = t.user_attrs["recipe"]
+        assert (recipe["scale"], recipe["weight_decay"]) == (t.params["scale"], t.params["weight_decay"])
+        assert (recipe["lr"], recipe["batch_size"], recipe["label_smoothing"]) == (0.05, 64, 0.02)  # the study's
+    # at least one trial drew values other than the study's: the fields are really searched
+    assert any((t.params["scale"], t.params["weight_decay"]) != (0.07, 0.0003) for t in sampled)
+    capsys.readouterr()
+    assert main(["retrain", str(study_file), "--top", "6", "--seeds", "1", "--epochs", "1", "--device", "cpu"]) == 0
+    records = [v for k, v in _load(tmp_path, "fields").user_attrs.items() if k.startswith("retrain:")]
+    retrained = {r["trial"] for r in records}
+    assert retrained & {t.number for t in sampled}
+    for r in records:  # each trained with its trial's recipe: the sampled fields, the study's others
+        assert r["recipe"] == study.trials[r["trial"]].user_attrs["recipe"]
+
+
 def test_spread_picks_points_evenly_over_log_params():
     from harness.retrain import spread_over_params
 

@@ -200,7 +200,7 @@ def test_every_committed_study_file_loads_with_its_space_and_enqueues(toml):
     cfg = load_study_config(Path(__file__).parents[1] / "studies" / toml)
     space = get_search_space(cfg.search_space, cfg.path.parent)
     for entry in cfg.enqueue:
-        params = enqueue_params(space, entry, cfg.train if cfg.search_recipe else None)
+        params = enqueue_params(space, entry, cfg.train if cfg.search_recipe else None, cfg.recipe_fields)
         spec = space.suggest(optuna.trial.FixedTrial(params))
         assert 0 < count_params(spec) <= cfg.budget, (toml, entry)
         assert sum(p.numel() for p in build(spec).parameters()) == count_params(spec)
@@ -222,3 +222,29 @@ def test_seed_regularisation_space_changes_only_dropout_and_bn():
         "dropout": optuna.distributions.FloatDistribution(0.0, 0.25, step=0.05),
         "bn": optuna.distributions.CategoricalDistribution(("after_relu", "before_relu")),
     }
+
+
+def test_recipe_fields_choose_what_is_sampled_and_lr_follows_the_batch():
+    """`search_recipe = true` draws the five first recipe fields (studies stored before field
+    lists resume unchanged); a list draws only its fields; the peak lr scales with a sampled
+    batch size even when lr itself is not searched."""
+    from harness.config import TrainConfig
+    from search_spaces.recipe import DEFAULT_FIELDS, recipe_fields, suggest_recipe
+
+    base = TrainConfig(lr=0.04, batch_size=128, weight_decay=3e-4, scale=0.07)
+    assert recipe_fields(True) == DEFAULT_FIELDS and recipe_fields(False) == ()
+    assert set(DEFAULT_FIELDS) == {"lr", "batch_size", "label_smoothing", "rotation", "translate"}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    trial = study.ask()
+    suggest_recipe(trial, base)
+    assert set(trial.params) == set(DEFAULT_FIELDS)
+
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        recipe = suggest_recipe(trial, base, recipe_fields(["batch_size", "weight_decay"]))
+        assert set(trial.params) == {"batch_size", "weight_decay"}
+        assert recipe.lr == pytest.approx(0.04 * trial.params["batch_size"] / 128)
+        assert (recipe.weight_decay, recipe.scale, recipe.rotation) == (trial.params["weight_decay"], 0.07, base.rotation)
+        seen.add((recipe.batch_size, recipe.weight_decay))
+    assert len(seen) > 3  # really sampled
