@@ -19,19 +19,20 @@ step() {
   printf '%s\t%s\t%s\n' "$name" "$(($(date +%s) - t0))" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$steps"
 }
 
-# recipe_pipeline DATA_ROOT STUDY.toml RESULTS.md CONTEXT: a recipe stage (see above): search the
+# recipe_pipeline DATA_ROOT STUDY.toml RESULTS.md CONTEXT [WHAT]: a recipe stage (see above), or
+# any one-study stage (WHAT names its search in the note; default "Recipe search"): search the
 # study until its timeout, retrain its validation winner (top 1: no selection on the test set;
 # 20 epochs, all 60,000 images, 3 seeds), write RESULTS.md with the wall-clock time of both
 # steps, and the study's HTML report and trials CSV under runs/. A search interrupted and run
 # again records only the second run's seconds (and runs a full timeout again).
 recipe_pipeline() {
-  local data=$1 study=$2 out=$3 context=$4 name cpu
+  local data=$1 study=$2 out=$3 context=$4 what=${5:-Recipe search} name cpu
   name=$(basename "$study" .toml)
   step search harness run "$study" --data-dir "$data" --device cpu --quiet
   step retrain harness retrain "$study" --top 1 --seeds 3 --epochs 20 --no-baseline --data-dir "$data" --device cpu
   cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
   harness results "$study" --out "$out" --data-dir "$data" \
-    --note "Recipe search + retrain wall clock: $(step_minutes search retrain) min on a $(nproc)-core ${cpu:-CPU} (search $(step_minutes search) min, retrain $(step_minutes retrain) min), $context. Command: bash benchmarks/$(basename "$0") .data"
+    --note "$what + retrain wall clock: $(step_minutes search retrain) min on a $(nproc)-core ${cpu:-CPU} (search $(step_minutes search) min, retrain $(step_minutes retrain) min), $context. Command: bash benchmarks/$(basename "$0") .data"
   harness report "$study" --out "runs/$name-report.html" --csv "runs/$name-trials.csv"
 }
 

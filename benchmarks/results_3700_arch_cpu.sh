@@ -19,4 +19,5 @@ steps=runs/results_3700_arch_cpu-steps.tsv
 
 source benchmarks/pipeline_steps.sh  # step, recipe_pipeline
 
-recipe_pipeline "$data" "$study" results/arch-3700-cpu.md "after stage 4 (results/recipe2-3700-cpu.md)"
+recipe_pipeline "$data" "$study" results/arch-3700-cpu.md "after stage 4 (results/recipe2-3700-cpu.md)" \
+  "Architecture and recipe search"

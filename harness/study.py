@@ -45,11 +45,20 @@ __all__ = [
 STREAMS_ATTR = "sampler_streams"  # study user attr: random streams handed out so far
 
 
+def _stored_search_recipe(cfg: StudyConfig) -> bool | list[str]:
+    """The recipe search as stored with a study: true for the five fields of `true` however the
+    file names them (studies stored before field lists existed hold true), false for none,
+    else the field list in one order."""
+    from search_spaces.recipe import DEFAULT_FIELDS
+
+    fields = cfg.recipe_fields
+    return True if fields == DEFAULT_FIELDS else list(fields) if fields else False
+
+
 def _study_attrs(cfg: StudyConfig) -> dict[str, Any]:
     return {
         "budget": cfg.budget, "target": cfg.target, "search_space": cfg.search_space, "mode": cfg.mode,
-        # true/false as before lists existed, so studies stored then still resume
-        "search_recipe": cfg.search_recipe if isinstance(cfg.search_recipe, bool) else list(cfg.search_recipe),
+        "search_recipe": _stored_search_recipe(cfg),
         "dataset": "MNIST",
     }  # fmt: skip
 

@@ -209,7 +209,7 @@ def enqueue_params(
     Raises:
         ValueError: a missing, unknown or out-of-range parameter (the message names it).
     """
-    from search_spaces.recipe import DEFAULT_FIELDS, recipe_params, suggest_recipe
+    from search_spaces.recipe import DEFAULT_FIELDS, RECIPE_FIELDS, recipe_params, suggest_recipe
 
     fields = DEFAULT_FIELDS if recipe_fields is None else recipe_fields
     params = dict(params)
@@ -232,6 +232,9 @@ def enqueue_params(
         raise ValueError(f"search space {space.name!r} failed on these parameters: "
                          f"{exc.__class__.__name__}: {exc}") from None  # fmt: skip
     unknown = sorted(set(params) - trial.used)
+    if unknown and unknown[0] in RECIPE_FIELDS:
+        searched = ", ".join(fields) if recipe_base is not None else "false"
+        raise ValueError(f"recipe parameter {unknown[0]!r} is not searched by this study (study.search_recipe: {searched})")
     if unknown:
         raise ValueError(
             f"parameter {unknown[0]!r} is not used by search space {space.name!r} for this architecture "

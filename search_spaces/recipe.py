@@ -5,7 +5,9 @@ matters most for small networks at a fixed budget. ``search_recipe = true`` sear
 :data:`DEFAULT_FIELDS`: peak learning rate (log scale, a factor of 3 around the study's
 ``train.lr``), batch size, label smoothing, and augmentation strength (rotation and shift).
 A list names the fields to search instead, out of :data:`RECIPE_FIELDS`, which adds the zoom
-(``scale``) and ``weight_decay``; the fields left out keep the study's ``[train]`` values.
+(``scale``) and ``weight_decay``; the fields left out keep the study's ``[train]`` values, except
+that a searched batch size always scales the peak lr (``train.lr`` is the rate for
+``train.batch_size``).
 The baseline trial is not sampled: it trains with the study's recipe.
 """
 
@@ -51,9 +53,10 @@ def suggest_recipe(trial: optuna.trial.BaseTrial, base: TrainConfig, fields: Seq
     chosen: dict[str, float | int] = {}
     if "batch_size" in fields:
         chosen["batch_size"] = trial.suggest_categorical("batch_size", BATCH_SIZES)
-    # peak lr scales with the batch (linear rule); searched around the study's lr
-    lr = trial.suggest_float("lr", base.lr / 3, base.lr * 3, log=True) if "lr" in fields else base.lr
-    chosen["lr"] = lr * chosen.get("batch_size", base.batch_size) / base.batch_size
+    if "lr" in fields:  # searched around the study's lr
+        chosen["lr"] = trial.suggest_float("lr", base.lr / 3, base.lr * 3, log=True)
+    if "batch_size" in chosen:  # the peak lr scales with the batch (linear rule)
+        chosen["lr"] = chosen.get("lr", base.lr) * chosen["batch_size"] / base.batch_size
     choices = {"label_smoothing": LABEL_SMOOTHING, "rotation": ROTATIONS, "translate": TRANSLATES,
                "scale": SCALES, "weight_decay": WEIGHT_DECAYS}  # fmt: skip
     for name, values in choices.items():

@@ -85,6 +85,7 @@ def test_pareto_study_records_two_objectives_and_the_baseline(pareto_dir):
     assert base.state == TrialState.COMPLETE and base.params == {}  # seed net: not a point of this space
     assert base.values == [base.user_attrs["val_acc"], 19_290.0]
     assert "recipe" in base.user_attrs and base.user_attrs["recipe"]["lr"] == 0.05  # the study's recipe
+    assert study.user_attrs["search_recipe"] is True  # as stored before field lists: old studies resume
     for t in trials:
         if t.state == TrialState.COMPLETE and not t.user_attrs["baseline"]:
             assert t.values[1] == t.user_attrs["trainable_params"] and {"lr", "batch_size", "rotation"} <= set(t.params)
@@ -192,35 +193,77 @@ def test_single_mode_retrain_takes_top_k_plus_baseline(tmp_path, capsys):
 def test_recipe_field_list_samples_exactly_those_fields_and_retrain_trains_with_them(tmp_path, capsys):
     """`search_recipe = [...]`: every sampled trial draws exactly the named recipe fields (and its
     space's), records them in its recipe, keeps the study's [train] values for the others, and
-    `harness retrain` trains with that recipe; the field list is stored with the study."""
+    `harness retrain` trains with that recipe; an [[enqueue]] may give the named fields; the field
+    list is stored with the study, and a file naming other fields is refused."""
     from search_spaces import get_search_space
 
+    space = get_search_space("modern")
+    picker = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    while True:  # one architecture of the space within budget, to enqueue
+        point = picker.ask()
+        if count_params(space.suggest(point)) <= 20_000:
+            break
+
+    def lit(v):
+        return ("true" if v else "false") if isinstance(v, bool) else (f'"{v}"' if isinstance(v, str) else repr(v))
+
+    enqueue = "[[enqueue]]\n" + "".join(f"{k} = {lit(v)}\n" for k, v in point.params.items()) + "weight_decay = 0.0002\n"
     study_file = _write(tmp_path, "fields", "single")
-    study_file.write_text(study_file.read_text().replace(
-        "search_recipe = true", 'search_recipe = ["weight_decay", "scale"]').replace(
-        "batch_size = 64", "batch_size = 64\nweight_decay = 0.0003\nscale = 0.07\nlabel_smoothing = 0.02"))  # fmt: skip
+    text = study_file.read_text().replace('search_recipe = true', 'search_recipe = ["weight_decay", "scale"]').replace(
+        "batch_size = 64", "batch_size = 64\nweight_decay = 0.0003\nscale = 0.05\nlabel_smoothing = 0.02")  # fmt: skip
+    study_file.write_text(text + enqueue)
     assert main(["run", str(study_file), "--device", "cpu", "--quiet"]) == 0
     study = _load(tmp_path, "fields")
     assert study.user_attrs["search_recipe"] == ["scale", "weight_decay"]
-    space = get_search_space("modern")
-    sampled = [t for t in study.trials if t.state == TrialState.COMPLETE and not t.user_attrs["baseline"]]
+    trained = [t for t in study.trials if t.state == TrialState.COMPLETE and not t.user_attrs["baseline"]]
+    (queued,) = [t for t in trained if t.user_attrs["origin"] == "enqueued"]
+    assert queued.params == {**point.params, "weight_decay": 0.0002, "scale": 0.05}  # scale: from [train]
+    assert (queued.user_attrs["recipe"]["scale"], queued.user_attrs["recipe"]["weight_decay"]) == (0.05, 0.0002)
+    sampled = [t for t in trained if t is not queued]
     assert sampled
-    for t in sampled:
+    for t in trained:
         trial = optuna.trial.FixedTrial(t.params)
         space.suggest(trial)  # the space's own parameters
         assert set(t.params) - {"scale", "weight_decay"} == set(trial.params)
         recipe = t.user_attrs["recipe"]
         assert (recipe["scale"], recipe["weight_decay"]) == (t.params["scale"], t.params["weight_decay"])
         assert (recipe["lr"], recipe["batch_size"], recipe["label_smoothing"]) == (0.05, 64, 0.02)  # the study's
-    # at least one trial drew values other than the study's: the fields are really searched
-    assert any((t.params["scale"], t.params["weight_decay"]) != (0.07, 0.0003) for t in sampled)
+    assert len({(t.params["scale"], t.params["weight_decay"]) for t in sampled}) > 1  # really searched
     capsys.readouterr()
     assert main(["retrain", str(study_file), "--top", "6", "--seeds", "1", "--epochs", "1", "--device", "cpu"]) == 0
     records = [v for k, v in _load(tmp_path, "fields").user_attrs.items() if k.startswith("retrain:")]
-    retrained = {r["trial"] for r in records}
-    assert retrained & {t.number for t in sampled}
+    assert {r["trial"] for r in records} & {t.number for t in sampled}
     for r in records:  # each trained with its trial's recipe: the sampled fields, the study's others
         assert r["recipe"] == study.trials[r["trial"]].user_attrs["recipe"]
+
+    # The same fields in another order resume; other fields are another search: refused.
+    db = tmp_path / "fields.db"
+    before = db.read_bytes()
+    study_file.write_text(text.replace('["weight_decay", "scale"]', '["scale", "weight_decay"]'))
+    assert main(["status", str(study_file)]) == 0
+    study_file.write_text(text.replace('["weight_decay", "scale"]', '["scale"]'))
+    capsys.readouterr()
+    assert _cli(["status", str(study_file)]) == 2
+    err = capsys.readouterr().err
+    assert "search_recipe" in err and "refusing" in err and err.count("\n") == 1
+    assert db.read_bytes() == before
+
+
+def test_search_recipe_true_and_its_five_fields_are_one_search(pareto_dir, capsys):
+    """A study stored with `search_recipe = true` resumes from a file that lists the same five
+    fields (the stored value is true either way), and not from one that lists fewer."""
+    text = (pareto_dir / "par.toml").read_text()
+    five = pareto_dir / "par-five.toml"
+    five.write_text(text.replace("search_recipe = true",
+                                 'search_recipe = ["translate", "rotation", "label_smoothing", "lr", "batch_size"]'))  # fmt: skip
+    before = (pareto_dir / "par.db").read_bytes()
+    assert main(["status", str(five)]) == 0
+    five.write_text(text.replace("search_recipe = true", 'search_recipe = ["lr", "batch_size"]'))
+    capsys.readouterr()
+    assert _cli(["status", str(five)]) == 2
+    assert "search_recipe = True" in capsys.readouterr().err
+    assert (pareto_dir / "par.db").read_bytes() == before
+    five.unlink()
 
 
 def test_spread_picks_points_evenly_over_log_params():

@@ -237,14 +237,24 @@ def test_recipe_fields_choose_what_is_sampled_and_lr_follows_the_batch():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
     trial = study.ask()
     suggest_recipe(trial, base)
-    assert set(trial.params) == set(DEFAULT_FIELDS)
+    D = optuna.distributions
+    assert trial.distributions == {  # exactly the distributions of studies stored before field lists
+        "batch_size": D.CategoricalDistribution((64, 128, 256)),
+        "lr": D.FloatDistribution(0.04 / 3, 0.04 * 3, log=True),
+        "label_smoothing": D.CategoricalDistribution((0.0, 0.05, 0.1)),
+        "rotation": D.CategoricalDistribution((0.0, 5.0, 10.0, 15.0)),
+        "translate": D.CategoricalDistribution((0.0, 0.05, 0.1, 0.15)),
+    }
+    unscaled = suggest_recipe(study.ask(), dataclasses.replace(base, batch_size=96, lr=0.03), ["scale"])
+    assert unscaled.lr == 0.03 and unscaled.batch_size == 96  # no batch searched: train.lr as written
 
     seen = set()
     for _ in range(30):
         trial = study.ask()
         recipe = suggest_recipe(trial, base, recipe_fields(["batch_size", "weight_decay"]))
         assert set(trial.params) == {"batch_size", "weight_decay"}
+        assert recipe.batch_size == trial.params["batch_size"]
         assert recipe.lr == pytest.approx(0.04 * trial.params["batch_size"] / 128)
         assert (recipe.weight_decay, recipe.scale, recipe.rotation) == (trial.params["weight_decay"], 0.07, base.rotation)
         seen.add((recipe.batch_size, recipe.weight_decay))
-    assert len(seen) > 3  # really sampled
+    assert len({b for b, _ in seen}) > 1 and len({w for _, w in seen}) > 1  # both really sampled

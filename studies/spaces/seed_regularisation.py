@@ -4,7 +4,8 @@ batch-norm position.
 Every retrained candidate of the CPU pipelines fell short of the seed network itself (19,290
 parameters, 99.52 % +- 0.03 %, results/front-cpu.md), whose learning curve shows no over-fitting
 with three 0.25 dropouts *and* augmentation: it is regularised twice. studies/mnist-20k-recipe-cpu.toml
-searches these two choices together with the training recipe (`search_recipe = true`).
+(stage 3) searches these two choices together with the training recipe (`search_recipe = true`),
+studies/mnist-20k-recipe2-cpu.toml (stage 5) with the zoom and weight decay too.
 """
 
 import optuna
