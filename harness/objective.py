@@ -67,13 +67,15 @@ class SamplerStream:
     seed: int  # the sampler's seed: study.seed for stream 0, derived from (study.seed, index) after
 
 
-def _origin(trial: optuna.Trial) -> tuple[str, int | None]:
-    """("baseline" | "enqueued" | "retry" | "sampler", number of the retried trial or None)."""
+def _origin(trial: optuna.Trial) -> tuple[str, int | None, bool]:
+    """("baseline" | "enqueued" | "retry" | "sampler", number of the retried trial or None,
+    whether the trial was enqueued with parameters)."""
     from harness.study import origin_of  # study imports this module
 
     frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
-    # The retry callback marks the re-enqueued trial with the failed one's number.
-    return origin_of(frozen), frozen.system_attrs.get("failed_trial")
+    # The retry callback marks the re-enqueued trial with the failed one's number; Optuna keeps
+    # an enqueued trial's parameters in its "fixed_params" system attribute.
+    return origin_of(frozen), frozen.system_attrs.get("failed_trial"), bool(frozen.system_attrs.get("fixed_params"))
 
 
 class Objective:
@@ -120,10 +122,12 @@ class Objective:
         from harness.model import build
         from harness.train import cpu_out_of_memory, evaluate, precision_settings
 
-        origin, retry_of = _origin(trial)
+        origin, retry_of, has_params = _origin(trial)
         is_baseline = bool(trial.user_attrs.get("baseline", False))
-        if is_baseline and self.space.baseline_params is None:
-            spec = baseline_spec()  # the seed network is not a point of this space
+        if is_baseline and (self.space.baseline_params is None or not has_params):
+            # the seed network is not a point of this space, or (a retry of) a baseline enqueued
+            # before the space declared it one: built directly, nothing sampled
+            spec = baseline_spec()
         else:
             spec = self.space.suggest(trial)
         train_cfg = self.cfg.train

@@ -8,6 +8,7 @@ which every study enqueues as its first trial.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -124,7 +125,24 @@ def _load_user_space(name: str, base_dir: Path) -> SearchSpace:
         raise UnknownSearchSpaceError(f"{path}: no function {func_name!r}")
     _check_suggest(path, func_name, suggest)
     doc = (getattr(suggest, "__doc__", None) or f"user space {func_name} in {path.name}").strip().splitlines()[0]
-    return SearchSpace(name, suggest, None, doc)
+    space = SearchSpace(name, suggest, None, doc)
+    if not hasattr(module, "BASELINE_PARAMS"):
+        return space
+    return dataclasses.replace(space, baseline_params=_check_baseline_params(path, space, module.BASELINE_PARAMS))
+
+
+def _check_baseline_params(path: Path, space: SearchSpace, params: Any) -> dict[str, Any]:
+    """A user space's ``BASELINE_PARAMS``: a full point of the space that builds the seed network."""
+    where = f"{path}: BASELINE_PARAMS"
+    if not isinstance(params, Mapping):
+        raise UnknownSearchSpaceError(f"{where} must be a dict of the space's parameters, got {type(params).__name__}")
+    try:
+        full = enqueue_params(space, params)
+    except ValueError as exc:
+        raise UnknownSearchSpaceError(f"{where}: {exc}") from None
+    if space.suggest(optuna.trial.FixedTrial(full)) != baseline_spec():
+        raise UnknownSearchSpaceError(f"{where} do not build the seed network ({baseline_spec().describe()})")
+    return full
 
 
 def _check_suggest(path: Path, func_name: str, suggest: Callable[..., Any]) -> None:

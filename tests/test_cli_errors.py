@@ -668,6 +668,15 @@ def test_console_script_error_has_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+# The seed network with its dropout rate sampled: a user space that has the seed network as a point.
+SEED_DROPOUT_SPACE = (
+    "import optuna\n"
+    "from search_spaces.seed import REFERENCE_PARAMS, suggest as seed_suggest\n"
+    "def suggest(trial):\n"
+    "    dropout = trial.suggest_float('dropout', 0.0, 0.25, step=0.05)\n"
+    "    return seed_suggest(optuna.trial.FixedTrial(dict(REFERENCE_PARAMS, dropout=dropout)))\n"
+)
+
 USER_SPACES = [
     ("missing-file", None, "nope.py:suggest", ["study.search_space", "nope.py", "not found"]),
     ("syntax-error", "def suggest(trial)\n", "space.py:suggest", ["study.search_space", "space.py", "SyntaxError"]),
@@ -676,6 +685,12 @@ USER_SPACES = [
      ["study.search_space", "suggest(trial) failed", "boom"]),
     ("returns-dict", "def suggest(trial):\n    return {'w': trial.suggest_int('w', 1, 4)}\n", "space.py:suggest",
      ["study.search_space", "must return a harness.spec.ArchSpec", "dict"]),
+    ("baseline-not-a-dict", SEED_DROPOUT_SPACE + "BASELINE_PARAMS = [0.25]\n", "space.py:suggest",
+     ["study.search_space", "BASELINE_PARAMS must be a dict", "list"]),
+    ("baseline-missing-param", SEED_DROPOUT_SPACE + "BASELINE_PARAMS = {}\n", "space.py:suggest",
+     ["study.search_space", "BASELINE_PARAMS", "missing parameter 'dropout'"]),
+    ("baseline-not-the-seed", SEED_DROPOUT_SPACE + "BASELINE_PARAMS = {'dropout': 0.1}\n", "space.py:suggest",
+     ["study.search_space", "BASELINE_PARAMS do not build the seed network"]),
 ]
 
 
@@ -694,6 +709,53 @@ def test_bad_user_search_space(tmp_path, capsys, synthetic_root, case_id, code, 
     for w in words:
         assert w in lines[0], (w, lines[0])
     assert _snapshot(tmp_path) == before
+
+
+def test_user_space_baseline_params_enqueue_the_control_as_a_point_of_the_space(tmp_path, synthetic_root):
+    """A user space that declares BASELINE_PARAMS: the baseline trial carries those parameters
+    (so the sampler learns from it) and trains the seed network itself."""
+    import optuna
+
+    from harness.spec import ArchSpec
+    from search_spaces import baseline_spec
+
+    (tmp_path / "space.py").write_text(SEED_DROPOUT_SPACE + "BASELINE_PARAMS = {'dropout': 0.25}\n")
+    study = tmp_path / "mine.toml"
+    study.write_text(_replace(GOOD, "budget = 20000", 'search_space = "space.py:suggest"\nbudget = 20000\nn_trials = 2'))
+    assert main(["run", str(study), "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]) == 0
+    trials = optuna.load_study(study_name="bad-input", storage=f"sqlite:///{tmp_path / 'bad-input.db'}").get_trials()
+    (base,) = [t for t in trials if t.user_attrs["baseline"]]
+    assert base.params == {"dropout": 0.25} and base.state == optuna.trial.TrialState.COMPLETE
+    assert ArchSpec.from_json(base.user_attrs["spec"]) == baseline_spec()
+    assert base.user_attrs["trainable_params"] == 19_290
+
+
+def test_baseline_enqueued_before_the_space_declared_it_stays_the_seed_network(tmp_path, synthetic_root, monkeypatch):
+    """A study made when its space had no BASELINE_PARAMS holds a baseline without parameters;
+    a retry of it after the space declares them must still train the seed network, not a
+    sampled point recorded as the baseline."""
+    import sys
+
+    import optuna
+
+    from harness.spec import ArchSpec
+    from search_spaces import baseline_spec
+
+    (tmp_path / "space.py").write_text(SEED_DROPOUT_SPACE)
+    study = tmp_path / "mine.toml"
+    study.write_text(_replace(GOOD, "budget = 20000", 'search_space = "space.py:suggest"\nbudget = 20000\nn_trials = 1'))
+    assert main(["run", str(study), "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]) == 0
+    storage = f"sqlite:///{tmp_path / 'bad-input.db'}"
+    optuna.load_study(study_name="bad-input", storage=storage).enqueue_trial({}, user_attrs={"baseline": True})  # as a retry is
+    (tmp_path / "space.py").write_text(SEED_DROPOUT_SPACE + "BASELINE_PARAMS = {'dropout': 0.25}\n")
+    for name in [m for m in sys.modules if m.startswith("_harness_user_space_")]:
+        monkeypatch.delitem(sys.modules, name)  # the space file changed: load it again
+    assert main(["run", str(study), "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]) == 0
+    trials = optuna.load_study(study_name="bad-input", storage=storage).get_trials()
+    bases = [t for t in trials if t.user_attrs.get("baseline")]
+    assert len(bases) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in bases)
+    for t in bases:
+        assert t.params == {} and ArchSpec.from_json(t.user_attrs["spec"]) == baseline_spec()
 
 
 def test_user_search_space_and_enqueue_run_and_are_recorded(tmp_path, synthetic_root):
