@@ -125,6 +125,12 @@ def check_storage_url(url: str) -> None:
 
 
 _OPTUNA_TABLES = {"studies", "trials", "alembic_version"}
+# Every table of an Optuna RDB storage (schema v3): a proper subset is one being created.
+_OPTUNA_ALL_TABLES = _OPTUNA_TABLES | {
+    "study_directions", "study_system_attributes", "study_user_attributes", "trial_heartbeats",
+    "trial_intermediate_values", "trial_params", "trial_system_attributes", "trial_user_attributes",
+    "trial_values", "version_info",
+}  # fmt: skip
 
 
 def _sqlite_tables(path: Path) -> set[str] | None:
@@ -149,6 +155,24 @@ def _sqlite_tables(path: Path) -> set[str] | None:
         return None
     finally:
         conn.close()
+
+
+def _tables_once_created(path: Path) -> set[str] | None:
+    """Some of Optuna's tables and not yet the rest: another process may be creating the storage
+    (SQLite commits each CREATE TABLE alone), holding :func:`study_lock`'s file while it does.
+    Wait for that lock (opened read-only: nothing written) and read the tables again; None when
+    there is no lock file (not a harness process's creation)."""
+    lock_file = path.with_name(path.name + ".lock")
+    try:
+        f = open(lock_file, "rb")
+    except OSError:
+        return None
+    with f:
+        fcntl.flock(f, fcntl.LOCK_SH)
+        try:
+            return _sqlite_tables(path)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def check_optuna_sqlite(url: str, *, for_writing: bool) -> None:
@@ -179,6 +203,8 @@ def check_optuna_sqlite(url: str, *, for_writing: bool) -> None:
         raise StorageError(f"cannot read {path}: {exc.strerror}") from None
     if tables is None:
         raise StorageError(f"{path} is not a SQLite database: refusing to use it as a study storage")
+    if tables and tables < _OPTUNA_ALL_TABLES and not _OPTUNA_TABLES <= tables:
+        tables = _tables_once_created(path) or tables
     if not tables and for_writing:  # an empty database: nothing of anyone's to damage
         return
     if not _OPTUNA_TABLES <= tables:

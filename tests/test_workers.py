@@ -6,6 +6,7 @@ storage with plain Optuna.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from harness.objective import TRAINING_FAILURES, Objective
@@ -185,7 +187,10 @@ def test_sigkill_mid_trial_then_resume_retries_it(tmp_path, synthetic_root):
 @pytest.mark.slow
 def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_root):
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    study = _study_file(tmp_path, "c", epochs=200)
+    # A trial that cannot end before the Ctrl-C: with 200 epochs (a few seconds) a poll starved
+    # of CPU on a 2-core CI machine once first saw the trial running near its end, and the
+    # signal arrived after the run had finished (exit 0).
+    study = _study_file(tmp_path, "c", epochs=100_000)
     proc = subprocess.Popen(_cmd("run", str(study), "--trials", "1", "--storage", url, "--quiet",
                                  "--data-dir", str(synthetic_root), "--device", "cpu"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -197,9 +202,14 @@ def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_
             return False
         return any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials)
 
-    _wait_for(epoch_reported)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    try:
+        _wait_for(epoch_reported)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # the signal was lost: the trial would run for hours
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert "trials:" in out and "baseline" in out
@@ -425,3 +435,41 @@ def test_unreachable_postgres_is_a_one_line_error(tmp_path, capsys, synthetic_ro
     assert main(["run", str(study), "--storage", url, "--data-dir", str(synthetic_root)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "127.0.0.1" in err[0] and "Traceback" not in err[0]
+
+
+def test_storage_check_waits_for_another_process_creating_the_tables(tmp_path):
+    """SQLite commits each of Optuna's CREATE TABLEs alone, so a worker that checks the file
+    while another creates it (under the study lock) sees some of Optuna's tables: it must wait
+    for the lock and check again, not refuse the file as someone else's database."""
+    import threading
+
+    from optuna.storages._rdb import models
+
+    from harness.errors import StorageError
+    from harness.storage import check_optuna_sqlite
+
+    path = tmp_path / "s.db"
+    url = f"sqlite:///{path}"
+    engine = sqlalchemy.create_engine(url)
+    for name in ("studies", "study_directions"):  # the first tables, as a creator leaves them mid-way
+        models.BaseModel.metadata.tables[name].create(engine)
+    with pytest.raises(StorageError, match="other tables"):  # no lock file: not a harness creation
+        check_optuna_sqlite(url, for_writing=True)
+
+    lock = open(path.with_name(path.name + ".lock"), "a+")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the creator holds the study lock ...
+
+    def finish_creation():
+        time.sleep(0.5)
+        optuna.storages.RDBStorage(url)  # ... creates the remaining tables, then lets go
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+    creator = threading.Thread(target=finish_creation)
+    creator.start()
+    try:
+        check_optuna_sqlite(url, for_writing=True)  # waits for the lock, then sees a whole storage
+        check_optuna_sqlite(url, for_writing=False)
+    finally:
+        creator.join()
+        lock.close()
+        engine.dispose()
