@@ -187,13 +187,15 @@ def test_sigkill_mid_trial_then_resume_retries_it(tmp_path, synthetic_root):
 @pytest.mark.slow
 def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_root):
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    # A trial that cannot end before the Ctrl-C: with 200 epochs (a few seconds) a poll starved
-    # of CPU on a 2-core CI machine once first saw the trial running near its end, and the
-    # signal arrived after the run had finished (exit 0).
+    # A trial that cannot end before the Ctrl-C, and a child that sees Ctrl-C as a terminal
+    # would send it: a shell starts background commands (`cmd &`) with SIGINT ignored, children
+    # inherit that, and Python then installs no KeyboardInterrupt handler (the test run in the
+    # background failed: the trial ran on to its end, exit 0).
     study = _study_file(tmp_path, "c", epochs=100_000)
     proc = subprocess.Popen(_cmd("run", str(study), "--trials", "1", "--storage", url, "--quiet",
                                  "--data-dir", str(synthetic_root), "--device", "cpu"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
 
     def epoch_reported():
         try:
@@ -207,7 +209,7 @@ def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:  # the signal was lost: the trial would run for hours
+        if proc.poll() is None:  # the signal was lost: the trial would run for days
             proc.kill()
             proc.communicate()
     assert proc.returncode == 130, err
