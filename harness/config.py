@@ -146,6 +146,12 @@ class StudyConfig:
         return recipe_fields(self.search_recipe)
 
     @property
+    def recipe_search(self) -> tuple[TrainConfig | None, tuple[str, ...]]:
+        """(the recipe the searched fields vary, or None when the recipe is not searched; those
+        fields): the last two arguments of :func:`search_spaces.enqueue_params`."""
+        return (self.train if self.search_recipe else None), self.recipe_fields
+
+    @property
     def stale_after(self) -> float | None:
         """Seconds without a heartbeat after which a RUNNING trial is shown as stale (its worker
         is gone): the grace period, else twice the heartbeat interval (None if both are 0)."""
@@ -336,7 +342,7 @@ def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None
         raise ConfigError(f"{where}: study.search_space: {exc}") from None
     for i, params in enumerate(config.enqueue, 1):
         try:
-            enqueue_params(space, params, config.train if config.search_recipe else None, config.recipe_fields)
+            enqueue_params(space, params, *config.recipe_search)
         except ValueError as exc:
             raise ConfigError(f"{where}: enqueue #{i}: {exc}") from None
     return config

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -67,15 +67,23 @@ class SamplerStream:
     seed: int  # the sampler's seed: study.seed for stream 0, derived from (study.seed, index) after
 
 
-def _origin(trial: optuna.Trial) -> tuple[str, int | None, bool]:
-    """("baseline" | "enqueued" | "retry" | "sampler", number of the retried trial or None,
-    whether the trial was enqueued with parameters)."""
+class TrialOrigin(NamedTuple):
+    """Where a trial came from (see :func:`harness.study.origin_of`)."""
+
+    kind: str  # "baseline" | "enqueued" | "retry" | "sampler"
+    retry_of: int | None  # number of the failed trial this one retries
+    has_params: bool  # enqueued with its parameters fixed
+
+
+def _origin(trial: optuna.Trial) -> TrialOrigin:
+    """Where ``trial`` came from, read from its stored copy."""
     from harness.study import origin_of  # study imports this module
 
     frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
     # The retry callback marks the re-enqueued trial with the failed one's number; Optuna keeps
     # an enqueued trial's parameters in its "fixed_params" system attribute.
-    return origin_of(frozen), frozen.system_attrs.get("failed_trial"), bool(frozen.system_attrs.get("fixed_params"))
+    attrs = frozen.system_attrs
+    return TrialOrigin(origin_of(frozen), attrs.get("failed_trial"), bool(attrs.get("fixed_params")))
 
 
 class Objective:
@@ -122,9 +130,9 @@ class Objective:
         from harness.model import build
         from harness.train import cpu_out_of_memory, evaluate, precision_settings
 
-        origin, retry_of, has_params = _origin(trial)
+        origin = _origin(trial)
         is_baseline = bool(trial.user_attrs.get("baseline", False))
-        if is_baseline and (self.space.baseline_params is None or not has_params):
+        if is_baseline and (self.space.baseline_params is None or not origin.has_params):
             # the seed network is not a point of this space, or (a retry of) a baseline enqueued
             # before the space declared it one: built directly, nothing sampled
             spec = baseline_spec()
@@ -137,10 +145,10 @@ class Objective:
         trial.set_user_attr("spec", spec.to_json())
         trial.set_user_attr("arch", spec.describe())
         trial.set_user_attr("baseline", is_baseline)
-        trial.set_user_attr("origin", origin)
-        if retry_of is not None:
-            trial.set_user_attr("retry_of", retry_of)
-        if origin == "sampler" and self.stream is not None:
+        trial.set_user_attr("origin", origin.kind)
+        if origin.retry_of is not None:
+            trial.set_user_attr("retry_of", origin.retry_of)
+        if origin.kind == "sampler" and self.stream is not None:
             trial.set_user_attr("sampler_stream", self.stream.index)
             trial.set_user_attr("sampler_seed", self.stream.seed)
         trial.set_user_attr("seed", seed)
@@ -148,7 +156,7 @@ class Objective:
             trial.set_user_attr("recipe", dataclasses.asdict(train_cfg))
         params = self._gate(trial, spec)  # raises TrialPruned when over budget / invalid
         multi = self.cfg.mode == "pareto"
-        if origin == "sampler":
+        if origin.kind == "sampler":
             repeat = self._repeat_of(trial, multi)  # raises TrialPruned for a repeat of an unfinished trial
             if repeat is not None:
                 return repeat

@@ -282,7 +282,7 @@ def _enqueue_known(study: optuna.Study, cfg: StudyConfig, space: SearchSpace) ->
     # What was enqueued (baseline included), as enqueued: a running trial's params may be partial.
     have = [t.system_attrs["fixed_params"] for t in study.get_trials(deepcopy=False) if "fixed_params" in t.system_attrs]
     for entry in cfg.enqueue:
-        params = enqueue_params(space, entry, cfg.train if cfg.search_recipe else None, cfg.recipe_fields)
+        params = enqueue_params(space, entry, *cfg.recipe_search)
         if params not in have:
             study.enqueue_trial(params, user_attrs={"enqueued": True})
             have.append(params)

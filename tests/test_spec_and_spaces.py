@@ -200,7 +200,7 @@ def test_every_committed_study_file_loads_with_its_space_and_enqueues(toml):
     cfg = load_study_config(Path(__file__).parents[1] / "studies" / toml)
     space = get_search_space(cfg.search_space, cfg.path.parent)
     for entry in cfg.enqueue:
-        params = enqueue_params(space, entry, cfg.train if cfg.search_recipe else None, cfg.recipe_fields)
+        params = enqueue_params(space, entry, *cfg.recipe_search)
         spec = space.suggest(optuna.trial.FixedTrial(params))
         assert 0 < count_params(spec) <= cfg.budget, (toml, entry)
         assert sum(p.numel() for p in build(spec).parameters()) == count_params(spec)
