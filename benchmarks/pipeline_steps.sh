@@ -4,28 +4,42 @@
 # results_20k_h100arch_cpu.sh): resumable steps.
 # Set `steps` to a TSV file first; `step NAME COMMAND...` runs COMMAND once and records NAME,
 # its wall-clock seconds and the time it finished, so a re-run skips it. A failed COMMAND is
-# not recorded, and step returns its status.
+# not recorded, and step returns its status. While COMMAND runs, its seconds so far are appended
+# to "$steps.partial" every STEP_TICK seconds (default 30; NAME, start time, seconds), so a run
+# that was stopped (Ctrl-C, a killed session, a failure) still counts: the seconds recorded
+# when the step finishes add the last tick of each earlier unfinished run of it.
 mkdir -p "$(dirname "$steps")"
 touch "$steps"
 
 step() {
-  local name=$1 t0
+  local name=$1 t0 ticker rc=0 earlier
   shift
   if cut -f1 "$steps" | grep -qx "$name"; then
     echo "$(basename "$0" .sh): step '$name' already done, skipped"
     return
   fi
   t0=$(date +%s)
-  "$@" || return $?
-  printf '%s\t%s\t%s\n' "$name" "$(($(date +%s) - t0))" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$steps"
+  # The ticker ends with the step, or within a tick of this shell's death (kill -0 $$).
+  ( while sleep "${STEP_TICK:-30}" && kill -0 $$ 2>/dev/null; do
+      printf '%s\t%s\t%s\n' "$name" "$t0" "$(($(date +%s) - t0))" >>"$steps.partial"
+    done ) &
+  ticker=$!
+  "$@" || rc=$?  # not a bare "$@": under set -e a failure would leave the ticker running
+  kill "$ticker" 2>/dev/null
+  wait "$ticker" 2>/dev/null || true  # its status is the SIGTERM (143): not the step's
+  [ "$rc" -eq 0 ] || return "$rc"
+  earlier=$(awk -F'\t' -v n="$name" -v t="$t0" '$1 == n && $2 != t && $3 > last[$2] {last[$2] = $3}
+    END {for (r in last) s += last[r]; print s + 0}' "$steps.partial" 2>/dev/null || echo 0)
+  printf '%s\t%s\t%s\n' "$name" "$(($(date +%s) - t0 + earlier))" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$steps"
 }
 
 # recipe_pipeline DATA_ROOT STUDY.toml RESULTS.md CONTEXT [WHAT]: a recipe stage (see above), or
 # any one-study stage (WHAT names its search in the note; default "Recipe search"): search the
 # study until its timeout, retrain its validation winner (top 1: no selection on the test set;
 # 20 epochs, all 60,000 images, 3 seeds), write RESULTS.md with the wall-clock time of both
-# steps, and the study's HTML report and trials CSV under runs/. A search interrupted and run
-# again records only the second run's seconds (and runs a full timeout again).
+# steps (an interrupted run's seconds included, see step), and the study's HTML report and
+# trials CSV under runs/. A search with a timeout interrupted and run again runs a full
+# timeout again.
 recipe_pipeline() {
   local data=$1 study=$2 out=$3 context=$4 what=${5:-Recipe search} name cpu
   name=$(basename "$study" .toml)

@@ -2,15 +2,14 @@
 # Stage 9 of the CPU results pipeline (issue 12, target 1: >= 99.60 % under 20,000 parameters).
 #   bash benchmarks/results_20k_h100arch_cpu.sh DATA_ROOT
 # 1. search: studies/mnist-20k-h100arch-cpu.toml runs the H100 lease's 17,786-parameter winner
-#    (studies/mnist-20k.toml trial 46) with its recipe, with stage 7's recipe, without label
-#    smoothing, and with stage 7's recipe at dropout 0.05, and the seed network as the control,
-#    each all 20 epochs on 50,000 training images (no pruning); selection on the validation
-#    split (the last 10,000);
+#    (studies/mnist-20k.toml trial 46) with stage 7's recipe at dropout 0.15 and 0.05, and
+#    the seed network as the control, each all 20 epochs on 50,000 training images (no
+#    pruning); selection on the validation split (the last 10,000);
 # 2. retrain: the best trial by validation accuracy (top 1: no selection on the test set),
 #    all 60,000 images, 20 epochs, 3 seeds, final-epoch test accuracy;
 # 3. results/h100arch-20k-cpu.md (target check, learning curves, the winner exported and
 #    verified) and the HTML report (ignored).
-# About 35 minutes on 2 cores. Run it again after an interruption: finished steps are skipped
+# About 45 minutes on 2 cores. Run it again after an interruption: finished steps are skipped
 # (runs/results_20k_h100arch_cpu-steps.tsv, with their wall-clock seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
