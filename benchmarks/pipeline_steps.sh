@@ -7,7 +7,8 @@
 # not recorded, and step returns its status. While COMMAND runs, its seconds so far are appended
 # to "$steps.partial" every STEP_TICK seconds (default 30; NAME, start time, seconds), so a run
 # that was stopped (Ctrl-C, a killed session, a failure) still counts: the seconds recorded
-# when the step finishes add the last tick of each earlier unfinished run of it.
+# when the step finishes add the last tick of each earlier run of it not yet recorded (a
+# "recorded" line closes them, so a step redone after its row is deleted starts afresh).
 mkdir -p "$(dirname "$steps")"
 touch "$steps"
 
@@ -18,19 +19,25 @@ step() {
     echo "$(basename "$0" .sh): step '$name' already done, skipped"
     return
   fi
+  [[ ${STEP_TICK:-30} =~ ^[1-9][0-9]*$ ]] || { echo "$(basename "$0" .sh): STEP_TICK must be a whole number of seconds >= 1, not '$STEP_TICK'" >&2; return 2; }
   t0=$(date +%s)
-  # The ticker ends with the step, or within a tick of this shell's death (kill -0 $$).
-  ( while sleep "${STEP_TICK:-30}" && kill -0 $$ 2>/dev/null; do
+  # The ticker ends with the step, or within a tick of the death of the shell running it. Its
+  # output goes nowhere: a pipe from the step (step ... | tee) must close when the step ends,
+  # not when the ticker's last sleep does.
+  local shell_pid=$BASHPID
+  ( while sleep "${STEP_TICK:-30}" && kill -0 "$shell_pid" 2>/dev/null; do
       printf '%s\t%s\t%s\n' "$name" "$t0" "$(($(date +%s) - t0))" >>"$steps.partial"
-    done ) &
+    done ) >/dev/null 2>&1 &
   ticker=$!
   "$@" || rc=$?  # not a bare "$@": under set -e a failure would leave the ticker running
-  kill "$ticker" 2>/dev/null
+  kill "$ticker" 2>/dev/null || true  # it may have ended already (a failed write)
   wait "$ticker" 2>/dev/null || true  # its status is the SIGTERM (143): not the step's
   [ "$rc" -eq 0 ] || return "$rc"
-  earlier=$(awk -F'\t' -v n="$name" -v t="$t0" '$1 == n && $2 != t && $3 > last[$2] {last[$2] = $3}
-    END {for (r in last) s += last[r]; print s + 0}' "$steps.partial" 2>/dev/null || echo 0)
+  earlier=$(awk -F'\t' -v n="$name" -v t="$t0" '$1 != n {next} $3 == "recorded" {split("", last); next}
+    $2 != t && $3 + 0 > last[$2] {last[$2] = $3 + 0} END {for (r in last) s += last[r]; print s + 0}' \
+    "$steps.partial" 2>/dev/null || echo 0)
   printf '%s\t%s\t%s\n' "$name" "$(($(date +%s) - t0 + earlier))" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$steps"
+  printf '%s\t%s\trecorded\n' "$name" "$t0" >>"$steps.partial"
 }
 
 # recipe_pipeline DATA_ROOT STUDY.toml RESULTS.md CONTEXT [WHAT]: a recipe stage (see above), or

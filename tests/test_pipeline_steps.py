@@ -92,7 +92,7 @@ def test_failed_step_is_not_recorded_and_its_ticker_stops(tmp_path):
     out = subprocess.run(_script(steps, "step broken true"), env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     (row,) = _rows(steps)
-    assert row[0] == "broken" and int(row[1]) >= max(int(r[2]) for r in _rows(partial))
+    assert row[0] == "broken" and int(row[1]) >= max(int(r[2]) for r in _rows(partial) if r[2] != "recorded")
 
 
 def test_other_steps_ticks_do_not_count(tmp_path):
@@ -102,3 +102,38 @@ def test_other_steps_ticks_do_not_count(tmp_path):
     assert out.returncode == 0, out.stderr
     (row,) = _rows(steps)
     assert row[0] == "retrain" and int(row[1]) in (97, 98)  # last tick of each earlier run: 90 + 7
+
+
+def test_redone_step_does_not_count_recorded_runs_again(tmp_path):
+    steps = tmp_path / "steps.tsv"
+    partial = Path(f"{steps}.partial")
+    # An earlier unfinished run (100 s) and a finished one that counted it (ticked to 30 s).
+    partial.write_text("search\t1\t100\nsearch\t2\t30\nsearch\t2\trecorded\n")
+    out = subprocess.run(_script(steps, "step search true"), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    (row,) = _rows(steps)
+    assert row[0] == "search" and int(row[1]) in (0, 1)  # only this run's own seconds
+    assert _rows(partial)[-1][0::2] == ["search", "recorded"]
+
+
+def test_bad_step_tick_is_refused_before_the_command_runs(tmp_path):
+    steps = tmp_path / "steps.tsv"
+    ran = tmp_path / "ran"
+    for tick in ("abc", "0", "-5", "1.5"):
+        out = subprocess.run(_script(steps, f"step work touch {ran}"), env=dict(os.environ, STEP_TICK=tick),
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert out.returncode == 2, (tick, out.stderr)
+        assert f"STEP_TICK must be a whole number of seconds >= 1, not '{tick}'" in out.stderr
+        assert not ran.exists() and _rows(steps) == [] and not Path(f"{steps}.partial").exists()
+
+
+def test_piped_step_ends_when_its_command_does(tmp_path):
+    # With the default 30 s tick the ticker is asleep when the command ends (it had a second to
+    # start its sleep); a ticker holding the pipe would keep `cat` (and this run) waiting for
+    # the rest of that sleep.
+    steps = tmp_path / "steps.tsv"
+    env = {k: v for k, v in os.environ.items() if k != "STEP_TICK"}
+    out = subprocess.run(_script(steps, "step work bash -c 'sleep 1; echo hello' | cat"), env=env, capture_output=True, text=True,
+                         timeout=15)  # fmt: skip
+    assert out.returncode == 0 and out.stdout == "hello\n", out.stderr
+    assert [r[0] for r in _rows(steps)] == ["work"]
