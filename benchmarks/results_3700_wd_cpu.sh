@@ -8,7 +8,7 @@
 #    all 60,000 images, 20 epochs, 3 seeds, final-epoch test accuracy;
 # 3. results/wd-3700-cpu.md (target check, learning curves, the winner exported and
 #    verified) and the HTML report (ignored).
-# About 35 minutes on 2 cores. Run it again after an interruption: finished steps are skipped
+# About 30 minutes (30 measured) on 2 cores. Run it again after an interruption: finished steps are skipped
 # (runs/results_3700_wd_cpu-steps.tsv, with their wall-clock seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
