@@ -1,7 +1,6 @@
-# Sourced by the results pipelines (results_cpu.sh and the recipe stages results_3700_cpu.sh,
-# results_20k_cpu.sh, results_3700_recipe2_cpu.sh, results_20k_recipe2_cpu.sh,
-# results_3700_arch_cpu.sh, results_20k_zoom_cpu.sh, results_3700_h100arch_cpu.sh,
-# results_20k_h100arch_cpu.sh, results_3700_cpurecipe_cpu.sh): resumable steps.
+# Sourced by the CPU results pipelines (benchmarks/results_cpu.sh, results_3700_cpu.sh,
+# results_20k_cpu.sh and one script per later stage, results_{3700,20k}_<stage>_cpu.sh):
+# and the GPU one, results_gpu.sh: resumable steps.
 # Set `steps` to a TSV file first; `step NAME COMMAND...` runs COMMAND once and records NAME,
 # its wall-clock seconds and the time it finished, so a re-run skips it. A failed COMMAND is
 # not recorded, and step returns its status. While COMMAND runs, its seconds so far are appended
