@@ -1,6 +1,6 @@
-# Sourced by the CPU results pipelines (benchmarks/results_cpu.sh, results_3700_cpu.sh,
-# results_20k_cpu.sh and one script per later stage, results_{3700,20k}_<stage>_cpu.sh):
-# and the GPU one, results_gpu.sh: resumable steps.
+# Sourced by the results pipelines (benchmarks/results_cpu.sh, results_3700_cpu.sh,
+# results_20k_cpu.sh, one script per later CPU stage, results_{3700,20k}_<stage>_cpu.sh, and
+# results_gpu.sh): resumable steps.
 # Set `steps` to a TSV file first; `step NAME COMMAND...` runs COMMAND once and records NAME,
 # its wall-clock seconds and the time it finished, so a re-run skips it. A failed COMMAND is
 # not recorded, and step returns its status. While COMMAND runs, its seconds so far are appended
