@@ -62,6 +62,9 @@ class TrainConfig:
     amp: str = "off"  # bf16 autocast in training: "off", "bf16", "auto" (bf16 on CUDA only). Off: bf16 cost 0.07 pp on a CPU and 0.10 pp on an H200 for at most ~8 % speed (results/bf16_accuracy-*.md)
     fp32_precision: str = "ieee"  # float32 matmuls/convolutions in training on CUDA: "ieee" or "tf32" (scoring is always ieee)
     compile: str = "off"  # torch.compile the training step: "off", "default", "reduce-overhead" (CUDA graphs on CUDA), "max-autotune"
+    teacher: str = ""  # knowledge distillation: a .pt2 file written by `harness export` (path relative to the study file); "" = none
+    distill_weight: float = 0.5  # with a teacher: share of the loss from matching the teacher's softened predictions, (0, 1]
+    distill_temperature: float = 4.0  # with a teacher: softmax temperature of both networks' predictions in that loss
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,15 @@ class StudyConfig:
         p = Path(self.data.dir).expanduser()
         return p if p.is_absolute() else self.path.parent / p  # relative to the study file
 
+    def teacher_path(self, teacher: str | None = None) -> Path | None:
+        """The distillation teacher file (``teacher``, else ``train.teacher``), relative to the
+        study file; None without one."""
+        name = self.train.teacher if teacher is None else teacher
+        if not name:
+            return None
+        p = Path(name).expanduser()
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["path"] = str(self.path)
@@ -296,6 +308,13 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, 0 <= t.rotation <= 180, "train.rotation", f"must be in [0, 180] degrees, got {t.rotation}")
     _check(where, 0 <= t.translate < 1, "train.translate", f"must be in [0, 1), got {t.translate}")
     _check(where, 0 <= t.scale < 1, "train.scale", f"must be in [0, 1), got {t.scale}")
+    _check(where, 0 < t.distill_weight <= 1, "train.distill_weight", f"must be in (0, 1], got {t.distill_weight}")
+    _check(where, t.distill_temperature > 0, "train.distill_temperature", f"must be > 0, got {t.distill_temperature}")
+    distill_searched = [f for f in c.recipe_fields if f.startswith("distill_")]
+    _check(where, t.teacher or not distill_searched, "study.search_recipe",
+           f"searches {distill_searched[0] if distill_searched else ''} but there is no train.teacher to distil from")  # fmt: skip
+    _check(where, not t.teacher or t.teacher.endswith(".pt2"), "train.teacher",
+           f"must name a .pt2 file written by `harness export`, got {t.teacher!r}")  # fmt: skip
     _check(where, 1 <= d.val_size < 60_000, "data.val_size", f"must be in [1, 60000): the search selects on it, got {d.val_size}")
     _check(where, d.train_limit >= 0, "data.train_limit", f"must be >= 0, got {d.train_limit}")
     _check(where, d.test_limit >= 0, "data.test_limit", f"must be >= 0, got {d.test_limit}")

@@ -270,12 +270,17 @@ def model_card(study: optuna.Study, trial: FrozenTrial, spec, record: dict[str, 
         "test_images": record["recorded_images"],
         "target_met": ua.get("target_met"),
         "epochs": retrained["epochs"] if retrained else ua.get("epochs_run"),
+        # The last N of MNIST's training images the weights never learned from (a search
+        # trial's validation split; 0 once retrained on all): what a distillation teacher
+        # must hold out of a search (harness.teacher).
+        "held_out_train_images": 0 if retrained else (study.user_attrs.get("data") or {}).get("val_size"),
         "seed": ua.get("seed"),
         "retrained": retrained,
         "arch": spec.describe(),
         "spec": spec.to_dict(),
         "train": recipe,
         "train_recipe_from": source,
+        "teacher": (retrained or ua).get("teacher"),  # the distillation teacher's file and sha256, if any
         "precision": (retrained or {}).get("precision") or ua.get("precision"),
         "trained_on": (retrained or {}).get("device") or ua.get("device"),
         "input": {

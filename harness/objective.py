@@ -115,6 +115,7 @@ class Objective:
             from harness.train import fit as fit_fn
         self.fit_fn = fit_fn
         self.trained = 0  # trials that reached training (for tests: rejections never count)
+        self._teacher: tuple[Any, dict[str, Any]] | None = None  # (network, record), loaded once per process
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         try:
@@ -182,8 +183,13 @@ class Objective:
         trial.set_user_attr("torch_version", torch.__version__)
         trial.set_user_attr("harness_version", harness.__version__)
         trial.set_user_attr("precision", precision_settings(train_cfg, data.device))
+        trial.set_user_attr("train_images", len(data.train_x))
+        distill: dict[str, Any] = {}  # fit()'s teacher, passed only with one
+        if train_cfg.teacher:
+            distill["teacher"], record = self._load_teacher(data.device)
+            trial.set_user_attr("teacher", record)
         try:
-            result = self.fit_fn(model, data, train_cfg, seed=seed, on_epoch=report)
+            result = self.fit_fn(model, data, train_cfg, seed=seed, on_epoch=report, **distill)
             # Scored in float32 whatever the training precision: the exported files run in
             # float32, and export checks them against this number image for image.
             test_acc = evaluate(model, data.test_x, data.test_y, self.cfg.train.eval_batch_size)
@@ -208,6 +214,21 @@ class Objective:
 
             save_weights(model, trial, self.artifact_store)
         return (result.val_acc, float(params)) if multi else result.val_acc
+
+    def _load_teacher(self, device) -> tuple[Any, dict[str, Any]]:
+        """The study's distillation teacher on ``device`` and its record, loaded once.
+
+        ``harness run`` checked it before the study was opened (:func:`harness.runner.plan_run`);
+        checked again here for objectives built directly.
+        """
+        if self._teacher is None:
+            from harness.teacher import check_search_teacher, load_teacher, teacher_record
+
+            path = self.cfg.teacher_path()
+            teacher = load_teacher(path, device)
+            check_search_teacher(path, self.cfg.data.val_size)
+            self._teacher = (teacher, teacher_record(path))
+        return self._teacher
 
     def _gate(self, trial: optuna.Trial, spec: ArchSpec) -> int:
         """Count parameters; reject (PRUNED, infeasible) over budget or unbuildable specs."""

@@ -129,13 +129,16 @@ def spread_over_params(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
 
 
 _LEARNING_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-                  "label_smoothing", "rotation", "translate", "scale")  # fmt: skip
+                  "label_smoothing", "rotation", "translate", "scale", "teacher", "distill_weight",
+                  "distill_temperature")  # fmt: skip
+_DEFAULT_RECIPE = dataclasses.asdict(TrainConfig())
 
 
 def _learning_recipe(recipe) -> dict[str, Any]:
-    """What changes the learned weights (precision is compared separately, speed options not)."""
+    """What changes the learned weights (precision is compared separately, speed options not).
+    A key that a record made before it existed lacks had its default value then."""
     d = recipe if isinstance(recipe, dict) else dataclasses.asdict(recipe)
-    return {k: d.get(k) for k in _LEARNING_KEYS}
+    return {k: d.get(k, _DEFAULT_RECIPE[k]) for k in _LEARNING_KEYS}
 
 
 def _recipe(cfg: StudyConfig, trial: FrozenTrial, epochs: int | None) -> TrainConfig:
@@ -171,16 +174,31 @@ def retrain_trials(
     from harness.artifacts import upload_state_dict
     from harness.model import build
     from harness.spec import ArchSpec
+    from harness.teacher import load_teacher, teacher_record
     from harness.train import cpu_out_of_memory, evaluate, fit, precision_settings
+
+    # Teachers are loaded (and so checked) before any training. Any teacher will do here: a
+    # retrain learns from every training image and is scored on the test set, which no harness
+    # network learns from.
+    teachers: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for t in trials:
+        name = _recipe(cfg, t, epochs).teacher
+        if name and name not in teachers:
+            path = cfg.teacher_path(name)
+            teachers[name] = (load_teacher(path, data.device), teacher_record(path))
+
+    def teacher_sha(recipe: TrainConfig) -> str | None:
+        return teachers[recipe.teacher][1]["sha256"] if recipe.teacher else None
 
     def same_protocol(record: dict | None, recipe: TrainConfig) -> bool:
         return bool(record and record.get("epochs") == recipe.epochs and record.get("train_images") == len(data.train_x)
                     and _learning_recipe(record.get("recipe") or dataclasses.asdict(recipe)) == _learning_recipe(recipe)
+                    and (record.get("teacher") or {}).get("sha256") == teacher_sha(recipe)
                     and record.get("precision", precision_settings(recipe, data.device))
                     == precision_settings(recipe, data.device))  # fmt: skip
 
     # Checked for every trial before any training: stored runs of another protocol (other
-    # epochs, data or precision) are results, never silently replaced.
+    # epochs, data, teacher file or precision) are results, never silently replaced.
     for t in trials:
         record, recipe = study.user_attrs.get(retrain_key(t.number)), _recipe(cfg, t, epochs)
         if record and record.get("runs") and not same_protocol(record, recipe):
@@ -188,12 +206,13 @@ def retrain_trials(
                 f"trial {t.number} is already retrained with another protocol ({record.get('epochs')} epochs on "
                 f"{record.get('train_images'):,} images, {len(record['runs'])} seeds); this retrain "
                 f"({recipe.epochs} epochs on {len(data.train_x):,} images) would replace those runs: "
-                "use the same --epochs and device precision, or a copy of the study"
+                "use the same --epochs, device precision and teacher file, or a copy of the study"
             )
     out = {}
     for t in trials:
         spec = ArchSpec.from_json(t.user_attrs["spec"])
         recipe = _recipe(cfg, t, epochs)
+        teacher, teacher_rec = teachers.get(recipe.teacher, (None, None))
         key = retrain_key(t.number)
         record = study.user_attrs.get(key)
         same = same_protocol(record, recipe)
@@ -204,6 +223,8 @@ def retrain_trials(
                 "train_images": len(data.train_x), "test_images": len(data.test_x),
                 "recipe": dataclasses.asdict(recipe), "precision": precision_settings(recipe, data.device), "runs": {},
             }  # fmt: skip
+            if teacher_rec is not None:
+                record["teacher"] = teacher_rec
         for s in range(seeds):
             if str(s) in record["runs"]:
                 continue
@@ -215,7 +236,7 @@ def retrain_trials(
                 curve.append(round(evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size), 6))
 
             try:
-                result = fit(model, data, recipe, seed=seed, on_epoch=score_test)
+                result = fit(model, data, recipe, seed=seed, on_epoch=score_test, teacher=teacher)
                 acc = evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size)
             except (RuntimeError, torch.OutOfMemoryError) as exc:
                 oom = cpu_out_of_memory(exc) or (exc if isinstance(exc, torch.OutOfMemoryError) else None)

@@ -104,6 +104,11 @@ def plan_run(
     if cfg.data.val_size >= n_train:
         raise HarnessError(f"{study_file}: data.val_size = {cfg.data.val_size} must be below the {n_train:,} "
                            f"training images in {root}")  # fmt: skip
+    if cfg.train.teacher:  # a missing, broken or leaking teacher: refused before the study exists
+        from harness.teacher import check_search_teacher, load_teacher
+
+        load_teacher(cfg.teacher_path())
+        check_search_teacher(cfg.teacher_path(), cfg.data.val_size)
     artifacts = cfg.artifact_root(url)
     if artifacts.exists() and not artifacts.is_dir():
         raise HarnessError(f"{study_file}: artifact folder {artifacts} exists but is not a folder")
@@ -340,7 +345,13 @@ def cpu_time_estimate(cfg, plan: RunPlan) -> str:
     device = resolve_device(plan.device)
     if device.type != "cpu":
         return ""
-    step = seconds_per_step(baseline_spec(), cfg.train, device, threads=plan.threads or torch.get_num_threads())
+    teacher = None
+    if cfg.train.teacher:  # checked by plan_run; its forward pass is part of every step
+        from harness.teacher import load_teacher
+
+        teacher = load_teacher(cfg.teacher_path(), device)
+    step = seconds_per_step(baseline_spec(), cfg.train, device, threads=plan.threads or torch.get_num_threads(),
+                            teacher=teacher)  # fmt: skip
     images = _training_images(cfg, plan.data_root)
     per_trial = step * (images // min(cfg.train.batch_size, images)) * cfg.train.epochs
     text = (f"estimate on this CPU: ~{_fmt_duration(per_trial)} per {cfg.train.epochs}-epoch trial of the "

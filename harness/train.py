@@ -247,8 +247,15 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
-def _step_loss(model: nn.Module, data: MnistSplits, cfg: TrainConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+def _step_loss(
+    model: nn.Module, data: MnistSplits, cfg: TrainConfig, teacher: nn.Module | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """``step_loss(idx)``: the loss of the augmented training images ``idx``, ready for backward.
+
+    With a ``teacher`` (knowledge distillation, Hinton et al. 2015) the loss is
+    ``(1 - w) * CE(labels) + w * T^2 * KL(teacher || model)`` on both networks' logits divided by
+    ``T`` (w = ``cfg.distill_weight``, T = ``cfg.distill_temperature``); the T^2 keeps the soft
+    term's gradients on the scale of the hard one's. The teacher sees the same augmented images.
 
     With ``cfg.compile`` other than "off" the whole step (gather, augmentation, forward, loss
     and, through AOTAutograd, the backward) is one ``torch.compile`` graph. Evaluation keeps
@@ -256,13 +263,21 @@ def _step_loss(model: nn.Module, data: MnistSplits, cfg: TrainConfig) -> Callabl
     """
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     device = data.device
+    weight, temp = cfg.distill_weight, cfg.distill_temperature
 
     def step_loss(idx: torch.Tensor) -> torch.Tensor:
         x = data.train_x[idx].unsqueeze(1).float().div_(255.0)  # (B, 1, 28, 28) in [0, 1]
         # A 1-channel NCHW batch is already channels_last: the weights' format decides.
         x = normalize(augment(x, cfg.rotation, cfg.translate, cfg.scale))
         with _autocast(device, cfg.amp):
-            return loss_fn(model(x), data.train_y[idx])
+            logits = model(x)
+            loss = loss_fn(logits, data.train_y[idx])
+        if teacher is None:
+            return loss
+        with torch.no_grad():
+            soft_targets = F.log_softmax(teacher(x).float() / temp, dim=1)
+        soft = F.kl_div(F.log_softmax(logits.float() / temp, dim=1), soft_targets, reduction="batchmean", log_target=True)
+        return (1 - weight) * loss + weight * temp * temp * soft
 
     if cfg.compile == "off":
         return step_loss
@@ -280,8 +295,12 @@ def fit(
     *,
     seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
+    teacher: nn.Module | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data.train_*`` and score ``data.val_*`` after every epoch.
+
+    ``teacher`` (:func:`harness.teacher.load_teacher`, on ``data.device``) is required when
+    ``cfg.teacher`` names one, and then also trains ``model`` through its predictions.
 
     The model is moved to ``data.device``. ``on_epoch(epoch, val_acc)`` (epochs count from 1)
     may raise to stop training early, e.g. ``optuna.TrialPruned``; the exception propagates.
@@ -298,7 +317,9 @@ def fit(
     steps_per_epoch = n // bs  # drop the ragged last batch: static shapes, and a new perm each epoch
     opt = _optimizer(model, cfg, device)
     sched = _scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
-    step_loss = _step_loss(model, data, cfg)
+    if bool(cfg.teacher) != (teacher is not None):
+        raise ValueError(f"cfg.teacher = {cfg.teacher!r} but fit() was given {'a' if teacher else 'no'} teacher network")
+    step_loss = _step_loss(model, data, cfg, teacher)
     graphs = cfg.compile == "reduce-overhead" and device.type == "cuda"
     result = FitResult(val_acc=float("nan"), epochs_run=0, seconds=0.0)
     start = time.perf_counter()
@@ -329,10 +350,13 @@ def fit(
     return result
 
 
-def seconds_per_step(spec, cfg: TrainConfig, device: torch.device, *, steps: int = 6, threads: int = 0) -> float:
+def seconds_per_step(
+    spec, cfg: TrainConfig, device: torch.device, *, steps: int = 6, threads: int = 0, teacher: nn.Module | None = None
+) -> float:
     """Wall seconds of one training step of ``spec`` under ``cfg`` on ``device``, timed with
     the real engine (:func:`fit`) on random images: one warm-up epoch of 2 steps, then one
-    of ``steps``. For rough duration estimates, not benchmarks."""
+    of ``steps``; with ``teacher``, distilled from it (else without one, whatever ``cfg`` says).
+    For rough duration estimates, not benchmarks."""
     from harness.model import build
 
     bs = cfg.batch_size
@@ -340,14 +364,14 @@ def seconds_per_step(spec, cfg: TrainConfig, device: torch.device, *, steps: int
     images = torch.randint(0, 256, (bs * steps, 28, 28), dtype=torch.uint8, generator=gen).to(device)
     labels = torch.randint(0, 10, (bs * steps,), generator=gen).to(device)
     empty = images[:0]
-    quick = dataclasses.replace(cfg, epochs=1, compile="off")
+    quick = dataclasses.replace(cfg, epochs=1, compile="off", teacher=cfg.teacher if teacher is not None else "")
     saved = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         warm = MnistSplits(images[: 2 * bs], labels[: 2 * bs], empty, labels[:0], empty, labels[:0])
-        fit(build(spec), warm, quick)
+        fit(build(spec), warm, quick, teacher=teacher)
         data = MnistSplits(images, labels, empty, labels[:0], empty, labels[:0])
-        return fit(build(spec), data, quick).seconds / steps
+        return fit(build(spec), data, quick, teacher=teacher).seconds / steps
     finally:
         torch.set_num_threads(saved)

@@ -3,7 +3,8 @@
 Every other test pins ``--device cpu``. These train on ``cuda`` on tiny synthetic data:
 a study through the CLI, export and verification of the GPU-trained trial, training with
 amp off and in bf16, ``torch.compile`` (default and reduce-overhead, i.e. CUDA graphs with
-``cudagraph_mark_step_begin``; fused SGD on CUDA), and ``--jobs 2`` sharing one GPU.
+``cudagraph_mark_step_begin``; fused SGD on CUDA), distillation from a .pt2 teacher moved to
+the GPU, and ``--jobs 2`` sharing one GPU.
 Without CUDA they skip, saying why.
 """
 
@@ -117,3 +118,20 @@ def test_two_jobs_share_one_gpu(tmp_path):
     assert len(params) == len(set(params))  # no proposal twice
     trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert trained and all(t.user_attrs["device"] == torch.cuda.get_device_name(0) for t in trained)
+
+
+@pytest.mark.parametrize("compile_mode", ["off", "default"])
+def test_distillation_from_an_exported_teacher_on_cuda(gpu_study, compile_mode):
+    """A .pt2 teacher moved to the GPU (weights and graph constants) trains a network there."""
+    from harness.teacher import load_teacher
+
+    out = gpu_study / f"teacher-{compile_mode}"
+    assert main(["export", str(gpu_study / "g.toml"), "--format", "pt2", "--out", str(out)]) == 0
+    (path,) = out.glob("*.pt2")
+    teacher = load_teacher(path, torch.device("cuda"))
+    assert all(p.is_cuda for p in teacher.parameters())
+    data = load_splits(gpu_study / "data", torch.device("cuda"), val_size=100)
+    cfg = TrainConfig(epochs=3, batch_size=50, lr=0.05, translate=0.0, compile=compile_mode, teacher=str(path))
+    model = build(baseline_spec(), seed=1)
+    result = fit(model, data, cfg, seed=1, teacher=teacher)
+    assert all(map(torch.isfinite, map(torch.tensor, result.train_loss))) and result.val_acc > 0.5

@@ -1,0 +1,219 @@
+"""Knowledge distillation (``train.teacher``): the loss, the teacher file's checks, and a
+teacher used end to end by `harness run`, `retrain` and `export` (synthetic MNIST)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from torch import nn
+
+from harness.cli import main
+from harness.config import TrainConfig
+from harness.data import load_splits
+from harness.model import build
+from harness.train import fit
+from search_spaces import get_search_space
+from tests.test_cli_errors import _snapshot
+
+CFG = TrainConfig(epochs=2, batch_size=50, lr=0.05, rotation=0, translate=0, scale=0)
+
+
+def _teacher() -> nn.Module:
+    torch.manual_seed(7)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _train(data, cfg: TrainConfig, teacher: nn.Module | None) -> dict[str, torch.Tensor]:
+    model = build(get_search_space("seed").baseline_spec(), seed=3)
+    fit(model, data, cfg, seed=1, teacher=teacher)
+    return _weights(model)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_full_distillation_weight_learns_from_the_teacher_only(synthetic_root):
+    """At distill_weight 1 the labels play no part: permuting them changes no weight. At 0.5 they
+    do, and the teacher does too (training without it ends elsewhere)."""
+    data = load_splits(synthetic_root, val_size=100)
+    shuffled = dataclasses.replace(data, train_y=data.train_y[torch.randperm(len(data.train_y))])
+    teacher = _teacher()
+    only = dataclasses.replace(CFG, teacher="t.pt2", distill_weight=1.0)
+    assert _same(_train(data, only, teacher), _train(shuffled, only, teacher))
+    half = dataclasses.replace(CFG, teacher="t.pt2", distill_weight=0.5)
+    assert not _same(_train(data, half, teacher), _train(shuffled, half, teacher))
+    assert not _same(_train(data, half, teacher), _train(data, CFG, None))
+
+
+def test_distillation_pulls_predictions_towards_the_teacher(synthetic_root):
+    """Trained on the teacher alone, the network agrees with it on unseen images (the teacher, an
+    untrained linear map, spreads its answers over the classes: its most common one is 1 in 6);
+    trained on the labels alone, it does not."""
+    from harness.train import normalize
+
+    data = load_splits(synthetic_root, val_size=100)
+    teacher = _teacher()
+    x = normalize(data.test_x)
+    agreement = {}
+    for name, tch in (("teacher", teacher), ("labels", None)):
+        model = build(get_search_space("seed").baseline_spec(), seed=3)
+        cfg = dataclasses.replace(CFG, epochs=8, lr=0.2, teacher="t.pt2" if tch else "", distill_weight=1.0)
+        fit(model, data, cfg, seed=1, teacher=tch)
+        with torch.no_grad():
+            agreement[name] = (model.eval()(x).argmax(1) == teacher(x).argmax(1)).float().mean().item()
+    assert agreement["teacher"] > 0.5 and agreement["labels"] < 0.2, agreement
+
+
+def test_fit_refuses_a_teacher_it_was_not_told_of_and_the_reverse(synthetic_root):
+    data = load_splits(synthetic_root, val_size=100)
+    model = build(get_search_space("seed").baseline_spec())
+    with pytest.raises(ValueError, match="no teacher network"):
+        fit(model, data, dataclasses.replace(CFG, teacher="t.pt2"))
+    with pytest.raises(ValueError, match="a teacher network"):
+        fit(model, data, CFG, teacher=_teacher())
+
+
+# ---- end to end through the command line ---------------------------------------------------
+
+STUDY = """
+[study]
+name = "{name}"
+budget = 20000
+n_trials = {n}
+{extra}
+[data]
+val_size = {val}
+[train]
+epochs = 1
+batch_size = 100
+rotation = 0.0
+translate = 0.0
+scale = 0.0
+{train}
+"""
+
+
+def _study(folder: Path, name: str, *, val: int = 100, n: int = 2, extra: str = "", train: str = "") -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(STUDY.format(name=name, val=val, n=n, extra=extra, train=train))
+    return path
+
+
+def _run(path: Path, data: Path, *extra: str) -> int:
+    return main(["run", str(path), "--data-dir", str(data), "--device", "cpu", "--quiet", *extra])
+
+
+@pytest.fixture(scope="module")
+def teacher_files(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(data root, a search trial's .pt2 (held out: the last 100 images), a retrained one's (none))."""
+    from tests.conftest import make_synthetic_mnist
+
+    folder = tmp_path_factory.mktemp("teacher")
+    data = make_synthetic_mnist(tmp_path_factory.mktemp("data"))
+    study = _study(folder, "teach", n=1)
+    assert _run(study, data) == 0
+    out = folder / "exports"
+    assert main(["export", str(study), "--trial", "0", "--format", "pt2", "--out", str(out), "--data-dir", str(data)]) == 0
+    assert main(["retrain", str(study), "--top", "1", "--seeds", "1", "--data-dir", str(data), "--device", "cpu"]) == 0
+    assert main(["export", str(study), "--trial", "0", "--seed", "0", "--format", "pt2", "--out", str(out),
+                 "--data-dir", str(data)]) == 0  # fmt: skip
+    return data, out / "teach-trial0.pt2", out / "teach-trial0-seed0.pt2"
+
+
+def test_export_cards_say_which_training_images_the_weights_never_saw(teacher_files):
+    _, searched, retrained = teacher_files
+    assert json.loads(searched.with_suffix(".json").read_text())["held_out_train_images"] == 100
+    assert json.loads(retrained.with_suffix(".json").read_text())["held_out_train_images"] == 0
+
+
+def test_run_and_retrain_distil_from_the_teacher_and_record_its_file(teacher_files, tmp_path, capsys):
+    data, searched, _ = teacher_files
+    teacher = tmp_path / "t" / "teacher.pt2"
+    teacher.parent.mkdir()
+    shutil.copy(searched, teacher)
+    shutil.copy(searched.with_suffix(".json"), teacher.with_suffix(".json"))
+    sha = hashlib.sha256(teacher.read_bytes()).hexdigest()
+    path = _study(tmp_path, "student", extra='search_recipe = ["distill_weight", "distill_temperature"]',
+                  train='teacher = "t/teacher.pt2"')  # fmt: skip
+    assert _run(path, data) == 0
+    study = optuna.load_study(study_name="student", storage=f"sqlite:///{tmp_path / 'student.db'}")
+    trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trained) == 2
+    for t in trained:
+        assert t.user_attrs["teacher"]["sha256"] == sha and t.user_attrs["teacher"]["held_out_train_images"] == 100
+        recipe = t.user_attrs["recipe"]
+        assert recipe["teacher"] == "t/teacher.pt2"
+        # the sampled weight and temperature trained the network (the baseline keeps the study's)
+        sampled = (0.5, 4.0) if t.user_attrs["baseline"] else (t.params["distill_weight"], t.params["distill_temperature"])
+        assert (recipe["distill_weight"], recipe["distill_temperature"]) == sampled
+    retrain = ["retrain", str(path), "--top", "1", "--no-baseline", "--data-dir", str(data), "--device", "cpu"]
+    assert main([*retrain, "--seeds", "1"]) == 0
+    record = next(v for k, v in optuna.load_study(study_name="student", storage=f"sqlite:///{tmp_path / 'student.db'}")
+                  .user_attrs.items() if k.startswith("retrain"))  # fmt: skip
+    assert record["teacher"]["sha256"] == sha and record["recipe"]["teacher"] == "t/teacher.pt2"
+    # Another teacher file under the same name: the stored runs are another protocol's
+    teacher.write_bytes(teacher_files[2].read_bytes())
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    assert main([*retrain, "--seeds", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another protocol" in err[0] and "teacher file" in err[0], err
+    assert _snapshot(tmp_path) == before
+
+
+def _bad_teacher(folder: Path, kind: str, files) -> Path:
+    data, searched, retrained = files
+    target = folder / "bad.pt2"
+    if kind == "not-an-export":
+        target.write_bytes(b"PK\x03\x04 not a program")
+    elif kind == "state-dict":  # torch.save's format is a zip archive too
+        torch.save(nn.Linear(784, 10).state_dict(), target)
+    elif kind == "five-classes":
+        program = torch.export.export(nn.Sequential(nn.Flatten(), nn.Linear(784, 5)).eval(), (torch.zeros(2, 1, 28, 28),))
+        torch.export.save(program, str(target))
+    elif kind == "no-card":
+        shutil.copy(searched, target)
+        return target
+    else:  # "saw-validation": the retrained model learned every training image
+        shutil.copy(retrained, target)
+        shutil.copy(retrained.with_suffix(".json"), target.with_suffix(".json"))
+        return target
+    shutil.copy(searched.with_suffix(".json"), target.with_suffix(".json"))  # a card that would pass
+    return target
+
+
+@pytest.mark.parametrize("kind,val,words", [
+    ("not-an-export", 100, ["bad.pt2", "not a torch.export program"]),
+    ("state-dict", 100, ["bad.pt2", "not a torch.export program"]),
+    ("five-classes", 100, ["bad.pt2", "(2, 5)", "(2, 10)"]),
+    ("no-card", 100, ["bad.pt2", "model card", "bad.json", "missing"]),
+    ("saw-validation", 100, ["bad.pt2", "all but the last 0", "last 100", "leak"]),
+    ("held-out-too-few", 200, ["all but the last 100", "last 200", "val_size >= 200"]),
+])  # fmt: skip
+def test_run_refuses_a_bad_or_leaking_teacher_and_writes_nothing(teacher_files, tmp_path, capsys, kind, val, words):
+    if kind == "held-out-too-few":
+        shutil.copy(teacher_files[1], tmp_path / "bad.pt2")
+        shutil.copy(teacher_files[1].with_suffix(".json"), tmp_path / "bad.json")
+    else:
+        _bad_teacher(tmp_path, kind, teacher_files)
+    path = _study(tmp_path, "student", val=val, train='teacher = "bad.pt2"')
+    before = _snapshot(tmp_path)
+    assert _run(path, teacher_files[0]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert _snapshot(tmp_path) == before
