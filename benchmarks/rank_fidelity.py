@@ -112,6 +112,8 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     cfg = load_study_config(args.study_file)
+    if cfg.train.teacher:  # its trainings would need the teacher, and its held-out check
+        ap.error(f"{args.study_file}: distillation studies (train.teacher) are not supported by this benchmark")
     epochs = cfg.train.epochs
     device = torch.device("cpu")
     data = load_splits(args.data_dir, device, val_size=cfg.data.val_size, train_limit=args.train_limit)

@@ -188,6 +188,8 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     cfg = load_study_config(args.study)
+    if cfg.train.teacher:  # its trainings would need the teacher, and its held-out check
+        ap.error(f"{args.study}: distillation studies (train.teacher) are not supported by this benchmark")
     if args.seed is not None:
         cfg = dataclasses.replace(cfg, seed=args.seed)
     device = torch.device("cpu")

@@ -230,7 +230,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from harness.artifacts import open_artifact_store
     from harness.data import load_splits
-    from harness.retrain import retrain_trials, select_for_retrain
+    from harness.retrain import load_retrain_teachers, retrain_trials, select_for_retrain
     from harness.train import device_name, resolve_device
 
     for flag, value, low in (("--top", args.top, 1), ("--spread", args.spread, 1), ("--seeds", args.seeds, 1),
@@ -247,6 +247,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     top = args.top if args.top is not None else (None if cfg.mode == "pareto" else 3)
     trials = select_for_retrain(study, top, include_baseline=not args.no_baseline, spread=args.spread)
     # All 60,000 training images, no validation split: nothing is selected any more.
+    teachers = load_retrain_teachers(cfg, trials, args.epochs, device)  # refused before anything is printed
     data = load_splits(cfg.data_root(args.data_dir), device, val_size=0, download=cfg.data.download)
     print(f"retraining {len(trials)} architectures x {args.seeds} seeds on {len(data.train_x):,} training images "
           f"({device_name(device)}): trials {', '.join(str(t.number) for t in trials)}", flush=True)  # fmt: skip
@@ -255,7 +256,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
     records = retrain_trials(study, trials, cfg, seeds=args.seeds, data=data, store=store,
                              lock=lambda: study_lock(url, cfg.name),
-                             device_label=device_name(device), epochs=args.epochs,
+                             device_label=device_name(device), epochs=args.epochs, teachers=teachers,
                              say=lambda line: print(line, flush=True))  # fmt: skip
     for number, r in records.items():
         print(f"trial {number}{' (baseline)' if r['baseline'] else ''}: {r['params']:,} params, test "

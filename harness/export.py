@@ -257,7 +257,7 @@ def model_card(study: optuna.Study, trial: FrozenTrial, spec, record: dict[str, 
     ua = trial.user_attrs
     recipe, source = _recipe_of(study, trial, retrained)
     return {
-        "format_version": 2,
+        "format_version": 3,  # 3: held_out_train_images, teacher
         "study": study.study_name,
         "trial": trial.number,
         "storage": storage_label,
@@ -273,7 +273,8 @@ def model_card(study: optuna.Study, trial: FrozenTrial, spec, record: dict[str, 
         # The last N of MNIST's training images the weights never learned from (a search
         # trial's validation split; 0 once retrained on all): what a distillation teacher
         # must hold out of a search (harness.teacher).
-        "held_out_train_images": 0 if retrained else (study.user_attrs.get("data") or {}).get("val_size"),
+        "held_out_train_images": 0 if retrained else ua.get("held_out_train_images",
+                                                             (study.user_attrs.get("data") or {}).get("val_size")),
         "seed": ua.get("seed"),
         "retrained": retrained,
         "arch": spec.describe(),

@@ -184,11 +184,14 @@ class Objective:
         trial.set_user_attr("harness_version", harness.__version__)
         trial.set_user_attr("precision", precision_settings(train_cfg, data.device))
         trial.set_user_attr("train_images", len(data.train_x))
+        # the last len(val) training images (at least) never trained it: a distillation
+        # teacher exported from this trial must not be used by a search validating on more
+        trial.set_user_attr("held_out_train_images", len(data.val_x))
         distill: dict[str, Any] = {}  # fit()'s teacher, passed only with one
-        if train_cfg.teacher:
-            distill["teacher"], record = self._load_teacher(data.device)
-            trial.set_user_attr("teacher", record)
         try:
+            if train_cfg.teacher:
+                distill["teacher"], record = self._load_teacher(data.device)
+                trial.set_user_attr("teacher", record)
             result = self.fit_fn(model, data, train_cfg, seed=seed, on_epoch=report, **distill)
             # Scored in float32 whatever the training precision: the exported files run in
             # float32, and export checks them against this number image for image.

@@ -241,5 +241,8 @@ def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str =
     lines += ["", "Per-seed test accuracies:", ""]
     for e in sorted(entries, key=lambda e: (-e.mean, e.params)):
         accs = ", ".join(f"{a:.4f}" for a in e.record["test_acc"])
-        lines.append(f"- {e.cfg.name} trial {e.record['trial']} ({e.params:,} params): {accs}")
+        teacher = e.record.get("teacher")  # distilled: the result depends on that network too
+        taught = (f"; distilled from {Path(teacher['path']).name} ({teacher.get('study')} trial {teacher.get('trial')}, "
+                  f"{teacher.get('params') or 0:,} params, sha256 {teacher['sha256'][:12]}…)") if teacher else ""  # fmt: skip
+        lines.append(f"- {e.cfg.name} trial {e.record['trial']} ({e.params:,} params): {accs}{taught}")
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")

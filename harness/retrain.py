@@ -67,7 +67,8 @@ def retrained_weights(study: optuna.Study, number: int, seed: int, store) -> tup
     run = record["runs"][str(seed)]
     info = {"seed": seed, "test_acc": run["test_acc"], "test_images": record["test_images"],
             "epochs": record["epochs"], "train_images": record["train_images"], "device": run["device"],
-            "recipe": record.get("recipe"), "precision": record.get("precision")}  # fmt: skip
+            "recipe": record.get("recipe"), "precision": record.get("precision"),
+            "teacher": record.get("teacher")}  # fmt: skip
     return load_state_dict(store, run["weights"], f"trial {number} seed {seed}"), info
 
 
@@ -149,6 +150,38 @@ def _recipe(cfg: StudyConfig, trial: FrozenTrial, epochs: int | None) -> TrainCo
     return dataclasses.replace(recipe, epochs=epochs) if epochs else recipe
 
 
+def _sha(record: dict[str, Any] | None) -> str | None:
+    """The sha256 of the teacher file a trial or retrain record names, or None."""
+    return ((record or {}).get("teacher") or {}).get("sha256")
+
+
+def load_retrain_teachers(cfg: StudyConfig, trials: list[FrozenTrial], epochs: int | None, device) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """The distillation teachers the trials' recipes name (name -> (network on ``device``, record)),
+    each checked to be the very file the trial was trained with in the search (sha256): a
+    retrain trains what the search selected. No held-out check: a retrain learns from every
+    training image and is scored on the test set, which no harness network learns from.
+
+    Raises:
+        HarnessError: a teacher is missing or unusable, or is not the trial's.
+    """
+    from harness.teacher import load_teacher, teacher_record
+
+    teachers: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for t in trials:
+        name = _recipe(cfg, t, epochs).teacher
+        if name and name not in teachers:
+            path = cfg.teacher_path(name)
+            teachers[name] = (load_teacher(path, device), teacher_record(path))
+        now = teachers[name][1]["sha256"] if name else None
+        if now != _sha(t.user_attrs):
+            searched = f"teacher sha256 {_sha(t.user_attrs)[:12]}..." if _sha(t.user_attrs) else "no teacher"
+            raise HarnessError(f"trial {t.number} was trained in the search with {searched}, but its recipe now "
+                               f"names {('teacher ' + str(cfg.teacher_path(name))) if name else 'none'}"
+                               f"{f' (sha256 {now[:12]}...)' if now else ''}: a retrain trains what the search "
+                               "selected (restore that teacher file, or use a copy of the study)")  # fmt: skip
+    return teachers
+
+
 def retrain_trials(
     study: optuna.Study,
     trials: list[FrozenTrial],
@@ -161,10 +194,12 @@ def retrain_trials(
     epochs: int | None = None,
     say: Callable[[str], None] = print,
     lock: Callable[[], Any] = contextlib.nullcontext,
+    teachers: dict[str, tuple[Any, dict[str, Any]]] | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Retrain each trial's architecture (with its recipe) ``seeds`` times on ``data``.
 
     ``data`` are MnistSplits with every training image in ``train_*`` (no validation split).
+    ``teachers``: :func:`load_retrain_teachers` (loaded here when not given).
     Returns trial number -> retrain record (also stored in the study). Each finished run is
     merged into the record as stored at that moment, under ``lock()`` (the study lock), so
     two retrains of one study at once lose none of each other's runs.
@@ -174,18 +209,10 @@ def retrain_trials(
     from harness.artifacts import upload_state_dict
     from harness.model import build
     from harness.spec import ArchSpec
-    from harness.teacher import load_teacher, teacher_record
     from harness.train import cpu_out_of_memory, evaluate, fit, precision_settings
 
-    # Teachers are loaded (and so checked) before any training. Any teacher will do here: a
-    # retrain learns from every training image and is scored on the test set, which no harness
-    # network learns from.
-    teachers: dict[str, tuple[Any, dict[str, Any]]] = {}
-    for t in trials:
-        name = _recipe(cfg, t, epochs).teacher
-        if name and name not in teachers:
-            path = cfg.teacher_path(name)
-            teachers[name] = (load_teacher(path, data.device), teacher_record(path))
+    if teachers is None:
+        teachers = load_retrain_teachers(cfg, trials, epochs, data.device)
 
     def teacher_sha(recipe: TrainConfig) -> str | None:
         return teachers[recipe.teacher][1]["sha256"] if recipe.teacher else None
@@ -251,7 +278,8 @@ def retrain_trials(
             }  # fmt: skip
             with lock():  # read-merge-write: another retrain may have stored runs meanwhile
                 stored = study.user_attrs.get(key)
-                if stored and stored.get("epochs") == record["epochs"] and stored.get("recipe") == record["recipe"]:
+                if (stored and stored.get("epochs") == record["epochs"] and stored.get("recipe") == record["recipe"]
+                        and _sha(stored) == _sha(record)):  # fmt: skip
                     record["runs"] = {**stored["runs"], **record["runs"]}
                 record["runs"][str(s)] = run
                 accs = [r["test_acc"] for _, r in sorted(record["runs"].items(), key=lambda kv: int(kv[0]))]

@@ -69,9 +69,15 @@ _SPEED_ONLY_TRAIN_KEYS = ("eval_batch_size", "channels_last", "compile")
 _MEASURED_DATA_KEYS = ("val_size", "train_limit", "test_limit")
 
 
+#: [train] keys added after studies existed, with the value a study made before them had.
+_LATER_TRAIN_KEYS = {"teacher": ""}
+_DISTILL_KEYS = ("distill_weight", "distill_temperature")  # measured only with a teacher
+
+
 def _measured_settings(cfg: StudyConfig) -> dict[str, dict[str, Any]]:
     """The study file's settings that decide what a trial measures, by section."""
-    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in _SPEED_ONLY_TRAIN_KEYS}
+    skip = _SPEED_ONLY_TRAIN_KEYS + (() if cfg.train.teacher else _DISTILL_KEYS)
+    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in skip}
     return {"train": train, "data": {k: getattr(cfg.data, k) for k in _MEASURED_DATA_KEYS}}
 
 
@@ -195,7 +201,8 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> None:
     A storage that does not exist yet, or holds no such study, passes.
 
     Raises:
-        StorageError: as :func:`open_study` would for this study file, or a precision mismatch.
+        StorageError: as :func:`open_study` would for this study file, a precision mismatch, or
+            trials distilled from another teacher file than ``train.teacher`` holds now.
     """
     from harness.train import precision_settings
 
@@ -223,6 +230,17 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> None:
         trials = study.get_trials(deepcopy=False)
     finally:
         storage.engine.dispose()
+    if cfg.train.teacher:  # the same file name may hold another network by now
+        from harness.teacher import file_sha256
+
+        now_sha = file_sha256(cfg.teacher_path())
+        taught = {t.user_attrs["teacher"].get("sha256") for t in trials if isinstance(t.user_attrs.get("teacher"), dict)}
+        if taught - {now_sha}:
+            raise StorageError(
+                f"{cfg.path}: the trials of study {cfg.name!r} in {safe_url(storage_url)} were distilled from "
+                f"another teacher file than {cfg.teacher_path()} holds now (sha256 {now_sha[:12]}...); refusing "
+                "to mix them (restore that file, or use another study name)"
+            )
     now = precision_settings(cfg.train, device)["train_autocast"]
     trained = {t.user_attrs["precision"].get("train_autocast") for t in trials
                if isinstance(t.user_attrs.get("precision"), dict)}  # fmt: skip
@@ -298,6 +316,8 @@ def _check_study_attrs(cfg: StudyConfig, storage_url: str, attrs: dict[str, Any]
     differ = [(key, attrs.get(key), value) for key, value in _study_attrs(cfg).items() if attrs.get(key) != value]
     for section, settings in _measured_settings(cfg).items():
         stored = attrs.get(section) or {}
+        if section == "train":  # a study made before a key existed had its value of then
+            stored = {**_LATER_TRAIN_KEYS, **stored}
         differ += [(f"{section}.{k}", stored[k], v) for k, v in settings.items()
                    if k in stored and stored[k] != v and not (k == "amp" and "auto" in (stored[k], v))]  # fmt: skip
     if differ:

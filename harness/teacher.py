@@ -22,7 +22,20 @@ from typing import Any
 
 from harness.errors import HarnessError
 
-__all__ = ["check_search_teacher", "load_teacher", "teacher_record"]
+__all__ = ["check_search_teacher", "file_sha256", "load_teacher", "teacher_record"]
+
+
+class _DropRecord(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_teacher(path: Path, device: Any = "cpu") -> Any:
@@ -39,29 +52,30 @@ def load_teacher(path: Path, device: Any = "cpu") -> Any:
         raise HarnessError(f"teacher {path}: no such file (train.teacher names a .pt2 file from `harness export`)")
     if not zipfile.is_zipfile(path):  # torch.export.load would log a traceback before failing
         raise HarnessError(f"teacher {path}: not a torch.export program from `harness export` (not a .pt2 archive)")
-    # For a zip that is no export (a torch.save file), torch.export.load logs the first error
-    # with its traceback before raising another: the message below says it in one line.
+    # For a zip that is no export (a torch.save file), torch.export.load logs its first error
+    # with a traceback before raising another: that one record is dropped (the message below
+    # says it in one line); every other warning, deprecations included, stays visible.
     export_log = logging.getLogger("torch.export")
-    level = export_log.level
-    export_log.setLevel(logging.ERROR)
+    drop = _DropRecord("Ran into the following error when deserializing")
+    export_log.addFilter(drop)
     try:
         program = torch.export.load(str(path))
     except Exception:  # torch raises many kinds, with messages about its internals
         raise HarnessError(f"teacher {path}: not a torch.export program from `harness export` "
                            "(torch.export.load cannot read it)") from None  # fmt: skip
     finally:
-        export_log.setLevel(level)
+        export_log.removeFilter(drop)
     # The program's own pass also moves device constants baked into its graph, not only weights.
     module = torch.export.passes.move_to_device_pass(program, torch.device(device)).module()
     try:
         with torch.inference_mode():
-            out = module(torch.zeros(2, 1, 28, 28, device=device))
+            out = module(torch.zeros(3, 1, 28, 28, device=device))
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise HarnessError(f"teacher {path}: does not take (N, 1, 28, 28) images ({reason})") from None
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, 10):
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (3, 10):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise HarnessError(f"teacher {path}: gives {shape} for 2 images, not (2, 10) digit logits")
+        raise HarnessError(f"teacher {path}: gives {shape} for 3 images, not (3, 10) digit logits")
     for p in module.parameters():  # frozen: only the student learns
         p.requires_grad_(False)
     return module
@@ -84,6 +98,12 @@ def check_search_teacher(path: Path, val_size: int) -> None:
     """
     card = _card(path)
     held_out = (card or {}).get("held_out_train_images")
+    described = ((card or {}).get("files") or {}).get("pt2") or {}
+    if isinstance(held_out, int) and described.get("sha256") != file_sha256(path):
+        raise HarnessError(
+            f"teacher {path}: its model card {path.with_suffix('.json').name} describes another file (sha256 "
+            "differs), so it cannot say which training images this one never saw: export the teacher again"
+        )
     if not isinstance(held_out, int):
         raise HarnessError(
             f"teacher {path}: its model card {path.with_suffix('.json').name} (written by `harness export`) is "
@@ -100,9 +120,8 @@ def check_search_teacher(path: Path, val_size: int) -> None:
 
 def teacher_record(path: Path) -> dict[str, Any]:
     """What a trial records about its teacher: the file, its sha256 and its model card's summary."""
-    h = hashlib.sha256(path.read_bytes()).hexdigest()
     card = _card(path) or {}
     return {
-        "path": str(path), "sha256": h, "study": card.get("study"), "trial": card.get("trial"),
+        "path": str(path), "sha256": file_sha256(path), "study": card.get("study"), "trial": card.get("trial"),
         "params": card.get("params"), "held_out_train_images": card.get("held_out_train_images"),
     }  # fmt: skip

@@ -44,6 +44,42 @@ def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+class _Recording(nn.Module):
+    """Wraps a network and keeps its last input and output."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        self.x, self.out = x.detach().clone(), self.net(x)
+        return self.out
+
+
+def test_step_loss_is_the_weighted_sum_of_cross_entropy_and_softened_kl(synthetic_root):
+    """(1 - w) * CE(labels, smoothed) + w * T^2 * KL(teacher || network), KL of the softmaxes at
+    temperature T, averaged over the batch; the teacher sees the very augmented images."""
+    from harness.train import _step_loss, normalize
+
+    data = load_splits(synthetic_root, val_size=100)
+    torch.manual_seed(0)
+    model = _Recording(build(get_search_space("seed").baseline_spec(), seed=3))
+    teacher = _Recording(_teacher())
+    w, t, ls = 0.3, 2.5, 0.1
+    cfg = dataclasses.replace(CFG, rotation=10.0, translate=0.1, teacher="t.pt2", distill_weight=w,
+                              distill_temperature=t, label_smoothing=ls)  # fmt: skip
+    idx = torch.arange(0, 40)
+    loss = _step_loss(model, data, cfg, teacher)(idx)
+    assert torch.equal(model.x, teacher.x)  # augmented once, seen by both
+    assert not torch.equal(model.x, normalize(data.train_x[idx]))  # augmented, not the raw images
+    s, q = model.out.detach().double(), teacher.out.detach().double()
+    p_teacher = torch.softmax(q / t, 1)
+    kl = (p_teacher * (p_teacher.log() - torch.log_softmax(s / t, 1))).sum(1).mean()
+    onehot = torch.nn.functional.one_hot(data.train_y[idx], 10).double() * (1 - ls) + ls / 10
+    ce = -(onehot * torch.log_softmax(s, 1)).sum(1).mean()
+    assert loss.item() == pytest.approx(((1 - w) * ce + w * t * t * kl).item(), rel=1e-5)
+
+
 def test_full_distillation_weight_learns_from_the_teacher_only(synthetic_root):
     """At distill_weight 1 the labels play no part: permuting them changes no weight. At 0.5 they
     do, and the teacher does too (training without it ends elsewhere)."""
@@ -163,13 +199,27 @@ def test_run_and_retrain_distil_from_the_teacher_and_record_its_file(teacher_fil
     record = next(v for k, v in optuna.load_study(study_name="student", storage=f"sqlite:///{tmp_path / 'student.db'}")
                   .user_attrs.items() if k.startswith("retrain"))  # fmt: skip
     assert record["teacher"]["sha256"] == sha and record["recipe"]["teacher"] == "t/teacher.pt2"
-    # Another teacher file under the same name: the stored runs are another protocol's
+    out = tmp_path / "exp"
+    assert main(["export", str(path), "--trial", str(record["trial"]), "--seed", "0", "--format", "pt2", "--out", str(out),
+                 "--data-dir", str(data)]) == 0  # fmt: skip
+    card = json.loads(next(out.glob("*.json")).read_text())
+    assert card["teacher"]["sha256"] == sha and card["held_out_train_images"] == 0
+    assert main(["results", str(path), "--out", str(tmp_path / "r.md"), "--exports", str(tmp_path / "rexp"),
+                 "--data-dir", str(data)]) == 0  # fmt: skip
+    assert "distilled from teacher.pt2 (teach trial 0, " in (tmp_path / "r.md").read_text()
+
+    # Another teacher file under the same name: neither a resumed search nor a retrain mixes it in
     teacher.write_bytes(teacher_files[2].read_bytes())
     before = _snapshot(tmp_path)
     capsys.readouterr()
-    assert main([*retrain, "--seeds", "2"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "another protocol" in err[0] and "teacher file" in err[0], err
+    for argv, words in ((["run", str(path), "--data-dir", str(data), "--device", "cpu", "--trials", "1"],
+                         ["another teacher file", "t/teacher.pt2"]),
+                        ([*retrain, "--seeds", "2"], [f"trial {record['trial']}", "trained in the search", sha[:12]])):  # fmt: skip
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip().splitlines()
+        assert len(err) == 1 and all(w in err[0] for w in words), (words, err)
+        assert captured.out == ""
     assert _snapshot(tmp_path) == before
 
 
@@ -181,8 +231,14 @@ def _bad_teacher(folder: Path, kind: str, files) -> Path:
     elif kind == "state-dict":  # torch.save's format is a zip archive too
         torch.save(nn.Linear(784, 10).state_dict(), target)
     elif kind == "five-classes":
-        program = torch.export.export(nn.Sequential(nn.Flatten(), nn.Linear(784, 5)).eval(), (torch.zeros(2, 1, 28, 28),))
+        program = torch.export.export(nn.Sequential(nn.Flatten(), nn.Linear(784, 5)).eval(), (torch.zeros(2, 1, 28, 28),),
+                                      dynamic_shapes=({0: torch.export.Dim("batch")},))  # fmt: skip
         torch.export.save(program, str(target))
+    elif kind == "fixed-batch":  # exported for batches of 2 only
+        program = torch.export.export(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval(), (torch.zeros(2, 1, 28, 28),))
+        torch.export.save(program, str(target))
+    elif kind == "card-of-another-file":  # a retrained model beside a search trial's card
+        shutil.copy(retrained, target)
     elif kind == "no-card":
         shutil.copy(searched, target)
         return target
@@ -197,7 +253,9 @@ def _bad_teacher(folder: Path, kind: str, files) -> Path:
 @pytest.mark.parametrize("kind,val,words", [
     ("not-an-export", 100, ["bad.pt2", "not a torch.export program"]),
     ("state-dict", 100, ["bad.pt2", "not a torch.export program"]),
-    ("five-classes", 100, ["bad.pt2", "(2, 5)", "(2, 10)"]),
+    ("five-classes", 100, ["bad.pt2", "(3, 5)", "(3, 10)"]),
+    ("fixed-batch", 100, ["bad.pt2", "does not take (N, 1, 28, 28) images"]),
+    ("card-of-another-file", 100, ["bad.pt2", "describes another file"]),
     ("no-card", 100, ["bad.pt2", "model card", "bad.json", "missing"]),
     ("saw-validation", 100, ["bad.pt2", "all but the last 0", "last 100", "leak"]),
     ("held-out-too-few", 200, ["all but the last 100", "last 200", "val_size >= 200"]),
