@@ -193,13 +193,14 @@ class StudyConfig:
         return p if p.is_absolute() else self.path.parent / p  # relative to the study file
 
     def teacher_path(self, teacher: str | None = None) -> Path | None:
-        """The distillation teacher file (``teacher``, else ``train.teacher``), relative to the
-        study file; None without one."""
+        """The distillation teacher file (``teacher``, else ``train.teacher``; relative to the
+        study file), links resolved; None without one."""
         name = self.train.teacher if teacher is None else teacher
         if not name:
             return None
         p = Path(name).expanduser()
-        return p if p.is_absolute() else (self.path.parent / p).resolve()
+        # resolved: a link's model card is the one beside the file it points to
+        return (p if p.is_absolute() else self.path.parent / p).resolve()
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -27,8 +27,9 @@ epochs = 1
 """
 
 
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every file's bytes and every folder (None) below ``folder``: an empty folder made counts too."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
 
 
 def _replace(text: str, old: str, new: str) -> str:
