@@ -310,7 +310,8 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, 0 <= t.translate < 1, "train.translate", f"must be in [0, 1), got {t.translate}")
     _check(where, 0 <= t.scale < 1, "train.scale", f"must be in [0, 1), got {t.scale}")
     _check(where, 0 < t.distill_weight <= 1, "train.distill_weight", f"must be in (0, 1], got {t.distill_weight}")
-    _check(where, t.distill_temperature > 0, "train.distill_temperature", f"must be > 0, got {t.distill_temperature}")
+    _check(where, 0.1 <= t.distill_temperature <= 100, "train.distill_temperature",
+           f"must be in [0.1, 100], got {t.distill_temperature}")  # fmt: skip
     distill_searched = [f for f in c.recipe_fields if f.startswith("distill_")]
     _check(where, t.teacher or not distill_searched, "study.search_recipe",
            f"searches {distill_searched[0] if distill_searched else ''} but there is no train.teacher to distil from")  # fmt: skip
@@ -346,6 +347,9 @@ def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None
             raise ConfigError(f"{where}: {name!r} must be a table ([{name}])")
         tables[name] = table
     sections = {name: _build(where, f"{name}.", cls, tables[name], {}) for name, cls in _SECTIONS.items()}
+    distill_set = [k for k in ("distill_weight", "distill_temperature") if k in tables["train"]]
+    if distill_set and not tables["train"].get("teacher"):  # set for nothing: a forgotten teacher?
+        raise ConfigError(f"{where}: train.{distill_set[0]} is set but there is no train.teacher to distil from")
     study_table = dict(tables["study"])
     if "name" not in study_table:
         study_table["name"] = path.stem

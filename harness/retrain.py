@@ -172,6 +172,9 @@ def load_retrain_teachers(cfg: StudyConfig, trials: list[FrozenTrial], epochs: i
         if name and name not in teachers:
             path = cfg.teacher_path(name)
             teachers[name] = (load_teacher(path, device), teacher_record(path))
+            if _sha(t.user_attrs) == teachers[name][1]["sha256"]:  # the same file: what the search knew of it
+                known = {k: v for k, v in t.user_attrs["teacher"].items() if k != "path"}
+                teachers[name][1].update({k: v for k, v in known.items() if teachers[name][1].get(k) is None})
         now = teachers[name][1]["sha256"] if name else None
         if now != _sha(t.user_attrs):
             searched = f"teacher sha256 {_sha(t.user_attrs)[:12]}..." if _sha(t.user_attrs) else "no teacher"

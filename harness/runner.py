@@ -339,7 +339,7 @@ def cpu_time_estimate(cfg, plan: RunPlan) -> str:
     import torch
 
     from harness.study import format_duration as _fmt_duration
-    from harness.train import resolve_device, seconds_per_step
+    from harness.train import DivergedError, resolve_device, seconds_per_step
     from search_spaces import baseline_spec
 
     device = resolve_device(plan.device)
@@ -350,8 +350,11 @@ def cpu_time_estimate(cfg, plan: RunPlan) -> str:
         from harness.teacher import load_teacher
 
         teacher = load_teacher(cfg.teacher_path(), device)
-    step = seconds_per_step(baseline_spec(), cfg.train, device, threads=plan.threads or torch.get_num_threads(),
-                            teacher=teacher)  # fmt: skip
+    try:
+        step = seconds_per_step(baseline_spec(), cfg.train, device, threads=plan.threads or torch.get_num_threads(),
+                                teacher=teacher)  # fmt: skip
+    except DivergedError:  # a recipe that diverges on random images gets no estimate; its trials say why
+        return ""
     images = _training_images(cfg, plan.data_root)
     per_trial = step * (images // min(cfg.train.batch_size, images)) * cfg.train.epochs
     text = (f"estimate on this CPU: ~{_fmt_duration(per_trial)} per {cfg.train.epochs}-epoch trial of the "

@@ -230,7 +230,9 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> None:
         trials = study.get_trials(deepcopy=False)
     finally:
         storage.engine.dispose()
-    if cfg.train.teacher:  # the same file name may hold another network by now
+    # The same file name may hold another network by now (a missing file is refused next,
+    # by the run's own teacher check, in its words).
+    if cfg.train.teacher and cfg.teacher_path().is_file():
         from harness.teacher import file_sha256
 
         now_sha = file_sha256(cfg.teacher_path())
@@ -319,7 +321,9 @@ def _check_study_attrs(cfg: StudyConfig, storage_url: str, attrs: dict[str, Any]
         if section == "train":  # a study made before a key existed had its value of then
             stored = {**_LATER_TRAIN_KEYS, **stored}
         differ += [(f"{section}.{k}", stored[k], v) for k, v in settings.items()
-                   if k in stored and stored[k] != v and not (k == "amp" and "auto" in (stored[k], v))]  # fmt: skip
+                   if k in stored and stored[k] != v and not (k == "amp" and "auto" in (stored[k], v))
+                   # the teacher's identity is its sha256 (check_resumable), not how a path spells it
+                   and not (k == "teacher" and bool(stored[k]) == bool(v))]  # fmt: skip
     if differ:
         key, had, says = differ[0]
         raise StorageError(

@@ -49,7 +49,8 @@ def load_teacher(path: Path, device: Any = "cpu") -> Any:
     import torch.export.passes
 
     if not path.is_file():
-        raise HarnessError(f"teacher {path}: no such file (train.teacher names a .pt2 file from `harness export`)")
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise HarnessError(f"teacher {path}: {what} (train.teacher names a .pt2 file from `harness export`)")
     if not zipfile.is_zipfile(path):  # torch.export.load would log a traceback before failing
         raise HarnessError(f"teacher {path}: not a torch.export program from `harness export` (not a .pt2 archive)")
     # For a zip that is no export (a torch.save file), torch.export.load logs its first error
@@ -67,26 +68,28 @@ def load_teacher(path: Path, device: Any = "cpu") -> Any:
         export_log.removeFilter(drop)
     # The program's own pass also moves device constants baked into its graph, not only weights.
     module = torch.export.passes.move_to_device_pass(program, torch.device(device)).module()
-    try:
-        with torch.inference_mode():
-            out = module(torch.zeros(3, 1, 28, 28, device=device))
-    except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise HarnessError(f"teacher {path}: does not take (N, 1, 28, 28) images ({reason})") from None
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (3, 10):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise HarnessError(f"teacher {path}: gives {shape} for 3 images, not (3, 10) digit logits")
+    for n in (3, 5):  # two batch sizes: an export for one fixed batch fails one of them
+        try:
+            with torch.inference_mode():
+                out = module(torch.zeros(n, 1, 28, 28, device=device))
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            raise HarnessError(f"teacher {path}: does not take (N, 1, 28, 28) images ({reason})") from None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n, 10):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise HarnessError(f"teacher {path}: gives {shape} for {n} images, not ({n}, 10) digit logits")
     for p in module.parameters():  # frozen: only the student learns
         p.requires_grad_(False)
     return module
 
 
 def _card(path: Path) -> dict[str, Any] | None:
-    card = path.with_suffix(".json")
+    """The model card beside ``path`` (a JSON object), or None when missing or not one."""
     try:
-        return json.loads(card.read_text(encoding="utf-8"))
+        card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return card if isinstance(card, dict) else None
 
 
 def check_search_teacher(path: Path, val_size: int) -> None:
@@ -96,9 +99,12 @@ def check_search_teacher(path: Path, val_size: int) -> None:
     Raises:
         HarnessError: its model card is missing or does not say, or says it saw those images.
     """
-    card = _card(path)
-    held_out = (card or {}).get("held_out_train_images")
-    described = ((card or {}).get("files") or {}).get("pt2") or {}
+    card = _card(path) or {}
+    held_out = card.get("held_out_train_images")
+    files = card.get("files") if isinstance(card.get("files"), dict) else {}
+    described = files.get("pt2") if isinstance(files.get("pt2"), dict) else {}
+    if isinstance(held_out, bool):
+        held_out = None
     if isinstance(held_out, int) and described.get("sha256") != file_sha256(path):
         raise HarnessError(
             f"teacher {path}: its model card {path.with_suffix('.json').name} describes another file (sha256 "
@@ -107,8 +113,14 @@ def check_search_teacher(path: Path, val_size: int) -> None:
     if not isinstance(held_out, int):
         raise HarnessError(
             f"teacher {path}: its model card {path.with_suffix('.json').name} (written by `harness export`) is "
-            "missing or does not say which training images it never saw; a search cannot use a teacher that "
+            "missing, not valid JSON, or does not say which training images it never saw; a search cannot use a teacher that "
             "may have learned its validation images: export the teacher again with this harness"
+        )
+    if held_out == 0:
+        raise HarnessError(
+            f"teacher {path} was retrained on every training image (held_out_train_images = 0), so it learned "
+            f"this study's validation split (the last {val_size:,}): their labels would leak into the selection. "
+            f"Use a search trial's export from a study with data.val_size >= {val_size:,}"
         )
     if held_out < val_size:
         raise HarnessError(

@@ -195,10 +195,12 @@ def test_run_and_retrain_distil_from_the_teacher_and_record_its_file(teacher_fil
         sampled = (0.5, 4.0) if t.user_attrs["baseline"] else (t.params["distill_weight"], t.params["distill_temperature"])
         assert (recipe["distill_weight"], recipe["distill_temperature"]) == sampled
     retrain = ["retrain", str(path), "--top", "1", "--no-baseline", "--data-dir", str(data), "--device", "cpu"]
+    teacher.with_suffix(".json").unlink()  # a retrain needs no card: what the search recorded names the teacher
     assert main([*retrain, "--seeds", "1"]) == 0
     record = next(v for k, v in optuna.load_study(study_name="student", storage=f"sqlite:///{tmp_path / 'student.db'}")
                   .user_attrs.items() if k.startswith("retrain"))  # fmt: skip
     assert record["teacher"]["sha256"] == sha and record["recipe"]["teacher"] == "t/teacher.pt2"
+    assert (record["teacher"]["study"], record["teacher"]["trial"], record["teacher"]["held_out_train_images"]) == ("teach", 0, 100)
     out = tmp_path / "exp"
     assert main(["export", str(path), "--trial", str(record["trial"]), "--seed", "0", "--format", "pt2", "--out", str(out),
                  "--data-dir", str(data)]) == 0  # fmt: skip
@@ -207,6 +209,12 @@ def test_run_and_retrain_distil_from_the_teacher_and_record_its_file(teacher_fil
     assert main(["results", str(path), "--out", str(tmp_path / "r.md"), "--exports", str(tmp_path / "rexp"),
                  "--data-dir", str(data)]) == 0  # fmt: skip
     assert "distilled from teacher.pt2 (teach trial 0, " in (tmp_path / "r.md").read_text()
+
+    # The same file spelled another way (absolute) is the same teacher: the study opens
+    absolute = path.read_text().replace('teacher = "t/teacher.pt2"', f'teacher = "{teacher}"')
+    path.write_text(absolute)
+    assert main(["status", str(path)]) == 0
+    path.write_text(absolute.replace(f'teacher = "{teacher}"', 'teacher = "t/teacher.pt2"'))
 
     # Another teacher file under the same name: neither a resumed search nor a retrain mixes it in
     teacher.write_bytes(teacher_files[2].read_bytes())
@@ -221,6 +229,13 @@ def test_run_and_retrain_distil_from_the_teacher_and_record_its_file(teacher_fil
         assert len(err) == 1 and all(w in err[0] for w in words), (words, err)
         assert captured.out == ""
     assert _snapshot(tmp_path) == before
+    # No teacher file at all: a resumed run says so in one line, before anything is written
+    teacher.unlink()
+    before = _snapshot(tmp_path)
+    assert main(["run", str(path), "--data-dir", str(data), "--device", "cpu", "--trials", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "teacher.pt2: no such file" in err[0], err
+    assert _snapshot(tmp_path) == before
 
 
 def _bad_teacher(folder: Path, kind: str, files) -> Path:
@@ -234,11 +249,18 @@ def _bad_teacher(folder: Path, kind: str, files) -> Path:
         program = torch.export.export(nn.Sequential(nn.Flatten(), nn.Linear(784, 5)).eval(), (torch.zeros(2, 1, 28, 28),),
                                       dynamic_shapes=({0: torch.export.Dim("batch")},))  # fmt: skip
         torch.export.save(program, str(target))
-    elif kind == "fixed-batch":  # exported for batches of 2 only
-        program = torch.export.export(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval(), (torch.zeros(2, 1, 28, 28),))
+    elif kind == "fixed-batch":  # exported for batches of 3 only: the first probe's size
+        program = torch.export.export(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval(), (torch.zeros(3, 1, 28, 28),))
         torch.export.save(program, str(target))
     elif kind == "card-of-another-file":  # a retrained model beside a search trial's card
         shutil.copy(retrained, target)
+    elif kind == "folder":
+        target.mkdir()
+        return target
+    elif kind == "card-not-an-object":  # valid JSON, but no model card
+        shutil.copy(searched, target)
+        target.with_suffix(".json").write_text("[1, 2]")
+        return target
     elif kind == "no-card":
         shutil.copy(searched, target)
         return target
@@ -255,9 +277,11 @@ def _bad_teacher(folder: Path, kind: str, files) -> Path:
     ("state-dict", 100, ["bad.pt2", "not a torch.export program"]),
     ("five-classes", 100, ["bad.pt2", "(3, 5)", "(3, 10)"]),
     ("fixed-batch", 100, ["bad.pt2", "does not take (N, 1, 28, 28) images"]),
+    ("folder", 100, ["bad.pt2", "a folder, not a file"]),
+    ("card-not-an-object", 100, ["bad.pt2", "not valid JSON"]),
     ("card-of-another-file", 100, ["bad.pt2", "describes another file"]),
     ("no-card", 100, ["bad.pt2", "model card", "bad.json", "missing"]),
-    ("saw-validation", 100, ["bad.pt2", "all but the last 0", "last 100", "leak"]),
+    ("saw-validation", 100, ["bad.pt2", "retrained on every training image", "last 100", "leak"]),
     ("held-out-too-few", 200, ["all but the last 100", "last 200", "val_size >= 200"]),
 ])  # fmt: skip
 def test_run_refuses_a_bad_or_leaking_teacher_and_writes_nothing(teacher_files, tmp_path, capsys, kind, val, words):
