@@ -155,7 +155,9 @@ def _sha(record: dict[str, Any] | None) -> str | None:
     return ((record or {}).get("teacher") or {}).get("sha256")
 
 
-def load_retrain_teachers(cfg: StudyConfig, trials: list[FrozenTrial], epochs: int | None, device) -> dict[str, tuple[Any, dict[str, Any]]]:
+def load_retrain_teachers(
+    cfg: StudyConfig, trials: list[FrozenTrial], epochs: int | None, device
+) -> dict[str, tuple[Any, dict[str, Any]]]:
     """The distillation teachers the trials' recipes name (name -> (network on ``device``, record)),
     each checked to be the very file the trial was trained with in the search (sha256): a
     retrain trains what the search selected. No held-out check: a retrain learns from every

@@ -236,7 +236,8 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> None:
         from harness.teacher import file_sha256
 
         now_sha = file_sha256(cfg.teacher_path())
-        taught = {t.user_attrs["teacher"].get("sha256") for t in trials if isinstance(t.user_attrs.get("teacher"), dict)}
+        taught = {t.user_attrs["teacher"].get("sha256") for t in trials
+                  if isinstance(t.user_attrs.get("teacher"), dict)}  # fmt: skip
         if taught - {now_sha}:
             raise StorageError(
                 f"{cfg.path}: the trials of study {cfg.name!r} in {safe_url(storage_url)} were distilled from "

@@ -113,8 +113,8 @@ def check_search_teacher(path: Path, val_size: int) -> None:
     if not isinstance(held_out, int):
         raise HarnessError(
             f"teacher {path}: its model card {path.with_suffix('.json').name} (written by `harness export`) is "
-            "missing, not valid JSON, or does not say which training images it never saw; a search cannot use a teacher that "
-            "may have learned its validation images: export the teacher again with this harness"
+            "missing, not valid JSON, or does not say which training images it never saw; a search cannot use "
+            "a teacher that may have learned its validation images: export the teacher again with this harness"
         )
     if held_out == 0:
         raise HarnessError(
