@@ -11,6 +11,7 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -422,6 +423,13 @@ class StudySummary:
         else:
             out.append(f"best: trial {self.best.number}, {_trial_line(self.best)}")
             out.append(f"      {self.best.user_attrs.get('arch', '')}")
+            teacher = self.best.user_attrs.get("teacher")
+            if isinstance(teacher, dict):  # its accuracy owes something to that network
+                recipe = self.best.user_attrs.get("recipe") or {}
+                how = (f"; weight {recipe['distill_weight']}, temperature {recipe['distill_temperature']}"
+                       if "distill_weight" in recipe else "")  # fmt: skip
+                out.append(f"      distilled from {Path(str(teacher.get('path'))).name} ({teacher.get('study')} "
+                           f"trial {teacher.get('trial')}, sha256 {str(teacher.get('sha256'))[:12]}...{how})")  # fmt: skip
         if self.target_met_under_budget:
             nums = ", ".join(str(n) for n in self.target_met_under_budget[:10])
             out.append(f"target {self.target:.2%} met under budget: YES (trials {nums})")

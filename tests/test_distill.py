@@ -213,7 +213,9 @@ def test_run_and_retrain_distil_from_the_teacher_and_record_its_file(teacher_fil
     # The same file spelled another way (absolute) is the same teacher: the study opens
     absolute = path.read_text().replace('teacher = "t/teacher.pt2"', f'teacher = "{teacher}"')
     path.write_text(absolute)
+    capsys.readouterr()
     assert main(["status", str(path)]) == 0
+    assert f"distilled from teacher.pt2 (teach trial 0, sha256 {sha[:12]}..." in capsys.readouterr().out
     path.write_text(absolute.replace(f'teacher = "{teacher}"', 'teacher = "t/teacher.pt2"'))
 
     # Another teacher file under the same name: neither a resumed search nor a retrain mixes it in
