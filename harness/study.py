@@ -237,8 +237,7 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> None:
         from harness.teacher import file_sha256
 
         now_sha = file_sha256(cfg.teacher_path())
-        taught = {t.user_attrs["teacher"].get("sha256") for t in trials
-                  if isinstance(t.user_attrs.get("teacher"), dict)}  # fmt: skip
+        taught = _recorded(trials, "teacher", "sha256")
         if taught - {now_sha}:
             raise StorageError(
                 f"{cfg.path}: the trials of study {cfg.name!r} in {safe_url(storage_url)} were distilled from "
@@ -246,14 +245,18 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> None:
                 "to mix them (restore that file, or use another study name)"
             )
     now = precision_settings(cfg.train, device)["train_autocast"]
-    trained = {t.user_attrs["precision"].get("train_autocast") for t in trials
-               if isinstance(t.user_attrs.get("precision"), dict)}  # fmt: skip
+    trained = _recorded(trials, "precision", "train_autocast")
     if trained - {now}:
         raise StorageError(
             f"{cfg.path}: the trials of study {cfg.name!r} in {safe_url(storage_url)} trained with autocast "
             f"{', '.join(sorted(map(str, trained)))}, but train.amp = {cfg.train.amp!r} on {device} trains with "
             f"{now}; refusing to mix them (set train.amp to match, or use another study name)"
         )
+
+
+def _recorded(trials: list[FrozenTrial], attr: str, key: str) -> set[Any]:
+    """The values of ``key`` in the trials' ``attr`` user attribute (a dict), where recorded."""
+    return {t.user_attrs[attr].get(key) for t in trials if isinstance(t.user_attrs.get(attr), dict)}
 
 
 def retry_interrupted(study: optuna.Study) -> list[int]:
