@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The results pipeline (issue 12) on one CUDA GPU, sized for a short GPU lease:
 #   bash benchmarks/results_gpu.sh DATA_ROOT [search] [retrain] [baseline] [results]
+# STUDIES  the studies, run side by side (default "mnist-20k mnist-3700"; mnist-pareto too)
 # search   studies/mnist-20k.toml and studies/mnist-3700.toml at once, each with JOBS worker
 #          processes on the one GPU (batch-128 steps are launch-bound there, so processes
 #          overlap: results/train_speed-nvidia-h200.md), each stopped from starting trials
 #          after SEARCH_SECONDS (the full mnist-20k study is 50 trials, rejections included;
 #          mnist-3700's 300 do not fit a lease), and ended a minute later (SIGINT: a trial still
-#          running ends FAIL and is retried on resume); recorded either way;
-# retrain  each study's TOP best trials by validation accuracy, all 60,000 images, 20 epochs,
-#          3 seeds, the two studies at once, each cut after RETRAIN_SECONDS (finished runs
-#          are kept);
+#          running ends FAIL and is retried on resume); recorded either way. A resumed study
+#          runs only the trials its file still lacks (n_trials counts per `harness run`, so
+#          the study's trials so far, failed ones included, are subtracted; none left: skipped);
+# retrain  each study's TOP best trials by validation accuracy (a Pareto study: SPREAD points
+#          of its front, default 5), all 60,000 images, 20 epochs, 3 seeds, the studies at
+#          once, each cut after RETRAIN_SECONDS (finished runs are kept);
 # baseline mnist-20k's seed network (19,290 parameters, its baseline trial) retrained the same
 #          way, for comparison on the same device (not selected by the search);
 # results  results/mnist-20k-<device>.md and results/mnist-3700-<device>.md (targets,
@@ -29,17 +32,21 @@ todo=("$@")
 for s in "${todo[@]}"; do
   case "$s" in search|retrain|baseline|results) ;; *) echo "results_gpu: unknown step '$s' (search, retrain, baseline, results)" >&2; exit 2 ;; esac
 done
-for n in "${SEARCH_SECONDS:=240}" "${RETRAIN_SECONDS:=240}" "${JOBS:=4}" "${TOP:=2}"; do
-  [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "results_gpu: SEARCH_SECONDS, RETRAIN_SECONDS, JOBS and TOP must be positive integers" >&2; exit 2; }
+for n in "${SEARCH_SECONDS:=240}" "${RETRAIN_SECONDS:=240}" "${JOBS:=4}" "${TOP:=2}" "${SPREAD:=5}"; do
+  [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "results_gpu: SEARCH_SECONDS, RETRAIN_SECONDS, JOBS, TOP and SPREAD must be positive integers" >&2; exit 2; }
+done
+read -r -a studies <<<"${STUDIES:-mnist-20k mnist-3700}"
+[ ${#studies[@]} -ge 1 ] || { echo "results_gpu: STUDIES names no study" >&2; exit 2; }
+for st in "${studies[@]}"; do
+  [ -f "studies/$st.toml" ] || { echo "results_gpu: STUDIES names '$st', but studies/$st.toml does not exist" >&2; exit 2; }
 done
 device="${DEVICE:-cuda}"
 harness=(harness); command -v harness >/dev/null || harness=(python3 -m harness.cli)  # not installed: the checkout
-studies=(mnist-20k mnist-3700)
 steps=runs/results_gpu-steps.tsv
 mkdir -p results
 source benchmarks/pipeline_steps.sh  # step NAME COMMAND...: run once, record its seconds (creates $steps)
 
-both() {  # step NAME-<study> COMMAND... for both studies at once; the first failure's status
+both() {  # step NAME-<study> COMMAND... for every study in STUDIES at once; the first failure's status
   local name=$1 s pids=() rc=0 p r
   shift
   for s in "${studies[@]}"; do
@@ -50,12 +57,36 @@ both() {  # step NAME-<study> COMMAND... for both studies at once; the first fai
   for s in "${studies[@]}"; do echo "== $name $s"; tail -n 8 "runs/results_gpu-$name-$s.txt"; done
   return $rc
 }
+trials_left() {  # STUDY.toml: its n_trials less the trials its database holds (0 when none are left)
+  python3 - "$1" <<'PY'
+import sys, tomllib, pathlib, optuna
+path = pathlib.Path(sys.argv[1])
+study = tomllib.loads(path.read_text())["study"]
+db = path.with_suffix(".db")
+done = 0
+if db.exists():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = optuna.get_all_study_names(f"sqlite:///{db}")
+    if study["name"] in names:
+        done = len(optuna.load_study(study_name=study["name"], storage=f"sqlite:///{db}").trials)
+print(max(study["n_trials"] - done, 0))
+PY
+}
 search_until() {  # STUDY.toml: harness run, stopped at the hard limit; that stop is not a failure
-  timeout -s INT $((SEARCH_SECONDS + 60)) "${harness[@]}" run --timeout "$SEARCH_SECONDS" \
+  local left
+  left=$(trials_left "$1") || return $?
+  [ "$left" -gt 0 ] || { echo "results_gpu: $1 already holds its n_trials trials; nothing to search"; return 0; }
+  timeout -s INT $((SEARCH_SECONDS + 60)) "${harness[@]}" run --trials "$left" --timeout "$SEARCH_SECONDS" \
     --jobs "$JOBS" --quiet --device "$device" --data-dir "$data" "$1"
   local rc=$?
   [ $rc -eq 124 ] && { echo "results_gpu: search stopped at its hard limit ($((SEARCH_SECONDS + 60)) s)"; return 0; }
   return $rc
+}
+retrain_until() {  # STUDY.toml: harness retrain of its TOP best (a Pareto study: SPREAD front points)
+  local pick=(--top "$TOP")
+  grep -Eq '^mode *= *"pareto"' "$1" && pick=(--spread "$SPREAD")
+  timeout -s INT "$RETRAIN_SECONDS" "${harness[@]}" retrain "${pick[@]}" --seeds 3 --epochs 20 \
+    --no-baseline --device "$device" --data-dir "$data" "$1"
 }
 status=0
 for s in "${todo[@]}"; do
@@ -65,8 +96,7 @@ for s in "${todo[@]}"; do
         >runs/results_gpu-device.txt 2>/dev/null || echo "$device" >runs/results_gpu-device.txt
       both search search_until || status=$? ;;
     retrain)
-      both retrain timeout -s INT "$RETRAIN_SECONDS" "${harness[@]}" retrain --top "$TOP" --seeds 3 --epochs 20 \
-        --no-baseline --device "$device" --data-dir "$data" || status=$? ;;
+      both retrain retrain_until || status=$? ;;
     baseline)
       step baseline-mnist-20k timeout -s INT "$RETRAIN_SECONDS" "${harness[@]}" retrain --top "$TOP" --seeds 3 \
         --epochs 20 --device "$device" --data-dir "$data" studies/mnist-20k.toml 2>&1 \
