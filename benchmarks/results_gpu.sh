@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The results pipeline (issue 12) on one CUDA GPU, sized for a short GPU lease:
 #   bash benchmarks/results_gpu.sh DATA_ROOT [search] [retrain] [baseline] [results]
-# STUDIES  the studies, run side by side (default "mnist-20k mnist-3700"; mnist-pareto too)
-# search   studies/mnist-20k.toml and studies/mnist-3700.toml at once, each with JOBS worker
+# STUDIES  the studies (files studies/<name>.toml), run side by side in each step (default
+#          "mnist-20k mnist-3700"; e.g. STUDIES="mnist-3700 mnist-pareto");
+# search   the studies at once, each with JOBS worker
 #          processes on the one GPU (batch-128 steps are launch-bound there, so processes
 #          overlap: results/train_speed-nvidia-h200.md), each stopped from starting trials
 #          after SEARCH_SECONDS (the full mnist-20k study is 50 trials, rejections included;
@@ -14,8 +15,9 @@
 #          of its front, default 5), all 60,000 images, 20 epochs, 3 seeds, the studies at
 #          once, each cut after RETRAIN_SECONDS (finished runs are kept);
 # baseline mnist-20k's seed network (19,290 parameters, its baseline trial) retrained the same
-#          way, for comparison on the same device (not selected by the search);
-# results  results/mnist-20k-<device>.md and results/mnist-3700-<device>.md (targets,
+#          way, for comparison on the same device (not selected by the search); only when
+#          mnist-20k is in STUDIES;
+# results  results/<study>-<device>.md for each study in STUDIES (targets,
 #          learning curves, winners exported and verified). Runs on any machine holding the
 #          studies' databases (the GPU machine's come back as files), with `--device` unused.
 # Default: search, retrain and baseline. Finished steps are skipped when run again
@@ -57,36 +59,47 @@ both() {  # step NAME-<study> COMMAND... for every study in STUDIES at once; the
   for s in "${studies[@]}"; do echo "== $name $s"; tail -n 8 "runs/results_gpu-$name-$s.txt"; done
   return $rc
 }
-trials_left() {  # STUDY.toml: its n_trials less the trials its database holds (0 when none are left)
+study_facts() {  # STUDY.toml: "<mode> <trials left>" from its config and its storage; "all" when
+  # its n_trials is 0 (until the timeout), 0 when none is left (n_trials counts per `harness run`)
   python3 - "$1" <<'PY'
-import sys, tomllib, pathlib, optuna
-path = pathlib.Path(sys.argv[1])
-study = tomllib.loads(path.read_text())["study"]
-db = path.with_suffix(".db")
+import sys
+import optuna
+from harness.config import load_study_config
+cfg = load_study_config(sys.argv[1])
 done = 0
-if db.exists():
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    names = optuna.get_all_study_names(f"sqlite:///{db}")
-    if study["name"] in names:
-        done = len(optuna.load_study(study_name=study["name"], storage=f"sqlite:///{db}").trials)
-print(max(study["n_trials"] - done, 0))
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+url = cfg.default_storage()
+if not url.startswith("sqlite:///") or __import__("pathlib").Path(url[len("sqlite:///"):]).exists():
+    if cfg.name in optuna.get_all_study_names(url):
+        done = len(optuna.load_study(study_name=cfg.name, storage=url).trials)
+print(cfg.mode, max(cfg.n_trials - done, 0) if cfg.n_trials else "all")
 PY
 }
 search_until() {  # STUDY.toml: harness run, stopped at the hard limit; that stop is not a failure
-  local left
-  left=$(trials_left "$1") || return $?
-  [ "$left" -gt 0 ] || { echo "results_gpu: $1 already holds its n_trials trials; nothing to search"; return 0; }
-  timeout -s INT $((SEARCH_SECONDS + 60)) "${harness[@]}" run --trials "$left" --timeout "$SEARCH_SECONDS" \
+  local facts left trials=()
+  facts=$(study_facts "$1") || { echo "results_gpu: cannot read $1 or its study" >&2; return 2; }
+  left=${facts#* }
+  if [[ $left =~ ^[1-9][0-9]*$ ]]; then trials=(--trials "$left")
+  elif [ "$left" = 0 ]; then echo "results_gpu: $1 already holds its n_trials trials; nothing to search"; return 0
+  elif [ "$left" != all ]; then echo "results_gpu: $1: unexpected trial count '$left'" >&2; return 2
+  fi
+  timeout -s INT $((SEARCH_SECONDS + 60)) "${harness[@]}" run "${trials[@]}" --timeout "$SEARCH_SECONDS" \
     --jobs "$JOBS" --quiet --device "$device" --data-dir "$data" "$1"
   local rc=$?
   [ $rc -eq 124 ] && { echo "results_gpu: search stopped at its hard limit ($((SEARCH_SECONDS + 60)) s)"; return 0; }
   return $rc
 }
 retrain_until() {  # STUDY.toml: harness retrain of its TOP best (a Pareto study: SPREAD front points)
-  local pick=(--top "$TOP")
-  grep -Eq '^mode *= *"pareto"' "$1" && pick=(--spread "$SPREAD")
+  local facts pick=(--top "$TOP")
+  facts=$(study_facts "$1") || { echo "results_gpu: cannot read $1 or its study" >&2; return 2; }
+  [ "${facts%% *}" = pareto ] && pick=(--spread "$SPREAD")
   timeout -s INT "$RETRAIN_SECONDS" "${harness[@]}" retrain "${pick[@]}" --seeds 3 --epochs 20 \
     --no-baseline --device "$device" --data-dir "$data" "$1"
+}
+pick_text() {  # STUDY.toml: which trials the retrain step chose, in words
+  local facts
+  facts=$(study_facts "$1") || { echo "top $TOP"; return; }
+  [ "${facts%% *}" = pareto ] && echo "$SPREAD points of its front" || echo "top $TOP"
 }
 status=0
 for s in "${todo[@]}"; do
@@ -98,6 +111,7 @@ for s in "${todo[@]}"; do
     retrain)
       both retrain retrain_until || status=$? ;;
     baseline)
+      [[ " ${studies[*]} " == *" mnist-20k "* ]] || { echo "results_gpu: baseline: mnist-20k is not in STUDIES; skipped"; continue; }
       step baseline-mnist-20k timeout -s INT "$RETRAIN_SECONDS" "${harness[@]}" retrain --top "$TOP" --seeds 3 \
         --epochs 20 --device "$device" --data-dir "$data" studies/mnist-20k.toml 2>&1 \
         | tee runs/results_gpu-baseline-mnist-20k.txt || status=$? ;;
@@ -106,8 +120,9 @@ for s in "${todo[@]}"; do
       tag=$(sed 's/;.*//; s/[^A-Za-z0-9]\+/-/g; s/-$//' runs/results_gpu-device.txt 2>/dev/null | tr A-Z a-z)
       sec() { awk -F'\t' -v n="$1" '$1 == n {print $2}' "$steps"; }
       for st in "${studies[@]}"; do
+        beside=$(printf '%s\n' "${studies[@]}" | grep -vx "$st" | paste -sd, | sed 's/,/, /g')
         "${harness[@]}" results "studies/$st.toml" --out "results/$st-${tag:-gpu}.md" --data-dir "$data" \
-          --note "Run on ${gpu}: search $(sec "search-$st") s ($JOBS worker processes on the GPU, stopped from starting trials after ${SEARCH_SECONDS} s, next to the other study's search), retrain $(sec "retrain-$st") s (top $TOP, next to the other study's retrain)$([ "$st" = mnist-20k ] && echo "; the seed baseline's retrain for comparison $(sec baseline-mnist-20k) s"). Command: SEARCH_SECONDS=$SEARCH_SECONDS RETRAIN_SECONDS=$RETRAIN_SECONDS JOBS=$JOBS TOP=$TOP bash benchmarks/results_gpu.sh $data; then bash benchmarks/results_gpu.sh $data results" \
+          --note "Run on ${gpu}: search $(sec "search-$st") s ($JOBS worker processes on the GPU, stopped from starting trials after ${SEARCH_SECONDS} s${beside:+, next to the search of $beside}), retrain $(sec "retrain-$st") s ($(pick_text "studies/$st.toml")${beside:+, next to the retrain of $beside})$([ "$st" = mnist-20k ] && echo "; the seed baseline's retrain for comparison $(sec baseline-mnist-20k) s"). Command: STUDIES=\"${studies[*]}\" SEARCH_SECONDS=$SEARCH_SECONDS RETRAIN_SECONDS=$RETRAIN_SECONDS JOBS=$JOBS TOP=$TOP SPREAD=$SPREAD bash benchmarks/results_gpu.sh $data; then bash benchmarks/results_gpu.sh $data results" \
           || status=$?
       done ;;
   esac
