@@ -24,11 +24,13 @@ __all__ = ["pareto_front", "trials_frame", "write_report"]
 
 _COLUMNS = [
     "number", "outcome", "state", "origin", "baseline", "params", "val_acc", "test_acc", "test_images", "target_met",
-    "epochs_run", "train_seconds", "arch", "reject_reason", "fail_reason", "device", "seed", "datetime_start",
+    "epochs_run", "train_seconds", "train_images", "arch", "reject_reason", "fail_reason", "device", "seed",
+    "datetime_start", "teacher", "teacher_sha256",
 ]  # fmt: skip
 
 
-_INT_COLUMNS = ("params", "test_images", "epochs_run", "retrain_seeds", "retrain_epochs")
+_INT_COLUMNS = ("params", "test_images", "epochs_run", "train_images", "retrain_seeds", "retrain_epochs",
+                "retrain_train_images")  # fmt: skip
 
 
 def _kind(t: FrozenTrial) -> str:
@@ -57,6 +59,7 @@ def trials_frame(study: optuna.Study):
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
         val = ua.get("val_acc")
+        teacher = ua.get("teacher") or {}  # a distilled trial: its result depends on that network too
         if val is None and t.intermediate_values:
             val = t.intermediate_values[max(t.intermediate_values)]
         row = {
@@ -72,17 +75,20 @@ def trials_frame(study: optuna.Study):
             "target_met": ua.get("target_met"),
             "epochs_run": _num(ua.get("epochs_run")),
             "train_seconds": _num(ua.get("train_seconds")),
+            "train_images": _num(ua.get("train_images")),
             "arch": ua.get("arch", ""),
             "reject_reason": ua.get("reject_reason", ""),
             "fail_reason": ua.get("fail_reason", ""),
             "device": ua.get("device", ""),
             "seed": ua.get("seed"),
             "datetime_start": t.datetime_start,
+            "teacher": teacher.get("path", ""),
+            "teacher_sha256": teacher.get("sha256", ""),
         }
         if t.number in retrains:  # harness retrain: full training set, several seeds
             r = retrains[t.number]
             row.update(retrain_test_mean=r.get("mean"), retrain_test_std=r.get("std"), retrain_seeds=r.get("seeds"),
-                       retrain_epochs=r.get("epochs"))  # fmt: skip
+                       retrain_epochs=r.get("epochs"), retrain_train_images=_num(r.get("train_images")))  # fmt: skip
         row.update({f"param_{k}": v for k, v in t.params.items()})
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -264,7 +270,7 @@ def _table_html(frame, top: int) -> str:
     head = ["rank", "trial", "proposed by", "params", "val acc", "test acc", "target met", "epochs", "train s", "architecture"]
     retrain = "retrain_test_mean" in frame.columns
     if retrain:
-        head.insert(7, "retrained on 60k: test (mean ± std, seeds)")
+        head.insert(7, "retrained on all training images: test (mean ± std, seeds)")
     rows = []
     for rank, (_, r) in enumerate(done.iterrows(), 1):
         cells = [str(rank), f"{r['number']}" + (" ★ baseline" if r["baseline"] else ""), r["origin"], _fmt_int(r["params"]),

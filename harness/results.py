@@ -160,6 +160,19 @@ def _split_text(studies: list[tuple]) -> str:
     return "; ".join(f"last {n:,} training images: {', '.join(names)}" for n, names in sizes.items())
 
 
+def _images_text(entries: list[_Entry], key: str, kind: str) -> str:
+    """The images the retrains recorded under ``key``: "60,000 training images", or per study
+    where they differ ("training images (400: a; 60,000: b)"), or just "training images"."""
+    studies: dict[int, set[str]] = {}
+    for e in entries:
+        if isinstance(e.record.get(key), int):
+            studies.setdefault(e.record[key], set()).add(e.cfg.name)
+    if len(studies) == 1:
+        return f"{next(iter(studies)):,} {kind}"
+    per_study = "; ".join(f"{n:,}: {', '.join(sorted(names))}" for n, names in sorted(studies.items()))
+    return f"{kind} ({per_study})" if studies else kind
+
+
 def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str = "", data_dir: str | None = None,
                   command: str = "") -> None:  # fmt: skip
     """Write the markdown results for ``studies`` (a list of (config, storage URL, study))."""
@@ -188,9 +201,9 @@ def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str =
         f"Generated {datetime.date.today().isoformat()} by `{command or 'harness results'}` "
         f"(harness {harness.__version__}, torch {torch.__version__}) from the study databases "
         f"(not committed). Protocol: architectures selected on the validation split ({_split_text(studies)}); "
-        "the selected ones retrained on all 60,000 training images with several "
-        "seeds by `harness retrain`; accuracy = final-epoch test accuracy on the 10,000 test images, "
-        "mean ± std over seeds.",
+        f"the selected ones retrained on all {_images_text(entries, 'train_images', 'training images')} with several "
+        f"seeds by `harness retrain`; accuracy = final-epoch test accuracy on the "
+        f"{_images_text(entries, 'test_images', 'test images')}, mean ± std over seeds.",
         "",
     ]
     if note:

@@ -214,7 +214,7 @@ def retrain_trials(
     from harness.artifacts import upload_state_dict
     from harness.model import build
     from harness.spec import ArchSpec
-    from harness.train import cpu_out_of_memory, evaluate, fit, precision_settings
+    from harness.train import DivergedError, cpu_out_of_memory, evaluate, fit, precision_settings
 
     if teachers is None:
         teachers = load_retrain_teachers(cfg, trials, epochs, data.device)
@@ -270,6 +270,12 @@ def retrain_trials(
             try:
                 result = fit(model, data, recipe, seed=seed, on_epoch=score_test, teacher=teacher)
                 acc = evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size)
+            except DivergedError as exc:  # this seed, not the search's, made the loss blow up
+                # Seeds are fixed (RETRAIN_SEED_BASE + s): run again, it diverges again.
+                way_out = (f"--seeds {s} keeps the seeds before it" if s else
+                           "its recipe diverges on all training images with the first seed; the trial cannot be retrained")  # fmt: skip
+                raise HarnessError(f"retrain of trial {t.number}, seed {s}: {exc}; the finished runs are kept "
+                                   f"({way_out})") from None  # fmt: skip
             except (RuntimeError, torch.OutOfMemoryError) as exc:
                 oom = cpu_out_of_memory(exc) or (exc if isinstance(exc, torch.OutOfMemoryError) else None)
                 if oom is None:

@@ -3,6 +3,7 @@ teacher used end to end by `harness run`, `retrain` and `export` (synthetic MNIS
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import json
@@ -183,7 +184,9 @@ def test_run_and_retrain_distil_from_the_teacher_and_record_its_file(teacher_fil
     sha = hashlib.sha256(teacher.read_bytes()).hexdigest()
     path = _study(tmp_path, "student", extra='search_recipe = ["distill_weight", "distill_temperature"]',
                   train='teacher = "t/teacher.pt2"')  # fmt: skip
+    capsys.readouterr()
     assert _run(path, data) == 0
+    assert f"sampler stream 0, distilling from {teacher}\n" in capsys.readouterr().out  # the file, wherever run from
     study = optuna.load_study(study_name="student", storage=f"sqlite:///{tmp_path / 'student.db'}")
     trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(trained) == 2
@@ -209,6 +212,9 @@ def test_run_and_retrain_distil_from_the_teacher_and_record_its_file(teacher_fil
     assert main(["results", str(path), "--out", str(tmp_path / "r.md"), "--exports", str(tmp_path / "rexp"),
                  "--data-dir", str(data)]) == 0  # fmt: skip
     assert "distilled from teacher.pt2 (teach trial 0, " in (tmp_path / "r.md").read_text()
+    assert main(["report", str(path), "--out", str(tmp_path / "r.html"), "--csv", str(tmp_path / "t.csv")]) == 0
+    rows = [r for r in csv.DictReader((tmp_path / "t.csv").open()) if r["outcome"] == "complete"]
+    assert len(rows) == 2 and all(Path(r["teacher"]) == teacher and r["teacher_sha256"] == sha for r in rows), rows
 
     # The same file spelled another way (absolute) is the same teacher: the study opens
     absolute = path.read_text().replace('teacher = "t/teacher.pt2"', f'teacher = "{teacher}"')

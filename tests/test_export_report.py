@@ -214,9 +214,13 @@ def test_report_has_every_trial_and_the_figures(tiny_study, tmp_path):
     import csv
 
     rows = list(csv.DictReader(csv_path.open()))
-    for col in ("params", "test_images", "epochs_run"):  # counts as ints: 19290, not 19290.0
+    for col in ("params", "test_images", "epochs_run", "train_images"):  # counts as ints: 19290, not 19290.0
         assert all(re.fullmatch(r"\d*", r[col]) for r in rows), [r[col] for r in rows]
     assert rows[0]["params"] == "19290"
+    # what each trial trained on, exactly as recorded; empty where none was (a rejection trains nothing)
+    recorded = {str(t.number): str(t.user_attrs["train_images"]) for t in study.get_trials() if "train_images" in t.user_attrs}
+    assert recorded and {r["number"]: r["train_images"] for r in rows if r["train_images"]} == recorded
+    assert {r["teacher"] for r in rows} == {""}  # no teacher in this study (test_distill checks one)
 
 
 def test_accuracy_figure_scales_to_trained_points_and_marks_far_rejections():

@@ -5,6 +5,7 @@ Real studies on tiny synthetic data (real SQLite storage, real training), throug
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -151,6 +152,8 @@ def test_results_table_and_report_show_retrained_accuracy(pareto_dir, tmp_path):
     text = md.read_text()
     assert "**tiny synthetic run**" in text and "## Targets" in text and "3: seed baseline" in text
     assert "selected on the validation split (last 100 training images)" in text  # the study's val_size
+    # the image counts the retrains recorded (synthetic data here), not MNIST's
+    assert "retrained on all 400 training images" in text and "on the 200 test images" in text
     assert "| proposed by |" in text and "| baseline | `" in text  # who proposed each winner
     assert "pt2 ✓" in text and "onnx ✓" in text
     assert list((tmp_path / "exports" / "par").glob("*.pt2"))
@@ -170,8 +173,11 @@ def test_results_table_and_report_show_retrained_accuracy(pareto_dir, tmp_path):
         assert line.startswith(f"| {r['params']:,} | {r['trial']} | {r['mean']:.2%} |"), line
     html_path = tmp_path / "r.html"
     assert main(["report", study_file, "--out", str(html_path), "--csv", str(tmp_path / "t.csv")]) == 0
+    retrained = {str(r["trial"]): str(r["train_images"]) for r in records}  # 400: all of the synthetic set
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert {r["number"]: r["retrain_train_images"] for r in rows if r["retrain_train_images"]} == retrained
     page = html_path.read_text()
-    assert "retrained on 60k" in page and "retrained: mean test accuracy" in page and "retrained front (test)" in page
+    assert "retrained on all training images" in page and "retrained: mean test accuracy" in page and "retrained front (test)" in page
 
 
 def test_single_mode_retrain_takes_top_k_plus_baseline(tmp_path, capsys):
@@ -427,3 +433,56 @@ def test_results_protocol_names_each_studys_validation_split():
     assert _split_text([(cfg("a", 5000), "", None), (cfg("b", 10000), "", None), (cfg("c", 5000), "", None)]) == (
         "last 5,000 training images: a, c; last 10,000 training images: b"
     )
+
+
+def test_a_retrain_seed_that_diverges_stops_in_one_line_and_keeps_finished_runs(pareto_dir, tmp_path, monkeypatch,
+                                                                                   capsys):  # fmt: skip
+    """A seed whose loss blows up in the retrain (the search's seed did not): one line, exit 2, the
+    run finished before it stored, nothing stored for the diverged one."""
+    import shutil
+
+    import harness.train
+    from harness.retrain import RETRAIN_SEED_BASE
+    from harness.train import DivergedError
+
+    folder = tmp_path / "copy"
+    shutil.copytree(pareto_dir, folder)
+    real_fit, calls = harness.train.fit, []
+
+    def fit_diverging_second(*args, **kwargs):
+        calls.append(kwargs["seed"])
+        if len(calls) == 2:
+            raise DivergedError("training loss became nan in epoch 1")
+        return real_fit(*args, **kwargs)
+
+    def stored_runs() -> dict[int, int]:
+        return {r["trial"]: len(r["runs"]) for k, r in _load(folder, "par").user_attrs.items() if k.startswith("retrain:")}
+
+    before = stored_runs()
+    monkeypatch.setattr(harness.train, "fit", fit_diverging_second)
+    capsys.readouterr()
+    seeds = max(before.values(), default=0) + 2  # every trial has at least two seeds left to train
+    assert _cli(["retrain", str(folder / "par.toml"), "--seeds", str(seeds), "--epochs", "1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    seed = calls[1] - RETRAIN_SEED_BASE  # >= 1: the first call trained the seed before it
+    assert len(err) == 1 and f"seed {seed}: training loss became nan" in err[0], err
+    assert "finished runs are kept" in err[0] and f"--seeds {seed} keeps the seeds before it" in err[0]
+    after = stored_runs()
+    assert sum(after.values()) == sum(before.values()) + 1  # the first run is stored, the diverged one is not
+
+
+def test_results_header_states_the_images_the_retrains_recorded():
+    """One count: stated; counts differing between studies: per study; none retrained: no count."""
+    from types import SimpleNamespace
+
+    from harness.results import _Entry, _images_text
+
+    def entry(name: str, train: int) -> _Entry:
+        return _Entry(SimpleNamespace(name=name), "", None, {"train_images": train, "test_images": 10_000})
+
+    same = [entry("a", 60_000), entry("b", 60_000)]
+    assert _images_text(same, "train_images", "training images") == "60,000 training images"
+    mixed = [entry("b", 60_000), entry("a", 400), entry("c", 400)]
+    assert _images_text(mixed, "train_images", "training images") == "training images (400: a, c; 60,000: b)"
+    assert _images_text(mixed, "test_images", "test images") == "10,000 test images"
+    assert _images_text([], "train_images", "training images") == "training images"
