@@ -11,8 +11,9 @@
 # About 25 minutes on 2 cores. Run it again after an interruption: finished steps are skipped
 # (runs/results_20k_zoom_cpu-steps.tsv, with their wall-clock seconds). Its first run
 # (2026-11-26) was stopped for time during trial 3 (zoom 0.1), before the retrain: a re-run
-# retries trial 3 and, as study.n_trials counts per run, then runs three sampled candidates
-# too (dropout, BN position and zoom drawn by TPE) before selecting and retraining.
+# retried trial 3 and, as study.n_trials then counted per run, ran three sampled candidates
+# too (dropout, BN position and zoom drawn by TPE) before selecting and retraining (now
+# study.n_trials is the study's total: a re-run runs only the missing trials).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:?usage: results_20k_zoom_cpu.sh DATA_ROOT}"

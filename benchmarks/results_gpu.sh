@@ -9,8 +9,7 @@
 #          after SEARCH_SECONDS (the full mnist-20k study is 50 trials, rejections included;
 #          mnist-3700's 300 do not fit a lease), and ended a minute later (SIGINT: a trial still
 #          running ends FAIL and is retried on resume); recorded either way. A resumed study
-#          runs only the trials its file still lacks (n_trials counts per `harness run`, so
-#          the study's trials so far, failed ones included, are subtracted; none left: skipped);
+#          runs only the trials it lacks (study.n_trials is the study's total);
 # retrain  each study's TOP best trials by validation accuracy (a Pareto study: SPREAD points
 #          of its front, default 5), all 60,000 images, 20 epochs, 3 seeds, the studies at
 #          once, each cut after RETRAIN_SECONDS (finished runs are kept);
@@ -59,47 +58,26 @@ both() {  # step NAME-<study> COMMAND... for every study in STUDIES at once; the
   for s in "${studies[@]}"; do echo "== $name $s"; tail -n 8 "runs/results_gpu-$name-$s.txt"; done
   return $rc
 }
-study_facts() {  # STUDY.toml: "<mode> <trials left>" from its config and its storage; "all" when
-  # its n_trials is 0 (until the timeout), 0 when none is left (n_trials counts per `harness run`)
-  python3 - "$1" <<'PY'
-import sys
-import optuna
-from harness.config import load_study_config
-cfg = load_study_config(sys.argv[1])
-done = 0
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-url = cfg.default_storage()
-if not url.startswith("sqlite:///") or __import__("pathlib").Path(url[len("sqlite:///"):]).exists():
-    if cfg.name in optuna.get_all_study_names(url):
-        done = len(optuna.load_study(study_name=cfg.name, storage=url).trials)
-print(cfg.mode, max(cfg.n_trials - done, 0) if cfg.n_trials else "all")
-PY
+study_mode() {  # STUDY.toml: its mode (single or pareto), from its config
+  python3 -c "import sys; from harness.config import load_study_config; print(load_study_config(sys.argv[1]).mode)" "$1"
 }
 search_until() {  # STUDY.toml: harness run, stopped at the hard limit; that stop is not a failure
-  local facts left trials=()
-  facts=$(study_facts "$1") || { echo "results_gpu: cannot read $1 or its study" >&2; return 2; }
-  left=${facts#* }
-  if [[ $left =~ ^[1-9][0-9]*$ ]]; then trials=(--trials "$left")
-  elif [ "$left" = 0 ]; then echo "results_gpu: $1 already holds its n_trials trials; nothing to search"; return 0
-  elif [ "$left" != all ]; then echo "results_gpu: $1: unexpected trial count '$left'" >&2; return 2
-  fi
-  timeout -s INT $((SEARCH_SECONDS + 60)) "${harness[@]}" run "${trials[@]}" --timeout "$SEARCH_SECONDS" \
+  # (a resumed study runs only the trials it lacks: study.n_trials is its total)
+  timeout -s INT $((SEARCH_SECONDS + 60)) "${harness[@]}" run --timeout "$SEARCH_SECONDS" \
     --jobs "$JOBS" --quiet --device "$device" --data-dir "$data" "$1"
   local rc=$?
   [ $rc -eq 124 ] && { echo "results_gpu: search stopped at its hard limit ($((SEARCH_SECONDS + 60)) s)"; return 0; }
   return $rc
 }
 retrain_until() {  # STUDY.toml: harness retrain of its TOP best (a Pareto study: SPREAD front points)
-  local facts pick=(--top "$TOP")
-  facts=$(study_facts "$1") || { echo "results_gpu: cannot read $1 or its study" >&2; return 2; }
-  [ "${facts%% *}" = pareto ] && pick=(--spread "$SPREAD")
+  local mode pick=(--top "$TOP")
+  mode=$(study_mode "$1") || { echo "results_gpu: cannot read $1" >&2; return 2; }
+  [ "$mode" = pareto ] && pick=(--spread "$SPREAD")
   timeout -s INT "$RETRAIN_SECONDS" "${harness[@]}" retrain "${pick[@]}" --seeds 3 --epochs 20 \
     --no-baseline --device "$device" --data-dir "$data" "$1"
 }
 pick_text() {  # STUDY.toml: which trials the retrain step chose, in words
-  local facts
-  facts=$(study_facts "$1") || { echo "top $TOP"; return; }
-  [ "${facts%% *}" = pareto ] && echo "$SPREAD points of its front" || echo "top $TOP"
+  [ "$(study_mode "$1")" = pareto ] && echo "$SPREAD points of its front" || echo "top $TOP"
 }
 status=0
 for s in "${todo[@]}"; do

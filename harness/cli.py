@@ -32,7 +32,9 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
 
 def _add_run_args(run: argparse.ArgumentParser, storage_required: bool = False) -> None:
     run.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
-    run.add_argument("--trials", type=int, metavar="N", help="trials to run now, rejections included (default: study.n_trials)")
+    run.add_argument("--trials", type=int, metavar="N",
+                     help="trials to run now, rejections included (default: until the study holds study.n_trials "
+                          "finished trials)")  # fmt: skip
     run.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
     run.add_argument("--storage", type=_nonempty, metavar="URL", required=storage_required,
                      help="Optuna storage URL (default: sqlite file beside the study file)")

@@ -126,7 +126,7 @@ class StudyConfig:
     search_recipe: bool | tuple[str, ...] = False
     budget: int = 20_000  # hard limit on trainable parameters
     target: float = 0.994  # test accuracy reported against, (0, 1]
-    n_trials: int = 0  # trials to run per `harness run` (0 = until timeout)
+    n_trials: int = 0  # the study's total of finished trials; a run without --trials fills it up (0 = until timeout)
     timeout: float = 0.0  # seconds per `harness run` (0 = no limit)
     seed: int = 0  # base seed; trial k trains with seed + k
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...

@@ -32,6 +32,8 @@ class RunPlan:
     timeout: float | None
     quiet: bool
     jobs: int = 1  # worker processes on this machine
+    study_trials: int = 0  # study.n_trials when this run fills the study up to it (0: --trials, or no limit)
+    finished: int = 0  # the study's finished trials when the run was planned
     tag: str = ""  # "[w2] " prefix of a worker's lines when several run at once
     threads: int = 0  # torch CPU threads for this process (0 = torch's default)
 
@@ -95,7 +97,8 @@ def plan_run(
         raise HarnessError(f"device {cfg.device!r}: {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise HarnessError(f"device {cfg.device!r} requested but CUDA is not available")
-    check_resumable(cfg, url, dev)  # a mismatch with the stored study: refused before anything prints, downloads or runs
+    # A mismatch with the stored study: refused before anything prints, downloads or runs.
+    finished = check_resumable(cfg, url, dev)
     root = cfg.data_root(data_dir)
     download = download or cfg.data.download
     if download:
@@ -115,10 +118,14 @@ def plan_run(
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    n_trials = trials if trials is not None else (cfg.n_trials or None)
+    # study.n_trials is the study's total, so a run resumed after an interruption runs only
+    # what is missing; --trials N runs N more now.
+    n_trials, study_trials = trials, 0
+    if trials is None and cfg.n_trials:
+        n_trials, study_trials = max(cfg.n_trials - finished, 0), cfg.n_trials
     timeout = timeout if timeout is not None else (cfg.timeout or None)
     return RunPlan(study_file, url, str(dev) if cfg.device != "auto" else "auto", str(root), download,
-                   n_trials, timeout, quiet, jobs=jobs)  # fmt: skip
+                   n_trials, timeout, quiet, jobs=jobs, study_trials=study_trials, finished=finished)  # fmt: skip
 
 
 def run_trials(plan: RunPlan, forward=None) -> bool:
@@ -134,7 +141,7 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
     from harness.data import load_splits
     from harness.objective import TRAINING_FAILURES, Objective
     from harness.storage import safe_url
-    from harness.study import claim_sampler_stream, open_study
+    from harness.study import FINISHED_STATES, claim_sampler_stream, open_study
     from harness.train import device_name, resolve_device
 
     cfg = load_study_config(plan.study_file)
@@ -164,6 +171,8 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
         cfg, load_data, device_label=device_name(device), on_epoch=progress.epoch, artifact_store=store, stream=stream
     )
     callbacks = [progress.trial_done]
+    if plan.study_trials:  # other processes (--jobs, harness worker) fill the same study
+        callbacks.append(optuna.study.MaxTrialsCallback(plan.study_trials, states=FINISHED_STATES))
     publisher = None
     if forward is None:  # the process that draws progress also keeps the dashboard's view current
         from harness.dashboard import Publisher
@@ -217,6 +226,18 @@ def run_study(plan: RunPlan) -> RunOutcome:
     # interleave with them.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     cfg = load_study_config(plan.study_file)
+    if plan.n_trials == 0 and plan.study_trials:  # nothing to run: the study is opened read-only
+        from harness.storage import make_storage
+
+        print(f"study {cfg.name!r} holds {plan.finished} finished trials, study.n_trials = {plan.study_trials}: "
+              "nothing to run (--trials N runs N more)")  # fmt: skip
+        storage = make_storage(plan.url, read_only=True)
+        try:
+            for line in summarize(optuna.load_study(study_name=cfg.name, storage=storage), cfg.stale_after).lines():
+                print(line)
+        finally:
+            storage.engine.dispose()
+        return RunOutcome(interrupted=False)
     if not plan.quiet:
         estimate = cpu_time_estimate(cfg, plan)
         if estimate:

@@ -194,12 +194,19 @@ def _study_names(storage, storage_url: str) -> set[str]:
         raise StorageError(redact(f"cannot read storage {safe_url(storage_url)!r}: {text}")) from None
 
 
-def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> None:
+#: The trial states ``study.n_trials`` counts: trained, pruned, or rejected before training.
+#: A failed trial does not count: an interrupted one is retried, and one that failed for a
+#: reason of its own (diverged, out of memory) leaves its place to another candidate.
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> int:
     """Refuse, reading only, a study file that the stored study of its name would refuse
     (budget, target, space, measured settings), so that a run says so before it prints or
     creates anything. With the run's ``device``, also refuse training in another autocast
     precision than the study's trials recorded (``train.amp = "auto"`` resolves per device).
-    A storage that does not exist yet, or holds no such study, passes.
+    A storage that does not exist yet, or holds no such study, passes. Returns the stored
+    study's finished trials (:data:`FINISHED_STATES`; 0 for a new study).
 
     Raises:
         StorageError: as :func:`open_study` would for this study file, a precision mismatch, or
@@ -209,12 +216,12 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> None:
 
     path = sqlite_path(storage_url)
     if path is not None and (not path.exists() or path.stat().st_size == 0):
-        return  # a new study: nothing stored to differ from
+        return 0  # a new study: nothing stored to differ from
     engine = sqlalchemy.create_engine(storage_url, poolclass=sqlalchemy.pool.NullPool)
     try:  # a database without Optuna's tables yet (a fresh PostgreSQL one) holds no study
         with engine.connect() as conn:
             if not sqlalchemy.inspect(conn).has_table("studies"):
-                return
+                return 0
     except sqlalchemy.exc.SQLAlchemyError as exc:
         text = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
         raise StorageError(redact(f"cannot open storage {safe_url(storage_url)!r}: {text[0] if text else exc}")) from None
@@ -223,14 +230,15 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> None:
     storage = make_storage(storage_url, read_only=True)
     try:
         if cfg.name not in _study_names(storage, storage_url):
-            return
+            return 0
         study = optuna.load_study(study_name=cfg.name, storage=storage)
         _check_study_attrs(cfg, storage_url, study.user_attrs)
-        if device is None:
-            return
         trials = study.get_trials(deepcopy=False)
     finally:
         storage.engine.dispose()
+    finished = sum(t.state in FINISHED_STATES for t in trials)
+    if device is None:
+        return finished
     # The same file name may hold another network by now (a missing file is refused next,
     # by the run's own teacher check, in its words).
     if cfg.train.teacher and cfg.teacher_path().is_file():
@@ -252,6 +260,7 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> None:
             f"{', '.join(sorted(map(str, trained)))}, but train.amp = {cfg.train.amp!r} on {device} trains with "
             f"{now}; refusing to mix them (set train.amp to match, or use another study name)"
         )
+    return finished
 
 
 def _recorded(trials: list[FrozenTrial], attr: str, key: str) -> set[Any]:

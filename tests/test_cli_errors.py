@@ -765,7 +765,8 @@ def test_baseline_enqueued_before_the_space_declared_it_stays_the_seed_network(t
     (tmp_path / "space.py").write_text(SEED_DROPOUT_SPACE + "BASELINE_PARAMS = {'dropout': 0.25}\n")
     for name in [m for m in sys.modules if m.startswith("_harness_user_space_")]:
         monkeypatch.delitem(sys.modules, name)  # the space file changed: load it again
-    assert main(["run", str(study), "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]) == 0
+    # n_trials = 1 is met already: --trials 1 runs the waiting retry
+    assert main(["run", str(study), "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet", "--trials", "1"]) == 0
     trials = optuna.load_study(study_name="bad-input", storage=storage).get_trials()
     bases = [t for t in trials if t.user_attrs.get("baseline")]
     assert len(bases) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in bases)

@@ -475,3 +475,54 @@ def test_storage_check_waits_for_another_process_creating_the_tables(tmp_path):
         creator.join()
         lock.close()
         engine.dispose()
+
+
+def _finished(url: str, name: str) -> list:
+    return [t for t in optuna.load_study(study_name=name, storage=url).get_trials() if t.state in
+            (TrialState.COMPLETE, TrialState.PRUNED)]  # fmt: skip
+
+
+def test_n_trials_is_the_studys_total_so_a_resumed_run_runs_only_what_is_missing(tmp_path, synthetic_root):
+    """study.n_trials = 4: a run stopped after 1 (here --trials 1), plus an interrupted trial (FAIL,
+    not counted: retried), resumes with exactly the 3 missing; then a run has nothing to do and
+    writes nothing (the database byte-identical); --trials N still runs N more."""
+    study = _study_file(tmp_path, "t")
+    study.write_text(study.read_text().replace("budget = 20000", "budget = 20000\nn_trials = 4"))
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    args = ["--storage", url, "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]
+    first = subprocess.run(_cmd("run", str(study), "--trials", "1", *args), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    crashed = optuna.load_study(study_name="t", storage=url)
+    crashed.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, params={"dropout": 0.1},
+                                                distributions={"dropout": optuna.distributions.FloatDistribution(0.0, 0.5, step=0.05)}))  # fmt: skip
+    assert len(_finished(url, "t")) == 1
+    resume = subprocess.run(_cmd("run", str(study), *args), capture_output=True, text=True, timeout=600)
+    assert resume.returncode == 0, resume.stderr
+    assert len(_finished(url, "t")) == 4  # 3 more, not n_trials more
+    before = (tmp_path / "t.db").read_bytes()
+    full = subprocess.run(_cmd("run", str(study), *args), capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr
+    assert "study 't' holds 4 finished trials, study.n_trials = 4: nothing to run" in full.stdout
+    assert "trials: 4 complete" in full.stdout  # the summary still prints
+    assert (tmp_path / "t.db").read_bytes() == before and not (tmp_path / "t.db-journal").exists()
+    more = subprocess.run(_cmd("run", str(study), "--trials", "2", *args), capture_output=True, text=True, timeout=600)
+    assert more.returncode == 0, more.stderr
+    assert len(_finished(url, "t")) == 6
+
+
+def test_two_runs_at_once_stop_at_the_studys_n_trials(tmp_path, synthetic_root):
+    """Two processes started together each plan the whole n_trials = 6; they stop when the study
+    holds 6 finished trials, each overshooting by its one trial in flight at most (8 or more would
+    mean each ran its own 6)."""
+    study = _study_file(tmp_path, "c")
+    study.write_text(study.read_text().replace("budget = 20000", "budget = 20000\nn_trials = 6"))
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    args = ["--storage", url, "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]
+    first = subprocess.run(_cmd("run", str(study), "--trials", "0", *args), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr  # the study exists: the two below only join it
+    procs = [subprocess.Popen(_cmd("run", str(study), *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    assert 6 <= len(_finished(url, "c")) <= 7
