@@ -278,6 +278,11 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, 0 < c.target <= 1, "study.target", f"must be an accuracy in (0, 1], got {c.target}")
     _check(where, 0 <= c.seed < 2**32, "study.seed", f"must be in [0, 2**32), got {c.seed}")
     _check(where, c.n_trials >= 0, "study.n_trials", f"must be >= 0, got {c.n_trials}")
+    # n_trials is the study's total: fewer than the baseline and the enqueued architectures
+    # would leave some of those never run, silently
+    _check(where, c.n_trials == 0 or c.n_trials > len(c.enqueue), "study.n_trials",
+           f"must be 0 or at least {len(c.enqueue) + 1} (the baseline and the {len(c.enqueue)} [[enqueue]] "
+           f"architectures, all run first), got {c.n_trials}")  # fmt: skip
     _check(where, math.isfinite(c.timeout) and c.timeout >= 0, "study.timeout", f"must be >= 0 seconds, got {c.timeout}")
     # A heartbeat thread sleeps heartbeat_interval seconds: past a day it is crash recovery
     # switched off in effect (and past ~292 years the thread dies), so it must be said with 0.

@@ -33,7 +33,7 @@ class RunPlan:
     quiet: bool
     jobs: int = 1  # worker processes on this machine
     study_trials: int = 0  # study.n_trials when this run fills the study up to it (0: --trials, or no limit)
-    finished: int = 0  # the study's finished trials when the run was planned
+    finished: int | None = None  # the study's finished trials when the run was planned (None: no study yet)
     tag: str = ""  # "[w2] " prefix of a worker's lines when several run at once
     threads: int = 0  # torch CPU threads for this process (0 = torch's default)
 
@@ -122,7 +122,7 @@ def plan_run(
     # what is missing; --trials N runs N more now.
     n_trials, study_trials = trials, 0
     if trials is None and cfg.n_trials:
-        n_trials, study_trials = max(cfg.n_trials - finished, 0), cfg.n_trials
+        n_trials, study_trials = max(cfg.n_trials - (finished or 0), 0), cfg.n_trials
     timeout = timeout if timeout is not None else (cfg.timeout or None)
     return RunPlan(study_file, url, str(dev) if cfg.device != "auto" else "auto", str(root), download,
                    n_trials, timeout, quiet, jobs=jobs, study_trials=study_trials, finished=finished)  # fmt: skip
@@ -226,11 +226,17 @@ def run_study(plan: RunPlan) -> RunOutcome:
     # interleave with them.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     cfg = load_study_config(plan.study_file)
-    if plan.n_trials == 0 and plan.study_trials:  # nothing to run: the study is opened read-only
-        from harness.storage import make_storage
+    if plan.n_trials == 0 or plan.timeout == 0:  # nothing to run: nothing is written either
+        from harness.storage import make_storage, safe_url
 
-        print(f"study {cfg.name!r} holds {plan.finished} finished trials, study.n_trials = {plan.study_trials}: "
-              "nothing to run (--trials N runs N more)")  # fmt: skip
+        if plan.study_trials:
+            print(f"study {cfg.name!r} holds {plan.finished} finished trials, study.n_trials = {plan.study_trials}: "
+                  "nothing to run (--trials N runs N more)")  # fmt: skip
+        else:
+            print(f"{'--trials 0' if plan.n_trials == 0 else 'a timeout of 0 s'}: nothing to run")
+        if plan.finished is None:
+            print(f"no study {cfg.name!r} in {safe_url(plan.url)} yet: none created")
+            return RunOutcome(interrupted=False)
         storage = make_storage(plan.url, read_only=True)
         try:
             for line in summarize(optuna.load_study(study_name=cfg.name, storage=storage), cfg.stale_after).lines():

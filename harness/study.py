@@ -196,17 +196,18 @@ def _study_names(storage, storage_url: str) -> set[str]:
 
 #: The trial states ``study.n_trials`` counts: trained, pruned, or rejected before training.
 #: A failed trial does not count: an interrupted one is retried, and one that failed for a
-#: reason of its own (diverged, out of memory) leaves its place to another candidate.
+#: reason of its own (diverged, out of memory) leaves its place to another candidate (in the
+#: next run: a run attempts as many trials as are missing when it starts).
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> int:
+def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> int | None:
     """Refuse, reading only, a study file that the stored study of its name would refuse
     (budget, target, space, measured settings), so that a run says so before it prints or
     creates anything. With the run's ``device``, also refuse training in another autocast
     precision than the study's trials recorded (``train.amp = "auto"`` resolves per device).
     A storage that does not exist yet, or holds no such study, passes. Returns the stored
-    study's finished trials (:data:`FINISHED_STATES`; 0 for a new study).
+    study's finished trials (:data:`FINISHED_STATES`), None when no such study is stored.
 
     Raises:
         StorageError: as :func:`open_study` would for this study file, a precision mismatch, or
@@ -216,12 +217,12 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> int:
 
     path = sqlite_path(storage_url)
     if path is not None and (not path.exists() or path.stat().st_size == 0):
-        return 0  # a new study: nothing stored to differ from
+        return None  # a new study: nothing stored to differ from
     engine = sqlalchemy.create_engine(storage_url, poolclass=sqlalchemy.pool.NullPool)
     try:  # a database without Optuna's tables yet (a fresh PostgreSQL one) holds no study
         with engine.connect() as conn:
             if not sqlalchemy.inspect(conn).has_table("studies"):
-                return 0
+                return None
     except sqlalchemy.exc.SQLAlchemyError as exc:
         text = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
         raise StorageError(redact(f"cannot open storage {safe_url(storage_url)!r}: {text[0] if text else exc}")) from None
@@ -230,7 +231,7 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> int:
     storage = make_storage(storage_url, read_only=True)
     try:
         if cfg.name not in _study_names(storage, storage_url):
-            return 0
+            return None
         study = optuna.load_study(study_name=cfg.name, storage=storage)
         _check_study_attrs(cfg, storage_url, study.user_attrs)
         trials = study.get_trials(deepcopy=False)

@@ -128,6 +128,9 @@ CASES = [
     ("distill-searched-without-teacher", GOOD.replace("[data]", 'search_recipe = ["distill_weight"]\n[data]'), [],
      ["study.search_recipe", "distill_weight", "no train.teacher"]),
     ("enqueue-not-tables", "enqueue = [1, 2]\n" + GOOD, [], ["enqueue", "array of tables"]),
+    ("n-trials-below-the-enqueued",  # n_trials is the study's total: two enqueued ones would never run
+     _replace(SEED_GOOD, "budget = 20000", "budget = 20000\nn_trials = 2") + _enqueue(dropout=0.1) + _enqueue(dropout=0.2), [],
+     ["study.n_trials", "at least 3", "2 [[enqueue]]", "got 2"]),
     ("enqueue-unknown-param", SEED_GOOD + _enqueue(width=8), [], ["enqueue #1", "'width'"]),
     ("enqueue-missing-param", SEED_GOOD + _enqueue(drop="dropout"), [], ["enqueue #1", "missing parameter", "'dropout'"]),
     ("enqueue-bad-value", SEED_GOOD + _enqueue(b1_c1_width=7), [], ["enqueue #1", "'b1_c1_width'", "7"]),

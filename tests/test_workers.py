@@ -505,24 +505,35 @@ def test_n_trials_is_the_studys_total_so_a_resumed_run_runs_only_what_is_missing
     assert "study 't' holds 4 finished trials, study.n_trials = 4: nothing to run" in full.stdout
     assert "trials: 4 complete" in full.stdout  # the summary still prints
     assert (tmp_path / "t.db").read_bytes() == before and not (tmp_path / "t.db-journal").exists()
+    for extra in (["--trials", "0"], ["--timeout", "0"], ["--jobs", "2"]):  # nothing to run either: nothing written
+        nothing = subprocess.run(_cmd("run", str(study), *extra, *args), capture_output=True, text=True, timeout=600)
+        assert nothing.returncode == 0 and "nothing to run" in nothing.stdout, (extra, nothing.stdout, nothing.stderr)
+        assert (tmp_path / "t.db").read_bytes() == before, extra
     more = subprocess.run(_cmd("run", str(study), "--trials", "2", *args), capture_output=True, text=True, timeout=600)
     assert more.returncode == 0, more.stderr
     assert len(_finished(url, "t")) == 6
+    # A new study with --trials 0: nothing created (no database, no artifact folder)
+    (tmp_path / "fresh").mkdir()
+    fresh = _study_file(tmp_path / "fresh", "f")
+    made = subprocess.run(_cmd("run", str(fresh), "--trials", "0", "--data-dir", str(synthetic_root), "--device", "cpu"),
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert made.returncode == 0 and "no study 'f'" in made.stdout and "none created" in made.stdout, made.stdout
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["f.toml"]
 
 
 def test_two_runs_at_once_stop_at_the_studys_n_trials(tmp_path, synthetic_root):
-    """Two processes started together each plan the whole n_trials = 6; they stop when the study
-    holds 6 finished trials, each overshooting by its one trial in flight at most (8 or more would
-    mean each ran its own 6)."""
+    """Two processes started together each plan the 6 trials missing from n_trials = 7; they stop
+    when the study holds 7 finished trials, each overshooting by its one trial in flight at most (9
+    or more would mean each ran its own 6)."""
     study = _study_file(tmp_path, "c")
-    study.write_text(study.read_text().replace("budget = 20000", "budget = 20000\nn_trials = 6"))
+    study.write_text(study.read_text().replace("budget = 20000", "budget = 20000\nn_trials = 7"))
     url = f"sqlite:///{tmp_path / 'c.db'}"
     args = ["--storage", url, "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]
-    first = subprocess.run(_cmd("run", str(study), "--trials", "0", *args), capture_output=True, text=True, timeout=600)
+    first = subprocess.run(_cmd("run", str(study), "--trials", "1", *args), capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr  # the study exists: the two below only join it
     procs = [subprocess.Popen(_cmd("run", str(study), *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]  # fmt: skip
     for p in procs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
-    assert 6 <= len(_finished(url, "c")) <= 7
+    assert 7 <= len(_finished(url, "c")) <= 8
