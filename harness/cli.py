@@ -142,10 +142,10 @@ def _cmd_data_import(args: argparse.Namespace) -> int:
     print(f"MNIST checked (md5) and installed in {dest}")
     return 0
 
-def _print_summary(study, stale_after: float | None = None) -> None:
+def _print_summary(study, stale_after: float | None = None, n_trials: int = 0) -> None:
     from harness.study import summarize
 
-    for line in summarize(study, stale_after).lines():
+    for line in summarize(study, stale_after, n_trials).lines():
         print(line)
 
 def _study_files(args: argparse.Namespace, cfg, url: str) -> list:
@@ -181,7 +181,7 @@ def _open_existing(args: argparse.Namespace, *, writable: bool = False):
 
 def _cmd_status(args: argparse.Namespace) -> int:
     cfg, _, study = _open_existing(args)
-    _print_summary(study, cfg.stale_after)
+    _print_summary(study, cfg.stale_after, cfg.n_trials)
     return 0
 
 def _cmd_export(args: argparse.Namespace) -> int:

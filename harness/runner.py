@@ -239,7 +239,8 @@ def run_study(plan: RunPlan) -> RunOutcome:
             return RunOutcome(interrupted=False)
         storage = make_storage(plan.url, read_only=True)
         try:
-            for line in summarize(optuna.load_study(study_name=cfg.name, storage=storage), cfg.stale_after).lines():
+            stored = optuna.load_study(study_name=cfg.name, storage=storage)
+            for line in summarize(stored, cfg.stale_after, cfg.n_trials).lines():
                 print(line)
         finally:
             storage.engine.dispose()
@@ -294,7 +295,7 @@ def run_study(plan: RunPlan) -> RunOutcome:
             workers=len(procs),
             bad_codes=tuple(c for c in codes if c not in (0, EXIT_INTERRUPTED)),
         )
-    for line in summarize(open_study(cfg, plan.url, create=False), cfg.stale_after).lines():
+    for line in summarize(open_study(cfg, plan.url, create=False), cfg.stale_after, cfg.n_trials).lines():
         print(line)
     return outcome
 

@@ -410,6 +410,12 @@ class StudySummary:
     best: FrozenTrial | None  # best feasible COMPLETE trial by validation accuracy
     target_met_under_budget: list[int]  # trial numbers
     stale: dict[int, float] = dataclasses.field(default_factory=dict)  # RUNNING trial -> seconds since heartbeat
+    n_trials: int = 0  # study.n_trials, the total the study is filled up to (0: none given)
+
+    @property
+    def finished(self) -> int:
+        """The trials study.n_trials counts (:data:`FINISHED_STATES`: failed, running and waiting ones not)."""
+        return sum(n for kind, n in self.counts.items() if kind not in ("failed", "running", "waiting"))
 
     def lines(self) -> list[str]:
         c = self.counts
@@ -422,7 +428,8 @@ class StudySummary:
             + (f" ({len(self.stale)} stale: " + ", ".join(f"trial {n} no heartbeat for {format_duration(a)}"
                                                           for n, a in sorted(self.stale.items())) + ")"
                if self.stale else "")
-            + (f", {c['waiting']} waiting" if c.get("waiting") else ""),
+            + (f", {c['waiting']} waiting" if c.get("waiting") else "")
+            + (f"; {self.finished} of study.n_trials = {self.n_trials} finished" if self.n_trials else ""),
         ]
         b = self.baseline
         if b is None:
@@ -494,10 +501,11 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def summarize(study: optuna.Study, stale_after: float | None = None) -> StudySummary:
+def summarize(study: optuna.Study, stale_after: float | None = None, n_trials: int = 0) -> StudySummary:
     """The study in a few lines. With ``stale_after`` (seconds; the study's grace period), a
     RUNNING trial whose last heartbeat is older is reported as stale, with its age: its worker
-    is most likely dead, and the next run will fail and retry it."""
+    is most likely dead, and the next run will fail and retry it. With ``n_trials`` (the study
+    file's), how many of them the study holds."""
     from harness.storage import heartbeat_ages
 
     attrs = study.user_attrs
@@ -517,5 +525,5 @@ def summarize(study: optuna.Study, stale_after: float | None = None) -> StudySum
     if stale_after is not None and counts["running"]:
         stale = {n: age for n, age in heartbeat_ages(study).items() if age > stale_after}
     return StudySummary(study.study_name, budget, target, counts, baselines[0] if baselines else None, best, met,
-                        stale)  # fmt: skip
+                        stale, n_trials)  # fmt: skip
 

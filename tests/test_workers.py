@@ -499,11 +499,13 @@ def test_n_trials_is_the_studys_total_so_a_resumed_run_runs_only_what_is_missing
     resume = subprocess.run(_cmd("run", str(study), *args), capture_output=True, text=True, timeout=600)
     assert resume.returncode == 0, resume.stderr
     assert len(_finished(url, "t")) == 4  # 3 more, not n_trials more
+    status = subprocess.run(_cmd("status", str(study), "--storage", url), capture_output=True, text=True, timeout=120)
+    assert "1 failed; 4 of study.n_trials = 4 finished" in status.stdout, status.stdout  # the FAIL is not counted
     before = (tmp_path / "t.db").read_bytes()
     full = subprocess.run(_cmd("run", str(study), *args), capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr
     assert "study 't' holds 4 finished trials, study.n_trials = 4: nothing to run" in full.stdout
-    assert "trials: 4 complete" in full.stdout  # the summary still prints
+    assert "trials: 4 complete" in full.stdout and "; 4 of study.n_trials = 4 finished" in full.stdout  # the summary
     assert (tmp_path / "t.db").read_bytes() == before and not (tmp_path / "t.db-journal").exists()
     for extra in (["--trials", "0"], ["--timeout", "0"], ["--jobs", "2"]):  # nothing to run either: nothing written
         nothing = subprocess.run(_cmd("run", str(study), *extra, *args), capture_output=True, text=True, timeout=600)
