@@ -65,6 +65,7 @@ class TrainConfig:
     teacher: str = ""  # knowledge distillation: a .pt2 file written by `harness export` (path relative to the study file); "" = none
     distill_weight: float = 0.5  # with a teacher: share of the loss from matching the teacher's softened predictions, (0, 1]
     distill_temperature: float = 4.0  # with a teacher: softmax temperature of both networks' predictions in that loss
+    ema_decay: float = 0.0  # weight averaging: score and keep an exponential moving average of the weights and BN statistics, updated every step with this decay, [0, 1); 0 = off
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,7 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, 0 < t.distill_weight <= 1, "train.distill_weight", f"must be in (0, 1], got {t.distill_weight}")
     _check(where, 0.1 <= t.distill_temperature <= 100, "train.distill_temperature",
            f"must be in [0.1, 100], got {t.distill_temperature}")  # fmt: skip
+    _check(where, 0 <= t.ema_decay < 1, "train.ema_decay", f"must be in [0, 1) (0 = off), got {t.ema_decay}")
     distill_searched = [f for f in c.recipe_fields if f.startswith("distill_")]
     _check(where, t.teacher or not distill_searched, "study.search_recipe",
            f"searches {distill_searched[0] if distill_searched else ''} but there is no train.teacher to distil from")  # fmt: skip

@@ -212,6 +212,8 @@ class Objective:
         trial.set_user_attr("epochs_run", result.epochs_run)
         trial.set_user_attr("train_seconds", round(result.seconds, 3))
         trial.set_user_attr("val_history", result.history)
+        if result.raw_history:  # weight averaging: the trained weights' scores, the paired comparison
+            trial.set_user_attr("raw_val_history", result.raw_history)
         if self.artifact_store is not None:
             from harness.artifacts import save_weights
 

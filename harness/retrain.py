@@ -131,7 +131,7 @@ def spread_over_params(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
 
 _LEARNING_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
                   "label_smoothing", "rotation", "translate", "scale", "teacher", "distill_weight",
-                  "distill_temperature")  # fmt: skip
+                  "distill_temperature", "ema_decay")  # fmt: skip
 _DEFAULT_RECIPE = dataclasses.asdict(TrainConfig())
 
 
@@ -263,12 +263,15 @@ def retrain_trials(
             seed = RETRAIN_SEED_BASE + s
             model = build(spec, seed=seed)
             curve: list[float] = []
+            raw_curve: list[float] = []  # with weight averaging: the trained weights' test accuracy
 
-            def score_test(epoch: int, _val: float, model=model, curve=curve) -> None:
-                curve.append(round(evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size), 6))
+            def test_scorer(into: list[float], model=model, recipe=recipe) -> Callable[[int, float], None]:
+                return lambda _epoch, _val: into.append(
+                    round(evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size), 6))
 
             try:
-                result = fit(model, data, recipe, seed=seed, on_epoch=score_test, teacher=teacher)
+                result = fit(model, data, recipe, seed=seed, on_epoch=test_scorer(curve), teacher=teacher,
+                             on_raw_epoch=test_scorer(raw_curve))  # fmt: skip
                 acc = evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size)
             except DivergedError as exc:  # this seed, not the search's, made the loss blow up
                 # Seeds are fixed (RETRAIN_SEED_BASE + s): run again, it diverges again.
@@ -287,6 +290,8 @@ def retrain_trials(
                 "test_acc": acc, "train_seconds": round(result.seconds, 2), "device": device_label, "weights": weights,
                 "train_loss": [round(x, 6) for x in result.train_loss], "test_curve": curve,
             }  # fmt: skip
+            if raw_curve:
+                run["raw_test_curve"] = raw_curve
             with lock():  # read-merge-write: another retrain may have stored runs meanwhile
                 stored = study.user_attrs.get(key)
                 if (stored and stored.get("epochs") == record["epochs"] and stored.get("recipe") == record["recipe"]

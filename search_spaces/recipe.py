@@ -5,10 +5,10 @@ matters most for small networks at a fixed budget. ``search_recipe = true`` sear
 :data:`DEFAULT_FIELDS`: peak learning rate (log scale, a factor of 3 around the study's
 ``train.lr``), batch size, label smoothing, and augmentation strength (rotation and shift).
 A list names the fields to search instead, out of :data:`RECIPE_FIELDS`, which adds the zoom
-(``scale``), ``weight_decay`` and, for a study with a ``train.teacher``, the distillation
-weight and temperature; the fields left out keep the study's ``[train]`` values, except
-that a searched batch size always scales the peak lr (``train.lr`` is the rate for
-``train.batch_size``).
+(``scale``), ``weight_decay``, the weight averaging ``ema_decay`` and, for a study with a
+``train.teacher``, the distillation weight and temperature; the fields left out keep the
+study's ``[train]`` values, except that a searched batch size always scales the peak lr
+(``train.lr`` is the rate for ``train.batch_size``).
 The baseline trial is not sampled: it trains with the study's recipe.
 """
 
@@ -31,10 +31,13 @@ SCALES = (0.0, 0.05, 0.1, 0.15)
 WEIGHT_DECAYS = (0.0, 1e-4, 2e-4, 5e-4, 1e-3)
 DISTILL_WEIGHTS = (0.25, 0.5, 0.75, 0.9)  # only with a train.teacher
 DISTILL_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
+# 0 = off; with 400-900 steps per epoch, 0.999 averages over about the last epoch and 0.9998
+# over the last four to five (the weights of the last 1 / (1 - decay) steps weigh most)
+EMA_DECAYS = (0.0, 0.999, 0.9998)
 
 #: Every recipe field a study may search, in the order they are suggested.
 RECIPE_FIELDS = ("batch_size", "lr", "label_smoothing", "rotation", "translate", "scale", "weight_decay",
-                 "distill_weight", "distill_temperature")  # fmt: skip
+                 "distill_weight", "distill_temperature", "ema_decay")  # fmt: skip
 #: What ``search_recipe = true`` searches (the fields of the first recipe studies).
 DEFAULT_FIELDS = ("batch_size", "lr", "label_smoothing", "rotation", "translate")
 
@@ -63,7 +66,7 @@ def suggest_recipe(trial: optuna.trial.BaseTrial, base: TrainConfig, fields: Seq
         chosen["lr"] = chosen.get("lr", base.lr) * chosen["batch_size"] / base.batch_size
     choices = {"label_smoothing": LABEL_SMOOTHING, "rotation": ROTATIONS, "translate": TRANSLATES,
                "scale": SCALES, "weight_decay": WEIGHT_DECAYS, "distill_weight": DISTILL_WEIGHTS,
-               "distill_temperature": DISTILL_TEMPERATURES}  # fmt: skip
+               "distill_temperature": DISTILL_TEMPERATURES, "ema_decay": EMA_DECAYS}  # fmt: skip
     for name, values in choices.items():
         if name in fields:
             chosen[name] = trial.suggest_categorical(name, values)

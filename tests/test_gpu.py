@@ -98,6 +98,20 @@ def test_fit_on_cuda_learns(tmp_path, amp, compile_mode):
     assert precision_settings(cfg, data.device)["train_autocast"] == amp
 
 
+@pytest.mark.parametrize("compile_mode", ["off", "reduce-overhead"])
+def test_weight_averaging_on_cuda(tmp_path, compile_mode):
+    """train.ema_decay on the GPU, CUDA graphs included: the averaged weights are exchanged in
+    place with the ones the compiled step trains, every epoch; the model ends holding them."""
+    make_synthetic_mnist(tmp_path, n_train=600, n_test=200)
+    data = load_splits(tmp_path, torch.device("cuda"), val_size=100)
+    cfg = TrainConfig(epochs=4, batch_size=50, lr=0.05, compile=compile_mode, translate=0.0, ema_decay=0.9)
+    model = build(baseline_spec(), seed=1)
+    result = fit(model, data, cfg, seed=1)
+    assert len(result.raw_history) == len(result.history) == 4
+    assert result.raw_history[-1] > 0.9 and result.val_acc > 0.9
+    assert evaluate(model, data.val_x, data.val_y) == result.val_acc  # the model holds what was scored
+
+
 def test_fused_adamw_on_cuda_learns(tmp_path):
     make_synthetic_mnist(tmp_path, n_train=600, n_test=200)
     data = load_splits(tmp_path, torch.device("cuda"), val_size=100)

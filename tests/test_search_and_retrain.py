@@ -486,3 +486,55 @@ def test_results_header_states_the_images_the_retrains_recorded():
     assert _images_text(mixed, "train_images", "training images") == "training images (400: a, c; 60,000: b)"
     assert _images_text(mixed, "test_images", "test images") == "10,000 test images"
     assert _images_text([], "train_images", "training images") == "training images"
+
+
+def test_weight_averaging_is_searched_recorded_paired_and_reported(tmp_path, capsys):
+    """`search_recipe = ["ema_decay"]`: a trial trained with weight averaging records the trained
+    weights' validation scores beside the averaged ones, its retrain records their test curve
+    in every run, and `harness results` pairs the two run by run; trials without averaging
+    record neither."""
+    space = get_search_space("modern")
+    picker = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
+    while True:  # one architecture of the space within budget, to enqueue with averaging
+        point = picker.ask()
+        if count_params(space.suggest(point)) <= 20_000:
+            break
+    lit = {bool: lambda v: "true" if v else "false", str: lambda v: f'"{v}"'}
+    enqueue = "[[enqueue]]\nema_decay = 0.999\n" + "".join(
+        f"{k} = {lit.get(type(v), repr)(v)}\n" for k, v in point.params.items())  # fmt: skip
+    study_file = _write(tmp_path, "ema", "single")
+    study_file.write_text(study_file.read_text().replace("search_recipe = true", 'search_recipe = ["ema_decay"]')
+                          .replace("epochs = 1", "epochs = 2").replace('name = "random"', 'name = "random"\n'
+                          '[pruner]\nname = "none"') + enqueue)  # every trial completes  # fmt: skip
+    assert main(["run", str(study_file), "--device", "cpu", "--quiet"]) == 0
+    study = _load(tmp_path, "ema")
+    trained = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    averaged = [t for t in trained if t.user_attrs["recipe"]["ema_decay"] > 0]
+    assert any(t.user_attrs["origin"] == "enqueued" for t in averaged)
+    assert any(t.user_attrs["baseline"] for t in trained)  # the seed network: the study's recipe, no averaging
+    for t in trained:
+        assert ("raw_val_history" in t.user_attrs) == (t in averaged), t.number
+        if t in averaged:
+            assert len(t.user_attrs["raw_val_history"]) == len(t.user_attrs["val_history"]) == 2
+    capsys.readouterr()
+    assert main(["retrain", str(study_file), "--top", "5", "--seeds", "2", "--epochs", "2", "--device", "cpu"]) == 0
+    records = {r["trial"]: r for k, r in _load(tmp_path, "ema").user_attrs.items() if k.startswith("retrain:")}
+    paired = {n: r for n, r in records.items() if r["recipe"]["ema_decay"] > 0}
+    assert paired and len(records) > len(paired)  # both kinds retrained
+    for n, r in records.items():
+        for run in r["runs"].values():
+            assert ("raw_test_curve" in run) == (n in paired)
+            if n in paired:
+                assert len(run["raw_test_curve"]) == len(run["test_curve"]) == 2
+                assert run["test_curve"][-1] == pytest.approx(run["test_acc"], abs=1e-6)
+    md = tmp_path / "results.md"
+    assert main(["results", str(study_file), "--out", str(md), "--exports", str(tmp_path / "exports")]) == 0
+    section = md.read_text().split("## Weight averaging: averaged against trained weights, same runs")[1].split("\n\n")[2]
+    rows = [line.split(" | ") for line in section.splitlines()[2:]]
+    assert sorted(int(c[1]) for c in rows) == sorted(paired)  # one row per averaged retrain, none for the others
+    for c in rows:
+        r = paired[int(c[1])]
+        diffs = [(run["test_acc"] - run["raw_test_curve"][-1]) * 100 for _, run in sorted(r["runs"].items())]
+        assert c[2] == str(r["recipe"]["ema_decay"])
+        assert c[-1].rstrip(" |") == ", ".join(f"{d:+.2f}" for d in diffs)
+        assert c[5] == f"{sum(diffs) / len(diffs):+.3f} pp"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from harness.config import TrainConfig
 from harness.data import load_splits
@@ -108,6 +110,68 @@ def test_fit_with_a_single_step_per_epoch(synthetic_root):
     data = load_splits(synthetic_root, "cpu", val_size=100, train_limit=200)
     result = fit(build(baseline_spec(), seed=0), data, TrainConfig(epochs=2, batch_size=256), seed=0)
     assert result.epochs_run == 2 and len(result.train_loss) == 2
+
+
+def test_weight_averaging_scores_and_keeps_the_average_without_changing_training(synthetic_root):
+    """train.ema_decay: training is the same run as without it (same losses, the trained weights'
+    scores in raw_history), each epoch's score and on_epoch see the averaged weights, and the
+    model ends holding them: the exponential average of the weights after every step, BN
+    statistics included, bias-corrected (no extra weight on the initial weights), recomputed
+    here from the run without averaging."""
+    data = load_splits(synthetic_root, val_size=100)
+    spec = get_search_space("seed").baseline_spec()
+    cfg = TrainConfig(epochs=2, batch_size=50, lr=0.05)
+    decay = 0.8
+
+    plain_model = build(spec, seed=5)
+    after_step: list[list[torch.Tensor]] = []
+
+    def snapshot(_opt, _args, _kwargs) -> None:
+        after_step.append([t.detach().clone() for t in (*plain_model.parameters(), *plain_model.buffers())])
+
+    hook = register_optimizer_step_post_hook(snapshot)
+    try:
+        plain = fit(plain_model, data, cfg, seed=5)
+    finally:
+        hook.remove()
+    assert plain.raw_history == [] and len(after_step) > 2
+
+    model = build(spec, seed=5)
+    seen, raw_seen = [], []
+    averaged = fit(model, data, dataclasses.replace(cfg, ema_decay=decay), seed=5,
+                   on_epoch=lambda e, a: seen.append((e, a)), on_raw_epoch=lambda e, a: raw_seen.append((e, a)))  # fmt: skip
+    assert averaged.train_loss == plain.train_loss  # training went on from the trained weights each epoch
+    assert averaged.raw_history == plain.history and raw_seen == list(enumerate(plain.history, 1))
+    assert seen == list(enumerate(averaged.history, 1)) and averaged.val_acc == averaged.history[-1]
+    assert evaluate(model, data.val_x, data.val_y) == averaged.val_acc  # the model holds what was scored
+
+    # sum_k decay**(n - k) * w_k / sum_k decay**(n - k), k = 1..n: the bias-corrected average
+    n = len(after_step)
+    norm = sum(decay ** (n - k) for k in range(1, n + 1))
+    expected = [sum(decay ** (n - k) * step[i] for k, step in enumerate(after_step, 1)) / norm
+                if after_step[0][i].is_floating_point() else None for i in range(len(after_step[0]))]  # fmt: skip
+    final = [*model.parameters(), *model.buffers()]
+    trained = after_step[-1]
+    checked = 0
+    for got, want, last in zip(final, expected, trained, strict=True):
+        if got.is_floating_point():
+            assert torch.allclose(got, want, atol=1e-6), "the model does not hold the exponential average"
+            checked += not torch.allclose(want, last, atol=1e-4)  # and that average is not the last weights
+    assert checked >= len(final) // 2
+    mine, theirs = dict(model.named_buffers()), dict(plain_model.named_buffers())
+    means = [n for n in mine if n.endswith("running_mean")]
+    assert means and not torch.equal(mine[means[0]], theirs[means[0]])  # BN statistics are averaged too
+
+
+def test_weight_averaging_decay_is_checked(tmp_path):
+    from harness.config import load_study_config
+    from harness.errors import ConfigError
+
+    for bad in ("1.0", "-0.1"):
+        path = tmp_path / "s.toml"
+        path.write_text(f'[study]\nname = "s"\n[train]\nema_decay = {bad}\n')
+        with pytest.raises(ConfigError, match=r"train\.ema_decay.*\[0, 1\)"):
+            load_study_config(path)
 
 
 @pytest.mark.slow
