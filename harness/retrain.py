@@ -7,7 +7,8 @@ the study storage as a study user attribute per trial, ``retrain:trial<N>``:
 
     {"trial", "params", "arch", "epochs", "train_images", "test_images", "recipe",
      "runs": {"<seed>": {"test_acc", "train_seconds", "device", "weights",
-                         "train_loss": [per epoch], "test_curve": [test accuracy per epoch]}},
+                         "train_loss": [per epoch], "test_curve": [test accuracy per epoch],
+                         "raw_test_curve": [with train.ema_decay: the trained weights' test accuracy]}},
      "seeds", "test_acc", "mean", "std", "torch_version", "harness_version"}
 
 ``test_curve`` is a diagnostic (under- or over-fitting at the last epoch?), never a

@@ -10,6 +10,7 @@ inside the epoch.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import platform
@@ -292,28 +293,35 @@ def _step_loss(
 
 
 class _WeightAverage:
-    """An exponential moving average of a model's parameters and buffers (BN statistics too, so
-    that the averaged weights are scored with statistics that match them), bias-corrected as in
-    Adam (Kingma & Ba 2015): after n updates it is the mean of the n weights seen, each weighing
-    decay**age, so the initial weights weigh nothing special (plain EMA started from them would
-    keep decay**n of them: 4 % after 15,600 steps at 0.9998)."""
+    """An exponential moving average of a model's parameters and floating-point buffers (BN
+    statistics too, so that the averaged weights are scored with statistics that match them),
+    bias-corrected as in Adam (Kingma & Ba 2015): after n updates it is the mean of the n weights
+    seen, each weighing decay**age, so the initial weights weigh nothing special (a plain EMA
+    started from them would keep decay**n of them: 4 % after 15,600 steps at 0.9998). Integer
+    buffers (BN's batch counter) are copied, not averaged.
+
+    Not torch's AveragedModel: its update reads a CPU step counter onto the device every step,
+    a host sync per step on CUDA; here the rate is a host float and the update one fused lerp.
+    """
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay, self.updates = decay, 0
-        swa = torch.optim.swa_utils
-        self.averaged = swa.AveragedModel(model, multi_avg_fn=self._lerp, use_buffers=True)
-        self.module = self.averaged.module
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        pairs = list(zip([*self.module.parameters(), *self.module.buffers()], [*model.parameters(), *model.buffers()],
+                         strict=True))  # fmt: skip
+        self._floats = [(a, c) for a, c in pairs if a.is_floating_point()]
+        self._others = [(a, c) for a, c in pairs if not a.is_floating_point()]
 
-    def _lerp(self, averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
-        # A_n = A_{n-1} + (1 - d) / (1 - d**n) * (w_n - A_{n-1}); the count is kept here, on the
-        # host: AveragedModel's is a device tensor (reading it would sync every step)
+    @torch.no_grad()
+    def update(self) -> None:
+        """After each optimiser step of the model given at construction (its tensors change in place)."""
+        self.updates += 1
+        # A_n = A_{n-1} + (1 - d) / (1 - d**n) * (w_n - A_{n-1}): rate 1 (a copy) at n = 1
         rate = (1 - self.decay) / (1 - self.decay**self.updates)
-        torch.optim.swa_utils.get_ema_multi_avg_fn(1 - rate)(averaged, current, n_averaged)
-
-    def update(self, model: nn.Module) -> None:
-        """After an optimiser step of ``model``."""
-        self.updates += 1  # once per update: _lerp runs once per device and dtype group
-        self.averaged.update_parameters(model)
+        # one fused kernel per device and dtype (what torch.optim.swa_utils' EMA uses too)
+        torch._foreach_lerp_([a for a, _ in self._floats], [c.detach() for _, c in self._floats], rate)
+        for a, c in self._others:
+            a.copy_(c)
 
 
 def _exchange_weights(model: nn.Module, average: _WeightAverage) -> None:
@@ -386,7 +394,7 @@ def fit(
                 opt.step()
                 sched.step()
                 if average is not None:
-                    average.update(model)
+                    average.update()  # no host sync: the decay and the count are host values
                 loss_sum += loss.detach()
         mean_loss = loss_sum.item() / steps_per_epoch  # the one host sync of the epoch
         result.train_loss.append(mean_loss)

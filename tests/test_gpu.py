@@ -10,7 +10,9 @@ Without CUDA they skip, saying why.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import optuna
@@ -98,18 +100,40 @@ def test_fit_on_cuda_learns(tmp_path, amp, compile_mode):
     assert precision_settings(cfg, data.device)["train_autocast"] == amp
 
 
+def _cuda_syncs(run) -> int:
+    """How many synchronizing CUDA operations ``run()`` made (torch's sync debug mode)."""
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 @pytest.mark.parametrize("compile_mode", ["off", "reduce-overhead"])
 def test_weight_averaging_on_cuda(tmp_path, compile_mode):
     """train.ema_decay on the GPU, CUDA graphs included: the averaged weights are exchanged in
-    place with the ones the compiled step trains, every epoch; the model ends holding them."""
+    place with the ones the compiled step trains, every epoch; the model ends holding them, not
+    the trained ones; and averaging adds no host sync to the training steps (only the trained
+    weights' evaluation, one per epoch)."""
     make_synthetic_mnist(tmp_path, n_train=600, n_test=200)
     data = load_splits(tmp_path, torch.device("cuda"), val_size=100)
     cfg = TrainConfig(epochs=4, batch_size=50, lr=0.05, compile=compile_mode, translate=0.0, ema_decay=0.9)
     model = build(baseline_spec(), seed=1)
-    result = fit(model, data, cfg, seed=1)
+    trained: dict[str, torch.Tensor] = {}
+    keep = lambda _e, _a: trained.update({k: v.clone() for k, v in model.state_dict().items()})  # noqa: E731
+    result = fit(model, data, cfg, seed=1, on_raw_epoch=keep)
     assert len(result.raw_history) == len(result.history) == 4
     assert result.raw_history[-1] > 0.9 and result.val_acc > 0.9
     assert evaluate(model, data.val_x, data.val_y) == result.val_acc  # the model holds what was scored
+    state = model.state_dict()
+    assert any(not torch.equal(state[k], trained[k]) for k in state if state[k].is_floating_point())
+    if compile_mode == "off":
+        plain = _cuda_syncs(lambda: fit(build(baseline_spec(), seed=1), data, dataclasses.replace(cfg, ema_decay=0.0), seed=1))
+        averaged = _cuda_syncs(lambda: fit(build(baseline_spec(), seed=1), data, cfg, seed=1))
+        assert averaged - plain == cfg.epochs, (plain, averaged)
 
 
 def test_fused_adamw_on_cuda_learns(tmp_path):

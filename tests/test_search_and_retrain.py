@@ -536,5 +536,8 @@ def test_weight_averaging_is_searched_recorded_paired_and_reported(tmp_path, cap
         r = paired[int(c[1])]
         diffs = [(run["test_acc"] - run["raw_test_curve"][-1]) * 100 for _, run in sorted(r["runs"].items())]
         assert c[2] == str(r["recipe"]["ema_decay"])
+        means = [sum(v) / len(v) for v in ([run["test_acc"] for run in r["runs"].values()],
+                                           [run["raw_test_curve"][-1] for run in r["runs"].values()])]  # fmt: skip
+        assert (c[3].split(" ± ")[0], c[4].split(" ± ")[0]) == (f"{means[0]:.2%}", f"{means[1]:.2%}")
         assert c[-1].rstrip(" |") == ", ".join(f"{d:+.2f}" for d in diffs)
         assert c[5] == f"{sum(diffs) / len(diffs):+.3f} pp"

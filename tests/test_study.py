@@ -116,6 +116,20 @@ def test_existing_study_with_other_budget_is_refused(tmp_path):
         open_study(_cfg(tmp_path, budget=10_000), url)
 
 
+def test_a_study_made_before_weight_averaging_resumes_only_without_it(tmp_path):
+    """A study stored before train.ema_decay existed trained without averaging: a file that asks
+    for it is refused (its trials would feed one pruner with another kind of score)."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = open_study(_cfg(tmp_path), url)
+    old = {k: v for k, v in study.user_attrs["train"].items() if k != "ema_decay"}
+    assert old != study.user_attrs["train"]  # ema_decay is stored now
+    study.set_user_attr("train", old)  # as a study made before it stored its [train]
+    open_study(_cfg(tmp_path), url)  # the same file resumes
+    averaging = TrainConfig(epochs=2, batch_size=64, eval_batch_size=256, ema_decay=0.999)
+    with pytest.raises(StorageError, match=r"train\.ema_decay = 0\.0.*0\.999"):
+        open_study(_cfg(tmp_path, train=averaging), url)
+
+
 def test_status_of_missing_study_is_an_error(tmp_path):
     with pytest.raises(StorageError, match="no study database here"):
         open_study(_cfg(tmp_path), f"sqlite:///{tmp_path / 'empty.db'}", create=False)

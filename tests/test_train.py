@@ -112,12 +112,21 @@ def test_fit_with_a_single_step_per_epoch(synthetic_root):
     assert result.epochs_run == 2 and len(result.train_loss) == 2
 
 
+def _bias_corrected_average(steps: list[list[torch.Tensor]], decay: float) -> list[torch.Tensor | None]:
+    """sum_k decay**(n - k) * w_k / sum_k decay**(n - k), k = 1..n, per float tensor (None otherwise)."""
+    n = len(steps)
+    norm = sum(decay ** (n - k) for k in range(1, n + 1))
+    return [sum(decay ** (n - k) * step[i] for k, step in enumerate(steps, 1)) / norm
+            if steps[0][i].is_floating_point() else None for i in range(len(steps[0]))]  # fmt: skip
+
+
 def test_weight_averaging_scores_and_keeps_the_average_without_changing_training(synthetic_root):
     """train.ema_decay: training is the same run as without it (same losses, the trained weights'
-    scores in raw_history), each epoch's score and on_epoch see the averaged weights, and the
-    model ends holding them: the exponential average of the weights after every step, BN
-    statistics included, bias-corrected (no extra weight on the initial weights), recomputed
-    here from the run without averaging."""
+    scores in raw_history, seen by on_raw_epoch with them in the model), each epoch's score and
+    on_epoch see the averaged weights in the model, and the model ends holding them: the
+    bias-corrected exponential average of the weights after every step, BN statistics included
+    (their batch counter copied), recomputed here from the run without averaging; a run stopped
+    by on_epoch (pruned) ends holding that epoch's average."""
     data = load_splits(synthetic_root, val_size=100)
     spec = get_search_space("seed").baseline_spec()
     cfg = TrainConfig(epochs=2, batch_size=50, lr=0.05)
@@ -136,31 +145,45 @@ def test_weight_averaging_scores_and_keeps_the_average_without_changing_training
         hook.remove()
     assert plain.raw_history == [] and len(after_step) > 2
 
+    def scorer(into):  # what the model holds when the callback runs
+        return lambda e, a: into.append((e, a, evaluate(model, data.val_x, data.val_y)))
+
     model = build(spec, seed=5)
     seen, raw_seen = [], []
     averaged = fit(model, data, dataclasses.replace(cfg, ema_decay=decay), seed=5,
-                   on_epoch=lambda e, a: seen.append((e, a)), on_raw_epoch=lambda e, a: raw_seen.append((e, a)))  # fmt: skip
+                   on_epoch=scorer(seen), on_raw_epoch=scorer(raw_seen))  # fmt: skip
     assert averaged.train_loss == plain.train_loss  # training went on from the trained weights each epoch
-    assert averaged.raw_history == plain.history and raw_seen == list(enumerate(plain.history, 1))
-    assert seen == list(enumerate(averaged.history, 1)) and averaged.val_acc == averaged.history[-1]
-    assert evaluate(model, data.val_x, data.val_y) == averaged.val_acc  # the model holds what was scored
+    assert averaged.raw_history == plain.history
+    assert raw_seen == [(e, a, a) for e, a in enumerate(plain.history, 1)]  # the trained weights in the model
+    assert seen == [(e, a, a) for e, a in enumerate(averaged.history, 1)]  # the averaged ones
+    assert averaged.val_acc == averaged.history[-1] == evaluate(model, data.val_x, data.val_y)
 
-    # sum_k decay**(n - k) * w_k / sum_k decay**(n - k), k = 1..n: the bias-corrected average
-    n = len(after_step)
-    norm = sum(decay ** (n - k) for k in range(1, n + 1))
-    expected = [sum(decay ** (n - k) * step[i] for k, step in enumerate(after_step, 1)) / norm
-                if after_step[0][i].is_floating_point() else None for i in range(len(after_step[0]))]  # fmt: skip
     final = [*model.parameters(), *model.buffers()]
     trained = after_step[-1]
     checked = 0
-    for got, want, last in zip(final, expected, trained, strict=True):
-        if got.is_floating_point():
-            assert torch.allclose(got, want, atol=1e-6), "the model does not hold the exponential average"
+    for got, want, last in zip(final, _bias_corrected_average(after_step, decay), trained, strict=True):
+        if want is None:  # an integer buffer (BN's batch counter): the trained one, not averaged
+            assert torch.equal(got, last)
+        else:
+            assert torch.allclose(got, want, atol=1e-6), "the model does not hold the bias-corrected average"
             checked += not torch.allclose(want, last, atol=1e-4)  # and that average is not the last weights
     assert checked >= len(final) // 2
     mine, theirs = dict(model.named_buffers()), dict(plain_model.named_buffers())
     means = [n for n in mine if n.endswith("running_mean")]
     assert means and not torch.equal(mine[means[0]], theirs[means[0]])  # BN statistics are averaged too
+
+    class Stop(Exception):
+        pass
+
+    def stop(_epoch, _acc):
+        raise Stop
+
+    stopped = build(spec, seed=5)
+    with pytest.raises(Stop):
+        fit(stopped, data, dataclasses.replace(cfg, ema_decay=decay), seed=5, on_epoch=stop)
+    first_epoch = after_step[: len(after_step) // cfg.epochs]
+    for got, want in zip([*stopped.parameters(), *stopped.buffers()], _bias_corrected_average(first_epoch, decay)):
+        assert want is None or torch.allclose(got, want, atol=1e-6), "a stopped run must hold its average"
 
 
 def test_weight_averaging_decay_is_checked(tmp_path):
