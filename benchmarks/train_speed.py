@@ -14,6 +14,8 @@ batch 128 unless said, and score the 10,000 test images at the end):
 3. harness at its best batch size (among --batch-sizes);
 3b. (--compile default,reduce-overhead) the engine with ``train.compile``, batch 128, compiled
    from a cold cache as every new architecture is: compile seconds and break-even epochs;
+3c. (--ema DECAY) the engine at batch 128 with weight averaging (``train.ema_decay``): the
+   per-step average update and the second validation pass (the trained weights) it adds;
 4. raw compute: forward + backward + SGD step over pre-normalised tensors already on the
    device, no augmentation, no indexing: the ceiling for this hardware.
 
@@ -25,7 +27,7 @@ recipe, for several seeds and training precisions (--accuracy-amp off,bf16), and
 
 Usage::
 
-    python benchmarks/train_speed.py --data-dir DIR [--epochs 2] [--compile default] [--e2e-epochs 15]
+    python benchmarks/train_speed.py --data-dir DIR [--epochs 2] [--compile default] [--ema 0.999] [--e2e-epochs 15]
         [--accuracy-seeds 3 --accuracy-epochs 15 --accuracy-amp off] [--jobs 1,2]
         [--only-accuracy] [--out results/train_speed-cpu]
 
@@ -326,6 +328,11 @@ def markdown(result: dict) -> str:
                   f"epoch, then {r['seconds_per_epoch']:.2f} s/epoch; "
                   + (f"pays for itself after {be:.1f} epochs of a trial." if be is not None
                      else "never pays for itself (no faster than eager per epoch).")]  # fmt: skip
+    for r in [r for r in result["rows"] if "weight averaging" in r["name"]]:
+        eng = result["rows"][2]
+        lines += ["", f"Weight averaging ({r['name'].split('(')[1].rstrip(')')}): {r['seconds_per_epoch'] / eng['seconds_per_epoch']:.2f}× "
+                  f"the seconds per epoch of the 'harness engine' row (the same training without averaging), for the "
+                  "per-step update of the average and a second validation pass per epoch."]  # fmt: skip
     if "e2e" in result:
         e = result["e2e"]
         lines += ["", f"One {e['epochs']}-epoch baseline trial through `harness run`, end to end: "
@@ -354,6 +361,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="128,256,512", help="candidates for the engine's best batch size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compile", default="", help="comma list of train.compile modes to add as engine rows (cold cache)")
+    ap.add_argument("--ema", type=float, default=0.0, help="add an engine row with train.ema_decay = DECAY (weight averaging)")
     ap.add_argument("--e2e-epochs", type=int, default=0, help="also time one baseline trial of N epochs via harness run")
     ap.add_argument("--accuracy-seeds", type=int, default=0, help="also train the baseline with S seeds")
     ap.add_argument("--accuracy-epochs", type=int, default=15)
@@ -482,6 +490,9 @@ def speed_rows(root: Path, device: torch.device, args: argparse.Namespace) -> li
     eager = rows[2]
     for mode in [m for m in args.compile.split(",") if m]:  # cold compiles: not repeated
         rows.append(compiled_engine(root, device, args.epochs, args.seed, mode, eager))
+    if args.ema:
+        rows.append(repeated(n, engine, root, device, args.epochs, 128, args.seed,
+                             f"harness engine, weight averaging (ema_decay {args.ema})", ema_decay=args.ema))  # fmt: skip
     rows.append(repeated(n, raw_compute, root, device, args.epochs, 128, args.seed))
     ref, raw = rows[0]["images_per_second"], rows[-1]["images_per_second"]
     flops, peak = training_flops_per_image(device), gemm_gflops(device)

@@ -164,8 +164,9 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
     progress = Progress(plan.n_trials, cfg.train.epochs, quiet=plan.quiet, tag=plan.tag, timeout=plan.timeout,
                         forward=forward)  # fmt: skip
     taught = f", distilling from {cfg.teacher_path()}" if cfg.train.teacher else ""  # the result depends on it too
+    averaged = f", scoring averaged weights (ema_decay {cfg.train.ema_decay})" if cfg.train.ema_decay else ""
     progress.note(f"{plan.tag}study {cfg.name!r} on {device_name(device)}, storage {safe_url(plan.url)}, "
-                  f"sampler stream {stream.index}{taught}")  # fmt: skip
+                  f"sampler stream {stream.index}{taught}{averaged}")  # fmt: skip
     store = open_artifact_store(cfg.artifact_root(plan.url))
     objective = Objective(
         cfg, load_data, device_label=device_name(device), on_epoch=progress.epoch, artifact_store=store, stream=stream

@@ -490,7 +490,8 @@ def test_results_header_states_the_images_the_retrains_recorded():
 
 def test_weight_averaging_is_searched_recorded_paired_and_reported(tmp_path, capsys):
     """`search_recipe = ["ema_decay"]`: a trial trained with weight averaging records the trained
-    weights' validation scores beside the averaged ones, its retrain records their test curve
+    weights' validation scores beside the averaged ones and reports them to the pruner (its
+    value stays the averaged weights' score), its retrain records their test curve
     in every run, and `harness results` pairs the two run by run; trials without averaging
     record neither."""
     space = get_search_space("modern")
@@ -516,6 +517,10 @@ def test_weight_averaging_is_searched_recorded_paired_and_reported(tmp_path, cap
         assert ("raw_val_history" in t.user_attrs) == (t in averaged), t.number
         if t in averaged:
             assert len(t.user_attrs["raw_val_history"]) == len(t.user_attrs["val_history"]) == 2
+        # the pruner sees the trained weights' scores, averaged or not: like is compared with like
+        trained_scores = t.user_attrs.get("raw_val_history", t.user_attrs["val_history"])
+        assert t.intermediate_values == dict(enumerate(trained_scores, 1)), t.number
+        assert t.value == t.user_attrs["val_history"][-1]  # the selection: the averaged weights' score
     capsys.readouterr()
     assert main(["retrain", str(study_file), "--top", "5", "--seeds", "2", "--epochs", "2", "--device", "cpu"]) == 0
     records = {r["trial"]: r for k, r in _load(tmp_path, "ema").user_attrs.items() if k.startswith("retrain:")}
