@@ -25,7 +25,7 @@ __all__ = ["pareto_front", "trials_frame", "write_report"]
 _COLUMNS = [
     "number", "outcome", "state", "origin", "baseline", "params", "val_acc", "test_acc", "test_images", "target_met",
     "epochs_run", "train_seconds", "train_images", "arch", "reject_reason", "fail_reason", "device", "seed",
-    "datetime_start", "teacher", "teacher_sha256",
+    "datetime_start", "teacher", "teacher_sha256", "ema_decay", "trained_val_acc",
 ]  # fmt: skip
 
 
@@ -46,8 +46,10 @@ def _num(v: Any) -> float:
 def trials_frame(study: optuna.Study):
     """One row per trial: outcome, parameter count, accuracies, readable arch, recipe params.
 
-    ``val_acc`` of a pruned trial is its last reported validation accuracy (its epoch count is
-    in ``epochs_run``); rejected trials have a parameter count and no accuracies.
+    ``val_acc`` of a pruned trial is its last validation accuracy (its epoch count is in
+    ``epochs_run``); rejected trials have a parameter count and no accuracies. With weight
+    averaging (``ema_decay`` > 0) ``val_acc`` scores the averaged weights, pruned trials too,
+    and ``trained_val_acc`` the trained ones (what the pruner compared).
     """
     import pandas as pd
 
@@ -60,8 +62,11 @@ def trials_frame(study: optuna.Study):
         ua = t.user_attrs
         val = ua.get("val_acc")
         teacher = ua.get("teacher") or {}  # a distilled trial: its result depends on that network too
+        if val is None and ua.get("val_history"):  # pruned with weight averaging: the averaged score
+            val = ua["val_history"][-1]
         if val is None and t.intermediate_values:
             val = t.intermediate_values[max(t.intermediate_values)]
+        recipe = ua.get("recipe") or study.user_attrs.get("train") or {}
         row = {
             "number": t.number,
             "outcome": _kind(t),
@@ -84,6 +89,8 @@ def trials_frame(study: optuna.Study):
             "datetime_start": t.datetime_start,
             "teacher": teacher.get("path", ""),
             "teacher_sha256": teacher.get("sha256", ""),
+            "ema_decay": _num(recipe.get("ema_decay", 0.0)) if ua.get("trainable_params") is not None else None,
+            "trained_val_acc": _num((ua.get("raw_val_history") or [None])[-1]),
         }
         if t.number in retrains:  # harness retrain: full training set, several seeds
             r = retrains[t.number]

@@ -164,7 +164,10 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
     progress = Progress(plan.n_trials, cfg.train.epochs, quiet=plan.quiet, tag=plan.tag, timeout=plan.timeout,
                         forward=forward)  # fmt: skip
     taught = f", distilling from {cfg.teacher_path()}" if cfg.train.teacher else ""  # the result depends on it too
-    averaged = f", scoring averaged weights (ema_decay {cfg.train.ema_decay})" if cfg.train.ema_decay else ""
+    if "ema_decay" in cfg.recipe_fields:  # each trial samples its own; the baseline keeps [train]'s
+        averaged = f", weight averaging searched (ema_decay per trial; the baseline {cfg.train.ema_decay})"
+    else:
+        averaged = f", scoring averaged weights (ema_decay {cfg.train.ema_decay})" if cfg.train.ema_decay else ""
     progress.note(f"{plan.tag}study {cfg.name!r} on {device_name(device)}, storage {safe_url(plan.url)}, "
                   f"sampler stream {stream.index}{taught}{averaged}")  # fmt: skip
     store = open_artifact_store(cfg.artifact_root(plan.url))
@@ -312,6 +315,7 @@ class ProgressEvent:
     seconds: float = 0.0  # since the trial started
     outcome: str = ""  # a finished trial: harness.study.classify()
     line: str = ""
+    trained_val: float = math.nan  # with weight averaging: the trained weights' score (what the pruner sees)
 
 
 def _follow(procs, events: list, progress: Progress, publisher, interruptible: bool = True) -> None:
@@ -433,8 +437,10 @@ class Progress:
             self.bar = tqdm(total=total, dynamic_ncols=True, file=sys.stderr, bar_format=fmt)
 
     # --- events, where the trials run -------------------------------------------------------
-    def epoch(self, trial, epoch: int, val_acc: float) -> None:
-        self._emit(ProgressEvent(self.tag, trial.number, epoch, val_acc, _since(trial)))
+    def epoch(self, trial, epoch: int, val_acc: float, trained_val: float = math.nan) -> None:
+        """``val_acc``: the score selected on; ``trained_val``: with weight averaging, the trained
+        weights' score (the pruner's), else NaN."""
+        self._emit(ProgressEvent(self.tag, trial.number, epoch, val_acc, _since(trial), trained_val=trained_val))
 
     def trial_done(self, study, trial) -> None:
         from harness.study import classify, param_count, val_acc
@@ -505,6 +511,7 @@ class Progress:
         for ev in sorted(self.running.values(), key=lambda e: e.trial):
             left = ev.seconds / ev.epoch * (self.epochs - ev.epoch) if ev.epoch else math.nan
             parts.append(f"{ev.tag}trial {ev.trial} epoch {ev.epoch}/{self.epochs} val {ev.val_acc:.4f}"
+                         + (f" (averaged; trained weights {ev.trained_val:.4f})" if math.isfinite(ev.trained_val) else "")
                          + (f", ~{_fmt_duration(left)} left" if math.isfinite(left) else ""))  # fmt: skip
         eta = self.eta_seconds()
         if eta is not None:

@@ -330,19 +330,25 @@ def _check_study_attrs(cfg: StudyConfig, storage_url: str, attrs: dict[str, Any]
     existed are not compared, nor is ``train.amp`` when either side is "auto": that resolves
     per device (bf16 on CUDA only; studies made before the default became "off" stored it);
     a run compares the precision its trials recorded instead (:func:`check_resumable`)."""
-    differ = [(key, attrs.get(key), value) for key, value in _study_attrs(cfg).items() if attrs.get(key) != value]
+    # (key, the stored value as shown, the file's value)
+    differ = [(key, repr(attrs.get(key)), value) for key, value in _study_attrs(cfg).items() if attrs.get(key) != value]
     for section, settings in _measured_settings(cfg).items():
         stored = attrs.get(section) or {}
         if section == "train":  # a study made before a key existed had its value of then
             stored = {**_LATER_TRAIN_KEYS, **stored}
-        differ += [(f"{section}.{k}", stored[k], v) for k, v in settings.items()
+
+        def shown(k: str, section=section) -> str:
+            assumed = section == "train" and k not in (attrs.get(section) or {})
+            return f"{stored[k]!r} (made before the key existed)" if assumed else repr(stored[k])
+
+        differ += [(f"{section}.{k}", shown(k), v) for k, v in settings.items()
                    if k in stored and stored[k] != v and not (k == "amp" and "auto" in (stored[k], v))
                    # the teacher's identity is its sha256 (check_resumable), not how a path spells it
                    and not (k == "teacher" and bool(stored[k]) == bool(v))]  # fmt: skip
     if differ:
         key, had, says = differ[0]
         raise StorageError(
-            f"{cfg.path}: study {cfg.name!r} in {safe_url(storage_url)} has {key} = {had!r}, "
+            f"{cfg.path}: study {cfg.name!r} in {safe_url(storage_url)} has {key} = {had}, "
             f"but the study file says {says!r}; refusing to mix them (use another study name)"
         )
 

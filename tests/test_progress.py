@@ -23,6 +23,9 @@ def test_counts_trained_and_rejected_apart_and_estimates_from_trained_time(capsy
     assert p.eta_seconds() == pytest.approx(30.0)
     p.show(ProgressEvent("", 4, epoch=1, val_acc=0.9, seconds=3.0))  # a running trial: 3 s per epoch
     assert "trial 4 epoch 1/4 val 0.9000, ~9 s left" in p.status()
+    # weight averaging: the averaged score, and the trained weights' one the pruner compares
+    p.show(ProgressEvent("", 4, epoch=2, val_acc=0.5, seconds=6.0, trained_val=0.97))
+    assert "trial 4 epoch 2/4 val 0.5000 (averaged; trained weights 0.9700), ~6 s left" in p.status()
     out = capsys.readouterr().out.splitlines()
     assert out == ["trial 0: over_budget", "trial 1: complete", "trial 2: invalid", "trial 3: pruned"]
 

@@ -508,6 +508,7 @@ def test_weight_averaging_is_searched_recorded_paired_and_reported(tmp_path, cap
                           .replace("epochs = 1", "epochs = 2").replace('name = "random"', 'name = "random"\n'
                           '[pruner]\nname = "none"') + enqueue)  # every trial completes  # fmt: skip
     assert main(["run", str(study_file), "--device", "cpu", "--quiet"]) == 0
+    assert "weight averaging searched (ema_decay per trial; the baseline 0.0)" in capsys.readouterr().out
     study = _load(tmp_path, "ema")
     trained = [t for t in study.trials if t.state == TrialState.COMPLETE]
     averaged = [t for t in trained if t.user_attrs["recipe"]["ema_decay"] > 0]

@@ -126,8 +126,39 @@ def test_a_study_made_before_weight_averaging_resumes_only_without_it(tmp_path):
     study.set_user_attr("train", old)  # as a study made before it stored its [train]
     open_study(_cfg(tmp_path), url)  # the same file resumes
     averaging = TrainConfig(epochs=2, batch_size=64, eval_batch_size=256, ema_decay=0.999)
-    with pytest.raises(StorageError, match=r"train\.ema_decay = 0\.0.*0\.999"):
+    with pytest.raises(StorageError, match=r"train\.ema_decay = 0\.0 \(made before the key existed\).*0\.999"):
         open_study(_cfg(tmp_path, train=averaging), url)
+
+
+def test_with_weight_averaging_the_pruner_sees_the_trained_weights_and_reports_keep_both(tmp_path, synthetic_root):
+    """The pruner compares the trained weights' scores; the progress view gets both; a pruned
+    trial keeps both histories, and the trials table gives the averaged score as val_acc, the
+    trained one beside it, and the decay."""
+    from harness.report import trials_frame
+
+    def fake_fit(model, data, cfg, *, seed, on_epoch, on_raw_epoch):  # averaged 0.5, trained 0.9
+        for epoch in range(1, cfg.epochs + 1):
+            on_raw_epoch(epoch, 0.9)
+            on_epoch(epoch, 0.5)
+        return FitResult(val_acc=0.5, epochs_run=cfg.epochs, seconds=0.0, history=[0.5] * cfg.epochs,
+                         raw_history=[0.9] * cfg.epochs)  # fmt: skip
+
+    cfg = _cfg(tmp_path, train=TrainConfig(epochs=2, batch_size=64, eval_batch_size=256, ema_decay=0.9))
+    for lower, outcome in ((0.7, TrialState.COMPLETE), (0.95, TrialState.PRUNED)):
+        url = f"sqlite:///{tmp_path / f'prune{lower}.db'}"
+        study = open_study(cfg, url)
+        study.pruner = optuna.pruners.ThresholdPruner(lower=lower)  # prunes below `lower` after any epoch
+        seen = []
+        objective = Objective(cfg, lambda: load_splits(synthetic_root, val_size=100), device_label="cpu (test)",
+                              fit_fn=fake_fit, on_epoch=lambda t, e, v, trained: seen.append((e, v, trained)))  # fmt: skip
+        study.optimize(objective, n_trials=1)  # the baseline, trained with the study's recipe
+        (t,) = optuna.load_study(study_name="t", storage=url).trials
+        assert t.state == outcome  # 0.9 >= 0.7 goes on; had the pruner seen 0.5 it would have stopped it
+        assert seen[0] == (1, 0.5, 0.9)
+        assert t.intermediate_values[1] == 0.9
+        assert (t.user_attrs["val_history"][0], t.user_attrs["raw_val_history"][0]) == (0.5, 0.9)
+        row = trials_frame(optuna.load_study(study_name="t", storage=url)).iloc[0]
+        assert (row["val_acc"], row["trained_val_acc"], row["ema_decay"]) == (0.5, 0.9, 0.9)
 
 
 def test_status_of_missing_study_is_an_error(tmp_path):
