@@ -57,6 +57,7 @@ def trials_frame(study: optuna.Study):
     from harness.study import origin_of, param_count
 
     retrains = stored_retrains(study)
+    study_recipe = study.user_attrs.get("train") or {}  # a trial without its own recipe trained with this one
     rows = []
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
@@ -66,7 +67,7 @@ def trials_frame(study: optuna.Study):
             val = ua["val_history"][-1]
         if val is None and t.intermediate_values:
             val = t.intermediate_values[max(t.intermediate_values)]
-        recipe = ua.get("recipe") or study.user_attrs.get("train") or {}
+        recipe = ua.get("recipe") or study_recipe
         row = {
             "number": t.number,
             "outcome": _kind(t),
