@@ -307,34 +307,33 @@ class _WeightAverage:
     def __init__(self, model: nn.Module, decay: float):
         self.decay, self.updates = decay, 0
         self.module = copy.deepcopy(model).requires_grad_(False)
-        pairs = list(zip([*self.module.parameters(), *self.module.buffers()], [*model.parameters(), *model.buffers()],
-                         strict=True))  # fmt: skip
-        self._floats = [(a, c) for a, c in pairs if a.is_floating_point()]
-        self._others = [(a, c) for a, c in pairs if not a.is_floating_point()]
+        # (averaged, model's) tensor pairs, fixed: the model's tensors change in place
+        self._pairs = list(zip([*self.module.parameters(), *self.module.buffers()],
+                               [*model.parameters(), *model.buffers()], strict=True))  # fmt: skip
+        floats = [(a, c) for a, c in self._pairs if a.is_floating_point()]
+        self._averaged, self._current = [a for a, _ in floats], [c for _, c in floats]
+        self._others = [(a, c) for a, c in self._pairs if not a.is_floating_point()]
 
     @torch.no_grad()
     def update(self) -> None:
-        """After each optimiser step of the model given at construction (its tensors change in place)."""
+        """After each optimiser step of the model given at construction."""
         self.updates += 1
         # A_n = A_{n-1} + (1 - d) / (1 - d**n) * (w_n - A_{n-1}): rate 1 (a copy) at n = 1
         rate = (1 - self.decay) / (1 - self.decay**self.updates)
         # one fused kernel per device and dtype (what torch.optim.swa_utils' EMA uses too)
-        torch._foreach_lerp_([a for a, _ in self._floats], [c.detach() for _, c in self._floats], rate)
+        torch._foreach_lerp_(self._averaged, self._current, rate)
         for a, c in self._others:
             a.copy_(c)
 
-
-def _exchange_weights(model: nn.Module, average: _WeightAverage) -> None:
-    """Swap the values of ``model``'s and ``average``'s parameters and buffers, in place: the
-    tensors stay the same objects, so optimizers, compiled graphs and callbacks that hold
-    ``model`` see the other weights. Twice restores both."""
-    with torch.no_grad():
-        mine = [*model.parameters(), *model.buffers()]
-        theirs = [*average.module.parameters(), *average.module.buffers()]
-        for a, b in zip(mine, theirs, strict=True):
+    @torch.no_grad()
+    def exchange(self) -> None:
+        """Swap the values of the model's and the average's parameters and buffers, in place: the
+        tensors stay the same objects, so optimizers, compiled graphs and callbacks that hold
+        the model see the other weights. Twice restores both."""
+        for a, c in self._pairs:
             kept = a.clone()
-            a.copy_(b)
-            b.copy_(kept)
+            a.copy_(c)
+            c.copy_(kept)
 
 
 def fit(
@@ -406,7 +405,7 @@ def fit(
             result.raw_history.append(raw_acc)
             if on_raw_epoch is not None:
                 on_raw_epoch(epoch, raw_acc)
-            _exchange_weights(model, average)  # the averaged weights in model; back after on_epoch
+            average.exchange()  # the averaged weights in model; back after on_epoch
         val_acc = evaluate(model, data.val_x, data.val_y, cfg.eval_batch_size)
         result.history.append(val_acc)
         result.val_acc, result.epochs_run = val_acc, epoch
@@ -414,7 +413,7 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch, val_acc)  # may stop the run here: model then holds the averaged weights
         if average is not None and epoch < cfg.epochs:
-            _exchange_weights(model, average)  # training goes on from the trained weights
+            average.exchange()  # training goes on from the trained weights
     return result
 
 
