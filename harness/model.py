@@ -14,10 +14,13 @@ from harness.spec import ArchSpec, ConvSpec, feature_shapes
 __all__ = ["Net", "build"]
 
 
-class _ConvUnit(nn.Module):
-    """conv -> (ReLU, BN) in the order the spec says; optional residual around it."""
+_ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU}  # spec.ACTIVATIONS -> module
 
-    def __init__(self, in_ch: int, conv: ConvSpec, bn: str, bias: bool):
+
+class _ConvUnit(nn.Module):
+    """conv -> (activation, BN) in the order the spec says; optional residual around it."""
+
+    def __init__(self, in_ch: int, conv: ConvSpec, bn: str, bias: bool, activation: str = "relu"):
         super().__init__()
         if conv.separable:  # depthwise k x k (spatial, per channel) then pointwise 1 x 1 (mixing)
             self.conv = nn.Sequential(
@@ -27,12 +30,13 @@ class _ConvUnit(nn.Module):
         else:
             self.conv = nn.Conv2d(in_ch, conv.out_channels, conv.kernel, conv.stride, conv.padding, bias=bias)
         self.bn = nn.BatchNorm2d(conv.out_channels) if bn != "none" else nn.Identity()
+        self.act = _ACTIVATIONS[activation]()
         self.bn_first = bn == "before_relu"
         self.residual = conv.residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
-        y = torch.relu(self.bn(y)) if self.bn_first else self.bn(torch.relu(y))
+        y = self.act(self.bn(y)) if self.bn_first else self.bn(self.act(y))
         return x + y if self.residual else y
 
 
@@ -46,7 +50,7 @@ class Net(nn.Module):
         channels = spec.in_channels
         for block in spec.blocks:
             for conv in block.convs:
-                layers.append(_ConvUnit(channels, conv, spec.bn, spec.conv_bias))
+                layers.append(_ConvUnit(channels, conv, spec.bn, spec.conv_bias, spec.activation))
                 channels = conv.out_channels
             if block.pool:
                 layers.append(nn.MaxPool2d(2))

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 __all__ = [
+    "ACTIVATIONS",
     "BN_PLACEMENTS",
     "HEADS",
     "ArchSpec",
@@ -25,8 +26,12 @@ __all__ = [
     "feature_shapes",
 ]
 
-#: Where batch norm goes relative to the ReLU of each conv ("none": no batch norm).
+#: Where batch norm goes relative to the activation of each conv ("none": no batch norm; the names
+#: say ReLU, the seed's activation, whichever `activation` is).
 BN_PLACEMENTS = ("after_relu", "before_relu", "none")
+#: The activation after every conv: "relu" (the seed's), "silu" (x * sigmoid(x)), "gelu" (exact,
+#: erf). Smooth ones keep a gradient for negative inputs, at no cost in parameters.
+ACTIVATIONS = ("relu", "silu", "gelu")
 #: Classifier heads: "flatten" = flatten + linear; "gap" = global average pool + linear.
 HEADS = ("flatten", "gap")
 
@@ -67,10 +72,16 @@ class ArchSpec:
     in_channels: int = 1  # input image channels
     input_size: int = 28  # input height = width, pixels
     num_classes: int = 10  # classifier outputs
+    activation: str = "relu"  # one of ACTIVATIONS, after every conv
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The spec as plain data. The default activation is left out, so a ReLU spec reads
+        exactly as it did before the field existed (stored specs are compared as JSON)."""
+        d = asdict(self)
+        if d["activation"] == "relu":
+            del d["activation"]
+        return d
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys): equal specs give equal strings."""
@@ -122,7 +133,8 @@ class ArchSpec:
                 text += f" D{b.dropout:g}"
             parts.append(text)
         bn = {"after_relu": "", "before_relu": " bn-pre", "none": " no-bn"}[self.bn]
-        return " | ".join(parts) + f" | {self.head}{bn}"
+        act = "" if self.activation == "relu" else f" {self.activation}"
+        return " | ".join(parts) + f" | {self.head}{bn}{act}"
 
 
 def _conv_out(size: int, conv: ConvSpec) -> int:
@@ -133,7 +145,7 @@ def feature_shapes(spec: ArchSpec) -> list[tuple[int, int]]:
     """(channels, size) after each block; validates the spec on the way.
 
     Raises:
-        InvalidSpecError: unknown head/bn, a non-positive width or kernel, dropout outside
+        InvalidSpecError: unknown head/bn/activation, a non-positive width or kernel, dropout outside
             [0, 1), a feature map that shrinks below 1 pixel, or a residual conv whose input
             and output shapes differ.
     """
@@ -141,6 +153,8 @@ def feature_shapes(spec: ArchSpec) -> list[tuple[int, int]]:
         raise InvalidSpecError(f"unknown head {spec.head!r}; valid: {', '.join(HEADS)}")
     if spec.bn not in BN_PLACEMENTS:
         raise InvalidSpecError(f"unknown bn placement {spec.bn!r}; valid: {', '.join(BN_PLACEMENTS)}")
+    if spec.activation not in ACTIVATIONS:
+        raise InvalidSpecError(f"unknown activation {spec.activation!r}; valid: {', '.join(ACTIVATIONS)}")
     if not spec.blocks:
         raise InvalidSpecError("architecture has no blocks")
     channels, size = spec.in_channels, spec.input_size
