@@ -113,6 +113,7 @@ def test_spec_json_round_trip_and_frozen():
         ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8),), dropout=1.0),)),
         ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8),)),), head="softmax"),
         ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8, residual=True),)),)),  # 1 -> 8 channels
+        ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8),)),), activation="tanh"),
     ],
 )
 def test_invalid_specs_are_rejected_by_counter_and_builder(spec):
@@ -134,6 +135,75 @@ def test_residual_and_bn_variants_count_exactly():
     )
     assert count_params(spec) == sum(p.numel() for p in build(spec).parameters())
     assert build(spec)(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def _activation_spec(activation: str, bn: str = "before_relu") -> ArchSpec:
+    return ArchSpec(
+        blocks=(
+            BlockSpec(convs=(ConvSpec(6), ConvSpec(6, residual=True))),
+            BlockSpec(convs=(ConvSpec(8, separable=True),), pool=False),
+        ),
+        head="gap",
+        bn=bn,
+        activation=activation,
+    )
+
+
+@pytest.mark.parametrize("bn", ["before_relu", "after_relu", "none"])
+@pytest.mark.parametrize("activation", ["relu", "silu", "gelu"])
+def test_activation_is_applied_after_every_conv_at_no_parameter_cost(activation, bn):
+    """The network equals a hand-written forward pass with the chosen function after every conv
+    (before or after BN as `bn` says); the parameters are those of the ReLU network."""
+    fn = {"relu": torch.relu, "silu": torch.nn.functional.silu, "gelu": torch.nn.functional.gelu}[activation]
+    spec = _activation_spec(activation, bn)
+    net = build(spec, seed=0).eval()
+    with torch.no_grad():
+        for p in net.parameters():  # away from BN's identity init, so its order matters
+            p.add_(torch.randn_like(p) * 0.3)
+    x = torch.randn(4, 1, 28, 28)
+    h = x
+    with torch.no_grad():
+        for layer in net.features:  # conv units, and the max pooling after block 1
+            if not hasattr(layer, "conv"):
+                h = layer(h)
+                continue
+            y = layer.conv(h)
+            y = fn(layer.bn(y)) if bn == "before_relu" else layer.bn(fn(y))
+            h = h + y if layer.residual else y
+        expected = net.classifier(h.mean(dim=(2, 3)))
+        torch.testing.assert_close(net(x), expected)
+    relu = build(_activation_spec("relu", bn), seed=0)
+    assert count_params(spec) == count_params(_activation_spec("relu", bn))
+    assert sum(p.numel() for p in net.parameters()) == count_params(spec)
+    # the same seed gives the same initial weights whatever the activation
+    for a, b in zip(build(spec, seed=0).state_dict().values(), relu.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_activation_is_in_the_json_and_the_description_unless_relu():
+    """A ReLU spec serialises exactly as before the field existed (stored specs are compared as
+    JSON: an old trial and a new one of the same network must match); others round-trip."""
+    relu = _activation_spec("relu")
+    assert "activation" not in relu.to_json() and "relu" not in relu.describe().split("|")[-1]
+    assert ArchSpec.from_json(relu.to_json()) == relu
+    for activation in ("silu", "gelu"):
+        spec = _activation_spec(activation)
+        assert f'"activation":"{activation}"' in spec.to_json()
+        assert spec.describe() == relu.describe() + f" {activation}"
+        assert ArchSpec.from_json(spec.to_json()) == spec != relu
+
+
+def test_compact_activation_space_is_the_compact_network_with_another_activation():
+    space = get_search_space("spaces/compact_activation.py:suggest", Path(__file__).parents[1] / "studies")
+    compact = get_search_space("compact")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=7))
+    for _ in range(20):
+        trial = study.ask()
+        spec = space.suggest(trial)
+        study.tell(trial, 0.0)
+        params = {k: v for k, v in trial.params.items() if k != "activation"}
+        assert spec == dataclasses.replace(compact.suggest(optuna.trial.FixedTrial(params)), activation=trial.params["activation"])
+    assert {t.params["activation"] for t in study.trials} == {"relu", "silu", "gelu"}
 
 
 def test_unknown_search_space_lists_valid_names():
