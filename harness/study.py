@@ -464,7 +464,12 @@ def _trial_line(t: FrozenTrial) -> str:
     ua = t.user_attrs
     test = ua.get("test_acc")
     test_s = f"{test:.4f}" if isinstance(test, (int, float)) and not math.isnan(test) else "n/a"
-    return f"{param_count(ua, 0):,} params, val {val_acc(t):.4f}, test {test_s}, {ua.get('epochs_run', 0)} epochs"
+    decay = (ua.get("recipe") or {}).get("ema_decay") or 0.0
+    trained = ua.get("raw_val_history") or []
+    # with weight averaging, val (what selects) is the average's score: say so, beside the trained weights'
+    averaged = f" (averaged weights, decay {decay:g}; trained weights {trained[-1]:.4f})" if decay and trained else ""
+    return (f"{param_count(ua, 0):,} params, val {val_acc(t):.4f}{averaged}, test {test_s}, "
+            f"{ua.get('epochs_run', 0)} epochs")
 
 
 def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from harness.cli import main
 from harness.spec import count_params
+from harness.study import _trial_line
 from search_spaces import baseline_spec, get_search_space
 from tests.conftest import make_synthetic_mnist
 
@@ -523,6 +524,16 @@ def test_weight_averaging_is_searched_recorded_paired_and_reported(tmp_path, cap
         assert t.intermediate_values == dict(enumerate(trained_scores, 1)), t.number
         assert t.value == t.user_attrs["val_history"][-1]  # the selection: the averaged weights' score
     capsys.readouterr()
+    assert main(["status", str(study_file)]) == 0  # the best trial's val says which weights scored it
+    best = max(trained, key=lambda t: t.value)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("best:"))
+    assert _trial_line(best) in line
+    for t in trained:  # the same words for every trial, whichever is best
+        if t in averaged:
+            assert (f"val {t.value:.4f} (averaged weights, decay {t.user_attrs['recipe']['ema_decay']:g}; trained "
+                    f"weights {t.user_attrs['raw_val_history'][-1]:.4f}), test") in _trial_line(t)  # fmt: skip
+        else:
+            assert f"val {t.value:.4f}, test" in _trial_line(t) and "averaged" not in _trial_line(t)
     assert main(["retrain", str(study_file), "--top", "5", "--seeds", "2", "--epochs", "2", "--device", "cpu"]) == 0
     records = {r["trial"]: r for k, r in _load(tmp_path, "ema").user_attrs.items() if k.startswith("retrain:")}
     paired = {n: r for n, r in records.items() if r["recipe"]["ema_decay"] > 0}
