@@ -66,6 +66,7 @@ class TrainConfig:
     distill_weight: float = 0.5  # with a teacher: share of the loss from matching the teacher's softened predictions, (0, 1]
     distill_temperature: float = 4.0  # with a teacher: softmax temperature of both networks' predictions in that loss
     ema_decay: float = 0.0  # weight averaging: score and keep an exponential moving average of the weights and BN statistics, updated every step with this decay, [0, 1); 0 = off
+    clean_epochs: int = 0  # the last N epochs train on the images as they are (no rotation, shift or zoom), [0, epochs]; 0 = augmented throughout
 
 
 @dataclass(frozen=True)
@@ -319,6 +320,8 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, 0.1 <= t.distill_temperature <= 100, "train.distill_temperature",
            f"must be in [0.1, 100], got {t.distill_temperature}")  # fmt: skip
     _check(where, 0 <= t.ema_decay < 1, "train.ema_decay", f"must be in [0, 1) (0 = off), got {t.ema_decay}")
+    _check(where, 0 <= t.clean_epochs <= t.epochs, "train.clean_epochs",
+           f"must be 0 (off) to train.epochs = {t.epochs}, got {t.clean_epochs}")  # fmt: skip
     distill_searched = [f for f in c.recipe_fields if f.startswith("distill_")]
     _check(where, t.teacher or not distill_searched, "study.search_recipe",
            f"searches {distill_searched[0] if distill_searched else ''} but there is no train.teacher to distil from")  # fmt: skip

@@ -132,7 +132,7 @@ def spread_over_params(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
 
 _LEARNING_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
                   "label_smoothing", "rotation", "translate", "scale", "teacher", "distill_weight",
-                  "distill_temperature", "ema_decay")  # fmt: skip
+                  "distill_temperature", "ema_decay", "clean_epochs")  # fmt: skip
 _DEFAULT_RECIPE = dataclasses.asdict(TrainConfig())
 
 

@@ -168,8 +168,12 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
         averaged = f", weight averaging searched (ema_decay per trial; the baseline {cfg.train.ema_decay})"
     else:
         averaged = f", scoring averaged weights (ema_decay {cfg.train.ema_decay})" if cfg.train.ema_decay else ""
+    if "clean_epochs" in cfg.recipe_fields:
+        clean = f", un-augmented last epochs searched (clean_epochs per trial; the baseline {cfg.train.clean_epochs})"
+    else:
+        clean = f", the last {cfg.train.clean_epochs} epochs un-augmented" if cfg.train.clean_epochs else ""
     progress.note(f"{plan.tag}study {cfg.name!r} on {device_name(device)}, storage {safe_url(plan.url)}, "
-                  f"sampler stream {stream.index}{taught}{averaged}")  # fmt: skip
+                  f"sampler stream {stream.index}{taught}{averaged}{clean}")  # fmt: skip
     store = open_artifact_store(cfg.artifact_root(plan.url))
     objective = Objective(
         cfg, load_data, device_label=device_name(device), on_epoch=progress.epoch, artifact_store=store, stream=stream

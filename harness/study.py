@@ -71,7 +71,7 @@ _MEASURED_DATA_KEYS = ("val_size", "train_limit", "test_limit")
 
 
 #: [train] keys added after studies existed, with the value a study made before them had.
-_LATER_TRAIN_KEYS = {"teacher": "", "ema_decay": 0.0}
+_LATER_TRAIN_KEYS = {"teacher": "", "ema_decay": 0.0, "clean_epochs": 0}
 _DISTILL_KEYS = ("distill_weight", "distill_temperature")  # measured only with a teacher
 
 

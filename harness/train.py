@@ -251,6 +251,10 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
+def _augments(cfg: TrainConfig) -> bool:
+    return bool(cfg.rotation or cfg.translate or cfg.scale)
+
+
 def _step_loss(
     model: nn.Module, data: MnistSplits, cfg: TrainConfig, teacher: nn.Module | None = None
 ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -354,6 +358,11 @@ def fit(
     The model is moved to ``data.device``. ``on_epoch(epoch, val_acc)`` (epochs count from 1)
     may raise to stop training early, e.g. ``optuna.TrialPruned``; the exception propagates.
 
+    With ``cfg.clean_epochs`` = k > 0 the last k epochs (all of them if k >= ``cfg.epochs``, as
+    in a retrain with fewer epochs) train on the training images as they are (no rotation,
+    shift or zoom), the distribution the test images come from; the schedule, the batches'
+    order and everything else are unchanged.
+
     With ``cfg.ema_decay`` > 0 an exponential moving average of the weights is updated after
     every step (it does not change the training itself). Each epoch the trained weights are
     scored first (``result.raw_history``; ``on_raw_epoch(epoch, val_acc)`` is called with them
@@ -376,11 +385,15 @@ def fit(
     if bool(cfg.teacher) != (teacher is not None):
         raise ValueError(f"cfg.teacher = {cfg.teacher!r} but fit() was given {'a' if teacher else 'no'} teacher network")
     step_loss = _step_loss(model, data, cfg, teacher)
+    augmented_epochs = max(cfg.epochs - cfg.clean_epochs, 0)  # then the images as they are: see clean_epochs
     average = _WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     graphs = cfg.compile == "reduce-overhead" and device.type == "cuda"
     result = FitResult(val_acc=float("nan"), epochs_run=0, seconds=0.0)
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
+        if epoch == augmented_epochs + 1 and _augments(cfg):
+            # A second step (a second graph when compiled), built only when the run gets here
+            step_loss = _step_loss(model, data, dataclasses.replace(cfg, rotation=0.0, translate=0.0, scale=0.0), teacher)
         perm = torch.randperm(n, generator=gen).to(device, non_blocking=True)
         loss_sum = torch.zeros((), device=device)
         with fp32_precision(cfg.fp32_precision):  # scoring below is always IEEE float32

@@ -5,7 +5,8 @@ matters most for small networks at a fixed budget. ``search_recipe = true`` sear
 :data:`DEFAULT_FIELDS`: peak learning rate (log scale, a factor of 3 around the study's
 ``train.lr``), batch size, label smoothing, and augmentation strength (rotation and shift).
 A list names the fields to search instead, out of :data:`RECIPE_FIELDS`, which adds the zoom
-(``scale``), ``weight_decay``, the weight averaging ``ema_decay`` and, for a study with a
+(``scale``), ``weight_decay``, the weight averaging ``ema_decay``, ``clean_epochs`` (the last
+epochs without augmentation) and, for a study with a
 ``train.teacher``, the distillation weight and temperature; the fields left out keep the
 study's ``[train]`` values, except that a searched batch size always scales the peak lr
 (``train.lr`` is the rate for ``train.batch_size``).
@@ -34,10 +35,12 @@ DISTILL_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 # 0 = off; the average spans about 1 / (1 - decay) steps: 1,000 and 5,000, i.e. 1.3 and 6.4
 # epochs at batch 64 on 50,000 images (5 and 26 at batch 256)
 EMA_DECAYS = (0.0, 0.999, 0.9998)
+# the last N epochs on the images as they are (those up to train.epochs are offered)
+CLEAN_EPOCHS = (0, 1, 2, 4)
 
 #: Every recipe field a study may search, in the order they are suggested.
 RECIPE_FIELDS = ("batch_size", "lr", "label_smoothing", "rotation", "translate", "scale", "weight_decay",
-                 "distill_weight", "distill_temperature", "ema_decay")  # fmt: skip
+                 "distill_weight", "distill_temperature", "ema_decay", "clean_epochs")  # fmt: skip
 #: What ``search_recipe = true`` searches (the fields of the first recipe studies).
 DEFAULT_FIELDS = ("batch_size", "lr", "label_smoothing", "rotation", "translate")
 
@@ -66,7 +69,8 @@ def suggest_recipe(trial: optuna.trial.BaseTrial, base: TrainConfig, fields: Seq
         chosen["lr"] = chosen.get("lr", base.lr) * chosen["batch_size"] / base.batch_size
     choices = {"label_smoothing": LABEL_SMOOTHING, "rotation": ROTATIONS, "translate": TRANSLATES,
                "scale": SCALES, "weight_decay": WEIGHT_DECAYS, "distill_weight": DISTILL_WEIGHTS,
-               "distill_temperature": DISTILL_TEMPERATURES, "ema_decay": EMA_DECAYS}  # fmt: skip
+               "distill_temperature": DISTILL_TEMPERATURES, "ema_decay": EMA_DECAYS,
+               "clean_epochs": tuple(n for n in CLEAN_EPOCHS if n <= base.epochs)}  # fmt: skip
     for name, values in choices.items():
         if name in fields:
             chosen[name] = trial.suggest_categorical(name, values)

@@ -328,3 +328,17 @@ def test_recipe_fields_choose_what_is_sampled_and_lr_follows_the_batch():
         assert (recipe.weight_decay, recipe.scale, recipe.rotation) == (trial.params["weight_decay"], 0.07, base.rotation)
         seen.add((recipe.batch_size, recipe.weight_decay))
     assert len({b for b, _ in seen}) > 1 and len({w for _, w in seen}) > 1  # both really sampled
+
+
+def test_clean_epochs_choices_stop_at_the_study_epochs():
+    """`search_recipe = ["clean_epochs"]` offers 0, 1, 2 and 4 last clean epochs, those that fit
+    in train.epochs; nothing else is sampled."""
+    from harness.config import TrainConfig
+    from search_spaces.recipe import suggest_recipe
+
+    for epochs, choices in ((20, (0, 1, 2, 4)), (2, (0, 1, 2)), (1, (0, 1))):
+        trial = optuna.create_study().ask()
+        cfg = suggest_recipe(trial, TrainConfig(epochs=epochs), ["clean_epochs"])
+        assert trial.distributions == {"clean_epochs": optuna.distributions.CategoricalDistribution(choices)}
+        assert dataclasses.replace(cfg, clean_epochs=0) == TrainConfig(epochs=epochs)
+        assert cfg.clean_epochs == trial.params["clean_epochs"]

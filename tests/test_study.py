@@ -116,18 +116,20 @@ def test_existing_study_with_other_budget_is_refused(tmp_path):
         open_study(_cfg(tmp_path, budget=10_000), url)
 
 
-def test_a_study_made_before_weight_averaging_resumes_only_without_it(tmp_path):
-    """A study stored before train.ema_decay existed trained without averaging: a file that asks
-    for it is refused (its trials would feed one pruner with another kind of score)."""
+@pytest.mark.parametrize("key, value, stored", [("ema_decay", 0.999, r"0\.0"), ("clean_epochs", 1, "0")])
+def test_a_study_made_before_a_later_train_key_resumes_only_with_its_old_value(tmp_path, key, value, stored):
+    """A study stored before train.ema_decay (or clean_epochs) existed trained without it: a file
+    that asks for it is refused (its trials would be ranked with another kind of training), the
+    same file resumes."""
     url = f"sqlite:///{tmp_path / 's.db'}"
     study = open_study(_cfg(tmp_path), url)
-    old = {k: v for k, v in study.user_attrs["train"].items() if k != "ema_decay"}
-    assert old != study.user_attrs["train"]  # ema_decay is stored now
+    old = {k: v for k, v in study.user_attrs["train"].items() if k != key}
+    assert old != study.user_attrs["train"]  # the key is stored now
     study.set_user_attr("train", old)  # as a study made before it stored its [train]
     open_study(_cfg(tmp_path), url)  # the same file resumes
-    averaging = TrainConfig(epochs=2, batch_size=64, eval_batch_size=256, ema_decay=0.999)
-    with pytest.raises(StorageError, match=r"train\.ema_decay = 0\.0 \(made before the key existed\).*0\.999"):
-        open_study(_cfg(tmp_path, train=averaging), url)
+    changed = TrainConfig(epochs=2, batch_size=64, eval_batch_size=256, **{key: value})
+    with pytest.raises(StorageError, match=rf"train\.{key} = {stored} \(made before the key existed\).*{value}"):
+        open_study(_cfg(tmp_path, train=changed), url)
 
 
 def test_with_weight_averaging_the_pruner_sees_the_trained_weights_and_reports_keep_both(tmp_path, synthetic_root):

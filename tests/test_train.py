@@ -197,6 +197,55 @@ def test_weight_averaging_decay_is_checked(tmp_path):
             load_study_config(path)
 
 
+def test_clean_epochs_train_the_last_epochs_on_the_images_as_they_are(synthetic_root):
+    """train.clean_epochs = 2 of 4: every image the network trains on in epochs 3 and 4 is a
+    training image exactly as stored (normalised), each once per epoch; in epochs 1 and 2 none
+    is, and those epochs are the very run without clean epochs (same losses and scores)."""
+    data = load_splits(synthetic_root, val_size=100)
+    as_stored = {normalize(data.train_x[i : i + 1])[0].numpy().tobytes() for i in range(len(data.train_x))}
+    cfg = TrainConfig(epochs=4, batch_size=50, lr=0.05, rotation=10, translate=0.1, scale=0.1)
+    seen: dict[int, list[bytes]] = {}
+    epoch = [1]
+
+    def record(module, args):
+        if module.training:  # not the validation passes
+            seen.setdefault(epoch[0], []).extend(x.numpy().tobytes() for x in args[0])
+
+    def next_epoch(e, acc):
+        epoch[0] = e + 1
+
+    model = build(baseline_spec(), seed=2)
+    model.register_forward_pre_hook(record)
+    clean = fit(model, data, dataclasses.replace(cfg, clean_epochs=2), seed=3, on_epoch=next_epoch)
+    steps = len(data.train_x) // cfg.batch_size
+    assert sorted(seen) == [1, 2, 3, 4] and all(len(v) == steps * cfg.batch_size for v in seen.values())
+    for e in (1, 2):
+        assert not any(x in as_stored for x in seen[e]), e
+    for e in (3, 4):
+        assert all(x in as_stored for x in seen[e]) and len(set(seen[e])) == len(seen[e]), e
+    plain = fit(build(baseline_spec(), seed=2), data, cfg, seed=3)
+    assert clean.train_loss[:2] == plain.train_loss[:2] and clean.history[:2] == plain.history[:2]
+    assert clean.train_loss[2:] != plain.train_loss[2:]
+    # more clean epochs than epochs (a retrain with fewer epochs): every epoch is clean
+    seen.clear()
+    epoch[0] = 1
+    fit(model, data, dataclasses.replace(cfg, epochs=1, clean_epochs=4), seed=3, on_epoch=next_epoch)
+    assert sorted(seen) == [1] and all(x in as_stored for x in seen[1])
+
+
+def test_clean_epochs_are_checked(tmp_path):
+    from harness.config import load_study_config
+    from harness.errors import ConfigError
+
+    for bad, message in (("-1", r"must be 0 \(off\) to train\.epochs = 4, got -1"),
+                         ("5", r"must be 0 \(off\) to train\.epochs = 4, got 5"),
+                         ("1.5", "must be an integer"), ('"2"', "must be an integer")):  # fmt: skip
+        path = tmp_path / "s.toml"
+        path.write_text(f'[study]\nname = "s"\n[train]\nepochs = 4\nclean_epochs = {bad}\n')
+        with pytest.raises(ConfigError, match=r"train\.clean_epochs.*" + message):
+            load_study_config(path)
+
+
 @pytest.mark.slow
 def test_compiled_step_trains_and_recompiles_for_each_new_architecture(synthetic_root):
     """train.compile: the step is really compiled (a dynamo graph per trial), learns like
@@ -206,14 +255,16 @@ def test_compiled_step_trains_and_recompiles_for_each_new_architecture(synthetic
     from torch._dynamo.utils import counters
 
     data = load_splits(synthetic_root, val_size=100)
-    cfg = TrainConfig(epochs=8, batch_size=50, lr=0.05, rotation=5, translate=0.05, scale=0.05, compile="default")
+    # clean_epochs: the last two epochs' step is a second compiled graph
+    cfg = TrainConfig(epochs=8, batch_size=50, lr=0.05, rotation=5, translate=0.05, scale=0.05, compile="default",
+                      clean_epochs=2)  # fmt: skip
     modern = get_search_space("modern")
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3)).ask()
     for spec in (get_search_space("seed").baseline_spec(), modern.suggest(trial)):  # two different graphs
         counters.clear()
         model = build(spec)
         result = fit(model, data, cfg, seed=1)
-        assert counters["stats"]["unique_graphs"] >= 1, spec.describe()  # the step went through dynamo
+        assert counters["stats"]["unique_graphs"] >= 2, spec.describe()  # both steps went through dynamo
         assert result.val_acc > 0.5 and all(math.isfinite(v) for v in result.train_loss), spec.describe()
         assert evaluate(model, data.test_x, data.test_y) > 0.5
 
