@@ -97,8 +97,13 @@ def _curve_lines(entries: list[_Entry]) -> list[str]:
         return []
     epochs = max(e.record["epochs"] for e in with_curves)
     shown = sorted({1, *range(5, epochs, 5), epochs - 1, epochs} - {0})
+    clean = [(e.record["trial"], min(e.record["recipe"].get("clean_epochs", 0), e.record["epochs"]))
+             for e in with_curves if (e.record.get("recipe") or {}).get("clean_epochs")]  # fmt: skip
+    trained_on = "augmented images, as trained" + "".join(
+        f"; trial {n}: its last {'epoch' if k == 1 else f'{k} epochs'} on the images as they are (clean_epochs)"
+        for n, k in clean)  # fmt: skip
     lines = ["", "## Learning curves (mean over seeds)", "",
-             "Test accuracy and mean training loss (augmented images, as trained) after each shown epoch; "
+             f"Test accuracy and mean training loss ({trained_on}) after each shown epoch; "
              "\"best\" is the best epoch's mean test accuracy, for diagnosis only (the claim is the last epoch). "
              "Training loss still falling at the last epoch with test accuracy at its best there points to "
              "under-fitting (more epochs or width would help); a best epoch well before the last to over-fitting.", "",

@@ -101,7 +101,9 @@ def select_for_retrain(
     ranked = sorted(feasible, key=rank_key)
     chosen, seen = [], set()
     for t in ranked:
-        key = (t.user_attrs.get("spec"), repr(sorted((t.user_attrs.get("recipe") or {}).items())))
+        # the same network trained the same way, whichever keys its record predates
+        recipe = _learning_recipe(t.user_attrs.get("recipe") or study.user_attrs.get("train") or {})
+        key = (t.user_attrs.get("spec"), repr(sorted(recipe.items())))
         if key in seen:
             continue
         seen.add(key)

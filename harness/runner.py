@@ -171,7 +171,8 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
     if "clean_epochs" in cfg.recipe_fields:
         clean = f", un-augmented last epochs searched (clean_epochs per trial; the baseline {cfg.train.clean_epochs})"
     else:
-        clean = f", the last {cfg.train.clean_epochs} epochs un-augmented" if cfg.train.clean_epochs else ""
+        n = cfg.train.clean_epochs
+        clean = f", the last {'epoch' if n == 1 else f'{n} epochs'} un-augmented" if n else ""
     progress.note(f"{plan.tag}study {cfg.name!r} on {device_name(device)}, storage {safe_url(plan.url)}, "
                   f"sampler stream {stream.index}{taught}{averaged}{clean}")  # fmt: skip
     store = open_artifact_store(cfg.artifact_root(plan.url))

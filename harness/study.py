@@ -418,6 +418,7 @@ class StudySummary:
     stale: dict[int, float] = dataclasses.field(default_factory=dict)  # RUNNING trial -> seconds since heartbeat
     n_trials: int = 0  # study.n_trials, the total the study is filled up to (0: none given)
     finished: int = 0  # the trials study.n_trials counts (FINISHED_STATES)
+    study_recipe: dict[str, Any] = dataclasses.field(default_factory=dict)  # the stored [train]: trials without their own recipe
 
     def lines(self) -> list[str]:
         c = self.counts
@@ -437,13 +438,13 @@ class StudySummary:
         if b is None:
             out.append("baseline: not run yet")
         elif b.state == TrialState.COMPLETE:
-            out.append(f"baseline: trial {b.number}, {_trial_line(b)}")
+            out.append(f"baseline: trial {b.number}, {_trial_line(b, self.study_recipe)}")
         else:
             out.append(f"baseline: trial {b.number}, {classify(b)}")
         if self.best is None:
             out.append("best: no completed trial within the budget yet")
         else:
-            out.append(f"best: trial {self.best.number}, {_trial_line(self.best)}")
+            out.append(f"best: trial {self.best.number}, {_trial_line(self.best, self.study_recipe)}")
             out.append(f"      {self.best.user_attrs.get('arch', '')}")
             teacher = self.best.user_attrs.get("teacher")
             if isinstance(teacher, dict):  # its accuracy owes something to that network
@@ -460,11 +461,13 @@ class StudySummary:
         return out
 
 
-def _trial_line(t: FrozenTrial) -> str:
+def _trial_line(t: FrozenTrial, study_recipe: Mapping[str, Any] | None = None) -> str:
+    """Size and scores of a finished trial; ``study_recipe`` (the stored [train]) is the recipe
+    of a trial that stores none of its own (a study that searches no recipe)."""
     ua = t.user_attrs
     test = ua.get("test_acc")
     test_s = f"{test:.4f}" if isinstance(test, (int, float)) and not math.isnan(test) else "n/a"
-    decay = (ua.get("recipe") or {}).get("ema_decay") or 0.0
+    decay = (ua.get("recipe") or study_recipe or {}).get("ema_decay") or 0.0
     trained = ua.get("raw_val_history") or []
     # with weight averaging, val (what selects) is the average's score: say so, beside the trained weights'
     averaged = f" (averaged weights, decay {decay:g}; trained weights {trained[-1]:.4f})" if decay and trained else ""
@@ -532,5 +535,6 @@ def summarize(study: optuna.Study, stale_after: float | None = None, n_trials: i
     if stale_after is not None and counts["running"]:
         stale = {n: age for n, age in heartbeat_ages(study).items() if age > stale_after}
     return StudySummary(study.study_name, budget, target, counts, baselines[0] if baselines else None, best, met,
-                        stale, n_trials, sum(t.state in FINISHED_STATES for t in trials))  # fmt: skip
+                        stale, n_trials, sum(t.state in FINISHED_STATES for t in trials),
+                        attrs.get("train") or {})  # fmt: skip
 

@@ -444,7 +444,9 @@ def seconds_per_step(
     images = torch.randint(0, 256, (bs * steps, 28, 28), dtype=torch.uint8, generator=gen).to(device)
     labels = torch.randint(0, 10, (bs * steps,), generator=gen).to(device)
     empty = images[:0]
-    quick = dataclasses.replace(cfg, epochs=1, compile="off", teacher=cfg.teacher if teacher is not None else "")
+    # clean_epochs = 0: the timed epoch is an augmented one, like most of a run's
+    quick = dataclasses.replace(cfg, epochs=1, compile="off", clean_epochs=0,
+                                teacher=cfg.teacher if teacher is not None else "")  # fmt: skip
     saved = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

@@ -18,7 +18,7 @@ from typing import Any
 
 import optuna
 
-from harness.spec import ArchSpec
+from harness.spec import ACTIVATIONS, BN_PLACEMENTS, HEADS, ArchSpec
 from search_spaces import compact, modern, seed
 
 __all__ = [
@@ -163,6 +163,11 @@ def _check_suggest(path: Path, func_name: str, suggest: Callable[..., Any]) -> N
         raise UnknownSearchSpaceError(
             f"{path}: {func_name}(trial) must return a harness.spec.ArchSpec, got {type(result).__name__}"
         )
+    # A misspelt name is the space's mistake, not a layout to reject trial after trial as invalid
+    for field, valid in (("activation", ACTIVATIONS), ("bn", BN_PLACEMENTS), ("head", HEADS)):
+        if getattr(result, field) not in valid:
+            raise UnknownSearchSpaceError(f"{path}: {func_name}(trial) returned an ArchSpec with {field} = "
+                                          f"{getattr(result, field)!r}; valid: {', '.join(valid)}")  # fmt: skip
 
 
 class _BadParam(ValueError):

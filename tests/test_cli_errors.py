@@ -695,6 +695,14 @@ SEED_DROPOUT_SPACE = (
     "    return seed_suggest(optuna.trial.FixedTrial(dict(REFERENCE_PARAMS, dropout=dropout)))\n"
 )
 
+
+def _space_returning(**fields) -> str:
+    """A user space: the seed network with its dropout sampled, with ``fields`` of its spec replaced."""
+    changes = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+    return ("import dataclasses\n" + SEED_DROPOUT_SPACE.replace("def suggest(", "def _seed(")
+            + f"def suggest(trial):\n    return dataclasses.replace(_seed(trial), {changes})\n")  # fmt: skip
+
+
 USER_SPACES = [
     ("missing-file", None, "nope.py:suggest", ["study.search_space", "nope.py", "not found"]),
     ("syntax-error", "def suggest(trial)\n", "space.py:suggest", ["study.search_space", "space.py", "SyntaxError"]),
@@ -703,6 +711,10 @@ USER_SPACES = [
      ["study.search_space", "suggest(trial) failed", "boom"]),
     ("returns-dict", "def suggest(trial):\n    return {'w': trial.suggest_int('w', 1, 4)}\n", "space.py:suggest",
      ["study.search_space", "must return a harness.spec.ArchSpec", "dict"]),
+    ("unknown-activation", _space_returning(activation="tanh"), "space.py:suggest",
+     ["study.search_space", "activation = 'tanh'", "valid: relu, silu, gelu"]),
+    ("unknown-bn", _space_returning(bn="after"), "space.py:suggest",
+     ["study.search_space", "bn = 'after'", "valid: after_relu, before_relu, none"]),
     ("baseline-not-a-dict", SEED_DROPOUT_SPACE + "BASELINE_PARAMS = [0.25]\n", "space.py:suggest",
      ["study.search_space", "BASELINE_PARAMS must be a dict", "list"]),
     ("baseline-missing-param", SEED_DROPOUT_SPACE + "BASELINE_PARAMS = {}\n", "space.py:suggest",

@@ -19,7 +19,7 @@ from harness.cli import main
 from harness.config import TrainConfig
 from harness.data import load_splits
 from harness.model import build
-from harness.train import fit
+from harness.train import fit, normalize
 from search_spaces import get_search_space
 from tests.test_cli_errors import _snapshot
 
@@ -111,6 +111,31 @@ def test_distillation_pulls_predictions_towards_the_teacher(synthetic_root):
         with torch.no_grad():
             agreement[name] = (model.eval()(x).argmax(1) == teacher(x).argmax(1)).float().mean().item()
     assert agreement["teacher"] > 0.5 and agreement["labels"] < 0.2, agreement
+
+
+def test_clean_epochs_keep_the_teacher_on_the_images_the_network_sees(synthetic_root):
+    """With train.clean_epochs the clean step is distilled too: in every epoch the teacher sees
+    exactly the network's training images, augmented first, as stored in the last epoch."""
+    data = load_splits(synthetic_root, val_size=100)
+    as_stored = {normalize(data.train_x[i : i + 1])[0].numpy().tobytes() for i in range(len(data.train_x))}
+    cfg = dataclasses.replace(CFG, rotation=10.0, translate=0.1, teacher="t.pt2", clean_epochs=1)
+    inputs: dict[str, dict[int, list[bytes]]] = {"network": {}, "teacher": {}}
+    epoch = [1]
+
+    def recorder(who):
+        def record(module, args):
+            if who == "teacher" or module.training:  # not the network's validation passes
+                inputs[who].setdefault(epoch[0], []).extend(x.numpy().tobytes() for x in args[0])
+        return record
+
+    model = build(get_search_space("seed").baseline_spec(), seed=3)
+    model.register_forward_pre_hook(recorder("network"))
+    teacher = _teacher()
+    teacher.register_forward_pre_hook(recorder("teacher"))
+    fit(model, data, cfg, seed=1, teacher=teacher, on_epoch=lambda e, acc: epoch.__setitem__(0, e + 1))
+    assert inputs["teacher"] == inputs["network"] and sorted(inputs["network"]) == [1, 2]
+    assert not any(x in as_stored for x in inputs["network"][1])
+    assert all(x in as_stored for x in inputs["network"][2])
 
 
 def test_fit_refuses_a_teacher_it_was_not_told_of_and_the_reverse(synthetic_root):

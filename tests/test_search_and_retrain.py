@@ -489,21 +489,56 @@ def test_results_header_states_the_images_the_retrains_recorded():
     assert _images_text([], "train_images", "training images") == "training images"
 
 
+def _enqueue_entry(recipe_line: str, seed: int = 4) -> str:
+    """An [[enqueue]] entry: one architecture of the modern space within the 20,000 budget (the
+    first a random sampler with ``seed`` draws), with ``recipe_line`` added."""
+    space = get_search_space("modern")
+    picker = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    while True:
+        point = picker.ask()
+        if count_params(space.suggest(point)) <= 20_000:
+            break
+    lit = {bool: lambda v: "true" if v else "false", str: lambda v: f'"{v}"'}
+    return f"[[enqueue]]\n{recipe_line}\n" + "".join(f"{k} = {lit.get(type(v), repr)(v)}\n" for k, v in point.params.items())
+
+
+def test_clean_epochs_are_searched_recorded_retrained_and_named(tmp_path, capsys):
+    """`search_recipe = ["clean_epochs"]`: the header says so, each trial records its value, the
+    same network enqueued with 0 and 1 clean epochs is two candidates that are both retrained
+    (the retrain tells recipes apart by what changes the weights), and the results file's
+    learning curves say which trial trained its last epoch on un-augmented images."""
+    study_file = _write(tmp_path, "clean", "single")
+    study_file.write_text(study_file.read_text().replace("search_recipe = true", 'search_recipe = ["clean_epochs"]')
+                          .replace("epochs = 1", "epochs = 2").replace('name = "random"', 'name = "random"\n'
+                          '[pruner]\nname = "none"') + _enqueue_entry("clean_epochs = 0") + _enqueue_entry("clean_epochs = 1"))  # fmt: skip
+    assert main(["run", str(study_file), "--device", "cpu", "--quiet"]) == 0
+    assert "un-augmented last epochs searched (clean_epochs per trial; the baseline 0)" in capsys.readouterr().out
+    study = _load(tmp_path, "clean")
+    enqueued = [t for t in study.trials if t.user_attrs.get("origin") == "enqueued"]
+    assert [t.user_attrs["recipe"]["clean_epochs"] for t in enqueued] == [0, 1]
+    assert len({t.user_attrs["spec"] for t in enqueued}) == 1  # one network, two recipes
+    assert all(t.state == TrialState.COMPLETE for t in enqueued)
+    assert main(["retrain", str(study_file), "--top", "5", "--seeds", "1", "--epochs", "2", "--device", "cpu"]) == 0
+    records = {r["trial"]: r for k, r in _load(tmp_path, "clean").user_attrs.items() if k.startswith("retrain:")}
+    assert {t.number for t in enqueued} <= set(records)
+    assert [records[t.number]["recipe"]["clean_epochs"] for t in enqueued] == [0, 1]
+    md = tmp_path / "results.md"
+    assert main(["results", str(study_file), "--out", str(md), "--exports", str(tmp_path / "exports")]) == 0
+    caption = md.read_text().split("## Learning curves (mean over seeds)")[1].split("\n\n")[1]
+    for n, r in records.items():
+        k = r["recipe"]["clean_epochs"]
+        said = {1: "its last epoch", 2: "its last 2 epochs"}.get(k)
+        assert (f"trial {n}: {said} on the images as they are (clean_epochs)" in caption) == bool(k), n
+        assert caption.count(f"trial {n}:") == bool(k), n
+
+
 def test_weight_averaging_is_searched_recorded_paired_and_reported(tmp_path, capsys):
     """`search_recipe = ["ema_decay"]`: a trial trained with weight averaging records the trained
     weights' validation scores beside the averaged ones and reports them to the pruner (its
     value stays the averaged weights' score), its retrain records their test curve
     in every run, and `harness results` pairs the two run by run; trials without averaging
     record neither."""
-    space = get_search_space("modern")
-    picker = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
-    while True:  # one architecture of the space within budget, to enqueue with averaging
-        point = picker.ask()
-        if count_params(space.suggest(point)) <= 20_000:
-            break
-    lit = {bool: lambda v: "true" if v else "false", str: lambda v: f'"{v}"'}
-    enqueue = "[[enqueue]]\nema_decay = 0.999\n" + "".join(
-        f"{k} = {lit.get(type(v), repr)(v)}\n" for k, v in point.params.items())  # fmt: skip
+    enqueue = _enqueue_entry("ema_decay = 0.999")
     study_file = _write(tmp_path, "ema", "single")
     study_file.write_text(study_file.read_text().replace("search_recipe = true", 'search_recipe = ["ema_decay"]')
                           .replace("epochs = 1", "epochs = 2").replace('name = "random"', 'name = "random"\n'

@@ -161,6 +161,9 @@ def test_with_weight_averaging_the_pruner_sees_the_trained_weights_and_reports_k
         assert (t.user_attrs["val_history"][0], t.user_attrs["raw_val_history"][0]) == (0.5, 0.9)
         row = trials_frame(optuna.load_study(study_name="t", storage=url)).iloc[0]
         assert (row["val_acc"], row["trained_val_acc"], row["ema_decay"]) == (0.5, 0.9, 0.9)
+        if outcome == TrialState.COMPLETE:  # the status line says which weights scored 0.5 (decay from [train])
+            (line,) = [x for x in summarize(study).lines() if x.startswith("baseline:")]
+            assert "val 0.5000 (averaged weights, decay 0.9; trained weights 0.9000), test" in line, line
 
 
 def test_status_of_missing_study_is_an_error(tmp_path):
