@@ -22,6 +22,7 @@ __all__ = [
     "BlockSpec",
     "ConvSpec",
     "InvalidSpecError",
+    "check_names",
     "count_params",
     "feature_shapes",
 ]
@@ -141,6 +142,17 @@ def _conv_out(size: int, conv: ConvSpec) -> int:
     return (size + 2 * conv.padding - conv.kernel) // conv.stride + 1
 
 
+def check_names(spec: ArchSpec) -> None:
+    """Raise InvalidSpecError naming the field if the spec's head, bn placement or activation is
+    not one of the known names (the checks that need no shapes)."""
+    if spec.head not in HEADS:
+        raise InvalidSpecError(f"unknown head {spec.head!r}; valid: {', '.join(HEADS)}")
+    if spec.bn not in BN_PLACEMENTS:
+        raise InvalidSpecError(f"unknown bn placement {spec.bn!r}; valid: {', '.join(BN_PLACEMENTS)}")
+    if spec.activation not in ACTIVATIONS:
+        raise InvalidSpecError(f"unknown activation {spec.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+
+
 def feature_shapes(spec: ArchSpec) -> list[tuple[int, int]]:
     """(channels, size) after each block; validates the spec on the way.
 
@@ -149,12 +161,7 @@ def feature_shapes(spec: ArchSpec) -> list[tuple[int, int]]:
             [0, 1), a feature map that shrinks below 1 pixel, or a residual conv whose input
             and output shapes differ.
     """
-    if spec.head not in HEADS:
-        raise InvalidSpecError(f"unknown head {spec.head!r}; valid: {', '.join(HEADS)}")
-    if spec.bn not in BN_PLACEMENTS:
-        raise InvalidSpecError(f"unknown bn placement {spec.bn!r}; valid: {', '.join(BN_PLACEMENTS)}")
-    if spec.activation not in ACTIVATIONS:
-        raise InvalidSpecError(f"unknown activation {spec.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+    check_names(spec)
     if not spec.blocks:
         raise InvalidSpecError("architecture has no blocks")
     channels, size = spec.in_channels, spec.input_size

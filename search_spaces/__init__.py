@@ -18,7 +18,7 @@ from typing import Any
 
 import optuna
 
-from harness.spec import ACTIVATIONS, BN_PLACEMENTS, HEADS, ArchSpec
+from harness.spec import ArchSpec, InvalidSpecError, check_names
 from search_spaces import compact, modern, seed
 
 __all__ = [
@@ -164,10 +164,10 @@ def _check_suggest(path: Path, func_name: str, suggest: Callable[..., Any]) -> N
             f"{path}: {func_name}(trial) must return a harness.spec.ArchSpec, got {type(result).__name__}"
         )
     # A misspelt name is the space's mistake, not a layout to reject trial after trial as invalid
-    for field, valid in (("activation", ACTIVATIONS), ("bn", BN_PLACEMENTS), ("head", HEADS)):
-        if getattr(result, field) not in valid:
-            raise UnknownSearchSpaceError(f"{path}: {func_name}(trial) returned an ArchSpec with {field} = "
-                                          f"{getattr(result, field)!r}; valid: {', '.join(valid)}")  # fmt: skip
+    try:
+        check_names(result)
+    except InvalidSpecError as exc:
+        raise UnknownSearchSpaceError(f"{path}: {func_name}(trial) returned an invalid ArchSpec: {exc}") from None
 
 
 class _BadParam(ValueError):

@@ -11,7 +11,7 @@ import torch
 
 from harness.config import load_study_config
 from harness.model import build
-from harness.spec import ArchSpec, BlockSpec, ConvSpec, InvalidSpecError, count_params
+from harness.spec import ArchSpec, BlockSpec, ConvSpec, InvalidSpecError, check_names, count_params
 from search_spaces import SEARCH_SPACES, UnknownSearchSpaceError, enqueue_params, get_search_space
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -114,6 +114,7 @@ def test_spec_json_round_trip_and_frozen():
         ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8),)),), head="softmax"),
         ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8, residual=True),)),)),  # 1 -> 8 channels
         ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8),)),), activation="tanh"),
+        ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8),)),), bn="after"),
     ],
 )
 def test_invalid_specs_are_rejected_by_counter_and_builder(spec):
@@ -121,6 +122,21 @@ def test_invalid_specs_are_rejected_by_counter_and_builder(spec):
         count_params(spec)
     with pytest.raises(InvalidSpecError):
         build(spec)
+
+
+@pytest.mark.parametrize(
+    "field,value,words",
+    [("head", "softmax", "unknown head 'softmax'; valid: flatten, gap"),
+     ("bn", "after", "unknown bn placement 'after'; valid: after_relu, before_relu, none"),
+     ("activation", "tanh", "unknown activation 'tanh'; valid: relu, silu, gelu")],
+)
+def test_check_names_names_the_field_and_the_valid_values(field, value, words):
+    """The name checks shared by feature_shapes and a user space's load-time check."""
+    good = ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8),)),), head="gap", bn="before_relu", activation="gelu")
+    check_names(good)  # no error
+    with pytest.raises(InvalidSpecError) as err:
+        check_names(dataclasses.replace(good, **{field: value}))
+    assert str(err.value) == words
 
 
 def test_residual_and_bn_variants_count_exactly():
