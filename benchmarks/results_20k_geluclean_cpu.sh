@@ -9,8 +9,8 @@
 #    all 60,000 images, 20 epochs, 3 seeds (stage 9's retrain seeds), final-epoch test accuracy;
 # 3. results/geluclean-20k-cpu.md (target check, learning curves, the winner exported and
 #    verified) and the HTML report (ignored).
-# About 60 minutes on a 2-core Intel Xeon (stage 9 took 41 min for three candidates and the
-# retrain on a 2-core AMD EPYC, about 1.8 times as fast here). Run it again after an interruption:
+# About 55 minutes on a 2-core Intel Xeon (search 12, retrain 42; a 20-epoch run of this network
+# with GELU took 820-860 s here on 60,000 images, stage 9's with ReLU 469 s on a 2-core AMD EPYC). Run it again after an interruption:
 # finished steps are skipped (runs/results_20k_geluclean_cpu-steps.tsv, with their wall-clock
 # seconds).
 set -euo pipefail

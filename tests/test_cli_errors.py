@@ -715,6 +715,8 @@ USER_SPACES = [
      ["study.search_space", "unknown activation 'tanh'", "valid: relu, silu, gelu"]),
     ("unknown-bn", _space_returning(bn="after"), "space.py:suggest",
      ["study.search_space", "unknown bn placement 'after'", "valid: after_relu, before_relu, none"]),
+    ("unknown-head", _space_returning(head="softmax"), "space.py:suggest",
+     ["study.search_space", "unknown head 'softmax'", "valid: flatten, gap"]),
     ("baseline-not-a-dict", SEED_DROPOUT_SPACE + "BASELINE_PARAMS = [0.25]\n", "space.py:suggest",
      ["study.search_space", "BASELINE_PARAMS must be a dict", "list"]),
     ("baseline-missing-param", SEED_DROPOUT_SPACE + "BASELINE_PARAMS = {}\n", "space.py:suggest",
