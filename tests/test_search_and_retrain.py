@@ -364,6 +364,27 @@ def test_small_budget_study_rejects_the_baseline_and_joins_the_results(pareto_di
     assert "**NOT reached: no retrained architecture has a mean >= 99.40%; best at <= 3,700 parameters: " in text
 
 
+def test_results_never_round_a_missed_target_up_to_it(tmp_path):
+    """A mean just under a target is written with the digits that show it is under: 99.597 %
+    "NOT reached", never "NOT reached (best: 99.60 %)" against a 99.60 % target."""
+    from harness.results import _pct_against
+
+    path = _write(tmp_path, "near", "single")
+    assert main(["run", str(path), "--device", "cpu", "--quiet"]) == 0
+    assert main(["retrain", str(path), "--top", "1", "--seeds", "1", "--epochs", "1", "--no-baseline",
+                 "--device", "cpu", "--data-dir", str(tmp_path / "data")]) == 0  # fmt: skip
+    study = _load(tmp_path, "near")
+    (key,) = [k for k in study.user_attrs if k.startswith("retrain:")]
+    md = tmp_path / "results.md"
+    for mean, words in [(0.995967, "**NOT reached** (best: 99.597% with"), (0.9962, "**reached** (best: 99.62% with")]:
+        study.set_user_attr(key, dict(study.user_attrs[key], mean=mean))  # a stored mean near target 1
+        assert main(["results", str(path), "--out", str(md), "--exports", str(tmp_path / "exports"),
+                     "--data-dir", str(tmp_path / "data")]) == 0  # fmt: skip
+        assert words in md.read_text(), (mean, [ln for ln in md.read_text().splitlines() if ln.startswith("1.")])
+    assert _pct_against(0.99399, 0.994) == "99.399%" and _pct_against(0.994, 0.994) == "99.40%"
+    assert _pct_against(0.9939999, 0.994) == "99.39999%" and _pct_against(0.99, 0.994) == "99.00%"
+
+
 def test_retrain_with_other_epochs_refuses_to_replace_stored_runs(tmp_path, capsys):
     study_file = _write(tmp_path, "ep", "single")
     assert main(["run", str(study_file), "--device", "cpu", "--quiet"]) == 0
