@@ -10,7 +10,7 @@
 #    test accuracy;
 # 3. results/rerun-20k-cpu.md (target check, learning curves, the winner exported and
 #    verified) and the HTML report (ignored).
-# About 60 minutes on a 2-core Intel Xeon (as stage 21). Run it again after an interruption:
+# About 50 minutes on a 2-core Intel Xeon (search 11, retrain 38; 750-775 s per retrain run). Run it again after an interruption:
 # finished steps are skipped (runs/results_20k_rerun_cpu-steps.tsv, with their wall-clock
 # seconds).
 set -euo pipefail
