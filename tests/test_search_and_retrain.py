@@ -385,6 +385,54 @@ def test_results_never_round_a_missed_target_up_to_it(tmp_path):
     assert _pct_against(0.9939999, 0.994) == "99.39999%" and _pct_against(0.99, 0.994) == "99.00%"
 
 
+def test_results_say_how_many_standard_errors_each_verdict_stands_from_its_target(tmp_path):
+    """Each target line gives the winner's distance from the target in pp and in standard errors
+    of its mean over seeds (sample stdev / sqrt(seeds)), so a verdict that other seeds could turn
+    shows as one; one seed has no spread, and no such clause; nor has a target-2 verdict decided
+    by size."""
+    from harness.results import _Entry, _margin
+
+    path = _write(tmp_path, "se", "single")
+    assert main(["run", str(path), "--device", "cpu", "--quiet"]) == 0
+    assert main(["retrain", str(path), "--top", "1", "--seeds", "1", "--epochs", "1", "--no-baseline",
+                 "--device", "cpu", "--data-dir", str(tmp_path / "data")]) == 0  # fmt: skip
+    study = _load(tmp_path, "se")
+    (key,) = [k for k in study.user_attrs if k.startswith("retrain:")]
+    md = tmp_path / "results.md"
+    args = ["results", str(path), "--out", str(md), "--exports", str(tmp_path / "exports"), "--data-dir", str(tmp_path / "data")]
+
+    def target_lines(accs: list[float] | None = None, params: int = 3454) -> list[str]:
+        if accs:  # the stored record's std stays the one seed's 0.0: the clause must use the accuracies
+            study.set_user_attr(key, dict(study.user_attrs[key], test_acc=accs, mean=sum(accs) / len(accs),
+                                          seeds=len(accs), params=params))  # fmt: skip
+        assert main(args) == 0
+        return [ln for ln in md.read_text().splitlines() if ln.startswith(("1.", "2."))]
+
+    assert not any("standard error" in ln or "pp from" in ln for ln in target_lines())  # one seed
+    # stage 20's seeds: mean 99.4367 %, stdev 0.0929 pp, standard error 0.0536 pp
+    stage20 = [0.9948, 0.9950, 0.9933]
+    one, two = target_lines(stage20)
+    assert one.endswith("(best: 99.44% with 3,454 parameters; -0.163 pp from 99.60%: 3.0 standard errors of the "
+                        "mean (standard error 0.054 pp, 3 seeds))"), one  # fmt: skip
+    assert two.endswith("(smallest: 3,454 parameters, 99.44%; +0.037 pp from 99.40%: 0.7 standard errors of the "
+                        "mean (standard error 0.054 pp, 3 seeds))"), two  # fmt: skip
+    _, two = target_lines([0.9940, 0.9935, 0.9936])  # missed: the best at <= 3,700 gets the clause
+    assert two.endswith("best at <= 3,700 parameters: 99.37% with 3,454; -0.030 pp from 99.40%: 2.0 standard "
+                        "errors of the mean (standard error 0.015 pp, 3 seeds)**"), two  # fmt: skip
+    _, two = target_lines(stage20, params=5000)  # "NOT reached" for its size: no accuracy margin
+    assert two.endswith("**NOT reached (smallest found is larger)** (smallest: 5,000 parameters, 99.44%)"), two
+
+    def margin(accs: list[float], target: float) -> str:
+        return _margin(_Entry(None, "", None, {"test_acc": accs, "mean": sum(accs) / len(accs), "params": 1}), target)
+
+    assert margin([0.99597, 0.99597], 0.996) == "; -0.003 pp from 99.60% (no spread over 2 seeds)"
+    assert margin([0.994, 0.994], 0.994) == "; +0.000 pp from 99.40% (no spread over 2 seeds)"
+    assert margin([0.9940, 0.9940, 0.9941], 0.994) == \
+        "; +0.003 pp from 99.40%: 1.0 standard errors of the mean (standard error 0.003 pp, 3 seeds)"
+    assert margin([0.994, 0.994002], 0.994) == \
+        "; +0.0001 pp from 99.40%: 1.0 standard errors of the mean (standard error 0.0001 pp, 2 seeds)"
+
+
 def test_retrain_with_other_epochs_refuses_to_replace_stored_runs(tmp_path, capsys):
     study_file = _write(tmp_path, "ep", "single")
     assert main(["run", str(study_file), "--device", "cpu", "--quiet"]) == 0
