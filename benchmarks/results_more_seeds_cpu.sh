@@ -9,7 +9,7 @@
 # and adds the missing ones), and writes results/seeds6-cpu.md: both winners with all 6 seeds.
 # It runs stages 20 and 21 first where their retrain has not run on this machine. Their own results
 # files, if regenerated after this stage, show the 6 seeds too (the runs are stored in the study).
-# About 80 minutes on a 2-core Intel Xeon after those stages (3 runs of 710 s, 3 of 840 s). Run it
+# 80 minutes on a 2-core Intel Xeon after those stages (runs of 721-778 s and 828-852 s). Run it
 # again after an interruption: finished steps are skipped (runs/results_more_seeds_cpu-steps.tsv,
 # with their wall-clock seconds), and a retrain interrupted mid-way keeps its finished seeds.
 set -euo pipefail

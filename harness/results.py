@@ -125,6 +125,13 @@ def _front_lines(entries: list[_Entry]) -> list[str]:
     return lines
 
 
+def _trial_of(e: _Entry, entries: list[_Entry]) -> str:
+    """The entry's trial number, "3", or "3 (study name)" where the entries come from several
+    studies, whose trial numbers can coincide."""
+    many = len({x.cfg.name for x in entries}) > 1
+    return f"{e.record['trial']}" + (f" ({e.cfg.name})" if many else "")
+
+
 def _curve_lines(entries: list[_Entry]) -> list[str]:
     """Mean over seeds of the per-epoch training loss and test accuracy, at a few epochs."""
     with_curves = [e for e in entries if all(run.get("test_curve") for run in e.record["runs"].values())]
@@ -132,11 +139,11 @@ def _curve_lines(entries: list[_Entry]) -> list[str]:
         return []
     epochs = max(e.record["epochs"] for e in with_curves)
     shown = sorted({1, *range(5, epochs, 5), epochs - 1, epochs} - {0})
-    clean = [(e.record["trial"], min(e.record["recipe"].get("clean_epochs", 0), e.record["epochs"]))
+    clean = [(_trial_of(e, entries), min(e.record["recipe"].get("clean_epochs", 0), e.record["epochs"]))
              for e in with_curves if (e.record.get("recipe") or {}).get("clean_epochs")]  # fmt: skip
     trained_on = "augmented images, as trained" + "".join(
-        f"; trial {n}: its last {'epoch' if k == 1 else f'{k} epochs'} on the images as they are (clean_epochs)"
-        for n, k in clean)  # fmt: skip
+        f"; trial {trial}: its last {'epoch' if k == 1 else f'{k} epochs'} on the images as they are (clean_epochs)"
+        for trial, k in clean)  # fmt: skip
     lines = ["", "## Learning curves (mean over seeds)", "",
              f"Test accuracy and mean training loss ({trained_on}) after each shown epoch; "
              "\"best\" is the best epoch's mean test accuracy, for diagnosis only (the claim is the last epoch). "
@@ -153,7 +160,7 @@ def _curve_lines(entries: list[_Entry]) -> list[str]:
         best = max(range(n), key=lambda i: (acc[i], i))
         cells = [f"{acc[k - 1]:.2%}" if k <= n else "" for k in shown]
         losses = " / ".join(f"{loss[k - 1]:.4f}" if k <= n else "–" for k in shown[-3:])
-        lines.append(f"| {e.params:,} | {e.record['trial']} | " + " | ".join(cells)
+        lines.append(f"| {e.params:,} | {_trial_of(e, entries)} | " + " | ".join(cells)
                      + f" | {acc[best]:.2%} ({best + 1}) | {losses} |")  # fmt: skip
     return lines
 
@@ -176,7 +183,7 @@ def _averaging_lines(entries: list[_Entry]) -> list[str]:
         trained = [run["raw_test_curve"][-1] for run in runs]
         spread = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in (averaged, trained)]
         diffs = [a - t for a, t in zip(averaged, trained)]
-        lines.append(f"| {e.params:,} | {e.record['trial']} | {e.record['recipe'].get('ema_decay', 0.0)} "
+        lines.append(f"| {e.params:,} | {_trial_of(e, entries)} | {e.record['recipe'].get('ema_decay', 0.0)} "
                      f"| {statistics.mean(averaged):.2%} ± {spread[0]:.2%} | {statistics.mean(trained):.2%} ± {spread[1]:.2%} "
                      f"| {statistics.mean(diffs) * 100:+.3f} pp | {', '.join(f'{d * 100:+.2f}' for d in diffs)} |")  # fmt: skip
     return lines

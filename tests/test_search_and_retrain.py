@@ -433,6 +433,25 @@ def test_results_say_how_many_standard_errors_each_verdict_stands_from_its_targe
         "; +0.0001 pp from 99.40%: 1.0 standard errors of the mean (standard error 0.0001 pp, 2 seeds)"
 
 
+def test_results_curves_name_the_study_of_each_trial_when_studies_share_trial_numbers():
+    """Two studies' trial 1 in one results file: the learning-curve table and its clean-epochs
+    note say which study each row is from; one study keeps the bare trial number."""
+    from types import SimpleNamespace
+
+    from harness.results import _curve_lines, _Entry
+
+    def entry(study: str, params: int) -> _Entry:
+        run = {"test_curve": [0.9, 0.99], "train_loss": [0.5, 0.3]}
+        return _Entry(SimpleNamespace(name=study), "", None, {"trial": 1, "params": params, "epochs": 2,
+                      "recipe": {"clean_epochs": 1}, "runs": {"0": run, "1": run}})  # fmt: skip
+
+    text = "\n".join(_curve_lines([entry("small", 3454), entry("large", 17786)]))
+    assert "; trial 1 (small): its last epoch on the images as they are (clean_epochs); trial 1 (large): " in text
+    assert "| 3,454 | 1 (small) | 90.00% | 99.00% |" in text and "| 17,786 | 1 (large) | 90.00% |" in text, text
+    text = "\n".join(_curve_lines([entry("small", 3454)]))
+    assert "; trial 1: its last epoch on the images" in text and "| 3,454 | 1 | 90.00% |" in text, text
+
+
 def test_retrain_with_other_epochs_refuses_to_replace_stored_runs(tmp_path, capsys):
     study_file = _write(tmp_path, "ep", "single")
     assert main(["run", str(study_file), "--device", "cpu", "--quiet"]) == 0
