@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Stage 23 of the CPU results pipeline (issue 12, targets 1 and 2): three more seeds for the two
-# winners whose 3-seed means stand closest to their targets.
+# Stage 23 of the CPU results pipeline (issue 12, targets 1 and 2): three more seeds for target 2's
+# winner (stage 20) and stage 21's configuration for target 1, each met by less than one standard
+# error of its 3-seed mean.
 #   bash benchmarks/results_more_seeds_cpu.sh DATA_ROOT
 # Stage 20 (3,454 parameters, 99.44 % ± 0.09 % against 99.40 %) and stage 21 (17,786 parameters,
 # 99.62 % ± 0.06 % against 99.60 %) each rest on 3 retrain seeds. This stage retrains the same
