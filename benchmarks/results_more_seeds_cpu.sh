@@ -5,7 +5,7 @@
 #   bash benchmarks/results_more_seeds_cpu.sh DATA_ROOT
 # Stage 20 (3,454 parameters, 99.44 % ± 0.09 % against 99.40 %) and stage 21 (17,786 parameters,
 # 99.62 % ± 0.06 % against 99.60 %) each rest on 3 retrain seeds. This stage retrains the same
-# trial of the same study (no new selection: the validation winner stays the winner) with retrain
+# trial of the same study (each study's single hand-enqueued candidate: no new choice) with retrain
 # seeds 3, 4 and 5 on top of the stored 0, 1 and 2 (`harness retrain --seeds 6` keeps stored runs
 # and adds the missing ones); then the same for stage 22 (stage 21's control: its network as it
 # was, ReLU, every epoch augmented), so that the levers are compared over 6 paired seeds; and
@@ -13,7 +13,7 @@
 # It runs stages 20, 21 and 22 first where their retrain has not run on this machine. Their own
 # results files, if regenerated after this stage, show the 6 seeds too (the runs are stored in
 # the study). 80 minutes on a 2-core Intel Xeon for stages 20 and 21's seeds (runs of 721-778 s
-# and 828-852 s), about 40 more for stage 22's. Run it
+# and 828-852 s), 35 more for stage 22's (679-737 s). Run it
 # again after an interruption: finished steps are skipped (runs/results_more_seeds_cpu-steps.tsv,
 # with their wall-clock seconds), and a retrain interrupted mid-way keeps its finished seeds.
 set -euo pipefail

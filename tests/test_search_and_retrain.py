@@ -364,17 +364,24 @@ def test_small_budget_study_rejects_the_baseline_and_joins_the_results(pareto_di
     assert "**NOT reached: no retrained architecture has a mean >= 99.40%; best at <= 3,700 parameters: " in text
 
 
+def _retrained_one_seed(folder: Path, name: str) -> tuple[Path, optuna.Study, str]:
+    """(study file, study, retrain record key) of a tiny study run and its best trial retrained
+    with one seed for one epoch: a stored record whose values a test may then set."""
+    path = _write(folder, name, "single")
+    assert main(["run", str(path), "--device", "cpu", "--quiet"]) == 0
+    assert main(["retrain", str(path), "--top", "1", "--seeds", "1", "--epochs", "1", "--no-baseline",
+                 "--device", "cpu", "--data-dir", str(folder / "data")]) == 0  # fmt: skip
+    study = _load(folder, name)
+    (key,) = [k for k in study.user_attrs if k.startswith("retrain:")]
+    return path, study, key
+
+
 def test_results_never_round_a_missed_target_up_to_it(tmp_path):
     """A mean just under a target is written with the digits that show it is under: 99.597 %
     "NOT reached", never "NOT reached (best: 99.60 %)" against a 99.60 % target."""
     from harness.results import _pct_against
 
-    path = _write(tmp_path, "near", "single")
-    assert main(["run", str(path), "--device", "cpu", "--quiet"]) == 0
-    assert main(["retrain", str(path), "--top", "1", "--seeds", "1", "--epochs", "1", "--no-baseline",
-                 "--device", "cpu", "--data-dir", str(tmp_path / "data")]) == 0  # fmt: skip
-    study = _load(tmp_path, "near")
-    (key,) = [k for k in study.user_attrs if k.startswith("retrain:")]
+    path, study, key = _retrained_one_seed(tmp_path, "near")
     md = tmp_path / "results.md"
     for mean, words in [(0.995967, "**NOT reached** (best: 99.597% with"), (0.9962, "**reached** (best: 99.62% with")]:
         study.set_user_attr(key, dict(study.user_attrs[key], mean=mean))  # a stored mean near target 1
@@ -392,12 +399,7 @@ def test_results_say_how_many_standard_errors_each_verdict_stands_from_its_targe
     by size."""
     from harness.results import _Entry, _margin
 
-    path = _write(tmp_path, "se", "single")
-    assert main(["run", str(path), "--device", "cpu", "--quiet"]) == 0
-    assert main(["retrain", str(path), "--top", "1", "--seeds", "1", "--epochs", "1", "--no-baseline",
-                 "--device", "cpu", "--data-dir", str(tmp_path / "data")]) == 0  # fmt: skip
-    study = _load(tmp_path, "se")
-    (key,) = [k for k in study.user_attrs if k.startswith("retrain:")]
+    path, study, key = _retrained_one_seed(tmp_path, "se")
     md = tmp_path / "results.md"
     args = ["results", str(path), "--out", str(md), "--exports", str(tmp_path / "exports"), "--data-dir", str(tmp_path / "data")]
 
