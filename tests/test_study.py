@@ -136,14 +136,18 @@ def test_a_study_resumes_only_with_its_repeats_and_one_made_before_them_ran_one(
         open_study(_cfg(tmp_path, repeats=2), older)
 
 
-def test_repeats_train_each_candidate_with_several_seeds_and_rank_it_by_their_mean(tmp_path, synthetic_root):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_repeats_train_each_candidate_with_several_seeds_and_rank_it_by_their_mean(tmp_path, synthetic_root, ema_decay):
     """study.repeats = 2, real training: the value, val_acc, the curve the pruner sees and
     val_history are the two seeds' means; the first seed is the trial's own seed, and its run is
-    the one a single-seed study trains (same val and test accuracy); the second seed is another."""
+    the one a single-seed study trains (same val and test accuracy); the second seed is another.
+    With weight averaging the pruner sees the mean of the trained weights' scores, as
+    raw_val_history records them, and the value is the averaged weights' mean."""
     from harness.objective import repeat_seeds
 
     def run(repeats: int, db: str) -> optuna.trial.FrozenTrial:
-        cfg = _cfg(tmp_path, repeats=repeats, train=TrainConfig(epochs=2, batch_size=100, eval_batch_size=256))
+        cfg = _cfg(tmp_path, repeats=repeats,
+                   train=TrainConfig(epochs=2, batch_size=100, eval_batch_size=256, ema_decay=ema_decay))  # fmt: skip
         study = open_study(cfg, f"sqlite:///{tmp_path / db}")
         study.optimize(Objective(cfg, lambda: load_splits(synthetic_root, val_size=100), device_label="cpu"), n_trials=1)
         (trial,) = study.get_trials()
@@ -156,7 +160,11 @@ def test_repeats_train_each_candidate_with_several_seeds_and_rank_it_by_their_me
     assert ua["repeat_val_accs"][0] == one.value and ua["repeat_test_accs"][0] == ua["test_acc"] == one.user_attrs["test_acc"]
     assert two.value == ua["val_acc"] == pytest.approx(sum(ua["repeat_val_accs"]) / 2, abs=1e-12)
     assert ua["repeat_val_accs"][1] != ua["repeat_val_accs"][0]  # else a mean and the first seed's value agree
-    assert [two.intermediate_values[e] for e in (1, 2)] == ua["val_history"]
+    pruner_saw = ua["raw_val_history"] if ema_decay else ua["val_history"]
+    assert [two.intermediate_values[e] for e in (1, 2)] == pruner_saw and len(pruner_saw) == 2
+    assert ("raw_val_history" in ua) == bool(ema_decay)
+    if ema_decay:  # the first seed's trained-weights curve is the single run's; the mean is not it
+        assert ua["raw_val_history"] != one.user_attrs["raw_val_history"]
     assert ua["val_history"][-1] == pytest.approx(two.value, abs=1e-12)
     assert one.user_attrs["val_history"][-1] == one.value and "repeat_seeds" not in one.user_attrs
     assert ua["target_met"] == (ua["test_acc"] >= 0.994)
