@@ -34,6 +34,7 @@ __all__ = [
 
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # train.compile values
+MAX_REPEATS = 10  # study.repeats: a trial keeps this many networks in memory at once
 
 
 def default_data_root(override: str | None = None) -> Path:
@@ -131,6 +132,7 @@ class StudyConfig:
     n_trials: int = 0  # the study's total of finished trials; a run without --trials fills it up (0 = until timeout)
     timeout: float = 0.0  # seconds per `harness run` (0 = no limit)
     seed: int = 0  # base seed; trial k trains with seed + k
+    repeats: int = 1  # seeds per candidate in the search, trained in lockstep: the trial's value (and what the pruner compares each epoch) is their mean validation accuracy
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
     storage: str = ""  # Optuna storage URL; "" = sqlite file in results_dir
     results_dir: str = "."  # folder of the default sqlite file, relative to the study file
@@ -279,6 +281,12 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, c.budget > 0, "study.budget", f"must be a positive number of parameters, got {c.budget}")
     _check(where, 0 < c.target <= 1, "study.target", f"must be an accuracy in (0, 1], got {c.target}")
     _check(where, 0 <= c.seed < 2**32, "study.seed", f"must be in [0, 2**32), got {c.seed}")
+    _check(where, 1 <= c.repeats <= MAX_REPEATS, "study.repeats",
+           f"must be 1 to {MAX_REPEATS} seeds per candidate, got {c.repeats}")  # fmt: skip
+    # each lockstep run builds its own compiled step, resetting torch.compile's caches: the runs
+    # would discard each other's graphs
+    _check(where, c.repeats == 1 or c.train.compile == "off", "study.repeats",
+           f"> 1 trains its seeds in lockstep, which train.compile = {c.train.compile!r} does not support; set train.compile = \"off\"")  # fmt: skip
     _check(where, c.n_trials >= 0, "study.n_trials", f"must be >= 0, got {c.n_trials}")
     # n_trials is the study's total: fewer than the baseline and the enqueued architectures
     # would leave some of those never run, silently

@@ -257,7 +257,7 @@ def model_card(study: optuna.Study, trial: FrozenTrial, spec, record: dict[str, 
     ua = trial.user_attrs
     recipe, source = _recipe_of(study, trial, retrained)
     return {
-        "format_version": 3,  # 3: held_out_train_images, teacher
+        "format_version": 4,  # 3: held_out_train_images, teacher; 4: search_repeats
         "study": study.study_name,
         "trial": trial.number,
         "storage": storage_label,
@@ -266,6 +266,9 @@ def model_card(study: optuna.Study, trial: FrozenTrial, spec, record: dict[str, 
         "budget": study.user_attrs.get("budget"),
         "target": study.user_attrs.get("target"),
         "val_acc": ua.get("val_acc"),
+        # study.repeats: val_acc is the mean of these runs; the files are the first one's network
+        "search_repeats": {"seeds": ua["repeat_seeds"], "val_accs": ua.get("repeat_val_accs"),
+                           "test_accs": ua.get("repeat_test_accs")} if ua.get("repeat_seeds") else None,
         "test_acc": record["recorded"],
         "test_images": record["recorded_images"],
         "target_met": ua.get("target_met"),

@@ -2,7 +2,12 @@
 
 Trial outcomes, as recorded in the storage:
 
-* COMPLETE: trained; value = validation accuracy; test accuracy etc. in user attrs.
+* COMPLETE: trained; value = validation accuracy; test accuracy etc. in user attrs. With
+  ``study.repeats`` = k > 1 the candidate trains with k seeds in lockstep (``repeat_seeds``):
+  the value, ``val_acc``, ``val_history`` and what the pruner sees are the k runs' means,
+  ``repeat_val_accs`` and ``repeat_test_accs`` hold each run's, and the stored network,
+  ``test_acc`` and ``target_met`` are the first seed's (the network a single run would have
+  trained: export reproduces its test accuracy); ``train_seconds`` is the k runs' total.
 * PRUNED with user attr ``rejected = "over_budget"``: counted over the budget, never built
   or trained; ``trainable_params`` and ``reject_reason`` recorded, and the constraint
   ``params_over_budget > 0`` tells the sampler the region is infeasible.
@@ -39,7 +44,18 @@ from harness.spec import ArchSpec, InvalidSpecError, count_params
 from search_spaces import baseline_spec, get_search_space
 from search_spaces.recipe import suggest_recipe
 
-__all__ = ["BUDGET_CONSTRAINT", "PARAM_COUNT_ATTR", "TRAINING_FAILURES", "Objective", "SamplerStream"]
+__all__ = ["BUDGET_CONSTRAINT", "PARAM_COUNT_ATTR", "TRAINING_FAILURES", "Objective", "SamplerStream", "repeat_seeds"]
+
+
+def repeat_seeds(seed: int, repeats: int) -> list[int]:
+    """The seeds of a trial trained ``repeats`` times: its own ``seed`` first (the network a
+    single run trains), then seeds derived from (seed, i) with NumPy's SeedSequence. Derived,
+    not seed + i * stride: torch's CPU generator keeps only the low 32 bits of a seed, and
+    seed + i would be the next trial's seed."""
+    import numpy as np
+
+    return [seed] + [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(1, repeats)]
+
 
 BUDGET_CONSTRAINT = "params_over_budget"  # constraint value = params - budget (feasible <= 0)
 #: Trial user attribute holding the trainable parameter count (read it with
@@ -87,6 +103,11 @@ def _origin(trial: optuna.Trial) -> TrialOrigin:
     return TrialOrigin(origin_of(frozen), attrs.get("failed_trial"), bool(attrs.get("fixed_params")))
 
 
+def _mean_curve(curves: list[list[float]]) -> list[float]:
+    """Epoch by epoch, the mean of several runs' curves (one run's: itself)."""
+    return [sum(values) / len(values) for values in zip(*curves, strict=True)]
+
+
 class Objective:
     """The per-trial pipeline: suggest -> budget gate -> build -> fit -> score -> record.
 
@@ -112,6 +133,8 @@ class Objective:
         self.device_label = device_label
         self.on_epoch = on_epoch
         self.stream = stream
+        if fit_fn is not None and cfg.repeats > 1:
+            raise ValueError(f"study.repeats = {cfg.repeats} trains with harness.train.fit_lockstep, not a custom fit_fn")
         if fit_fn is None:
             from harness.train import fit as fit_fn
         self.fit_fn = fit_fn
@@ -164,8 +187,12 @@ class Objective:
                 return repeat
 
         data = self.load_data()
-        model = build(spec, seed=seed)
+        seeds = repeat_seeds(seed, self.cfg.repeats)
+        models = [build(spec, seed=s) for s in seeds]
+        model = models[0]  # the network stored and exported: the one a single run would train
         self.trained += 1
+        if len(seeds) > 1:
+            trial.set_user_attr("repeat_seeds", seeds)
 
         trained_scores: dict[int, float] = {}  # with weight averaging: the trained weights' score per epoch
         averaged_scores: list[float] = []
@@ -207,10 +234,15 @@ class Objective:
             if train_cfg.teacher:
                 fit_extras["teacher"], record = self._load_teacher(data.device)
                 trial.set_user_attr("teacher", record)
-            result = self.fit_fn(model, data, train_cfg, seed=seed, on_epoch=report, **fit_extras)
+            if len(models) == 1:
+                results = [self.fit_fn(model, data, train_cfg, seed=seed, on_epoch=report, **fit_extras)]
+            else:
+                from harness.train import fit_lockstep
+
+                results = fit_lockstep(models, data, train_cfg, seeds=seeds, on_epoch=report, **fit_extras)
             # Scored in float32 whatever the training precision: the exported files run in
-            # float32, and export checks them against this number image for image.
-            test_acc = evaluate(model, data.test_x, data.test_y, self.cfg.train.eval_batch_size)
+            # float32, and export checks them against the first number image for image.
+            test_accs = [evaluate(m, data.test_x, data.test_y, self.cfg.train.eval_batch_size) for m in models]
         except Exception as exc:
             if isinstance(exc, optuna.TrialPruned):
                 raise
@@ -220,20 +252,25 @@ class Objective:
             if oom is not None:
                 raise oom from exc
             raise
-        trial.set_user_attr("val_acc", result.val_acc)
+        result, val = results[0], sum(r.val_acc for r in results) / len(results)
+        test_acc = test_accs[0]
+        trial.set_user_attr("val_acc", val)
         trial.set_user_attr("test_acc", test_acc)
         trial.set_user_attr("test_images", len(data.test_x))
         trial.set_user_attr("target_met", bool(test_acc >= self.cfg.target))
         trial.set_user_attr("epochs_run", result.epochs_run)
-        trial.set_user_attr("train_seconds", round(result.seconds, 3))
-        trial.set_user_attr("val_history", result.history)
+        trial.set_user_attr("train_seconds", round(sum(r.seconds for r in results), 3))
+        trial.set_user_attr("val_history", _mean_curve([r.history for r in results]))
         if result.raw_history:  # weight averaging: the trained weights' scores, the paired comparison
-            trial.set_user_attr("raw_val_history", result.raw_history)
+            trial.set_user_attr("raw_val_history", _mean_curve([r.raw_history for r in results]))
+        if len(results) > 1:
+            trial.set_user_attr("repeat_val_accs", [r.val_acc for r in results])
+            trial.set_user_attr("repeat_test_accs", test_accs)
         if self.artifact_store is not None:
             from harness.artifacts import save_weights
 
             save_weights(model, trial, self.artifact_store)
-        return (result.val_acc, float(params)) if multi else result.val_acc
+        return (val, float(params)) if multi else val
 
     def _load_teacher(self, device) -> tuple[Any, dict[str, Any]]:
         """The study's distillation teacher on ``device`` and its record, loaded once.

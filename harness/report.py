@@ -25,12 +25,12 @@ __all__ = ["pareto_front", "trials_frame", "write_report"]
 _COLUMNS = [
     "number", "outcome", "state", "origin", "baseline", "params", "val_acc", "test_acc", "test_images", "target_met",
     "epochs_run", "train_seconds", "train_images", "arch", "reject_reason", "fail_reason", "device", "seed",
-    "datetime_start", "teacher", "teacher_sha256", "ema_decay", "trained_val_acc",
+    "datetime_start", "teacher", "teacher_sha256", "ema_decay", "trained_val_acc", "repeats", "repeat_val_accs",
 ]  # fmt: skip
 
 
 _INT_COLUMNS = ("params", "test_images", "epochs_run", "train_images", "retrain_seeds", "retrain_epochs",
-                "retrain_train_images")  # fmt: skip
+                "retrain_train_images", "repeats")  # fmt: skip
 
 
 def _kind(t: FrozenTrial) -> str:
@@ -49,7 +49,10 @@ def trials_frame(study: optuna.Study):
     ``val_acc`` of a pruned trial is its last validation accuracy (its epoch count is in
     ``epochs_run``); rejected trials have a parameter count and no accuracies. With weight
     averaging (``ema_decay`` > 0) ``val_acc`` scores the averaged weights, pruned trials too,
-    and ``trained_val_acc`` the trained ones (what the pruner compared).
+    and ``trained_val_acc`` the trained ones (what the pruner compared). With ``study.repeats``
+    ``val_acc`` is the mean over the ``repeats`` seeds (each in ``repeat_val_accs``), while
+    ``test_acc``, ``target_met`` and ``seed`` are the first seed's (the stored network's) and
+    ``train_seconds`` the seeds' total.
     """
     import pandas as pd
 
@@ -92,6 +95,9 @@ def trials_frame(study: optuna.Study):
             "teacher_sha256": teacher.get("sha256", ""),
             "ema_decay": _num(recipe.get("ema_decay", 0.0)) if ua.get("trainable_params") is not None else None,
             "trained_val_acc": _num((ua.get("raw_val_history") or [None])[-1]),
+            # seeds behind val_acc: 1 for a single run (every study before study.repeats); none untrained
+            "repeats": _num(len(ua.get("repeat_seeds") or [0]) if "epochs_run" in ua else None),
+            "repeat_val_accs": " ".join(f"{v:.4f}" for v in ua.get("repeat_val_accs") or []),
         }
         if t.number in retrains:  # harness retrain: full training set, several seeds
             r = retrains[t.number]
@@ -276,6 +282,10 @@ def _optuna_figures(study: optuna.Study) -> list:
 def _table_html(frame, top: int) -> str:
     done = frame[frame["outcome"] == "complete"].sort_values(["val_acc", "params"], ascending=[False, True]).head(top)
     head = ["rank", "trial", "proposed by", "params", "val acc", "test acc", "target met", "epochs", "train s", "architecture"]
+    k = int(done["repeats"].max()) if len(done) and done["repeats"].notna().any() else 1
+    if k > 1:  # study.repeats: val is a mean, test one network's
+        head[4:9] = [f"val acc (mean of {k} seeds)", "test acc (first seed)", "target met (first seed)", "epochs",
+                     f"train s ({k} seeds)"]  # fmt: skip
     retrain = "retrain_test_mean" in frame.columns
     if retrain:
         head.insert(7, "retrained on all training images: test (mean ± std, seeds)")

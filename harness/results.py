@@ -151,7 +151,7 @@ def _curve_lines(entries: list[_Entry]) -> list[str]:
              "under-fitting (more epochs or width would help); a best epoch well before the last to over-fitting.", "",
              "| params | trial | " + " | ".join(f"ep {k}" for k in shown) + " | best (epoch) | train loss: "
              + " / ".join(f"ep {k}" for k in shown[-3:]) + " |",
-             "|---:|---:|" + "---:|" * len(shown) + "---:|---:|"]  # fmt: skip
+             "|---:|---|" + "---:|" * len(shown) + "---:|---:|"]  # fmt: skip
     for e in sorted(with_curves, key=lambda e: e.params):
         runs = list(e.record["runs"].values())
         n = min(len(run["test_curve"]) for run in runs)
@@ -176,7 +176,7 @@ def _averaging_lines(entries: list[_Entry]) -> list[str]:
              "is paired, free of seed noise.", "",
              "| params | trial | ema_decay | averaged (mean ± std) | trained weights (mean ± std) "
              "| difference, mean | per seed (averaged − trained, pp) |",
-             "|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+             "|---:|---|---:|---:|---:|---:|---|"]  # fmt: skip
     for e in sorted(paired, key=lambda e: e.params):
         runs = [run for _, run in sorted(e.record["runs"].items(), key=lambda kv: int(kv[0]))]
         averaged = [run["test_acc"] for run in runs]

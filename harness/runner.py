@@ -173,8 +173,9 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
     else:
         n = cfg.train.clean_epochs
         clean = f", the last {'epoch' if n == 1 else f'{n} epochs'} un-augmented" if n else ""
+    repeats = f", {cfg.repeats} seeds per candidate (val: their mean)" if cfg.repeats > 1 else ""
     progress.note(f"{plan.tag}study {cfg.name!r} on {device_name(device)}, storage {safe_url(plan.url)}, "
-                  f"sampler stream {stream.index}{taught}{averaged}{clean}")  # fmt: skip
+                  f"sampler stream {stream.index}{repeats}{taught}{averaged}{clean}")  # fmt: skip
     store = open_artifact_store(cfg.artifact_root(plan.url))
     objective = Objective(
         cfg, load_data, device_label=device_name(device), on_epoch=progress.epoch, artifact_store=store, stream=stream
@@ -395,8 +396,9 @@ def cpu_time_estimate(cfg, plan: RunPlan) -> str:
     except DivergedError:  # a recipe that diverges on random images gets no estimate; its trials say why
         return ""
     images = _training_images(cfg, plan.data_root)
-    per_trial = step * (images // min(cfg.train.batch_size, images)) * cfg.train.epochs
-    text = (f"estimate on this CPU: ~{_fmt_duration(per_trial)} per {cfg.train.epochs}-epoch trial of the "
+    per_trial = step * (images // min(cfg.train.batch_size, images)) * cfg.train.epochs * cfg.repeats
+    seeds = f" with {cfg.repeats} seeds" if cfg.repeats > 1 else ""
+    text = (f"estimate on this CPU: ~{_fmt_duration(per_trial)} per {cfg.train.epochs}-epoch trial{seeds} of the "
             f"{cfg.train.batch_size}-image-batch baseline on {images:,} images (timed over a few steps here)")  # fmt: skip
     total = per_trial * plan.n_trials / max(plan.jobs, 1) if plan.n_trials else None
     if plan.timeout and (total is None or total > plan.timeout):
@@ -454,7 +456,9 @@ class Progress:
         origin = ua.get("origin", "")
         base = f" ({origin})" if origin and origin != "sampler" else ""
         if kind == "complete":
-            msg = (f"val {val_acc(trial):.4f} test {ua.get('test_acc', float('nan')):.4f} "
+            vals = ua.get("repeat_val_accs") or []  # with repeats: val is their mean, test the first seed's
+            spread = f" (seeds {' '.join(f'{v:.4f}' for v in vals)})" if len(vals) > 1 else ""
+            msg = (f"val {val_acc(trial):.4f}{spread} test {ua.get('test_acc', float('nan')):.4f} "
                    f"{param_count(ua, 0):,} params {ua.get('train_seconds', 0):.1f}s")  # fmt: skip
         elif kind in ("over_budget", "invalid"):
             msg = f"rejected: {ua.get('reject_reason', kind)}"

@@ -59,9 +59,13 @@ def _stored_search_recipe(cfg: StudyConfig) -> bool | list[str]:
 def _study_attrs(cfg: StudyConfig) -> dict[str, Any]:
     return {
         "budget": cfg.budget, "target": cfg.target, "search_space": cfg.search_space, "mode": cfg.mode,
-        "search_recipe": _stored_search_recipe(cfg),
+        "search_recipe": _stored_search_recipe(cfg), "repeats": cfg.repeats,
         "dataset": "MNIST",
     }  # fmt: skip
+
+
+#: Study attributes added after studies existed, with the value a study made before them had.
+_LATER_STUDY_ATTRS = {"repeats": 1}
 
 
 #: [train] keys that change only how fast a trial runs, not what it measures: a resumed study
@@ -324,14 +328,19 @@ def _enqueue_known(study: optuna.Study, cfg: StudyConfig, space: SearchSpace) ->
 
 
 def _check_study_attrs(cfg: StudyConfig, storage_url: str, attrs: dict[str, Any]) -> None:
-    """Refuse a study file whose budget, target, space, mode, recipe search, or measured [train]
-    and [data] settings differ from the stored study's: its trials would not be comparable
-    (different epochs or data sizes would feed one pruner). Keys a study stored before they
-    existed are not compared, nor is ``train.amp`` when either side is "auto": that resolves
-    per device (bf16 on CUDA only; studies made before the default became "off" stored it);
-    a run compares the precision its trials recorded instead (:func:`check_resumable`)."""
+    """Refuse a study file whose budget, target, space, mode, recipe search, repeats, or measured
+    [train] and [data] settings differ from the stored study's: its trials would not be
+    comparable (different epochs or data sizes would feed one pruner). A study stored before
+    ``repeats`` existed ran 1; a [train] key a study stored before it existed had its value of
+    then; other keys it did not store are not compared, nor is ``train.amp`` when either side
+    is "auto": that resolves per device (bf16 on CUDA only; studies made before the default
+    became "off" stored it); a run compares the precision its trials recorded instead
+    (:func:`check_resumable`)."""
     # (key, the stored value as shown, the file's value)
-    differ = [(key, repr(attrs.get(key)), value) for key, value in _study_attrs(cfg).items() if attrs.get(key) != value]
+    stored_attrs = {**_LATER_STUDY_ATTRS, **attrs}
+    assumed = {k for k in _LATER_STUDY_ATTRS if k not in attrs}
+    differ = [(key, repr(stored_attrs.get(key)) + (" (made before the key existed)" if key in assumed else ""), value)
+              for key, value in _study_attrs(cfg).items() if stored_attrs.get(key) != value]  # fmt: skip
     for section, settings in _measured_settings(cfg).items():
         stored = attrs.get(section) or {}
         if section == "train":  # a study made before a key existed had its value of then
@@ -471,7 +480,11 @@ def _trial_line(t: FrozenTrial, study_recipe: Mapping[str, Any] | None = None) -
     trained = ua.get("raw_val_history") or []
     # with weight averaging, val (what selects) is the average's score: say so, beside the trained weights'
     averaged = f" (averaged weights, decay {decay:g}; trained weights {trained[-1]:.4f})" if decay and trained else ""
-    return (f"{param_count(ua, 0):,} params, val {val_acc(t):.4f}{averaged}, test {test_s}, "
+    seeds = ua.get("repeat_seeds") or []
+    # with repeats, val is the seeds' mean and test the stored network's (the first seed's)
+    mean = f" (mean of {len(seeds)} seeds)" if len(seeds) > 1 else ""
+    test_of = " (first seed)" if len(seeds) > 1 else ""
+    return (f"{param_count(ua, 0):,} params, val {val_acc(t):.4f}{mean}{averaged}, test {test_s}{test_of}, "
             f"{ua.get('epochs_run', 0)} epochs")
 
 

@@ -15,7 +15,7 @@ import dataclasses
 import math
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +36,7 @@ __all__ = [
     "eval_batch_size",
     "evaluate",
     "fit",
+    "fit_lockstep",
     "fp32_precision",
     "normalize",
     "precision_settings",
@@ -71,7 +72,7 @@ def cpu_out_of_memory(exc: BaseException) -> CpuOutOfMemoryError | None:
 class FitResult:
     val_acc: float  # accuracy on the validation split after the last epoch run
     epochs_run: int
-    seconds: float  # wall time of the training loop, evaluation included
+    seconds: float  # wall time of the training loop, evaluation included (fit_lockstep: the run's own epochs only)
     history: list[float] = field(default_factory=list)  # validation accuracy per epoch
     train_loss: list[float] = field(default_factory=list)  # mean training loss per epoch
     # with cfg.ema_decay: the validation accuracy per epoch of the trained (not averaged) weights,
@@ -373,6 +374,87 @@ def fit(
     Raises:
         DivergedError: the mean training loss of an epoch is NaN or infinite.
     """
+    result = FitResult(val_acc=float("nan"), epochs_run=0, seconds=0.0)
+    # the clock runs through on_epoch too: a run's seconds, as they always were
+    for result in _epochs(model, data, cfg, seed=seed, teacher=teacher, on_raw_epoch=on_raw_epoch, own_clock=False):
+        if on_epoch is not None:
+            on_epoch(result.epochs_run, result.val_acc)  # may stop the run here
+    return result
+
+
+def fit_lockstep(
+    models: list[nn.Module],
+    data: MnistSplits,
+    cfg: TrainConfig,
+    *,
+    seeds: list[int],
+    on_epoch: Callable[[int, float], None] | None = None,
+    teacher: nn.Module | None = None,
+    on_raw_epoch: Callable[[int, float], None] | None = None,
+) -> list[FitResult]:
+    """Train ``models[i]`` with ``seeds[i]`` (several seeds of one candidate), one epoch of each
+    in turn, and report their mean validation accuracy after each epoch.
+
+    Each run is trained as :func:`fit` alone would train it with its seed: it keeps its own
+    random streams (batch order, augmentation, dropout), saved and restored around the other
+    runs' epochs, so the first run of a lockstep is a single run of its seed (bit for bit on a
+    CPU; CUDA kernels are not bit-deterministic run to run anyway). ``on_epoch(epoch, mean
+    val_acc)`` is called once all runs finished the epoch and may raise to stop them all
+    (``optuna.TrialPruned``); with weight averaging ``on_raw_epoch(epoch, mean of the trained
+    weights' scores)`` comes just before it (unlike :func:`fit`'s, with the averaged weights
+    in the models). Each result's ``seconds`` is that run's own training and scoring time,
+    without the other runs' epochs or the callbacks.
+
+    Raises:
+        DivergedError: any run's mean training loss of an epoch is NaN or infinite.
+    """
+    runs = [_epochs(m, data, cfg, seed=s, teacher=teacher) for m, s in zip(models, seeds, strict=True)]
+    results: list[FitResult] = []
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            results = [next(run) for run in runs]
+            if on_raw_epoch is not None and results[0].raw_history:
+                on_raw_epoch(epoch, sum(r.raw_history[-1] for r in results) / len(results))
+            if on_epoch is not None:
+                on_epoch(epoch, sum(r.val_acc for r in results) / len(results))
+    finally:
+        for run in runs:
+            run.close()
+    return results
+
+
+def _rng_states(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """torch's global random state on the CPU and on ``device`` (init, dropout, augmentation)."""
+    if device.type == "cuda":
+        return torch.get_rng_state(), torch.cuda.get_rng_state(device)
+    if device.type == "mps":
+        return torch.get_rng_state(), torch.mps.get_rng_state()
+    return torch.get_rng_state(), None
+
+
+def _set_rng_states(device: torch.device, states: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+    torch.set_rng_state(states[0])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(states[1], device)
+    elif device.type == "mps":
+        torch.mps.set_rng_state(states[1])
+
+
+def _epochs(
+    model: nn.Module,
+    data: MnistSplits,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    teacher: nn.Module | None = None,
+    on_raw_epoch: Callable[[int, float], None] | None = None,
+    own_clock: bool = True,
+) -> Iterator[FitResult]:
+    """The engine of :func:`fit` (see there): yields the run's result, updated, after each
+    epoch's scoring, ``model`` then holding the scored (with weight averaging: the averaged)
+    weights. The random streams the run draws from are its own across a yield, whatever the
+    caller draws in between. ``result.seconds`` runs from the end of the set-up; with
+    ``own_clock`` it stops while the caller holds the run (other runs' epochs, callbacks)."""
     device = data.device
     gen = seed_everything(seed)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -389,7 +471,7 @@ def fit(
     average = _WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     graphs = cfg.compile == "reduce-overhead" and device.type == "cuda"
     result = FitResult(val_acc=float("nan"), epochs_run=0, seconds=0.0)
-    start = time.perf_counter()
+    start, held = time.perf_counter(), 0.0  # held: seconds the caller held the run (own_clock)
     for epoch in range(1, cfg.epochs + 1):
         if epoch == augmented_epochs + 1 and _augments(cfg):
             # A second step (a second graph when compiled), built only when the run gets here
@@ -411,23 +493,25 @@ def fit(
         mean_loss = loss_sum.item() / steps_per_epoch  # the one host sync of the epoch
         result.train_loss.append(mean_loss)
         if not math.isfinite(mean_loss):
-            result.seconds = time.perf_counter() - start
-            raise DivergedError(f"training loss became {mean_loss} in epoch {epoch}")
+            result.seconds = time.perf_counter() - start - held
+            raise DivergedError(f"training loss became {mean_loss} in epoch {epoch} (seed {seed})")
         if average is not None:
             raw_acc = evaluate(model, data.val_x, data.val_y, cfg.eval_batch_size)
             result.raw_history.append(raw_acc)
             if on_raw_epoch is not None:
                 on_raw_epoch(epoch, raw_acc)
-            average.exchange()  # the averaged weights in model; back after on_epoch
+            average.exchange()  # the averaged weights in model; back after the yield
         val_acc = evaluate(model, data.val_x, data.val_y, cfg.eval_batch_size)
         result.history.append(val_acc)
         result.val_acc, result.epochs_run = val_acc, epoch
-        result.seconds = time.perf_counter() - start
-        if on_epoch is not None:
-            on_epoch(epoch, val_acc)  # may stop the run here: model then holds the averaged weights
+        result.seconds = time.perf_counter() - start - held
+        states, handed = _rng_states(device), time.perf_counter()
+        yield result  # the caller may stop the run here: model then holds the averaged weights
+        _set_rng_states(device, states)
+        if own_clock:
+            held += time.perf_counter() - handed
         if average is not None and epoch < cfg.epochs:
             average.exchange()  # training goes on from the trained weights
-    return result
 
 
 def seconds_per_step(

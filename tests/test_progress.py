@@ -71,3 +71,18 @@ def test_cpu_estimate_is_timed_here_and_points_to_the_cpu_sized_study(tmp_path, 
     small = plan_run(str(tmp_path / "big-cpu.toml"), device="cpu")
     assert "CPU-sized" not in cpu_time_estimate(load_study_config(small.study_file), small)
     assert not (tmp_path / "big.db").exists()  # planning and estimating create no study
+
+
+def test_cpu_estimate_counts_every_seed_of_a_repeated_candidate(tmp_path, synthetic_root, monkeypatch):
+    """study.repeats = 3 trains each candidate three times: the estimate per trial is three
+    times one run's (the step time pinned here, so the arithmetic is what is checked)."""
+    import harness.train
+    from harness.config import load_study_config
+    from harness.runner import cpu_time_estimate, plan_run
+
+    monkeypatch.setattr(harness.train, "seconds_per_step", lambda *a, **k: 0.4)  # 10 steps x 15 epochs: 60 s a run
+    for repeats, said in ((1, "~60 s per 15-epoch trial of"), (3, "~3 min per 15-epoch trial with 3 seeds of")):
+        (tmp_path / "r.toml").write_text(f'[study]\nname = "r"\nrepeats = {repeats}\nn_trials = 2\n[data]\n'
+                                         f'dir = "{synthetic_root}"\nval_size = 100\n[train]\nepochs = 15\nbatch_size = 50\n')  # fmt: skip
+        plan = plan_run(str(tmp_path / "r.toml"), device="cpu")
+        assert said in cpu_time_estimate(load_study_config(plan.study_file), plan)

@@ -683,3 +683,42 @@ def test_weight_averaging_is_searched_recorded_paired_and_reported(tmp_path, cap
         assert (c[3].split(" ± ")[0], c[4].split(" ± ")[0]) == (f"{means[0]:.2%}", f"{means[1]:.2%}")
         assert c[-1].rstrip(" |") == ", ".join(f"{d:+.2f}" for d in diffs)
         assert c[5] == f"{sum(diffs) / len(diffs):+.3f} pp"
+
+
+def test_repeats_through_run_status_and_export(tmp_path, capsys):
+    """`repeats = 2` as a user meets it: the run says so and prints both seeds' scores, status
+    marks val as their mean, and the export reproduces the stored network's test accuracy (the
+    first seed's) image for image, its card listing both runs."""
+    make_synthetic_mnist(tmp_path / "data", n_train=400, n_test=200)
+    study_file = tmp_path / "rep.toml"
+    study_file.write_text(STUDY.format(name="rep", mode="single").replace('search_space = "modern"', 'search_space = "seed"')
+                          .replace("search_recipe = true", "repeats = 2").replace("n_trials = 5", "n_trials = 2")
+                          + '[pruner]\nname = "none"\n')  # fmt: skip
+    assert _cli(["run", str(study_file), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "sampler stream 0, 2 seeds per candidate (val: their mean)" in out
+    study = _load(tmp_path, "rep")
+    trials = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(trials) == 2
+    for t in trials:
+        a, b = t.user_attrs["repeat_val_accs"]
+        assert f"val {t.value:.4f} (seeds {a:.4f} {b:.4f}) test {t.user_attrs['test_acc']:.4f}" in out
+    assert _cli(["status", str(study_file)]) == 0
+    status = capsys.readouterr().out
+    assert "(mean of 2 seeds)" in status and "(first seed)" in status
+    assert _cli(["export", str(study_file), "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.count("-> OK") == 3  # the stored network reproduces test_acc, then each file
+    best = max(trials, key=lambda t: (t.value, -t.user_attrs["trainable_params"]))
+    card = json.loads((tmp_path / "out" / f"rep-trial{best.number}.json").read_text())
+    assert card["val_acc"] == best.value and card["test_acc"] == best.user_attrs["test_acc"]
+    assert card["search_repeats"] == {"seeds": best.user_attrs["repeat_seeds"],
+                                      "val_accs": best.user_attrs["repeat_val_accs"],
+                                      "test_accs": best.user_attrs["repeat_test_accs"]}  # fmt: skip
+    assert card["search_repeats"]["test_accs"][0] == card["test_acc"] != card["search_repeats"]["test_accs"][1]
+    # (the seeds' networks differ on test: the export's check tells them apart)
+    assert _cli(["report", str(study_file), "--out", str(tmp_path / "r.html"), "--csv", str(tmp_path / "r.csv")]) == 0
+    rows = {int(r["number"]): r for r in csv.DictReader((tmp_path / "r.csv").open())}
+    for t in trials:
+        a, b = t.user_attrs["repeat_val_accs"]
+        assert rows[t.number]["repeats"] == "2" and rows[t.number]["repeat_val_accs"] == f"{a:.4f} {b:.4f}"
+    assert "val acc (mean of 2 seeds)" in (tmp_path / "r.html").read_text()

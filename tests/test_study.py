@@ -116,6 +116,65 @@ def test_existing_study_with_other_budget_is_refused(tmp_path):
         open_study(_cfg(tmp_path, budget=10_000), url)
 
 
+def test_a_study_resumes_only_with_its_repeats_and_one_made_before_them_ran_one(tmp_path):
+    """study.repeats changes what a trial's value is (one run's accuracy or a mean): a resumed
+    study must keep it; a study stored before the key existed trained one seed per candidate."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = open_study(_cfg(tmp_path, repeats=2), url)
+    assert study.user_attrs["repeats"] == 2
+    open_study(_cfg(tmp_path, repeats=2), url)  # the same file resumes
+    with pytest.raises(StorageError, match=r"has repeats = 2, but the study file says 3"):
+        open_study(_cfg(tmp_path, repeats=3), url)
+    older = f"sqlite:///{tmp_path / 'older.db'}"
+    open_study(_cfg(tmp_path), older)
+    with optuna.storages.RDBStorage(older).engine.connect() as db:  # as a study made before the key (no delete in Optuna's API)
+        db.exec_driver_sql("DELETE FROM study_user_attributes WHERE key = 'repeats'")
+        db.commit()
+    assert "repeats" not in optuna.load_study(study_name="t", storage=older).user_attrs
+    open_study(_cfg(tmp_path), older)  # one seed: resumes
+    with pytest.raises(StorageError, match=r"has repeats = 1 \(made before the key existed\).*says 2"):
+        open_study(_cfg(tmp_path, repeats=2), older)
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_repeats_train_each_candidate_with_several_seeds_and_rank_it_by_their_mean(tmp_path, synthetic_root, ema_decay):
+    """study.repeats = 2, real training: the value, val_acc, the curve the pruner sees and
+    val_history are the two seeds' means; the first seed is the trial's own seed, and its run is
+    the one a single-seed study trains (same val and test accuracy); the second seed is another.
+    With weight averaging the pruner sees the mean of the trained weights' scores, as
+    raw_val_history records them, and the value is the averaged weights' mean."""
+    from harness.objective import repeat_seeds
+
+    def run(repeats: int, db: str) -> optuna.trial.FrozenTrial:
+        cfg = _cfg(tmp_path, repeats=repeats,
+                   train=TrainConfig(epochs=2, batch_size=100, eval_batch_size=256, ema_decay=ema_decay))  # fmt: skip
+        study = open_study(cfg, f"sqlite:///{tmp_path / db}")
+        study.optimize(Objective(cfg, lambda: load_splits(synthetic_root, val_size=100), device_label="cpu"), n_trials=1)
+        (trial,) = study.get_trials()
+        assert trial.state == TrialState.COMPLETE and trial.user_attrs["baseline"]
+        return trial
+
+    one, two = run(1, "one.db"), run(2, "two.db")
+    ua = two.user_attrs
+    assert ua["repeat_seeds"] == repeat_seeds(3, 2) and ua["repeat_seeds"][0] == one.user_attrs["seed"] == 3
+    assert ua["repeat_val_accs"][0] == one.value and ua["repeat_test_accs"][0] == ua["test_acc"] == one.user_attrs["test_acc"]
+    assert two.value == ua["val_acc"] == pytest.approx(sum(ua["repeat_val_accs"]) / 2, abs=1e-12)
+    assert ua["repeat_val_accs"][1] != ua["repeat_val_accs"][0]  # else a mean and the first seed's value agree
+    pruner_saw = ua["raw_val_history"] if ema_decay else ua["val_history"]
+    assert [two.intermediate_values[e] for e in (1, 2)] == pruner_saw and len(pruner_saw) == 2
+    assert ("raw_val_history" in ua) == bool(ema_decay)
+    if ema_decay:  # the first seed's trained-weights curve is the single run's; the mean is not it
+        assert ua["raw_val_history"] != one.user_attrs["raw_val_history"]
+    assert ua["val_history"][-1] == pytest.approx(two.value, abs=1e-12)
+    assert one.user_attrs["val_history"][-1] == one.value and "repeat_seeds" not in one.user_attrs
+    assert ua["target_met"] == (ua["test_acc"] >= 0.994)
+
+
+def test_repeats_refuse_a_custom_fit_function(tmp_path):
+    with pytest.raises(ValueError, match="fit_lockstep"):
+        Objective(_cfg(tmp_path, repeats=2), lambda: None, device_label="cpu", fit_fn=CountingFit())
+
+
 @pytest.mark.parametrize("key, value, stored", [("ema_decay", 0.999, r"0\.0"), ("clean_epochs", 1, "0")])
 def test_a_study_made_before_a_later_train_key_resumes_only_with_its_old_value(tmp_path, key, value, stored):
     """A study stored before train.ema_decay (or clean_epochs) existed trained without it: a file

@@ -84,16 +84,19 @@ def test_on_epoch_exception_stops_training(synthetic_root):
         fit(build(get_search_space("seed").baseline_spec()), data, TrainConfig(epochs=5, batch_size=50), on_epoch=stop)
 
 
+class NaNNet(nn.Module):
+    """Logits that are NaN from the first step: a run that diverges at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 10), float("nan")) * self.w
+
+
 def test_nan_loss_raises_diverged(synthetic_root):
     data = load_splits(synthetic_root, val_size=100)
-
-    class NaNNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.zeros(1))
-
-        def forward(self, x):
-            return torch.full((x.shape[0], 10), float("nan")) * self.w
 
     with pytest.raises(DivergedError, match="nan"):
         fit(NaNNet(), data, TrainConfig(epochs=2, batch_size=50))
@@ -290,3 +293,75 @@ def test_precision_defaults_and_scoring_is_ieee_float32():
     assert cpu == {"train_autocast": "off", "train_fp32": "ieee", "scoring": "float32 (ieee), no autocast"}
     cuda = precision_settings(TrainConfig(amp="auto", fp32_precision="tf32"), torch.device("cuda"))
     assert cuda["train_autocast"] == "bf16" and cuda["train_fp32"] == "tf32"
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_lockstep_trains_each_seed_exactly_as_fit_alone_and_reports_their_mean(synthetic_root):
+    """study.repeats' engine: runs interleaved epoch by epoch keep their own random streams
+    (augmentation, dropout, batch order), so each ends bit for bit where fit() alone ends with
+    its seed; on_epoch and on_raw_epoch see the means. Augmentation, the seed network's dropout,
+    weight averaging and a clean last epoch all draw or switch inside the interleaving."""
+    from harness.train import fit_lockstep
+
+    from harness.objective import repeat_seeds
+
+    data = load_splits(synthetic_root, val_size=100, train_limit=200)
+    spec = get_search_space("seed").baseline_spec()
+    # epoch 2 augments after the other run's epoch 1: the restored streams are what it draws from
+    cfg = TrainConfig(epochs=3, batch_size=50, rotation=10, translate=0.1, scale=0.1, ema_decay=0.9, clean_epochs=1)
+    seeds = repeat_seeds(7, 2)
+    alone = []
+    for s in seeds:
+        model = build(spec, seed=s)
+        alone.append((fit(model, data, cfg, seed=s), _state(model)))
+    models = [build(spec, seed=s) for s in seeds]
+    seen, raw_seen = [], []
+    together = fit_lockstep(models, data, cfg, seeds=seeds, on_epoch=lambda e, a: seen.append((e, a)),
+                            on_raw_epoch=lambda e, a: raw_seen.append((e, a)))  # fmt: skip
+    for (single, weights), run, model in zip(alone, together, models, strict=True):
+        assert run.train_loss == single.train_loss and run.history == single.history
+        assert run.raw_history == single.raw_history
+        state = _state(model)
+        assert all(torch.equal(state[k], weights[k]) for k in weights)
+    assert together[0].train_loss != together[1].train_loss  # two seeds, two runs
+    assert [e for e, _ in seen] == [1, 2, 3] == [e for e, _ in raw_seen]
+    for e in range(3):
+        assert seen[e][1] == pytest.approx(sum(r.history[e] for r in together) / 2, abs=1e-12)
+        assert raw_seen[e][1] == pytest.approx(sum(r.raw_history[e] for r in together) / 2, abs=1e-12)
+
+
+def test_lockstep_stops_every_run_at_the_epoch_on_epoch_raises(synthetic_root):
+    from harness.train import fit_lockstep
+
+    data = load_splits(synthetic_root, val_size=100, train_limit=200)
+    spec = get_search_space("seed").baseline_spec()
+    models = [build(spec, seed=s) for s in (1, 2)]
+    steps = []
+    register = [register_optimizer_step_post_hook(lambda opt, args, kwargs: steps.append(1))]
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_2(epoch, acc):
+        if epoch == 2:
+            raise Stop
+
+    try:
+        with pytest.raises(Stop):
+            fit_lockstep(models, data, TrainConfig(epochs=5, batch_size=50), seeds=[1, 2], on_epoch=stop_at_2)
+    finally:
+        for handle in register:
+            handle.remove()
+    assert len(steps) == 2 * 2 * (200 // 50)  # two runs, two epochs, four steps each: none after the stop
+
+
+def test_lockstep_fails_when_any_run_diverges_and_names_its_seed(synthetic_root):
+    from harness.train import fit_lockstep
+
+    data = load_splits(synthetic_root, val_size=100, train_limit=100)
+    models = [build(get_search_space("seed").baseline_spec(), seed=1), NaNNet()]
+    with pytest.raises(DivergedError, match=r"in epoch 1 \(seed 99\)"):
+        fit_lockstep(models, data, TrainConfig(epochs=2, batch_size=50), seeds=[1, 99])
