@@ -480,10 +480,9 @@ def _trial_line(t: FrozenTrial, study_recipe: Mapping[str, Any] | None = None) -
     trained = ua.get("raw_val_history") or []
     # with weight averaging, val (what selects) is the average's score: say so, beside the trained weights'
     averaged = f" (averaged weights, decay {decay:g}; trained weights {trained[-1]:.4f})" if decay and trained else ""
-    seeds = ua.get("repeat_seeds") or []
+    n = len(ua.get("repeat_seeds") or [])
     # with repeats, val is the seeds' mean and test the stored network's (the first seed's)
-    mean = f" (mean of {len(seeds)} seeds)" if len(seeds) > 1 else ""
-    test_of = " (first seed)" if len(seeds) > 1 else ""
+    mean, test_of = (f" (mean of {n} seeds)", " (first seed)") if n > 1 else ("", "")
     return (f"{param_count(ua, 0):,} params, val {val_acc(t):.4f}{mean}{averaged}, test {test_s}{test_of}, "
             f"{ua.get('epochs_run', 0)} epochs")
 
