@@ -124,6 +124,11 @@ def measure(study: optuna.Study, budget: int) -> dict:
         if v > best:
             best = v
             curve.append(((t.datetime_complete.timestamp() - start), v, t.number))
+    # The best as the study ranks it (what `harness export --best` takes; ties: fewer parameters);
+    # the curve (earliest to reach each best value) is for timing only.
+    from harness.study import rank_key
+
+    top = min(complete, key=rank_key) if complete else None
     return {
         "proposed": sum(1 for t in trials if not t.user_attrs.get("baseline")),
         "rejected": sum(1 for t in trials if classify(t) in ("over_budget", "invalid")),
@@ -134,9 +139,9 @@ def measure(study: optuna.Study, budget: int) -> dict:
         "distinct_trained": len({t.user_attrs.get("spec") for t in trained}),
         "distinct_trained_with_recipe": len({json.dumps(t.params, sort_keys=True) for t in trained}),
         "best_val": best if complete else None,
-        "best_trial": curve[-1][2] if curve else None,
-        "best_params": next((param_count(t.user_attrs) for t in complete if t.number == curve[-1][2]), None) if curve else None,
-        "best_arch": next((t.user_attrs["arch"] for t in complete if t.number == curve[-1][2]), None) if curve else None,
+        "best_trial": top.number if top else None,
+        "best_params": param_count(top.user_attrs) if top else None,
+        "best_arch": top.user_attrs["arch"] if top else None,
         "curve": curve,
         "seeds_per_candidate": int(study.user_attrs.get("repeats", 1)),
         "seconds": float(study.user_attrs.get(DONE_ATTR, 0.0)),
@@ -188,7 +193,7 @@ def main() -> None:
     ap.add_argument("--only", default="textbook,random,default",
                     help="strategies to run, in order, from textbook, random, default, repeats2")
     ap.add_argument("--rescore-top", type=int, default=3, help="candidates per strategy trained again")
-    ap.add_argument("--rescore-seeds", type=int, default=2, help="fresh seeds per re-trained candidate")
+    ap.add_argument("--rescore-seeds", type=int, default=2, help="fresh seeds per re-trained candidate (>= 1)")
     ap.add_argument("--seed", type=int, default=None,
                     help="study seed for every strategy (default: the study file's); a repetition with another seed is "
                          "an independent search")  # fmt: skip
@@ -208,7 +213,10 @@ def main() -> None:
     dbs = out.with_name(out.name + ".dbs")
     dbs.mkdir(parents=True, exist_ok=True)
     strats = strategies(cfg)
-    names = args.only.split(",")
+    if args.rescore_seeds < 1:
+        ap.error(f"--rescore-seeds: must be at least 1, got {args.rescore_seeds}")
+    names = list(dict.fromkeys(n.strip() for n in args.only.split(",")))
+    args.only = ",".join(names)  # as the results file's command line shows it
     unknown = [n for n in names if n not in strats]
     if unknown:
         ap.error(f"--only: unknown strategy {', '.join(unknown)} (known: {', '.join(strats)})")
@@ -222,9 +230,10 @@ def main() -> None:
         results[name]["rescored"] = rescore(study, strats[name][1], data, args.rescore_top, args.rescore_seeds)
         best = max(results[name]["rescored"], key=lambda r: r["mean"], default=None)
         results[name]["rescored_best"] = best
-    ref = results.get("textbook", {}).get("best_val")
-    for name, r in results.items():
-        r["first_beat_textbook_s"] = first_beat(r["curve"], ref, strict=name != "textbook")
+    if "textbook" in results:  # the race against (a) only when it ran: null would read as "never"
+        ref = results["textbook"]["best_val"]
+        for name, r in results.items():
+            r["first_beat_textbook_s"] = first_beat(r["curve"], ref, strict=name != "textbook")
     report = {
         "study": args.study, "minutes_per_strategy": args.minutes, "budget": cfg.budget, "epochs": cfg.train.epochs,
         "train_images": len(data.train_x), "val_images": len(data.val_x), "device": device_name(device),
@@ -277,13 +286,16 @@ def _markdown(rep: dict, args: argparse.Namespace) -> str:
         lines.append(row)
     if any(r.get("seeds_per_candidate", 1) > 1 for r in rep["strategies"].values()):
         lines += ["", "With several seeds per candidate, \"trained\" counts candidates (each trained that many "
-                  "times) and a candidate's val acc is its seeds' mean, a less noisy maximum than one run's."]
+                  "times) and a candidate's val acc is its seeds' mean. A maximum of means is biased upwards "
+                  "less than a maximum of single runs, so the search's own best val acc (and any race on it) "
+                  "does not compare across seeds per candidate; the fresh-seed columns below do."]
     lines += [
         "",
         f"Re-scored (outside the time budget): each strategy's top {args.rescore_top} candidates by their own "
-        f"validation accuracy trained again with {args.rescore_seeds} fresh seeds each; the best fresh-seed mean. "
-        "The search's own best is the maximum of many noisy scores; this is the same candidates' accuracy "
-        "without that selection bias.",
+        f"validation accuracy trained again with {args.rescore_seeds} fresh seeds each. "
+        "The search's own best is the maximum of many noisy scores. Free of that selection bias: the first-ranked "
+        "candidate's fresh-seed mean (what `harness export --best` would take) and the mean over the top "
+        f"{args.rescore_top}; the best re-scored candidate is again a maximum, over {args.rescore_top} fresh means.",
         "",
         "| strategy | search's best val acc | its first-ranked candidate, fresh seeds (mean) "
         "| best re-scored candidate: trial, params | fresh-seed val acc (mean) "

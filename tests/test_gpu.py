@@ -4,7 +4,7 @@ Every other test pins ``--device cpu``. These train on ``cuda`` on tiny syntheti
 a study through the CLI, export and verification of the GPU-trained trial, training with
 amp off and in bf16, ``torch.compile`` (default and reduce-overhead, i.e. CUDA graphs with
 ``cudagraph_mark_step_begin``; fused SGD on CUDA), distillation from a .pt2 teacher moved to
-the GPU, and ``--jobs 2`` sharing one GPU.
+the GPU, ``--jobs 2`` sharing one GPU, and several seeds of one candidate in lockstep.
 Without CUDA they skip, saying why.
 """
 
@@ -114,6 +114,27 @@ def test_clean_epochs_on_cuda(tmp_path, compile_mode):
     assert clean.val_acc > 0.9 and all(math.isfinite(v) for v in clean.train_loss)
     if compile_mode == "off":  # cuDNN's backward need not round alike twice: close, not equal
         assert clean.train_loss[:2] == pytest.approx(plain.train_loss[:2], rel=1e-3)
+
+
+def test_lockstep_on_cuda_keeps_each_runs_random_streams(tmp_path):
+    """study.repeats' engine on the GPU: augmentation and dropout draw from CUDA's generator,
+    which each run saves and restores around the other's epochs, so each run trains what fit()
+    alone trains with its seed (close, as cuDNN need not round alike twice; a run that drew from
+    the other's stream would differ from epoch 2 on by far more)."""
+    from harness.objective import repeat_seeds
+    from harness.train import fit_lockstep
+
+    make_synthetic_mnist(tmp_path, n_train=600, n_test=200)
+    data = load_splits(tmp_path, torch.device("cuda"), val_size=100)
+    # no shift: it makes the synthetic bars ambiguous (see test_fit_on_cuda_learns)
+    cfg = TrainConfig(epochs=3, batch_size=50, lr=0.05, rotation=10.0, translate=0.0, scale=0.1)
+    seeds = repeat_seeds(7, 2)
+    alone = [fit(build(baseline_spec(), seed=s), data, cfg, seed=s) for s in seeds]
+    together = fit_lockstep([build(baseline_spec(), seed=s) for s in seeds], data, cfg, seeds=seeds)
+    for single, run in zip(alone, together, strict=True):
+        assert run.train_loss == pytest.approx(single.train_loss, rel=1e-3)
+        assert run.val_acc > 0.9
+    assert together[0].train_loss[1:] != pytest.approx(together[1].train_loss[1:], rel=1e-3)  # two seeds, two runs
 
 
 def _cuda_syncs(run) -> int:
