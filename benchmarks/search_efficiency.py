@@ -272,13 +272,15 @@ def _markdown(rep: dict, args: argparse.Namespace) -> str:
     race = " reached (a)'s best at | beat (a)'s best at |" if versus_a else ""
     lines += [
         "| strategy | seeds per candidate | proposed | rejected (budget) | duplicates skipped | trained | pruned "
-        "| distinct trained archs | best val acc (completed, <= budget) | params of best |" + race,
-        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if versus_a else ""),
+        "| completed (<= budget) | distinct trained archs | best val acc (completed, <= budget) | params of best |"
+        + race,
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if versus_a else ""),
     ]
     for name, r in rep["strategies"].items():
         best = f"{r['best_val']:.4f}" if r["best_val"] is not None else "none"
         row = (f"| {r['description']} | {r.get('seeds_per_candidate', 1)} | {r['proposed']} | {r['rejected']} "
-               f"| {r['duplicates_skipped']} | {r['trained']} | {r['pruned']} | {r['distinct_trained']} | {best} "
+               f"| {r['duplicates_skipped']} | {r['trained']} | {r['pruned']} | {r['completed']} "
+               f"| {r['distinct_trained']} | {best} "
                f"| {r['best_params'] or ''} |")  # fmt: skip
         if versus_a:
             reach = first_beat(r["curve"], rep["strategies"]["textbook"]["best_val"], strict=False)
@@ -309,11 +311,12 @@ def _markdown(rep: dict, args: argparse.Namespace) -> str:
             continue
         best = f"{r['best_val']:.4f}" if r["best_val"] is not None else "none"
         top = [c["mean"] for c in r["rescored"]]
+        fewer = f" ({len(top)} completed)" if len(top) < args.rescore_top else ""  # not a top-N mean then
         # The search's pick (what `harness export` would take) without the pick among re-scored ones.
         first = r["rescored"][0]
         lines.append(f"| {name} | {best} | {first['mean']:.4f} (trial {first['trial']}) "
                      f"| {b['trial']}, {b['params']:,} | {b['mean']:.4f} | "
-                     f"{', '.join(f'{v:.4f}' for v in b['vals'])} | {sum(top) / len(top):.4f} |")  # fmt: skip
+                     f"{', '.join(f'{v:.4f}' for v in b['vals'])} | {sum(top) / len(top):.4f}{fewer} |")  # fmt: skip
     lines += ["", "Every re-scored candidate (search rank order):", ""]
     for name, r in rep["strategies"].items():
         lines += [f"- {name}: " + "; ".join(f"trial {c['trial']} ({c['params']:,} params): search {c['search_val']:.4f}, "
