@@ -54,7 +54,7 @@ from harness.config import PrunerConfig, SamplerConfig, load_study_config  # noq
 from harness.data import load_splits  # noqa: E402
 from harness.errors import StorageError  # noqa: E402
 from harness.objective import TRAINING_FAILURES, Objective  # noqa: E402
-from harness.study import claim_sampler_stream, classify, open_study, param_count  # noqa: E402
+from harness.study import claim_sampler_stream, classify, feasible_trials, open_study, param_count, rank_key  # noqa: E402
 from harness.train import cpu_model, device_name  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -126,8 +126,6 @@ def measure(study: optuna.Study, budget: int) -> dict:
             curve.append(((t.datetime_complete.timestamp() - start), v, t.number))
     # The best as the study ranks it (what `harness export --best` takes; ties: fewer parameters);
     # the curve (earliest to reach each best value) is for timing only.
-    from harness.study import rank_key
-
     top = min(complete, key=rank_key) if complete else None
     return {
         "proposed": sum(1 for t in trials if not t.user_attrs.get("baseline")),
@@ -154,7 +152,6 @@ def rescore(study: optuna.Study, cfg, data, top: int, seeds: int) -> list[dict]:
     from harness.config import TrainConfig
     from harness.model import build
     from harness.spec import ArchSpec
-    from harness.study import feasible_trials, rank_key
     from harness.train import fit
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -312,7 +309,7 @@ def _markdown(rep: dict, args: argparse.Namespace) -> str:
         best = f"{r['best_val']:.4f}" if r["best_val"] is not None else "none"
         top = [c["mean"] for c in r["rescored"]]
         fewer = f" ({len(top)} completed)" if len(top) < args.rescore_top else ""  # not a top-N mean then
-        # The search's pick (what `harness export` would take) without the pick among re-scored ones.
+        # The search's own pick (what `harness export --best` takes), not a second pick among the re-scored.
         first = r["rescored"][0]
         lines.append(f"| {name} | {best} | {first['mean']:.4f} (trial {first['trial']}) "
                      f"| {b['trial']}, {b['params']:,} | {b['mean']:.4f} | "
