@@ -102,11 +102,15 @@ def run_strategy(name: str, cfg, data, db: Path, seconds: float) -> optuna.Study
     def line(study, trial):
         ua = trial.user_attrs
         print(f"{name} {time.time() - start:7.1f}s trial {trial.number}: {classify(trial)} "
-              f"{param_count(ua, '')} val {ua.get('val_acc', '')} epochs {ua.get('epochs_run', '')}", flush=True)  # fmt: skip
+              f"{param_count(ua, '')} val {_fmt_val(ua.get('val_acc'))} epochs {ua.get('epochs_run', '')}", flush=True)  # fmt: skip
 
     study.optimize(objective, timeout=seconds, callbacks=[line], catch=TRAINING_FAILURES)
     study.set_user_attr(DONE_ATTR, time.time() - start)
     return study
+
+
+def _fmt_val(v: float | None) -> str:
+    return "" if v is None else f"{v:.4f}"  # a mean of seeds is not a count out of the images: round it
 
 
 def measure(study: optuna.Study, budget: int) -> dict:
