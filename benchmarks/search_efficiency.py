@@ -207,12 +207,7 @@ def main() -> None:
         ap.error(f"{args.study}: distillation studies (train.teacher) are not supported by this benchmark")
     if args.seed is not None:
         cfg = dataclasses.replace(cfg, seed=args.seed)
-    device = torch.device("cpu")
-    data = load_splits(args.data_dir, device, val_size=cfg.data.val_size, train_limit=cfg.data.train_limit,
-                       test_limit=cfg.data.test_limit)  # fmt: skip
-    out = Path(args.out)
-    dbs = out.with_name(out.name + ".dbs")
-    dbs.mkdir(parents=True, exist_ok=True)
+    # Arguments checked before anything is loaded or written (a bad one leaves no .dbs folder).
     strats = strategies(cfg)
     if args.rescore_seeds < 1:
         ap.error(f"--rescore-seeds: must be at least 1, got {args.rescore_seeds}")
@@ -221,6 +216,12 @@ def main() -> None:
     unknown = [n for n in names if n not in strats]
     if unknown:
         ap.error(f"--only: unknown strategy {', '.join(unknown)} (known: {', '.join(strats)})")
+    device = torch.device("cpu")
+    data = load_splits(args.data_dir, device, val_size=cfg.data.val_size, train_limit=cfg.data.train_limit,
+                       test_limit=cfg.data.test_limit)  # fmt: skip
+    out = Path(args.out)
+    dbs = out.with_name(out.name + ".dbs")
+    dbs.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in names:
         desc, scfg = strats[name]
