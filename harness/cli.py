@@ -244,8 +244,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     cfg, url, study = _open_existing(args, writable=True)
     try:
         device = resolve_device(args.device or cfg.device)
-    except RuntimeError as exc:
-        raise HarnessError(f"device {args.device!r}: {exc}") from None
+    except RuntimeError as exc:  # named as given: --device, else the study file's
+        raise HarnessError(f"device {args.device or cfg.device!r}: {exc}") from None
     top = args.top if args.top is not None else (None if cfg.mode == "pareto" else 3)
     trials = select_for_retrain(study, top, include_baseline=not args.no_baseline, spread=args.spread)
     # All 60,000 training images, no validation split: nothing is selected any more.
@@ -274,6 +274,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise HarnessError(f"{out}: folder {out.parent} does not exist")
+    if out.is_dir():  # refused before any winner is exported
+        raise HarnessError(f"--out {out} is a folder, not a file")
     studies, protected = [], []
     for f in args.study_files:
         ns = argparse.Namespace(study_file=f, storage=None)

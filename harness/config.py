@@ -112,8 +112,9 @@ class PrunerConfig:
 
     def min_epochs(self, epochs: int) -> int:
         """Epochs before the first rung for a schedule of ``epochs``: min_resource, or for 0
-        AUTO_FIRST_RUNG of the schedule (at least 1 epoch)."""
-        return self.min_resource or max(1, round(epochs * AUTO_FIRST_RUNG))
+        AUTO_FIRST_RUNG of the schedule rounded up (at least 1 epoch), so the rung never falls
+        inside the warm-up (round() put 10 epochs' rung at epoch 2, before the peak at 2.5)."""
+        return self.min_resource or max(1, math.ceil(epochs * AUTO_FIRST_RUNG))
 
 
 @dataclass(frozen=True)

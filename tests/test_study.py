@@ -431,3 +431,26 @@ def classify_pruned(t) -> bool:
 
 def _loader(root):
     return lambda: load_splits(root, val_size=100)
+
+
+def test_auto_first_rung_is_never_inside_the_learning_rate_warm_up():
+    """pruner.min_resource = 0: for every schedule length, the first rung is the first epoch
+    that ends at or after the one-cycle peak of the very scheduler training uses (an earlier
+    rung would rank candidates mid warm-up; a later one wastes epochs)."""
+    import torch
+
+    from harness.train import _scheduler
+
+    for epochs in range(1, 31):
+        steps_per_epoch = 10
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        sched = _scheduler(opt, TrainConfig(epochs=epochs, lr=0.1), epochs * steps_per_epoch)
+        lrs = []
+        for _ in range(epochs * steps_per_epoch):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        peak_step = max(range(len(lrs)), key=lambda i: lrs[i])  # the step (from 0) that trains at max_lr
+        first_after_peak = -(-(peak_step + 1) // steps_per_epoch)  # the first epoch whose steps include it
+        assert PrunerConfig(name="halving").min_epochs(epochs) == first_after_peak, (epochs, peak_step)
+    assert PrunerConfig(name="halving", min_resource=2).min_epochs(10) == 2  # given: used as given
