@@ -183,6 +183,7 @@ COMMAND_CASES = [
     ("results-no-out", ["results", "{study}"], ["--out"]),
     ("results-missing-study", ["results", "{tmp}/nope.toml", "--out", "{tmp}/r.md"], ["study file not found"]),
     ("results-out-is-study-file", ["results", "{study}", "--out", "{study}"], ["--out", "overwrite"]),
+    ("results-out-is-folder", ["results", "{study}", "--out", "{tmp}"], ["--out", "is a folder"]),
     ("dashboard-port-too-big", ["dashboard", "{study}", "--port", "70000"], ["--port"]),
     ("dashboard-port-zero", ["dashboard", "{study}", "--port", "0"], ["--port"]),
     ("import-missing-folder", ["data", "import", "{tmp}/nope", "--data-dir", "{tmp}/root"], ["not a folder"]),
@@ -236,6 +237,19 @@ def test_bad_command_input(trained_study, capsys, case_id, argv, words):
     assert len(lines) == 1 and "Traceback" not in err, err
     for w in words:
         assert w in lines[0], (w, lines[0])
+    assert _snapshot(study.parent) == before
+
+
+def test_retrain_names_the_study_files_device_when_that_is_missing(trained_study, tmp_path, capsys):
+    """No --device: the device the study file asks for is the one named (not "device None")."""
+    study, data = trained_study
+    before = _snapshot(study.parent)
+    on_gpu = tmp_path / "s.toml"
+    on_gpu.write_text(_replace(GOOD, "budget = 20000", 'budget = 20000\ndevice = "cuda:7"'))
+    assert main(["retrain", str(on_gpu), "--storage", f"sqlite:///{study.parent / 'bad-input.db'}",
+                 "--data-dir", str(data)]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "device 'cuda:7'" in err and "None" not in err, err
     assert _snapshot(study.parent) == before
 
 
