@@ -286,16 +286,33 @@ class RetryStaleTrial:
     results, failure reason or sampler stream. It keeps what says *what* to train (the
     parameters, and whether it is the baseline or an enqueued architecture) and links back
     with ``failed_trial`` (the trial it retries) and ``retry_history``.
+
+    A trial gets one retry, whoever enqueues it: Optuna marks a stale trial FAIL before it calls
+    this back, so a process starting meanwhile can retry the same trial
+    (:func:`harness.study.retry_interrupted`). Both check for an existing retry under the study
+    lock of ``lock_url`` (given: the heartbeat callback; None: the caller holds the lock).
     """
 
     KEEP_USER_ATTRS = ("baseline", "enqueued")
 
-    def __init__(self, max_retry: int = 3):
+    def __init__(self, max_retry: int = 3, lock_url: str | None = None):
         self.max_retry = max_retry
+        self.lock_url = lock_url
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.lock_url is None:
+            self.enqueue_once(study, trial)
+            return
+        with study_lock(self.lock_url, study.study_name):
+            self.enqueue_once(study, trial)
+
+    def enqueue_once(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Enqueue the retry unless the trial has one already or ran out of retries (call it
+        under the study lock)."""
         history = [*trial.system_attrs.get("retry_history", []), trial.number]
         if len(history) > self.max_retry:
+            return
+        if any(t.system_attrs.get("failed_trial") == trial.number for t in study.get_trials(deepcopy=False)):
             return
         system_attrs = {"failed_trial": trial.number, "retry_history": history}
         if "fixed_params" in trial.system_attrs:
@@ -337,7 +354,7 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
         kwargs.update(
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period or 2 * heartbeat_interval,
-            heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=3),
+            heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=3, lock_url=url),
         )
     try:
         with warnings.catch_warnings():

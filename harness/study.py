@@ -294,9 +294,9 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
         if (baseline and not done_baseline) or ua.get("interrupted") or "fail_reason" not in ua:
             todo.append(t)
     todo.sort(key=lambda t: (not t.user_attrs.get("baseline"), t.number))
-    retry = RetryStaleTrial(max_retry=1)
+    retry = RetryStaleTrial(max_retry=1)  # no lock_url: the caller holds the study lock
     for t in todo:
-        retry(study, t)
+        retry.enqueue_once(study, t)
     return [t.number for t in todo]
 
 

@@ -539,3 +539,39 @@ def test_two_runs_at_once_stop_at_the_studys_n_trials(tmp_path, synthetic_root):
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
     assert 7 <= len(_finished(url, "c")) <= 8
+
+
+def test_a_stale_trial_failed_meanwhile_is_retried_once_whoever_gets_there_first(tmp_path):
+    """Optuna marks a stale trial FAIL, then calls the heartbeat callback. A run that starts in
+    between retries the same trial under the study lock (retry_interrupted). The callback then
+    finds that retry and adds none; and it waits for the lock while another process holds it."""
+    import threading
+
+    from harness.storage import make_storage, study_lock
+    from harness.study import retry_interrupted
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    storage = make_storage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="r", storage=storage)
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    number = trial.number
+    study.tell(trial, state=TrialState.FAIL)  # what fail_stale_trials writes first: FAIL, no reason
+    callback = storage.heartbeat_stale_trial_callback  # what it calls next
+
+    def retries() -> list:
+        return [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == number]
+
+    # the callback waits while another holder (a thread here: flock is per open file) has the lock
+    frozen = study.get_trials()[number]
+    with study_lock(url, "r"):
+        waiter = threading.Thread(target=callback, args=(study, frozen))
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive() and retries() == []  # blocked on the lock, nothing enqueued
+        assert retry_interrupted(study) == [number]  # the starting run retries it first
+    waiter.join(timeout=60)
+    assert not waiter.is_alive()
+    (retry,) = retries()  # one retry, not two
+    assert retry.params == frozen.params and retry.state == TrialState.WAITING
+    callback(study, frozen)  # called again: still one
+    assert retry_interrupted(study) == [] and len(retries()) == 1
