@@ -28,6 +28,7 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
@@ -37,11 +38,24 @@ from harness.errors import HarnessError
 from harness.study import param_count
 
 __all__ = [
-    "RETRAIN_SEED_BASE", "retrain_key", "retrain_trials", "retrained_weights", "select_for_retrain",
+    "RETRAIN_SEED_BASE", "retrain_key", "retrain_seed", "retrain_trials", "retrained_weights", "select_for_retrain",
     "spread_over_params", "stored_retrains",
 ]  # fmt: skip
 
-RETRAIN_SEED_BASE = 10_000  # retrain seed s trains with torch seed 10_000 + s (disjoint from search seeds)
+RETRAIN_SEED_BASE = 10_000  # retrain seed s trains with torch seed 10_000 + s (see retrain_seed)
+
+
+def retrain_seed(trial: FrozenTrial, s: int) -> int:
+    """The torch seed of retrain seed ``s`` of ``trial``: RETRAIN_SEED_BASE + s, unless that is
+    one of the seeds the trial trained with in the search (study.seed + trial number, and its
+    ``repeat_seeds``; a study seed near 10,000 makes them meet). Then a seed derived from
+    (RETRAIN_SEED_BASE + s, the trial's seed): a retrain must not repeat the initialisation the
+    search selected the trial with, or the selection's luck would carry into the claim."""
+    seed = RETRAIN_SEED_BASE + s
+    searched = {t for t in [trial.user_attrs.get("seed"), *(trial.user_attrs.get("repeat_seeds") or [])] if t is not None}
+    while seed in searched:
+        seed = int(np.random.SeedSequence([seed, int(trial.user_attrs["seed"])]).generate_state(1)[0])
+    return seed
 
 
 def retrain_key(number: int) -> str:
@@ -263,7 +277,7 @@ def retrain_trials(
         for s in range(seeds):
             if str(s) in record["runs"]:
                 continue
-            seed = RETRAIN_SEED_BASE + s
+            seed = retrain_seed(t, s)
             model = build(spec, seed=seed)
             curve: list[float] = []
             raw_curve: list[float] = []  # with weight averaging: the trained weights' test accuracy
@@ -277,7 +291,7 @@ def retrain_trials(
                              on_raw_epoch=test_scorer(raw_curve))  # fmt: skip
                 acc = evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size)
             except DivergedError as exc:  # this seed, not the search's, made the loss blow up
-                # Seeds are fixed (RETRAIN_SEED_BASE + s): run again, it diverges again.
+                # Seeds are fixed (retrain_seed): run again, it diverges again.
                 way_out = (f"--seeds {s} keeps the seeds before it" if s else
                            "its recipe diverges on all training images with the first seed; the trial cannot be retrained")  # fmt: skip
                 raise HarnessError(f"retrain of trial {t.number}, seed {s}: {exc}; the finished runs are kept "
@@ -290,7 +304,8 @@ def retrain_trials(
                                    "(finished runs are kept; retry with a smaller batch or on a larger machine)") from None  # fmt: skip
             weights = upload_state_dict(model, study, store, f"retrain-trial-{t.number}-seed-{s}-weights.pt")
             run = {
-                "test_acc": acc, "train_seconds": round(result.seconds, 2), "device": device_label, "weights": weights,
+                "test_acc": acc, "seed": seed, "train_seconds": round(result.seconds, 2), "device": device_label,
+                "weights": weights,
                 "train_loss": [round(x, 6) for x in result.train_loss], "test_curve": curve,
             }  # fmt: skip
             if raw_curve:

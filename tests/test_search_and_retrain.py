@@ -597,6 +597,37 @@ def test_a_retrain_seed_that_diverges_stops_in_one_line_and_keeps_finished_runs(
     assert sum(after.values()) == sum(before.values()) + 1  # the first run is stored, the diverged one is not
 
 
+def test_retrain_never_repeats_a_trials_own_search_seed(tmp_path):
+    """Study seed 10,000: the baseline (trial 0) searched with seed 10,000, retrain seed 0's torch
+    seed. Each retrained run records its seed, which is never one its trial trained with in the
+    search; every other run keeps 10,000 + s."""
+    from harness.retrain import RETRAIN_SEED_BASE, retrain_seed
+
+    path = _write(tmp_path, "seeds", "single")
+    path.write_text(path.read_text().replace("seed = 5", "seed = 10000"))
+    assert main(["run", str(path), "--device", "cpu", "--quiet"]) == 0
+    assert main(["retrain", str(path), "--top", "1", "--seeds", "2", "--epochs", "1", "--device", "cpu"]) == 0
+    study = _load(tmp_path, "seeds")
+    trials = {t.number: t for t in study.get_trials()}
+    met = 0
+    for key, record in study.user_attrs.items():
+        if not key.startswith("retrain:"):
+            continue
+        own = trials[record["trial"]].user_attrs["seed"]
+        assert own == 10_000 + record["trial"]
+        for s, run in record["runs"].items():
+            assert run["seed"] != own and run["seed"] == retrain_seed(trials[record["trial"]], int(s))
+            if own == RETRAIN_SEED_BASE + int(s):
+                met += 1
+            else:
+                assert run["seed"] == RETRAIN_SEED_BASE + int(s)
+    assert met >= 1  # a collision was there to avoid, or this test shows nothing
+    with_repeats = optuna.trial.create_trial(value=0.5, user_attrs={"seed": 10_001, "repeat_seeds": [10_001, 10_002]})
+    assert [retrain_seed(with_repeats, s) for s in (0, 3)] == [10_000, 10_003]
+    assert {retrain_seed(with_repeats, s) for s in (1, 2)}.isdisjoint({10_001, 10_002})
+    assert retrain_seed(with_repeats, 1) == retrain_seed(with_repeats, 1)  # fixed, so a diverged seed stays diverged
+
+
 def test_results_header_states_the_images_the_retrains_recorded():
     """One count: stated; counts differing between studies: per study; none retrained: no count."""
     from types import SimpleNamespace
