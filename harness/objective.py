@@ -209,8 +209,10 @@ class Objective:
             # average lags early (stage 17: 0.32 against 0.97 at epoch 5 of 20, decay 0.9998).
             trial.report(trained_scores.get(epoch, val_acc), epoch)
             # A rung can fall on the last epoch (8 epochs, rungs 2/4/8): a finished model is a
-            # result, not a candidate to stop, so the last epoch is never pruned.
-            if epoch < train_cfg.epochs and trial.should_prune():
+            # result, not a candidate to stop, so the last epoch is never pruned. Nor is the
+            # baseline: it is the study's reference (and retrain's), so it runs its whole
+            # schedule; it still asks, so its scores join the rungs' competition.
+            if epoch < train_cfg.epochs and trial.should_prune() and not is_baseline:
                 trial.set_user_attr("pruned_at_epoch", epoch)
                 if trained_scores:  # both scores kept: intermediate values hold only the trained ones
                     trial.set_user_attr("val_history", averaged_scores)

@@ -454,3 +454,38 @@ def test_auto_first_rung_is_never_inside_the_learning_rate_warm_up():
         first_after_peak = -(-(peak_step + 1) // steps_per_epoch)  # the first epoch whose steps include it
         assert PrunerConfig(name="halving").min_epochs(epochs) == first_after_peak, (epochs, peak_step)
     assert PrunerConfig(name="halving", min_resource=2).min_epochs(10) == 2  # given: used as given
+
+
+def test_the_baseline_is_never_pruned_even_when_it_trains_last_and_worst(tmp_path, synthetic_root):
+    """Successive halving: a baseline that reaches a rung after better trials (its retry after an
+    interrupt; or --jobs) runs its whole schedule, a reference rather than a candidate; a
+    non-baseline trial as weak is stopped at the first rung, so the rung really prunes there."""
+    cfg = _cfg(
+        tmp_path, budget=10**9, search_space="compact", train=TrainConfig(epochs=8, batch_size=64, eval_batch_size=256),
+        pruner=PrunerConfig(name="halving", min_resource=2, reduction_factor=2),
+    )  # fmt: skip
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    study = open_study(cfg, url)
+    first = study.ask()  # the enqueued baseline, interrupted before it trained
+    assert first.user_attrs.get("baseline")
+    first.set_user_attr("interrupted", True)
+    study.tell(first, state=TrialState.FAIL)
+
+    class BaselineWorst(CountingFit):
+        def __call__(self, model, data, cfg, *, seed, on_epoch):
+            self.calls += 1
+            acc = 0.1 if sum(p.numel() for p in model.parameters()) == 19_290 or self.calls == 6 else 0.9
+            for epoch in range(1, cfg.epochs + 1):
+                on_epoch(epoch, acc)
+            return FitResult(val_acc=acc, epochs_run=cfg.epochs, seconds=0.0)
+
+    fit = BaselineWorst()
+    study.optimize(Objective(cfg, _loader(synthetic_root), device_label="cpu", fit_fn=fit), n_trials=4)
+    study = open_study(cfg, url)  # a resumed run: the baseline is retried, after 4 better trials
+    study.sampler = optuna.samplers.RandomSampler(seed=99)  # its own stream: a new candidate, not a repeat
+    study.optimize(Objective(cfg, _loader(synthetic_root), device_label="cpu", fit_fn=fit), n_trials=2)
+    retry, weak = study.trials[-2:]
+    assert retry.user_attrs["baseline"] and retry.user_attrs["origin"] == "retry"
+    assert (retry.state, retry.user_attrs["epochs_run"], retry.value) == (TrialState.COMPLETE, 8, 0.1)
+    assert "completed_rung_0" in retry.system_attrs  # it asked: its score is in rung 2's competition
+    assert not weak.user_attrs["baseline"] and (weak.state, weak.user_attrs["pruned_at_epoch"]) == (TrialState.PRUNED, 2)
