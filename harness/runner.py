@@ -99,14 +99,6 @@ def plan_run(
         raise HarnessError(f"device {cfg.device!r} requested but CUDA is not available")
     # A mismatch with the stored study: refused before anything prints, downloads or runs.
     finished = check_resumable(cfg, url, dev)
-    root = cfg.data_root(data_dir)
-    download = download or cfg.data.download
-    if download:
-        load_mnist(root, download=True)  # fetch up front: a failed download writes no study
-    n_train = check_mnist_files(root)["train"]  # missing, truncated or bad labels: refused before the study exists
-    if cfg.data.val_size >= n_train:
-        raise HarnessError(f"{study_file}: data.val_size = {cfg.data.val_size} must be below the {n_train:,} "
-                           f"training images in {root}")  # fmt: skip
     if cfg.train.teacher:  # a missing, broken or leaking teacher: refused before the study exists
         from harness.teacher import check_search_teacher, load_teacher
 
@@ -115,6 +107,14 @@ def plan_run(
     artifacts = cfg.artifact_root(url)
     if artifacts.exists() and not artifacts.is_dir():
         raise HarnessError(f"{study_file}: artifact folder {artifacts} exists but is not a folder")
+    root = cfg.data_root(data_dir)
+    download = download or cfg.data.download
+    if download:  # last of the checks that need no data: bad input downloads nothing
+        load_mnist(root, download=True)  # fetch up front: a failed download writes no study
+    n_train = check_mnist_files(root)["train"]  # missing, truncated or bad labels: refused before the study exists
+    if cfg.data.val_size >= n_train:
+        raise HarnessError(f"{study_file}: data.val_size = {cfg.data.val_size} must be below the {n_train:,} "
+                           f"training images in {root}")  # fmt: skip
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -693,6 +693,30 @@ def test_download_that_fails_leaves_no_data_folder(tmp_path, capsys, monkeypatch
     assert _snapshot(tmp_path) == before and not (tmp_path / "data").exists()
 
 
+def test_bad_input_is_refused_before_any_download(tmp_path, capsys, monkeypatch):
+    """--download with a missing teacher file or an artifact path that is a file: refused first,
+    so nothing is fetched (the mirror here would refuse at once, and is never asked)."""
+    from torchvision.datasets import MNIST
+
+    import harness.data
+
+    fetched = []
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    monkeypatch.setattr(harness.data, "load_mnist", lambda *a, **k: fetched.append(a))
+    bad = [(_replace(GOOD, "epochs = 1", 'epochs = 1\nteacher = "missing.pt2"'), "missing.pt2"),
+           (_replace(GOOD, "budget = 20000", 'budget = 20000\nartifact_dir = "art"'), "art")]
+    for n, (text, named) in enumerate(bad):
+        study = tmp_path / f"s{n}.toml"
+        study.write_text(text)
+        if named == "art":
+            (tmp_path / "art").write_text("a file where the artifact folder goes")
+        before = _snapshot(tmp_path)
+        assert main(["run", str(study), "--data-dir", str(tmp_path / "data"), "--download", "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and named in err[0] and "download" not in err[0], err
+        assert _snapshot(tmp_path) == before and fetched == []
+
+
 def test_console_script_error_has_no_traceback(tmp_path):
     study = tmp_path / "s.toml"
     study.write_text(_replace(GOOD, "epochs = 1", "epochz = 1"))
