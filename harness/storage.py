@@ -362,6 +362,8 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
             # recovery); its notice is not a deprecation and would print once per worker.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = optuna.storages.RDBStorage(url, skip_table_creation=read_only, **kwargs)
+    except RuntimeError as exc:  # Optuna's schema check: tables of an older (or newer) Optuna
+        raise StorageError(redact(f"cannot open storage {safe_url(url)!r}: {str(exc).strip().splitlines()[0]}")) from None
     except (sqlalchemy.exc.SQLAlchemyError, OSError, optuna.exceptions.StorageInternalError) as exc:
         exc = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ else exc
         text = str(getattr(exc, "orig", exc) or exc).strip()

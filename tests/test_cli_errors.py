@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 
 from harness.cli import main
@@ -715,6 +716,29 @@ def test_bad_input_is_refused_before_any_download(tmp_path, capsys, monkeypatch)
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and named in err[0] and "download" not in err[0], err
         assert _snapshot(tmp_path) == before and fetched == []
+
+
+def test_a_storage_of_another_optuna_schema_is_one_line_for_every_command(tmp_path, capsys):
+    """Optuna refuses tables of another schema version with a RuntimeError: every command turns
+    it into one line that says how to upgrade, exit 2, and the database stays byte-identical."""
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    optuna.create_study(study_name="bad-input", storage=f"sqlite:///{db}")
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'v1.3.0.a'")  # an Optuna 1.3 database
+    url = f"sqlite:///{db}"
+    study = tmp_path / "s.toml"
+    study.write_text(_replace(GOOD, "budget = 20000", f'budget = 20000\nstorage = "{url}"'))
+    before = _snapshot(tmp_path)
+    for argv in (["status", str(study)], ["report", str(study), "--out", str(tmp_path / "r.html")],
+                 ["run", str(study), "--trials", "1"], ["export", str(study), "--best", "--out", str(tmp_path / "e")],
+                 ["retrain", str(study)], ["results", str(study), "--out", str(tmp_path / "r.md")],
+                 ["status", str(study), "--storage", url]):  # fmt: skip
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "optuna storage upgrade" in err[0] and "Traceback" not in err[0], (argv, err)
+        assert _snapshot(tmp_path) == before, argv
 
 
 def test_console_script_error_has_no_traceback(tmp_path):
