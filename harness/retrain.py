@@ -312,9 +312,14 @@ def retrain_trials(
                 run["raw_test_curve"] = raw_curve
             with lock():  # read-merge-write: another retrain may have stored runs meanwhile
                 stored = study.user_attrs.get(key)
-                if (stored and stored.get("epochs") == record["epochs"] and stored.get("recipe") == record["recipe"]
-                        and _sha(stored) == _sha(record)):  # fmt: skip
+                # the same protocol merges, whatever speed-only options (eval batch, compile) differ
+                if same_protocol(stored, recipe):
                     record["runs"] = {**stored["runs"], **record["runs"]}
+                elif stored and stored.get("runs"):
+                    raise HarnessError(
+                        f"retrain of trial {t.number}, seed {s}: another retrain stored runs of another protocol "
+                        f"({stored.get('epochs')} epochs on {stored.get('train_images'):,} images) meanwhile; "
+                        "this run is not recorded over them (use a copy of the study)")  # fmt: skip
                 record["runs"][str(s)] = run
                 accs = [r["test_acc"] for _, r in sorted(record["runs"].items(), key=lambda kv: int(kv[0]))]
                 record.update(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 from pathlib import Path
 
 import optuna
@@ -374,6 +375,45 @@ def _retrained_one_seed(folder: Path, name: str) -> tuple[Path, optuna.Study, st
     study = _load(folder, name)
     (key,) = [k for k in study.user_attrs if k.startswith("retrain:")]
     return path, study, key
+
+
+def test_concurrent_retrains_that_differ_only_in_speed_options_keep_each_others_runs(tmp_path, monkeypatch, capsys):
+    """Two retrains of one trial start with nothing stored; the other one (its study file sets
+    another eval_batch_size: speed only) stores seed 1 while this one trains seed 0. This one's
+    read-merge-write under the lock keeps that run: the same protocol, not a rival to replace."""
+    import contextlib
+
+    import harness.storage
+
+    path, study, key = _retrained_one_seed(tmp_path, "race")
+    other = dict(study.user_attrs[key])
+    other["recipe"] = dict(other["recipe"], eval_batch_size=other["recipe"]["eval_batch_size"] + 512)
+    other["runs"] = {"1": dict(other["runs"]["0"], test_acc=0.5)}  # the other process's seed 1
+    study.set_user_attr(key, None)  # as before either retrain stored anything
+    real_lock = harness.storage.study_lock
+
+    @contextlib.contextmanager
+    def lock_after_the_other_stored(url, name):
+        with real_lock(url, name):
+            if study.user_attrs.get(key) is None:
+                study.set_user_attr(key, other)  # it got the lock first
+            yield
+
+    monkeypatch.setattr(harness.storage, "study_lock", lock_after_the_other_stored)
+    assert main(["retrain", str(path), "--top", "1", "--seeds", "1", "--epochs", "1", "--no-baseline",
+                 "--device", "cpu", "--data-dir", str(tmp_path / "data")]) == 0  # fmt: skip
+    record = _load(tmp_path, "race").user_attrs[key]
+    assert sorted(record["runs"]) == ["0", "1"] and record["runs"]["1"]["test_acc"] == 0.5
+    assert record["seeds"] == 2 and record["mean"] == statistics.mean(r["test_acc"] for r in record["runs"].values())
+    # another protocol (other epochs) stored meanwhile: refused in one line, its runs untouched
+    rival = dict(other, epochs=2, recipe=dict(other["recipe"], epochs=2))
+    study.set_user_attr(key, None)
+    other = rival
+    assert _cli(["retrain", str(path), "--top", "1", "--seeds", "1", "--epochs", "1", "--no-baseline",
+                 "--device", "cpu", "--data-dir", str(tmp_path / "data")]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another retrain stored runs of another protocol" in err[0], err
+    assert _load(tmp_path, "race").user_attrs[key] == rival
 
 
 def test_results_never_round_a_missed_target_up_to_it(tmp_path):
