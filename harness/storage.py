@@ -195,10 +195,12 @@ def check_optuna_sqlite(url: str, *, for_writing: bool) -> None:
         raise StorageError(f"{path}: no study database here (empty or missing; run `harness run` first)")
     if not path.is_file():
         raise StorageError(f"{path} is not a file")
-    if for_writing and any(path.with_name(path.name + x).exists() for x in ("-journal", "-wal")):
-        return  # a writer crashed mid-transaction: the read-write open below rolls it back first
     try:
         tables = _sqlite_tables(path)
+    except StorageError:
+        if for_writing and any(path.with_name(path.name + x).exists() for x in ("-journal", "-wal")):
+            return  # a writer crashed mid-transaction: the read-write open below rolls it back first
+        raise
     except OSError as exc:
         raise StorageError(f"cannot read {path}: {exc.strerror}") from None
     if tables is None:

@@ -16,6 +16,7 @@ import optuna
 import pytest
 
 from harness.cli import main
+from harness.errors import StorageError
 
 GOOD = """
 [study]
@@ -739,6 +740,40 @@ def test_a_storage_of_another_optuna_schema_is_one_line_for_every_command(tmp_pa
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "optuna storage upgrade" in err[0] and "Traceback" not in err[0], (argv, err)
         assert _snapshot(tmp_path) == before, argv
+
+
+def test_a_leftover_journal_does_not_let_run_take_over_a_foreign_database(tmp_path, capsys):
+    """A SQLite file of someone else's with a -journal or -wal beside it that is not hot (nothing
+    to roll back): still refused as not an Optuna storage, byte for byte untouched. A hot journal
+    (a writer killed mid-transaction) on a study's database is what `run` may roll back."""
+    import sqlite3
+
+    from harness.storage import check_optuna_sqlite
+
+    db = tmp_path / "mine.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("CREATE TABLE accounts (id INTEGER)")
+    study = tmp_path / "s.toml"
+    study.write_text(GOOD)
+    for leftover in ("mine.db-journal", "mine.db-wal"):
+        (tmp_path / leftover).write_bytes(b"")
+        before = _snapshot(tmp_path)
+        assert main(["run", str(study), "--storage", f"sqlite:///{db}", "--trials", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "other tables (accounts)" in err[0], err
+        assert _snapshot(tmp_path) == before
+        (tmp_path / leftover).unlink()
+
+    hot = tmp_path / "h.db"
+    optuna.create_study(study_name="h", storage=f"sqlite:///{hot}")
+    crash = ("import os, sqlite3\nc = sqlite3.connect(%r, isolation_level=None)\nc.execute('PRAGMA cache_size=1')\n"
+             "c.execute('BEGIN IMMEDIATE')\nc.execute('CREATE TABLE junk (x BLOB)')\n"
+             "for _ in range(200): c.execute('INSERT INTO junk VALUES (?)', (os.urandom(4000),))\nos._exit(0)\n") % str(hot)
+    subprocess.run([sys.executable, "-c", crash], check=True)  # killed mid-transaction: a hot journal
+    assert (tmp_path / "h.db-journal").stat().st_size > 0
+    with pytest.raises(StorageError, match="crashed writer"):
+        check_optuna_sqlite(f"sqlite:///{hot}", for_writing=False)  # reading cannot roll it back
+    check_optuna_sqlite(f"sqlite:///{hot}", for_writing=True)  # run's read-write open rolls it back
 
 
 def test_console_script_error_has_no_traceback(tmp_path):
