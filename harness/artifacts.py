@@ -20,6 +20,7 @@ from harness.errors import HarnessError
 
 __all__ = [
     "WEIGHTS_ATTR",
+    "ReadOnlyArtifactStore",
     "load_state_dict",
     "load_weights",
     "open_artifact_store",
@@ -45,6 +46,24 @@ def open_artifact_store(root: Path, create: bool = True) -> FileSystemArtifactSt
             raise HarnessError(f"artifact folder {root} does not exist (no trial has saved weights)")
         root.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(root))
+
+
+class ReadOnlyArtifactStore:
+    """An artifact store that serves reads and refuses writes and removals: what `harness
+    dashboard` hands optuna-dashboard, whose delete buttons would otherwise remove weights
+    files (the study's storage refuses its writes itself, opened read-only)."""
+
+    def __init__(self, store: FileSystemArtifactStore):
+        self._store = store
+
+    def open_reader(self, artifact_id: str):
+        return self._store.open_reader(artifact_id)
+
+    def write(self, artifact_id: str, content_body) -> None:
+        raise PermissionError(f"artifact {artifact_id}: harness dashboard is read-only")
+
+    def remove(self, artifact_id: str) -> None:
+        raise PermissionError(f"artifact {artifact_id}: harness dashboard is read-only")
 
 
 def weights_filename(trial_number: int) -> str:

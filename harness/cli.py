@@ -301,7 +301,7 @@ def _results_command(argv: list[str]) -> str:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import socket
 
-    from harness.artifacts import open_artifact_store
+    from harness.artifacts import ReadOnlyArtifactStore, open_artifact_store
     from harness.storage import make_storage, safe_url
 
     try:
@@ -317,7 +317,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise HarnessError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     root = cfg.artifact_root(url)  # a folder that is not there is not created: reading only
-    store = open_artifact_store(root, create=False) if root.is_dir() else None
+    store = ReadOnlyArtifactStore(open_artifact_store(root, create=False)) if root.is_dir() else None
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     print(f"optuna-dashboard for study {cfg.name!r} ({safe_url(url)})", flush=True)
     print(f"open http://{shown}:{args.port}/dashboard/studies/{study._study_id}  (Ctrl-C stops)", flush=True)

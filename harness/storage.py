@@ -334,9 +334,12 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
                  read_only: bool = False) -> optuna.storages.RDBStorage:  # fmt: skip
     """An RDB storage for ``url``; with ``heartbeat_interval`` (s), stale trials are retried.
 
-    ``read_only`` (status, report, export, results): SQLite transactions stay deferred, so a
-    read never queues for the write lock another process holds (it waits only while a writer
-    commits), and gives up after ``SQLITE_READ_TIMEOUT_S`` instead of 600 s.
+    ``read_only`` (status, report, export, results, dashboard): the database itself refuses
+    writes (a SQLite file opened ``mode=ro``; PostgreSQL sessions with
+    ``default_transaction_read_only``), so nothing, optuna-dashboard's delete and edit buttons
+    included, can change the study. SQLite transactions stay deferred, so a read never queues
+    for the write lock another process holds (it waits only while a writer commits), and gives
+    up after ``SQLITE_READ_TIMEOUT_S`` instead of 600 s.
 
     Raises:
         StorageError: invalid URL, unreachable server, or a file that is not a database.
@@ -348,8 +351,17 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
     if is_sqlite:
         timeout = SQLITE_READ_TIMEOUT_S if read_only else SQLITE_BUSY_TIMEOUT_S
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": timeout}}
+        path = sqlite_path(url)
+        if read_only and path is not None:
+            import sqlite3
+
+            # the URL stays as given (messages, artifact paths); the connections are read-only
+            kwargs["engine_kwargs"]["creator"] = lambda: sqlite3.connect(
+                f"{path.as_uri()}?mode=ro", uri=True, timeout=timeout, check_same_thread=False)
     else:
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
+        if read_only and sqlalchemy.engine.make_url(url).get_backend_name() == "postgresql":
+            kwargs["engine_kwargs"]["connect_args"] = {"options": "-c default_transaction_read_only=on"}
     # In-memory SQLite lives in one connection per thread: the heartbeat thread would not see
     # it, and one process cannot crash half-way anyway.
     if heartbeat_interval and not read_only and (not is_sqlite or sqlite_path(url) is not None):

@@ -74,6 +74,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _request(method: str, url: str, body: dict | None) -> int:
+    """The HTTP status of a ``method`` request with a JSON ``body``."""
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def _get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as r:
         return json.loads(r.read())
@@ -153,6 +167,23 @@ def test_dashboard_api_and_browser(smoke_dir, tmp_path):
         assert _png_size_and_colours(png)[2] > 50
         dom = rendered_dom(f"{home}/note", wait_ms=10_000)  # the study note, rendered from markdown
         assert "harness: budget and target" in dom and "rejected over budget" in dom
+
+        # Read-only: the dashboard's own delete and edit calls change nothing, byte for byte.
+        before = {str(p.relative_to(smoke_dir)): p.read_bytes() for p in sorted(smoke_dir.rglob("*")) if p.is_file()}
+        artifact = baseline["artifacts"][0]["artifact_id"]
+        sid, tid = summary["study_id"], baseline["trial_id"]
+        for method, path, body in [
+            ("DELETE", f"/api/artifacts/{sid}/{tid}/{artifact}", None),
+            ("PUT", f"/api/studies/{sid}/note", {"version": study["note"]["version"] + 1, "body": "edited"}),
+            ("PUT", f"/api/studies/{sid}/{tid}/note", {"version": baseline["note"]["version"] + 1, "body": "edited"}),
+            ("DELETE", f"/api/studies/{sid}", {"remove_associated_artifacts": False}),  # the database alone
+            ("DELETE", f"/api/studies/{sid}", {"remove_associated_artifacts": True}),
+        ]:
+            status = _request(method, base + path, body)
+            assert status >= 400, (method, path, status)
+        after = {str(p.relative_to(smoke_dir)): p.read_bytes() for p in sorted(smoke_dir.rglob("*")) if p.is_file()}
+        assert after == before
+        assert len(_get_json(f"{base}/api/studies/{sid}")["trials"]) == 6  # and it still serves the study
     finally:
         server.terminate()
         server.wait(timeout=30)
