@@ -428,6 +428,26 @@ def test_eight_postgres_workers_record_every_trial_once(tmp_path, synthetic_root
     _check_exactly_once(postgres_url, "pg8", 16, logs)
 
 
+def test_read_only_postgres_storage_refuses_writes(postgres_url):
+    """The read-only commands' PostgreSQL sessions are read-only at the server: a write through
+    them (what optuna-dashboard's delete button sends) fails and leaves the study as it was."""
+    from harness.storage import make_storage
+
+    study = optuna.create_study(study_name="pg-ro", storage=postgres_url)
+    study.set_user_attr("kept", 1)
+    storage = make_storage(postgres_url, read_only=True)
+    try:
+        read = optuna.load_study(study_name="pg-ro", storage=storage)
+        assert read.user_attrs == {"kept": 1}
+        for write in (lambda: read.set_user_attr("x", 2), lambda: storage.delete_study(read._study_id)):
+            with pytest.raises(Exception) as refused:
+                write()
+            assert "read-only transaction" in f"{refused.value} {refused.value.__cause__}"
+    finally:
+        storage.engine.dispose()
+    assert optuna.load_study(study_name="pg-ro", storage=postgres_url).user_attrs == {"kept": 1}
+
+
 def test_unreachable_postgres_is_a_one_line_error(tmp_path, capsys, synthetic_root):
     pytest.importorskip("psycopg2")
     from harness.cli import main
