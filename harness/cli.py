@@ -276,6 +276,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
         raise HarnessError(f"{out}: folder {out.parent} does not exist")
     if out.is_dir():  # refused before any winner is exported
         raise HarnessError(f"--out {out} is a folder, not a file")
+    if Path(args.exports).exists() and not Path(args.exports).is_dir():
+        raise HarnessError(f"--exports {args.exports} is a file, not a folder")
     studies, protected = [], []
     for f in args.study_files:
         ns = argparse.Namespace(study_file=f, storage=None)
@@ -389,6 +391,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sqlalchemy.exc.OperationalError as exc:  # e.g. a read that waited out another process's write
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else exc.__class__.__name__
         print(redact(f"harness: error: storage: {reason} (another process may be writing; try again)"), file=sys.stderr)
+        return EXIT_USAGE
+    except (sqlalchemy.exc.DatabaseError, optuna.exceptions.StorageInternalError) as exc:  # e.g. a damaged file
+        cause = getattr(exc, "orig", None) or exc.__cause__ or exc
+        reason = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [exc.__class__.__name__])[0]
+        print(redact(f"harness: error: storage: {reason}"), file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # an output path that cannot be written (a read-only or special file system)
+        if exc.filename is None:
+            raise
+        print(f"harness: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)

@@ -319,9 +319,10 @@ def write_report(study: optuna.Study, out_html: Path, out_csv: Path | None = Non
     from harness.study import summarize
 
     frame = trials_frame(study)
+    files: dict[Path, str] = {}
     if out_csv is not None:  # counts as integers (19290, not 19290.0); missing ones stay empty
         ints = {c: frame[c].astype("Int64") for c in _INT_COLUMNS if c in frame.columns}
-        frame.assign(**ints).to_csv(out_csv, index=False)
+        files[out_csv] = frame.assign(**ints).to_csv(index=False)
     budget = int(study.user_attrs.get("budget", 0))
     target = float(study.user_attrs.get("target", 1.0))
     summary = summarize(study, stale_after)  # a RUNNING trial without heartbeat: shown as stale, with its age
@@ -354,7 +355,22 @@ never selected on. Rejected candidates were counted over the budget and never tr
 {"".join(parts[1:])}
 </body></html>
 """
-    tmp = out_html.with_name(out_html.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out_html)
+    _write_all({out_html: page, **files})
     return frame
+
+
+def _write_all(files: dict[Path, str]) -> None:
+    """Write every file or none: each to a temporary file beside it, then all moved into place
+    (an output that cannot be written leaves the other one unwritten too)."""
+    written: list[tuple[Path, Path]] = []
+    try:
+        for path, text in files.items():
+            tmp = path.with_name(path.name + ".tmp")
+            written.append((tmp, path))
+            tmp.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(written[-1][1])) from None  # the path asked for
+    for tmp, path in written:
+        tmp.replace(path)

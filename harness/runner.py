@@ -14,6 +14,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.errors import EXIT_INTERRUPTED, EXIT_USAGE, HarnessError
 
@@ -107,6 +108,7 @@ def plan_run(
     artifacts = cfg.artifact_root(url)
     if artifacts.exists() and not artifacts.is_dir():
         raise HarnessError(f"{study_file}: artifact folder {artifacts} exists but is not a folder")
+    _check_can_write_in(artifacts, f"{study_file}: artifact folder")
     root = cfg.data_root(data_dir)
     download = download or cfg.data.download
     if download:  # last of the checks that need no data: bad input downloads nothing
@@ -126,6 +128,22 @@ def plan_run(
     timeout = timeout if timeout is not None else (cfg.timeout or None)
     return RunPlan(study_file, url, str(dev) if cfg.device != "auto" else "auto", str(root), download,
                    n_trials, timeout, quiet, jobs=jobs, study_trials=study_trials, finished=finished)  # fmt: skip
+
+
+def _check_can_write_in(folder: Path, what: str) -> None:
+    """Refuse a folder that cannot be made, or written in, before the study's database exists
+    (a trial would only find out after training). Probes with a temporary folder, removed."""
+    import tempfile
+
+    base = folder
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise HarnessError(f"{what} {folder}: {base} is not a folder")
+    try:
+        Path(tempfile.mkdtemp(prefix=".harness-probe-", dir=base)).rmdir()
+    except OSError as exc:
+        raise HarnessError(f"{what} {folder}: cannot write in {base} ({exc.strerror or exc})") from None
 
 
 def run_trials(plan: RunPlan, forward=None) -> bool:

@@ -776,6 +776,53 @@ def test_a_leftover_journal_does_not_let_run_take_over_a_foreign_database(tmp_pa
     check_optuna_sqlite(f"sqlite:///{hot}", for_writing=True)  # run's read-write open rolls it back
 
 
+def test_a_damaged_database_is_one_line_and_left_as_it_is(tmp_path, capsys):
+    """Bytes overwritten in the middle of a study's SQLite file: every command says the database
+    is malformed in one line, exit 2 (no traceback), and the file stays as it was."""
+    db = tmp_path / "d.db"
+    study = optuna.create_study(study_name="bad-input", storage=f"sqlite:///{db}")
+    study.optimize(lambda t: t.suggest_float("a", 0, 1), n_trials=30)
+    damaged = bytearray(db.read_bytes())
+    damaged[5000:9000] = b"\xff" * 4000
+    db.write_bytes(bytes(damaged))
+    path = tmp_path / "s.toml"
+    path.write_text(_replace(GOOD, "budget = 20000", f'budget = 20000\nstorage = "sqlite:///{db}"'))
+    before = _snapshot(tmp_path)
+    for argv in (["status", str(path)], ["report", str(path), "--out", str(tmp_path / "r.html")],
+                 ["run", str(path), "--trials", "1"]):  # fmt: skip
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "malformed" in err[0], (argv, err)
+        assert _snapshot(tmp_path) == before, argv
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc: a folder nothing can be created in")
+def test_outputs_that_cannot_be_written_are_one_line_and_write_nothing(trained_study, tmp_path, capsys):
+    """Paths in /proc (no file can be made there, even by root): report writes neither of its
+    two files when one cannot be written; results refuses an --exports that is a file; an
+    artifact folder that cannot be made is refused before the study's database exists."""
+    study, data = trained_study
+    before = _snapshot(study.parent), _snapshot(tmp_path)
+    cases = [
+        (["report", str(study), "--out", "/proc/x.html", "--csv", str(tmp_path / "t.csv")], "/proc/x.html"),
+        (["report", str(study), "--out", str(tmp_path / "r.html"), "--csv", "/proc/t.csv"], "/proc/t.csv"),
+        (["results", str(study), "--out", str(tmp_path / "r.md"), "--exports", str(study)], "--exports"),
+        (["results", str(study), "--out", "/proc/r.md", "--exports", "/proc/exp"], "/proc/r.md"),
+    ]
+    for argv, named in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and named in err[0] and "Traceback" not in err[0], (argv, err)
+        assert (_snapshot(study.parent), _snapshot(tmp_path)) == before, argv
+    fresh = tmp_path / "fresh.toml"
+    fresh.write_text(_replace(GOOD, "budget = 20000", 'budget = 20000\nartifact_dir = "/proc/harness-weights"'))
+    before = _snapshot(tmp_path)
+    assert main(["run", str(fresh), "--data-dir", str(data), "--trials", "1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "artifact folder /proc/harness-weights" in err[0], err
+    assert _snapshot(tmp_path) == before  # no database, no lock file
+
+
 def test_console_script_error_has_no_traceback(tmp_path):
     study = tmp_path / "s.toml"
     study.write_text(_replace(GOOD, "epochs = 1", "epochz = 1"))
