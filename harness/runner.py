@@ -257,9 +257,9 @@ def run_study(plan: RunPlan) -> RunOutcome:
     if plan.n_trials == 0 or plan.timeout == 0:  # nothing to run: nothing is written either
         from harness.storage import make_storage, safe_url
 
-        if plan.study_trials:
-            print(f"study {cfg.name!r} holds {plan.finished} finished trials, study.n_trials = {plan.study_trials}: "
-                  "nothing to run (--trials N runs N more)")  # fmt: skip
+        if plan.n_trials == 0 and plan.study_trials:  # the study's total is reached, not a --trials 0
+            print(f"study {cfg.name!r} holds {plan.finished or 0} finished trials, study.n_trials = "
+                  f"{plan.study_trials}: nothing to run (--trials N runs N more)")  # fmt: skip
         else:
             print(f"{'--trials 0' if plan.n_trials == 0 else 'a timeout of 0 s'}: nothing to run")
         if plan.finished is None:

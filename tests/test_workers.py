@@ -541,6 +541,12 @@ def test_n_trials_is_the_studys_total_so_a_resumed_run_runs_only_what_is_missing
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert made.returncode == 0 and "no study 'f'" in made.stdout and "none created" in made.stdout, made.stdout
     assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["f.toml"]
+    # --timeout 0 on a new study of n_trials = 3: the timeout is the reason, not "None finished trials"
+    fresh.write_text(fresh.read_text().replace("budget = 20000", "budget = 20000\nn_trials = 3"))
+    made = subprocess.run(_cmd("run", str(fresh), "--timeout", "0", "--data-dir", str(synthetic_root), "--device", "cpu"),
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert made.returncode == 0 and made.stdout.startswith("a timeout of 0 s: nothing to run"), made.stdout
+    assert "None" not in made.stdout and sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["f.toml"]
 
 
 def test_two_runs_at_once_stop_at_the_studys_n_trials(tmp_path, synthetic_root):
