@@ -272,6 +272,32 @@ def test_interrupted_trials_and_the_baseline_are_retried_once_on_resume(tmp_path
     assert len(retries) == 2
 
 
+def test_a_baseline_interrupted_again_and_again_is_retried_until_it_completes(tmp_path, synthetic_root):
+    """Ctrl-C during the baseline, then during its retry, then during that retry's retry: each
+    resumed run trains the baseline first again, so the study still gets its reference."""
+    from harness.config import DataConfig, PrunerConfig, SamplerConfig, StudyConfig, TrainConfig
+    from harness.data import load_splits
+
+    cfg = StudyConfig(name="b", path=tmp_path / "b.toml", search_space="seed", budget=20_000, train=TrainConfig(epochs=1),
+                      data=DataConfig(val_size=100), sampler=SamplerConfig(name="random"),
+                      pruner=PrunerConfig(name="none"))  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    for interrupts in ({1}, {1}, {1}, set()):
+        study = open_study(cfg, url)
+        objective = Objective(cfg, lambda: load_splits(synthetic_root, val_size=100), device_label="cpu",
+                              fit_fn=_InterruptingFit(interrupts))  # fmt: skip
+        try:
+            study.optimize(objective, n_trials=2, catch=TRAINING_FAILURES)
+        except KeyboardInterrupt:
+            pass
+    trials = optuna.load_study(study_name="b", storage=url).get_trials()
+    baselines = [(t.number, t.state, t.system_attrs.get("failed_trial")) for t in trials if t.user_attrs.get("baseline")]
+    assert baselines == [(0, TrialState.FAIL, None), (1, TrialState.FAIL, 0), (2, TrialState.FAIL, 1),
+                         (3, TrialState.COMPLETE, 2)]  # fmt: skip
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2  # then the run goes on with the search
+    assert open_study(cfg, url) and len(optuna.load_study(study_name="b", storage=url).trials) == len(trials)  # done
+
+
 # ---- injected failures: the study goes on ---------------------------------------------------
 
 
