@@ -27,8 +27,14 @@ def _nonempty(value: str) -> str:
         raise argparse.ArgumentTypeError("must not contain a NUL character")
     return value
 
+STORAGE_HELP = ("Optuna storage URL (default: the study file's study.storage, else "
+                "sqlite:///<results_dir>/<study name>.db beside the study file)")  # fmt: skip
+DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps (default: the study file's study.device, else auto)"
+DATA_DIR_HELP = ("MNIST root, torchvision layout (default: the study file's data.dir, else $HARNESS_DATA_DIR, "
+                 "else ~/.cache/harness/data)")  # fmt: skip
+
 def _add_storage(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", type=_nonempty, metavar="URL", help="Optuna storage URL (default: sqlite file beside the study file)")
+    p.add_argument("--storage", type=_nonempty, metavar="URL", help=STORAGE_HELP)
 
 def _add_run_args(run: argparse.ArgumentParser, storage_required: bool = False) -> None:
     run.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
@@ -37,9 +43,9 @@ def _add_run_args(run: argparse.ArgumentParser, storage_required: bool = False) 
                           "finished trials)")  # fmt: skip
     run.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
     run.add_argument("--storage", type=_nonempty, metavar="URL", required=storage_required,
-                     help="Optuna storage URL (default: sqlite file beside the study file)")
-    run.add_argument("--device", type=_nonempty, metavar="D", help="auto (default), cpu, cuda, cuda:N")
-    run.add_argument("--data-dir", type=_nonempty, metavar="DIR", help="MNIST root (torchvision layout; default: data.dir, $HARNESS_DATA_DIR)")
+                     help=STORAGE_HELP)
+    run.add_argument("--device", type=_nonempty, metavar="D", help=DEVICE_HELP)
+    run.add_argument("--data-dir", type=_nonempty, metavar="DIR", help=DATA_DIR_HELP)
     run.add_argument("--download", action="store_true", help="let torchvision download MNIST if it is missing")
     run.add_argument("--jobs", "--workers", type=int, default=1, metavar="K",
                      help="run K worker processes on this machine against the same study (default 1)")
@@ -103,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     retrain.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per architecture (default 3)")
     retrain.add_argument("--epochs", type=int, metavar="E", help="epochs (default: the study's train.epochs)")
     retrain.add_argument("--no-baseline", action="store_true", help="do not retrain the baseline for comparison")
-    retrain.add_argument("--device", type=_nonempty, metavar="D", help="auto (default), cpu, cuda, cuda:N")
+    retrain.add_argument("--device", type=_nonempty, metavar="D", help=DEVICE_HELP)
     retrain.add_argument("--data-dir", type=_nonempty, metavar="DIR", help="MNIST root (default as for run)")
     _add_storage(retrain)
 
@@ -269,7 +275,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from harness.results import write_results
-    from harness.storage import check_outputs
+    from harness.storage import check_outputs, safe_url
 
     out = Path(args.out)
     if not out.parent.is_dir():
@@ -278,10 +284,16 @@ def _cmd_results(args: argparse.Namespace) -> int:
         raise HarnessError(f"--out {out} is a folder, not a file")
     if Path(args.exports).exists() and not Path(args.exports).is_dir():
         raise HarnessError(f"--exports {args.exports} is a file, not a folder")
-    studies, protected = [], []
+    studies, protected, named = [], [], {}
     for f in args.study_files:
         ns = argparse.Namespace(study_file=f, storage=None)
         cfg, url, study = _open_existing(ns)
+        if (cfg.name, url) in named.items():  # the same study given twice: its rows once
+            continue
+        if cfg.name in named:  # exports/<name>/ and trial numbers would mix the two
+            raise HarnessError(f"{f}: study {cfg.name!r} is also the name of another study given "
+                               f"({safe_url(named[cfg.name])}); give studies of one name one at a time")  # fmt: skip
+        named[cfg.name] = url
         studies.append((cfg, url, study))
         protected += _study_files(ns, cfg, url)
     check_outputs({"--out": out, "--exports": Path(args.exports)}, protected)

@@ -37,6 +37,9 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # train.c
 MAX_REPEATS = 10  # study.repeats: a trial keeps this many networks in memory at once
 
 
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # what study.device and --device accept
+
+
 def default_data_root(override: str | None = None) -> Path:
     """``override``, else $HARNESS_DATA_DIR, else ~/.cache/harness/data."""
     chosen = override or os.environ.get(DATA_DIR_ENV, "")
@@ -305,8 +308,8 @@ def _validate(where: str, c: StudyConfig) -> None:
     results = c.path.parent / c.results_dir
     _check(where, not results.exists() or results.is_dir(), "study.results_dir",
            f"{c.results_dir!r} is a file, not a folder")  # fmt: skip
-    _check(where, c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda", "mps"),
-           "study.device", f"must be auto, cpu, cuda or cuda:N, got {c.device!r}")  # fmt: skip
+    _check(where, DEVICE_NAME.fullmatch(c.device) is not None,
+           "study.device", f"must be auto, cpu, cuda, cuda:N or mps, got {c.device!r}")  # fmt: skip
     _check(where, t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
     _check(where, t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
     _check(where, t.eval_batch_size >= 0, "train.eval_batch_size", f"must be >= 0 (0 = auto), got {t.eval_batch_size}")
@@ -351,6 +354,24 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, c.pruner.n_warmup_steps >= 0, "pruner.n_warmup_steps", "must be >= 0")
 
 
+def _storage_beside(url: str, folder: Path) -> str:
+    """``study.storage`` with a relative SQLite file made relative to the study file's folder,
+    like every other path in a study file (it had been the working directory's: two working
+    directories, two studies). Other URLs unchanged."""
+    import sqlalchemy
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url) if url else None
+    except sqlalchemy.exc.ArgumentError:
+        return url  # refused with its own message where the storage is opened
+    if parsed is None or parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return url
+    db = parsed.database
+    if db == ":memory:" or db.startswith("file:") or Path(db).expanduser().is_absolute():
+        return url
+    return parsed.set(database=str((folder / db).resolve())).render_as_string(hide_password=False)
+
+
 def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None) -> StudyConfig:
     """Validate a parsed TOML document. Raises ConfigError naming ``where`` and the key."""
     where = where or str(path)
@@ -377,6 +398,7 @@ def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None
         raise ConfigError(f"{where}: enqueue must be an array of tables ([[enqueue]] with parameter = value lines)")
     config = _build(where, "study.", StudyConfig, study_table, {"path": path, "enqueue": tuple(enqueue), **sections})
     _validate(where, config)
+    config = dataclasses.replace(config, storage=_storage_beside(config.storage, path.parent))
     from search_spaces import UnknownSearchSpaceError, enqueue_params, get_search_space  # registry lives with the spaces
 
     try:

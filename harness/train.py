@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import TrainConfig
+from harness.config import DEVICE_NAME, TrainConfig
 from harness.data import MnistSplits
 
 __all__ = [
@@ -88,6 +88,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not DEVICE_NAME.fullmatch(name):  # "cpu:5" or "cuda:x" would pass torch or fail with its words
+        raise RuntimeError("must be auto, cpu, cuda, cuda:N or mps")
     device = torch.device(name)
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -80,6 +80,8 @@ CASES = [
     ("timeout-nan", GOOD, ["--timeout", "nan"], ["--timeout", "nan"]),
     ("timeout-inf", GOOD, ["--timeout", "inf"], ["--timeout"]),
     ("device-mps-missing", GOOD, ["--device", "mps"], ["mps", "not available"]),
+    ("device-cpu-index", GOOD, ["--device", "cpu:5"], ["'cpu:5'", "must be auto, cpu, cuda, cuda:N or mps"]),
+    ("study-device-cuda-letters", GOOD.replace("[data]", 'device = "cuda:abc"\n[data]'), [], ["study.device", "cuda:abc"]),
     ("device-cuda-missing", GOOD, ["--device", "cuda:3"], ["cuda:3"]),
     ("device-unknown", GOOD, ["--device", "tpu"], ["tpu"]),
     ("bad-fp32-precision", _replace(GOOD, "epochs = 1", 'epochs = 1\nfp32_precision = "half"'), [],
@@ -991,3 +993,24 @@ def test_status_does_not_wait_for_a_held_write_lock(tmp_path, capsys, synthetic_
     assert SQLITE_READ_TIMEOUT_S * 0.9 <= waited < 60  # seconds, not the 600 s a worker waits
     writer.execute("ROLLBACK")
     writer.close()
+
+
+def test_a_relative_sqlite_storage_in_a_study_file_is_beside_the_study_file(tmp_path, monkeypatch, capsys):
+    """study.storage = "sqlite:///sub/s.db" is relative to the study file like every other path
+    in it, whatever the working directory: status from two folders reads one study."""
+    from harness.config import load_study_config
+
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    path = folder / "s.toml"
+    path.write_text(_replace(GOOD, "budget = 20000", 'budget = 20000\nstorage = "sqlite:///sub/s.db"'))
+    assert load_study_config(path).storage == f"sqlite:///{folder / 'sub' / 's.db'}"
+    (folder / "sub").mkdir()
+    from harness.study import open_study
+
+    open_study(load_study_config(path), load_study_config(path).storage)  # created as `run` creates it
+    for cwd in (tmp_path, folder):
+        monkeypatch.chdir(cwd)
+        assert main(["status", str(path)]) == 0, capsys.readouterr().err
+        assert "bad-input" in capsys.readouterr().out
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*.db")] == [Path("studies/sub/s.db")]

@@ -416,6 +416,31 @@ def test_concurrent_retrains_that_differ_only_in_speed_options_keep_each_others_
     assert _load(tmp_path, "race").user_attrs[key] == rival
 
 
+def test_results_take_a_study_given_twice_once_and_refuse_two_studies_of_one_name(tmp_path, capsys):
+    """The same study file twice: its rows once. Another study of the same name (another folder,
+    another database): refused in one line, nothing written (their exports/<name>/ would mix)."""
+    import shutil
+
+    path, _, _ = _retrained_one_seed(tmp_path, "twice")
+    md = tmp_path / "r.md"
+    args = ["--out", str(md), "--exports", str(tmp_path / "exp"), "--data-dir", str(tmp_path / "data")]
+    assert main(["results", str(path), str(path), *args]) == 0
+    rows = [ln for ln in md.read_text().split("## Every retrained architecture")[1].split("\n## ")[0].splitlines()
+            if ln.startswith("|  | twice |")]  # fmt: skip
+    assert len(rows) == 1, rows
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(path, other / path.name)
+    shutil.copytree(tmp_path / "data", other / "data")
+    assert main(["run", str(other / path.name), "--device", "cpu", "--quiet"]) == 0
+    before = md.read_bytes(), sorted(p.name for p in (tmp_path / "exp").rglob("*"))
+    capsys.readouterr()
+    assert main(["results", str(path), str(other / path.name), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "study 'twice' is also the name of another study given" in err[0], err
+    assert (md.read_bytes(), sorted(p.name for p in (tmp_path / "exp").rglob("*"))) == before
+
+
 def test_results_never_round_a_missed_target_up_to_it(tmp_path):
     """A mean just under a target is written with the digits that show it is under: 99.597 %
     "NOT reached", never "NOT reached (validation's pick: 99.60 %)" against a 99.60 % target."""
