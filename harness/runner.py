@@ -219,7 +219,24 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
     return False
 
 
+def _stop_on_sigterm(children=lambda: ()) -> None:
+    """SIGTERM (a job scheduler's stop, `kill`) stops this process as Ctrl-C does: the running
+    trial is marked FAIL, interrupted, and retried on resume, instead of staying RUNNING until
+    its heartbeat goes stale. ``children``: the --jobs workers, sent SIGINT first."""
+    import os
+    import signal
+
+    def stop(signum, frame):
+        for p in children():
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _worker_process(plan: RunPlan, forward) -> None:  # entry point of a --jobs child (spawned)
+    _stop_on_sigterm()
     try:
         interrupted = run_trials(plan, forward)
     except HarnessError as exc:
@@ -278,6 +295,8 @@ def run_study(plan: RunPlan) -> RunOutcome:
         if estimate:
             print(estimate, flush=True)
     outcome = RunOutcome(interrupted=False)
+    procs: list = []  # the --jobs workers, once started
+    _stop_on_sigterm(lambda: procs)
     if plan.jobs == 1:
         outcome = RunOutcome(interrupted=run_trials(plan))
     else:
@@ -296,7 +315,6 @@ def run_study(plan: RunPlan) -> RunOutcome:
         # The workers' progress, drawn here as one view. One queue per worker: a queue's writers
         # share a lock, and a worker killed while holding it would block every other one.
         events = []
-        procs = []
         for i, share in enumerate(_split(plan.n_trials, plan.jobs)):
             if share == 0:
                 continue
@@ -311,7 +329,7 @@ def run_study(plan: RunPlan) -> RunOutcome:
             for p in procs:
                 p.start()
             _follow(procs, events, progress, publisher)
-        except KeyboardInterrupt:  # the children got the same SIGINT: let them finish cleanly
+        except KeyboardInterrupt:  # the children got the same SIGINT (or were sent one): let them finish cleanly
             interrupted = True
             _follow(procs, events, progress, publisher, interruptible=False)
         finally:
@@ -357,9 +375,10 @@ def _follow(procs, events: list, progress: Progress, publisher, interruptible: b
             except queue.Empty:
                 pass
 
-    previous = signal.getsignal(signal.SIGINT)
-    if not interruptible:  # a second Ctrl-C must not leave the workers unjoined
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if not interruptible:  # a second Ctrl-C (or SIGTERM) must not leave the workers unjoined
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
     try:
         while any(p.is_alive() for p in procs):
             drain(0.5)
@@ -370,7 +389,8 @@ def _follow(procs, events: list, progress: Progress, publisher, interruptible: b
                 p.join()
         drain(0.1)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _training_images(cfg, data_root: str) -> int:

@@ -185,15 +185,20 @@ def test_sigkill_mid_trial_then_resume_retries_it(tmp_path, synthetic_root):
 
 
 @pytest.mark.slow
-def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_root):
+@pytest.mark.parametrize("signum,jobs", [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGTERM, 2)],
+                         ids=["ctrl-c", "sigterm", "sigterm-jobs-2"])  # fmt: skip
+def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_root, signum, jobs):
+    """Ctrl-C, or SIGTERM (a job scheduler's stop; with --jobs the parent alone gets it and
+    passes it on): the running trials end FAIL, marked interrupted (retried by the next run),
+    the summary prints, exit 130; not a trial left RUNNING until its heartbeat goes stale."""
     url = f"sqlite:///{tmp_path / 'c.db'}"
     # A trial that cannot end before the Ctrl-C, and a child that sees Ctrl-C as a terminal
     # would send it: a shell starts background commands (`cmd &`) with SIGINT ignored, children
     # inherit that, and Python then installs no KeyboardInterrupt handler (the test run in the
     # background failed: the trial ran on to its end, exit 0).
     study = _study_file(tmp_path, "c", epochs=100_000)
-    proc = subprocess.Popen(_cmd("run", str(study), "--trials", "1", "--storage", url, "--quiet",
-                                 "--data-dir", str(synthetic_root), "--device", "cpu"),
+    proc = subprocess.Popen(_cmd("run", str(study), "--trials", str(jobs), "--jobs", str(jobs), "--storage", url,
+                                 "--quiet", "--data-dir", str(synthetic_root), "--device", "cpu"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
 
@@ -202,11 +207,11 @@ def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_
             trials = optuna.load_study(study_name="c", storage=url).get_trials(deepcopy=False)
         except KeyError:
             return False
-        return any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials)
+        return sum(t.state == TrialState.RUNNING and bool(t.intermediate_values) for t in trials) == jobs
 
     try:
-        _wait_for(epoch_reported)
-        proc.send_signal(signal.SIGINT)
+        _wait_for(epoch_reported)  # every worker in a trial
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:  # the signal was lost: the trial would run for days
@@ -216,8 +221,9 @@ def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_
     assert "Traceback" not in err
     assert "trials:" in out and "baseline" in out
     trials = optuna.load_study(study_name="c", storage=url).get_trials()
-    assert [t.state for t in trials] == [TrialState.FAIL]
-    assert trials[0].user_attrs["baseline"] and trials[0].user_attrs["interrupted"]  # retried by the next run
+    assert trials and all(t.state == TrialState.FAIL and t.user_attrs.get("interrupted") for t in trials), [
+        (t.number, t.state, t.user_attrs.get("fail_reason")) for t in trials]  # retried by the next run
+    assert trials[0].user_attrs["baseline"] and len(trials) == jobs
 
 
 class _InterruptingFit:
