@@ -188,6 +188,9 @@ def check_optuna_sqlite(url: str, *, for_writing: bool) -> None:
     """
     path = sqlite_path(url)
     if path is None:
+        if not for_writing and sqlalchemy.engine.make_url(url).get_backend_name() == "sqlite":
+            raise StorageError(f"storage {url!r}: in-memory SQLite holds no study between commands; "
+                               "give the study's database file (sqlite:///path.db)")  # fmt: skip
         return
     if not path.exists() or (path.is_file() and path.stat().st_size == 0):
         if for_writing:

@@ -167,6 +167,8 @@ def test_bad_study_input(tmp_path, capsys, synthetic_root, case_id, text, extra,
 COMMAND_CASES = [
     ("status-missing-file", ["status", "{tmp}/nope.toml"], ["study file not found"]),
     ("status-bad-storage", ["status", "{study}", "--storage", "foodb://x/y"], ["foodb"]),
+    ("status-in-memory", ["status", "{study}", "--storage", "sqlite://"], ["in-memory", "holds no study"]),
+    ("report-in-memory", ["report", "{study}", "--storage", "sqlite:///:memory:"], ["in-memory", "holds no study"]),
     ("status-unknown-option", ["status", "{study}", "--bogus"], ["unrecognized arguments", "--bogus"]),
     ("report-top-zero", ["report", "{study}", "--top", "0"], ["--top"]),
     ("report-top-not-int", ["report", "{study}", "--top", "abc"], ["--top", "invalid int"]),
