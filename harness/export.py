@@ -147,7 +147,9 @@ def output_paths(out_dir: Path, study_name: str, trial: int, seed: int | None, f
     """Every file an export writes (format or "card" -> path), so they can be checked first."""
     stem = f"{study_name}-trial{trial}" + (f"-seed{seed}" if seed is not None else "")
     paths = {fmt: out_dir / (stem + _SUFFIX[fmt]) for fmt in formats}
-    return {**paths, "card": out_dir / f"{stem}.json", "card tmp": out_dir / f"{stem}.json.tmp"}
+    # each written under a temporary name first, all moved into place at the end
+    tmps = {f"{fmt} tmp": p.with_name(p.name + ".tmp") for fmt, p in paths.items()}
+    return {**paths, **tmps, "card": out_dir / f"{stem}.json", "card tmp": out_dir / f"{stem}.json.tmp"}
 
 
 def write_frozen(model, fmt: str, path: Path) -> None:
@@ -366,22 +368,32 @@ def export_trial(
         f"  pytorch     eager float32: test acc {eager_acc:.4%} on the {n_rec:,} scored images (recorded {rec_s}) -> "
         + ("OK" if record["passed"] else f"MISMATCH ({record['images_apart']} images apart)"),
     ]
-    files: dict[str, Path] = {}
+    # Written and verified under temporary names, then all moved into place: an export stopped
+    # half way (Ctrl-C, a full disk) leaves no model file without its card, and no old card
+    # beside a new model.
+    written: dict[str, Path] = {}
     verification: dict[str, Any] = {}
+    try:
+        for fmt in formats:
+            path = written[fmt] = paths[f"{fmt} tmp"]
+            write_frozen(model, fmt, path)
+            v = verification[fmt] = verify_file(fmt, path, x, test_y, eager_pred)
+            lines.append(
+                f"  {fmt:<11} {paths[fmt]}: {v['predictions_differing_from_pytorch']} of {v['images']:,} predictions "
+                f"differ from PyTorch (allowed {v['allowed_differences']}), test acc {v['test_acc_all_images']:.4%} -> "
+                + ("OK" if v["passed"] else "MISMATCH")
+            )
+        ok = record["passed"] and all(v["passed"] for v in verification.values())
+        card = model_card(study, trial, spec, record, written, verification, storage_label, retrained)
+        for fmt in formats:  # the card names the files as they will be called
+            card["files"][fmt]["path"] = paths[fmt].name
+        paths["card tmp"].write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    except BaseException:
+        for path in [*written.values(), paths["card tmp"]]:
+            path.unlink(missing_ok=True)
+        raise
     for fmt in formats:
-        path = paths[fmt]
-        write_frozen(model, fmt, path)
-        files[fmt] = path
-        v = verification[fmt] = verify_file(fmt, path, x, test_y, eager_pred)
-        lines.append(
-            f"  {fmt:<11} {path}: {v['predictions_differing_from_pytorch']} of {v['images']:,} predictions differ "
-            f"from PyTorch (allowed {v['allowed_differences']}), test acc {v['test_acc_all_images']:.4%} -> "
-            + ("OK" if v["passed"] else "MISMATCH")
-        )
-    ok = record["passed"] and all(v["passed"] for v in verification.values())
-    card = model_card(study, trial, spec, record, files, verification, storage_label, retrained)
-    card_path = paths["card"]
-    tmp = paths["card tmp"]
-    tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, card_path)
-    return ExportResult(files, card_path, card, ok, lines)
+        os.replace(written[fmt], paths[fmt])
+    os.replace(paths["card tmp"], paths["card"])
+    files = {fmt: paths[fmt] for fmt in formats}
+    return ExportResult(files, paths["card"], card, ok, lines)

@@ -158,6 +158,32 @@ def _cli(args: list[str]) -> int:
         return int(exc.code)
 
 
+def test_an_export_stopped_half_way_leaves_the_previous_files_as_they_were(tiny_study, tmp_path, monkeypatch):
+    """Ctrl-C while the second format is verified: no new file and no temporary file is left,
+    and an earlier export of the same trial stays byte for byte (never a model without its
+    card, or a card that describes other files)."""
+    import harness.export
+
+    out = tmp_path / "exp"
+    assert main(["export", str(tiny_study / "tiny.toml"), "--out", str(out)]) == 0
+    for f in out.iterdir():  # an earlier export's files, told apart from what this one would write
+        f.write_bytes(f.read_bytes() + b"\n# earlier export\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(Path(n).suffix for n in before) == [".json", ".onnx", ".pt2"]
+    real_verify, calls = harness.export.verify_file, []
+
+    def interrupted_second(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_verify(*args, **kwargs)
+
+    monkeypatch.setattr(harness.export, "verify_file", interrupted_second)
+    assert main(["export", str(tiny_study / "tiny.toml"), "--out", str(out)]) == 130  # "harness: interrupted"
+    assert calls == ["pt2", "onnx"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_export_bad_inputs_write_nothing(tiny_study, tmp_path, capsys):
     study_file = str(tiny_study / "tiny.toml")
     study = _study(tiny_study)
