@@ -147,9 +147,11 @@ CASES = [
 
 
 @pytest.mark.parametrize("case_id,text,extra,words", CASES, ids=[c[0] for c in CASES])
-def test_bad_study_input(tmp_path, capsys, synthetic_root, case_id, text, extra, words):
+def test_bad_study_input(tmp_path, capsys, monkeypatch, synthetic_root, case_id, text, extra, words):
     study = tmp_path / "bad.toml"
     study.write_text(text)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # a default output relative to the working directory counts too
     before = _snapshot(tmp_path)
     args = ["run", str(study), "--data-dir", str(synthetic_root)] + [a.format(tmp=tmp_path) for a in extra]
     assert main(args) == 2
@@ -230,9 +232,10 @@ def trained_study(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("case_id,argv,words", COMMAND_CASES, ids=[c[0] for c in COMMAND_CASES])
-def test_bad_command_input(trained_study, capsys, case_id, argv, words):
+def test_bad_command_input(trained_study, tmp_path, capsys, monkeypatch, case_id, argv, words):
     study, data = trained_study
-    before = _snapshot(study.parent)
+    monkeypatch.chdir(tmp_path)  # where report's and export's default outputs would go
+    before = _snapshot(study.parent), _snapshot(tmp_path)
     args = [a.format(study=study, tmp=study.parent, data=data) for a in argv]
     with pytest.raises(SystemExit) if case_id in _ARGPARSE_CASES else contextlib.nullcontext() as exited:
         assert main(args) == 2
@@ -243,7 +246,7 @@ def test_bad_command_input(trained_study, capsys, case_id, argv, words):
     assert len(lines) == 1 and "Traceback" not in err, err
     for w in words:
         assert w in lines[0], (w, lines[0])
-    assert _snapshot(study.parent) == before
+    assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
 
 
 def test_retrain_names_the_study_files_device_when_that_is_missing(trained_study, tmp_path, capsys):
