@@ -212,13 +212,19 @@ def test_with_weight_averaging_the_pruner_sees_the_trained_weights_and_reports_k
         seen = []
         objective = Objective(cfg, lambda: load_splits(synthetic_root, val_size=100), device_label="cpu (test)",
                               fit_fn=fake_fit, on_epoch=lambda t, e, v, trained: seen.append((e, v, trained)))  # fmt: skip
-        study.optimize(objective, n_trials=1)  # the baseline, trained with the study's recipe
-        (t,) = optuna.load_study(study_name="t", storage=url).trials
+        # the baseline (never pruned: the reference), then another candidate the pruner judges
+        from search_spaces import get_search_space
+
+        study.enqueue_trial({**get_search_space("seed").baseline_params, "dropout": 0.1})
+        study.optimize(objective, n_trials=2)
+        base, t = optuna.load_study(study_name="t", storage=url).trials
+        assert base.user_attrs["baseline"] and base.state == TrialState.COMPLETE and not t.user_attrs["baseline"]
         assert t.state == outcome  # 0.9 >= 0.7 goes on; had the pruner seen 0.5 it would have stopped it
         assert seen[0] == (1, 0.5, 0.9)
         assert t.intermediate_values[1] == 0.9
         assert (t.user_attrs["val_history"][0], t.user_attrs["raw_val_history"][0]) == (0.5, 0.9)
-        row = trials_frame(optuna.load_study(study_name="t", storage=url)).iloc[0]
+        frame = trials_frame(optuna.load_study(study_name="t", storage=url))
+        row = frame[frame["number"] == t.number].iloc[0]
         assert (row["val_acc"], row["trained_val_acc"], row["ema_decay"]) == (0.5, 0.9, 0.9)
         if outcome == TrialState.COMPLETE:  # the status line says which weights scored 0.5 (decay from [train])
             (line,) = [x for x in summarize(study).lines() if x.startswith("baseline:")]
