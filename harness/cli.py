@@ -271,6 +271,12 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
               f"{r['mean']:.4%} ± {r['std']:.4%} over {r['seeds']} seeds, {r['epochs']} epochs  {r['arch']}")  # fmt: skip
     return 0
 
+def _same_storage(a: str, b: str) -> bool:
+    """Two storage URLs of one database (a SQLite file spelled two ways counts as one)."""
+    from harness.storage import sqlite_path
+
+    return a == b or (sqlite_path(a) is not None and sqlite_path(a) == sqlite_path(b))
+
 def _cmd_results(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -288,7 +294,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
     for f in args.study_files:
         ns = argparse.Namespace(study_file=f, storage=None)
         cfg, url, study = _open_existing(ns)
-        if (cfg.name, url) in named.items():  # the same study given twice: its rows once
+        if cfg.name in named and _same_storage(named[cfg.name], url):  # the same study twice: its rows once
             continue
         if cfg.name in named:  # exports/<name>/ and trial numbers would mix the two
             raise HarnessError(f"{f}: study {cfg.name!r} is also the name of another study given "
@@ -316,7 +322,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     import socket
 
     from harness.artifacts import ReadOnlyArtifactStore, open_artifact_store
-    from harness.storage import make_storage, safe_url
+    from harness.storage import make_storage, safe_url, sqlalchemy_backend
 
     try:
         import optuna_dashboard
@@ -324,6 +330,16 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         raise HarnessError("optuna-dashboard is not installed: pip install optuna-dashboard") from None
     if not 0 < args.port < 65536:
         raise HarnessError(f"--port must be in 1..65535, got {args.port}")
+    from harness.config import load_study_config
+
+    url = args.storage or load_study_config(args.study_file).default_storage()
+    try:
+        backend = sqlalchemy_backend(url, known=True)
+    except Exception:  # not a database URL: refused with its own message when the storage is opened
+        backend = "sqlite"
+    if backend not in ("sqlite", "postgresql"):  # optuna-dashboard can delete and edit studies
+        raise HarnessError(f"storage {safe_url(url)!r}: harness dashboard opens SQLite and PostgreSQL storages read-only, "
+                           f"not {backend}; run optuna-dashboard yourself if you accept that it can change the study")  # fmt: skip
     cfg, url, study = _open_existing(args)
     try:  # a clear error now rather than a traceback from the server
         with socket.create_server((args.host, args.port)):
@@ -342,7 +358,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from harness.report import write_report
+    from harness.report import temporary_path, write_report
     from harness.storage import check_outputs
 
     if args.top < 1:
@@ -350,7 +366,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     cfg, url, study = _open_existing(args)
     out = Path(args.out or f"{cfg.name}-report.html")
     csv = Path(args.csv or f"{cfg.name}-trials.csv")
-    check_outputs({"--out": out, "--csv": csv}, _study_files(args, cfg, url))
+    check_outputs({"--out": out, "--csv": csv, "--out (while written)": temporary_path(out),
+                   "--csv (while written)": temporary_path(csv)}, _study_files(args, cfg, url))  # fmt: skip
     for p in (out, csv):
         if not p.parent.is_dir():
             raise HarnessError(f"{p}: folder {p.parent} does not exist")
@@ -404,15 +421,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else exc.__class__.__name__
         print(redact(f"harness: error: storage: {reason} (another process may be writing; try again)"), file=sys.stderr)
         return EXIT_USAGE
-    except (sqlalchemy.exc.DatabaseError, optuna.exceptions.StorageInternalError) as exc:  # e.g. a damaged file
-        cause = getattr(exc, "orig", None) or exc.__cause__ or exc
-        reason = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [exc.__class__.__name__])[0]
-        print(redact(f"harness: error: storage: {reason}"), file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:  # an output path that cannot be written (a read-only or special file system)
-        if exc.filename is None:
+    except (sqlalchemy.exc.DatabaseError, optuna.exceptions.StorageInternalError) as exc:
+        reason = _damaged_database(exc)
+        if reason is None:  # not a damaged file: a bug of ours or the driver's, shown in full
             raise
-        print(f"harness: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        print(redact(f"harness: error: storage: {reason}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
@@ -422,6 +435,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
+
+def _damaged_database(exc: BaseException) -> str | None:
+    """The first line of SQLite's complaint when ``exc`` (or what it wraps) says the database
+    file is damaged or not a database; None for any other database error."""
+    seen = exc
+    for _ in range(3):  # Optuna's StorageInternalError wraps SQLAlchemy's, which wraps the driver's
+        inner = getattr(seen, "orig", None) or seen.__cause__
+        if inner is None:
+            break
+        seen = inner
+    text = (str(seen).strip().splitlines() or [""])[0]
+    return text if any(w in text for w in ("malformed", "not a database", "disk I/O error")) else None
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

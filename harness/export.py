@@ -147,8 +147,9 @@ def output_paths(out_dir: Path, study_name: str, trial: int, seed: int | None, f
     """Every file an export writes (format or "card" -> path), so they can be checked first."""
     stem = f"{study_name}-trial{trial}" + (f"-seed{seed}" if seed is not None else "")
     paths = {fmt: out_dir / (stem + _SUFFIX[fmt]) for fmt in formats}
-    # each written under a temporary name first, all moved into place at the end
-    tmps = {f"{fmt} tmp": p.with_name(p.name + ".tmp") for fmt, p in paths.items()}
+    # each written under a temporary name first, all moved into place at the end; the name keeps
+    # its suffix (torch.export warns about a package not named *.pt2)
+    tmps = {f"{fmt} tmp": out_dir / (stem + ".tmp" + _SUFFIX[fmt]) for fmt in formats}
     return {**paths, **tmps, "card": out_dir / f"{stem}.json", "card tmp": out_dir / f"{stem}.json.tmp"}
 
 
@@ -360,7 +361,10 @@ def export_trial(
     }
     record["passed"] = recorded is None or record["images_apart"] <= allowed
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarnessError(f"{out_dir}: cannot make the export folder: {exc.strerror or exc}") from None
     paths = output_paths(out_dir, study.study_name, trial.number, retrained["seed"] if retrained else None, formats)
     rec_s = f"{recorded:.4%}" if recorded is not None else "n/a"
     lines = [
@@ -369,8 +373,9 @@ def export_trial(
         + ("OK" if record["passed"] else f"MISMATCH ({record['images_apart']} images apart)"),
     ]
     # Written and verified under temporary names, then all moved into place: an export stopped
-    # half way (Ctrl-C, a full disk) leaves no model file without its card, and no old card
-    # beside a new model.
+    # while writing or verifying (Ctrl-C, a full disk) leaves the earlier files as they were and
+    # no temporary file. Only a stop between the final renames (same folder, microseconds) could
+    # leave new model files beside the earlier card.
     written: dict[str, Path] = {}
     verification: dict[str, Any] = {}
     try:
@@ -388,9 +393,11 @@ def export_trial(
         for fmt in formats:  # the card names the files as they will be called
             card["files"][fmt]["path"] = paths[fmt].name
         paths["card tmp"].write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    except BaseException:
+    except BaseException as exc:
         for path in [*written.values(), paths["card tmp"]]:
             path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is not None:  # a full disk, a folder not writable
+            raise HarnessError(f"{out_dir}: cannot write the export: {exc.strerror or exc}") from None
         raise
     for fmt in formats:
         os.replace(written[fmt], paths[fmt])

@@ -20,6 +20,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from harness.errors import HarnessError
+
 __all__ = ["pareto_front", "trials_frame", "write_report"]
 
 _COLUMNS = [
@@ -359,18 +361,30 @@ never selected on. Rejected candidates were counted over the budget and never tr
     return frame
 
 
+def temporary_path(path: Path) -> Path:
+    """Where ``path`` is written before it is moved into place (checked as an output too)."""
+    return path.with_name(path.name + ".tmp")
+
+
 def _write_all(files: dict[Path, str]) -> None:
-    """Write every file or none: each to a temporary file beside it, then all moved into place
-    (an output that cannot be written leaves the other one unwritten too)."""
+    """Write each file to a temporary file beside it, then move them all into place: an output
+    that cannot be written (or a Ctrl-C while writing) leaves every output as it was and no
+    temporary file (only a stop between the final renames could move one and not the other).
+
+    Raises:
+        HarnessError: a file cannot be written, naming it.
+    """
     written: list[tuple[Path, Path]] = []
     try:
         for path, text in files.items():
-            tmp = path.with_name(path.name + ".tmp")
+            tmp = temporary_path(path)
             written.append((tmp, path))
             tmp.write_text(text, encoding="utf-8")
-    except OSError as exc:
+    except BaseException as exc:
         for tmp, _ in written:
             tmp.unlink(missing_ok=True)
-        raise OSError(exc.errno, exc.strerror, str(written[-1][1])) from None  # the path asked for
+        if isinstance(exc, OSError):
+            raise HarnessError(f"{written[-1][1]}: cannot write: {exc.strerror or exc}") from None
+        raise
     for tmp, path in written:
         tmp.replace(path)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 import harness
+from harness.errors import HarnessError
 from harness.study import origin_of, param_count
 
 __all__ = ["SMALL_TARGET_PARAMS", "TOP_TARGET_ACC", "write_results"]
@@ -367,4 +368,7 @@ def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str =
         taught = (f"; distilled from {Path(teacher['path']).name} ({teacher.get('study')} trial {teacher.get('trial')}, "
                   f"{teacher.get('params') or 0:,} params, sha256 {teacher['sha256'][:12]}…)") if teacher else ""  # fmt: skip
         lines.append(f"- {e.cfg.name} trial {e.record['trial']} ({e.params:,} params): {accs}{taught}")
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise HarnessError(f"{out}: cannot write: {exc.strerror or exc}") from None

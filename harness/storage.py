@@ -37,7 +37,7 @@ from harness.errors import StorageError
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_S", "RetryStaleTrial", "check_optuna_sqlite", "check_outputs", "check_storage_url",
     "heartbeat_ages", "make_storage", "redact", "safe_url",
-    "sqlite_path", "study_lock",
+    "sqlalchemy_backend", "sqlite_path", "study_lock",
 ]  # fmt: skip
 
 SQLITE_BUSY_TIMEOUT_S = 600.0  # seconds a SQLite connection waits for the write lock
@@ -85,6 +85,15 @@ def _remember_password(url: str) -> None:
     if password:
         _PASSWORDS.add(str(password))
     _PASSWORDS.discard("")
+
+
+def sqlalchemy_backend(url: str, known: bool = False) -> str:
+    """The database of a storage URL: "sqlite", "postgresql", "mysql", ... With ``known``, one
+    SQLAlchemy has a dialect for (else it raises, as for a URL that does not parse)."""
+    parsed = sqlalchemy.engine.make_url(url)
+    if known:
+        parsed.get_dialect()
+    return parsed.get_backend_name()
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -237,7 +246,8 @@ def check_outputs(outputs: dict[str, Path], protected: list[Path]) -> None:
         r = path.resolve()
         for g in guarded:
             if r == g or g in r.parents:
-                raise StorageError(f"{flag} {path} would overwrite the study's {'file' if r == g else 'folder'} {g}")
+                what = "folder" if r != g or g.is_dir() else "file"  # the artifact folder itself is a folder
+                raise StorageError(f"{flag} {path} would overwrite the study's {what} {g}")
         if r in seen:
             raise StorageError(f"{flag} {path} is also given to {seen[r]}: one output would overwrite the other")
         seen[r] = flag
@@ -363,8 +373,12 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
                 f"{path.as_uri()}?mode=ro", uri=True, timeout=timeout, check_same_thread=False)
     else:
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
-        if read_only and sqlalchemy.engine.make_url(url).get_backend_name() == "postgresql":
-            kwargs["engine_kwargs"]["connect_args"] = {"options": "-c default_transaction_read_only=on"}
+        parsed = sqlalchemy.engine.make_url(url)
+        if read_only and parsed.get_backend_name() == "postgresql":
+            # added to the URL's own libpq options (connect_args would replace them)
+            given = parsed.query.get("options", "")
+            given = " ".join(given) if isinstance(given, tuple) else given
+            kwargs["engine_kwargs"]["connect_args"] = {"options": f"{given} -c default_transaction_read_only=on".strip()}
     # In-memory SQLite lives in one connection per thread: the heartbeat thread would not see
     # it, and one process cannot crash half-way anyway.
     if heartbeat_interval and not read_only and (not is_sqlite or sqlite_path(url) is not None):

@@ -194,6 +194,8 @@ COMMAND_CASES = [
     ("results-out-is-folder", ["results", "{study}", "--out", "{tmp}"], ["--out", "is a folder"]),
     ("dashboard-port-too-big", ["dashboard", "{study}", "--port", "70000"], ["--port"]),
     ("dashboard-port-zero", ["dashboard", "{study}", "--port", "0"], ["--port"]),
+    ("dashboard-not-read-only-here", ["dashboard", "{study}", "--storage", "mysql://u@127.0.0.1:9/x"],
+     ["read-only", "not mysql"]),
     ("import-missing-folder", ["data", "import", "{tmp}/nope", "--data-dir", "{tmp}/root"], ["not a folder"]),
     ("import-a-file", ["data", "import", "{study}", "--data-dir", "{tmp}/root"], ["not a folder"]),
     ("run-jobs-zero", ["run", "{study}", "--jobs", "0", "--data-dir", "{data}"], ["--jobs"]),
@@ -1019,3 +1021,29 @@ def test_a_relative_sqlite_storage_in_a_study_file_is_beside_the_study_file(tmp_
         assert main(["status", str(path)]) == 0, capsys.readouterr().err
         assert "bad-input" in capsys.readouterr().out
     assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*.db")] == [Path("studies/sub/s.db")]
+
+
+def test_status_into_a_closed_pipe_is_not_an_error(trained_study, monkeypatch):
+    """`harness status ... | head -1`: the reader leaves, the next write raises BrokenPipeError
+    (an OSError): exit 0, no traceback, and no second error when Python flushes at exit."""
+    study, _ = trained_study
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone
+    closed = os.fdopen(write_end, "w", buffering=1)
+    monkeypatch.setattr(sys, "stdout", closed)
+    try:
+        assert main(["status", str(study)]) == 0
+    finally:
+        closed.close()
+
+
+def test_run_puts_back_the_signal_handlers_it_replaced(tmp_path, synthetic_root):
+    """`run` turns SIGTERM into an interrupt while it runs; afterwards (a program or a test that
+    calls main() goes on) SIGTERM and SIGINT mean what they meant before."""
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    study = tmp_path / "s.toml"
+    study.write_text(GOOD)
+    assert main(["run", str(study), "--trials", "1", "--data-dir", str(synthetic_root), "--quiet", "--device", "cpu"]) == 0
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

@@ -89,7 +89,7 @@ def test_export_writes_verified_files_and_card(tiny_study):
                            str(tiny_study / "tiny.toml"), "--out", str(out)],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Warning" not in proc.stderr and "deprecated" not in proc.stderr.lower(), proc.stderr
+    assert proc.stderr == "", proc.stderr  # no warning of any kind (torch's log lines included)
     study = _study(tiny_study)
     best = max(
         (t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE),
