@@ -146,7 +146,7 @@ class Objective:
             return self._run(trial)
         except KeyboardInterrupt:  # Optuna marks it FAIL; the next run retries it once
             trial.set_user_attr("interrupted", True)
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
             raise
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:

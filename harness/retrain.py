@@ -52,9 +52,11 @@ def retrain_seed(trial: FrozenTrial, s: int) -> int:
     (RETRAIN_SEED_BASE + s, the trial's seed): a retrain must not repeat the initialisation the
     search selected the trial with, or the selection's luck would carry into the claim."""
     seed = RETRAIN_SEED_BASE + s
-    searched = {t for t in [trial.user_attrs.get("seed"), *(trial.user_attrs.get("repeat_seeds") or [])] if t is not None}
-    while seed in searched:
-        seed = int(np.random.SeedSequence([seed, int(trial.user_attrs["seed"])]).generate_state(1)[0])
+    searched = [int(t) for t in [trial.user_attrs.get("seed"), *(trial.user_attrs.get("repeat_seeds") or [])]
+                if t is not None]  # fmt: skip
+    # torch's CPU generator keeps a seed's low 32 bits: seeds equal there are the same seed
+    while seed % 2**32 in {t % 2**32 for t in searched}:
+        seed = int(np.random.SeedSequence([seed, *searched]).generate_state(1)[0])
     return seed
 
 
@@ -318,7 +320,7 @@ def retrain_trials(
                 elif stored and stored.get("runs"):
                     raise HarnessError(
                         f"retrain of trial {t.number}, seed {s}: another retrain stored runs of another protocol "
-                        f"({stored.get('epochs')} epochs on {stored.get('train_images'):,} images) meanwhile; "
+                        f"({stored.get('epochs')} epochs on {stored.get('train_images') or 0:,} images) meanwhile; "
                         "this run is not recorded over them (use a copy of the study)")  # fmt: skip
                 record["runs"][str(s)] = run
                 accs = [r["test_acc"] for _, r in sorted(record["runs"].items(), key=lambda kv: int(kv[0]))]

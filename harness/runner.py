@@ -219,20 +219,34 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
     return False
 
 
-def _stop_on_sigterm(children=lambda: ()) -> None:
+def _stop_on_sigterm(children=lambda: ()):
     """SIGTERM (a job scheduler's stop, `kill`) stops this process as Ctrl-C does: the running
     trial is marked FAIL, interrupted, and retried on resume, instead of staying RUNNING until
-    its heartbeat goes stale. ``children``: the --jobs workers, sent SIGINT first."""
+    its heartbeat goes stale. ``children``: the --jobs workers, sent SIGINT first. After the
+    first signal, SIGINT and SIGTERM are ignored: a scheduler signals the whole process group,
+    and a second interrupt must not land in the trial's clean-up. Returns the handlers it
+    replaced (for :func:`_restore_signals`)."""
     import os
     import signal
 
     def stop(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for p in children():
             if p.is_alive():
                 os.kill(p.pid, signal.SIGINT)
         raise KeyboardInterrupt
 
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, stop)
+    return previous
+
+
+def _restore_signals(previous) -> None:
+    import signal
+
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def _worker_process(plan: RunPlan, forward) -> None:  # entry point of a --jobs child (spawned)
@@ -257,15 +271,10 @@ def _split(total: int | None, parts: int) -> list[int | None]:
 
 def run_study(plan: RunPlan) -> RunOutcome:
     """Run the plan's trials (in ``plan.jobs`` processes) and print the study's summary."""
-    import multiprocessing
-    import os
-
-    import torch
+    import optuna
 
     from harness.config import load_study_config
-    from harness.study import open_study, summarize
-
-    import optuna
+    from harness.study import summarize
 
     # Our own lines say what happens; Optuna's info lines ("A new study created ...") would
     # interleave with them.
@@ -294,9 +303,24 @@ def run_study(plan: RunPlan) -> RunOutcome:
         estimate = cpu_time_estimate(cfg, plan)
         if estimate:
             print(estimate, flush=True)
-    outcome = RunOutcome(interrupted=False)
     procs: list = []  # the --jobs workers, once started
-    _stop_on_sigterm(lambda: procs)
+    previous = _stop_on_sigterm(lambda: procs)
+    try:
+        return _run_and_summarize(plan, cfg, procs)
+    finally:
+        _restore_signals(previous)
+
+
+def _run_and_summarize(plan: RunPlan, cfg, procs: list) -> RunOutcome:
+    """run_study's trials, in this process or ``plan.jobs`` workers (appended to ``procs``)."""
+    import multiprocessing
+    import os
+
+    import torch
+
+    from harness.study import open_study, summarize
+
+    outcome = RunOutcome(interrupted=False)
     if plan.jobs == 1:
         outcome = RunOutcome(interrupted=run_trials(plan))
     else:

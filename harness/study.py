@@ -278,8 +278,8 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
     that left no reason) and of a failed baseline whatever its reason, the baseline first.
 
     A trial is retried at most once: not if a retry of it exists already (heartbeat retries
-    included), nor if it is itself a retry, except an interrupted baseline of a study with no
-    completed baseline (retried after every Ctrl-C). A trial that failed for a reason of its own
+    included), nor if it is itself a retry, except a baseline interrupted or killed while the
+    study has no completed baseline (retried at every start). A trial that failed for a reason of its own
     (diverged, out of memory) is a result and stays failed. Returns the retried numbers.
     Called under the study lock, so concurrent runs enqueue each retry once.
     """
@@ -290,16 +290,18 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
     for t in trials:
         ua = t.user_attrs
         baseline = bool(ua.get("baseline"))
-        # The baseline is the study's reference: an attempt the user interrupted is retried
-        # again, however often, until one completes. Other retries are not retried.
-        again = baseline and not done_baseline and bool(ua.get("interrupted"))
+        # The baseline is the study's reference: an attempt interrupted (Ctrl-C, SIGTERM) or
+        # killed (a crash leaves no reason) is retried again, however often, at each start until
+        # one completes. Other retries are not retried, nor a baseline that failed for a reason.
+        again = baseline and not done_baseline and (bool(ua.get("interrupted")) or "fail_reason" not in ua)
         if t.state != TrialState.FAIL or t.number in retried or (t.system_attrs.get("retry_history") and not again):
             continue
         if (baseline and not done_baseline) or ua.get("interrupted") or "fail_reason" not in ua:
             todo.append(t)
     todo.sort(key=lambda t: (not t.user_attrs.get("baseline"), t.number))
     for t in todo:  # no lock_url: the caller holds the study lock
-        again = t.user_attrs.get("baseline") and t.user_attrs.get("interrupted")
+        ua = t.user_attrs
+        again = ua.get("baseline") and (ua.get("interrupted") or "fail_reason" not in ua)
         RetryStaleTrial(max_retry=math.inf if again else 1).enqueue_once(study, t)
     return [t.number for t in todo]
 

@@ -691,6 +691,11 @@ def test_retrain_never_repeats_a_trials_own_search_seed(tmp_path):
     assert [retrain_seed(with_repeats, s) for s in (0, 3)] == [10_000, 10_003]
     assert {retrain_seed(with_repeats, s) for s in (1, 2)}.isdisjoint({10_001, 10_002})
     assert retrain_seed(with_repeats, 1) == retrain_seed(with_repeats, 1)  # fixed, so a diverged seed stays diverged
+    # equal in torch's low 32 bits is the same seed: 2**32 + 10,000 is retrain seed 0's
+    wrapped = optuna.trial.create_trial(value=0.5, user_attrs={"seed": 2**32 + 10_000})
+    assert retrain_seed(wrapped, 0) % 2**32 != 10_000 and retrain_seed(wrapped, 1) == 10_001
+    only_repeats = optuna.trial.create_trial(value=0.5, user_attrs={"repeat_seeds": [10_000, 7]})
+    assert retrain_seed(only_repeats, 0) not in (10_000, 7)
 
 
 def test_results_header_states_the_images_the_retrains_recorded():

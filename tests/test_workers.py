@@ -185,12 +185,15 @@ def test_sigkill_mid_trial_then_resume_retries_it(tmp_path, synthetic_root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum,jobs", [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGTERM, 2)],
-                         ids=["ctrl-c", "sigterm", "sigterm-jobs-2"])  # fmt: skip
-def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_root, signum, jobs):
-    """Ctrl-C, or SIGTERM (a job scheduler's stop; with --jobs the parent alone gets it and
-    passes it on): the running trials end FAIL, marked interrupted (retried by the next run),
-    the summary prints, exit 130; not a trial left RUNNING until its heartbeat goes stale."""
+@pytest.mark.parametrize("signum,jobs,group", [(signal.SIGINT, 1, False), (signal.SIGTERM, 1, False),
+                                               (signal.SIGTERM, 2, False), (signal.SIGTERM, 2, True)],
+                         ids=["ctrl-c", "sigterm", "sigterm-jobs-2", "sigterm-jobs-2-process-group"])  # fmt: skip
+def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_root, signum, jobs, group):
+    """Ctrl-C, or SIGTERM (a job scheduler's stop: to the parent alone, which passes it on to
+    its --jobs workers, or to the whole process group, as SLURM and systemd do, so each worker
+    gets it and then the parent's SIGINT too): the running trials end FAIL, marked interrupted
+    (retried by the next run), the summary prints, exit 130; not a trial left RUNNING until its
+    heartbeat goes stale."""
     url = f"sqlite:///{tmp_path / 'c.db'}"
     # A trial that cannot end before the Ctrl-C, and a child that sees Ctrl-C as a terminal
     # would send it: a shell starts background commands (`cmd &`) with SIGINT ignored, children
@@ -200,7 +203,8 @@ def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_
     proc = subprocess.Popen(_cmd("run", str(study), "--trials", str(jobs), "--jobs", str(jobs), "--storage", url,
                                  "--quiet", "--data-dir", str(synthetic_root), "--device", "cpu"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                            start_new_session=group)  # fmt: skip
 
     def epoch_reported():
         try:
@@ -211,7 +215,10 @@ def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_
 
     try:
         _wait_for(epoch_reported)  # every worker in a trial
-        proc.send_signal(signum)
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:  # the signal was lost: the trial would run for days
@@ -302,6 +309,30 @@ def test_a_baseline_interrupted_again_and_again_is_retried_until_it_completes(tm
                          (3, TrialState.COMPLETE, 2)]  # fmt: skip
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2  # then the run goes on with the search
     assert open_study(cfg, url) and len(optuna.load_study(study_name="b", storage=url).trials) == len(trials)  # done
+
+
+def test_a_baseline_killed_again_and_again_is_retried_at_every_start(tmp_path, synthetic_root):
+    """A baseline attempt that dies with no reason recorded (SIGKILL, a crash: what the heartbeat
+    callback retries at most 3 times) is retried at each start as well, until one completes."""
+    from harness.config import DataConfig, PrunerConfig, SamplerConfig, StudyConfig, TrainConfig
+    from harness.data import load_splits
+
+    cfg = StudyConfig(name="k", path=tmp_path / "k.toml", search_space="seed", budget=20_000, train=TrainConfig(epochs=1),
+                      data=DataConfig(val_size=100), sampler=SamplerConfig(name="random"),
+                      pruner=PrunerConfig(name="none"))  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    for _ in range(4):  # four starts, each killed in the baseline: FAIL, no fail_reason
+        study = open_study(cfg, url)
+        trial = study.ask()
+        assert trial.user_attrs.get("baseline")
+        study.tell(trial, state=TrialState.FAIL)
+    study = open_study(cfg, url)
+    objective = Objective(cfg, lambda: load_splits(synthetic_root, val_size=100), device_label="cpu",
+                          fit_fn=_InterruptingFit(set()))  # fmt: skip
+    study.optimize(objective, n_trials=1, catch=TRAINING_FAILURES)
+    trials = optuna.load_study(study_name="k", storage=url).get_trials()
+    assert [(t.number, t.state) for t in trials] == [(n, TrialState.FAIL) for n in range(4)] + [(4, TrialState.COMPLETE)]
+    assert all(t.user_attrs.get("baseline") for t in trials)
 
 
 # ---- injected failures: the study goes on ---------------------------------------------------
@@ -467,8 +498,11 @@ def test_read_only_postgres_storage_refuses_writes(postgres_url):
 
     study = optuna.create_study(study_name="pg-ro", storage=postgres_url)
     study.set_user_attr("kept", 1)
-    storage = make_storage(postgres_url, read_only=True)
+    sep = "&" if "?" in postgres_url else "?"  # the URL's own libpq options are kept, not replaced
+    storage = make_storage(f"{postgres_url}{sep}options=-csearch_path%3Dpublic", read_only=True)
     try:
+        with storage.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW search_path").scalar() == "public"
         read = optuna.load_study(study_name="pg-ro", storage=storage)
         assert read.user_attrs == {"kept": 1}
         for write in (lambda: read.set_user_attr("x", 2), lambda: storage.delete_study(read._study_id)):
