@@ -218,10 +218,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     # The files written inside --out, checked like --out itself (a study file or database of
     # that name, or a link to one, is never overwritten); a folder in their place is refused.
     paths = output_paths(out, cfg.name, trial.number, args.seed, formats)
-    check_outputs({f"--out file {p.name}": p for p in paths.values()}, protected)
+    check_outputs({f"--out file {p.relative_to(out)}": p for p in paths.values()}, protected)
     for p in paths.values():
         if p.is_dir():
-            raise HarnessError(f"--out {out}: {p.name} exists and is a folder; nothing was exported")
+            raise HarnessError(f"--out {out}: {p.relative_to(out)} exists and is a folder; nothing was exported")
     _, _, test_x, test_y = load_mnist(cfg.data_root(args.data_dir), download=cfg.data.download)
     how = f"trial {trial.number}" if args.trial is not None else f"best feasible trial (by validation): {trial.number}"
     print(f"exporting {how} of study {cfg.name!r}")

@@ -147,9 +147,10 @@ def output_paths(out_dir: Path, study_name: str, trial: int, seed: int | None, f
     """Every file an export writes (format or "card" -> path), so they can be checked first."""
     stem = f"{study_name}-trial{trial}" + (f"-seed{seed}" if seed is not None else "")
     paths = {fmt: out_dir / (stem + _SUFFIX[fmt]) for fmt in formats}
-    # each written under a temporary name first, all moved into place at the end; the name keeps
-    # its suffix (torch.export warns about a package not named *.pt2)
-    tmps = {f"{fmt} tmp": out_dir / (stem + ".tmp" + _SUFFIX[fmt]) for fmt in formats}
+    # each written first into a temporary folder under its own name (torch.export warns about a
+    # package not named *.pt2, and names the archive's inside after the file), all moved into
+    # place at the end
+    tmps = {f"{fmt} tmp": out_dir / f".{stem}.partial" / p.name for fmt, p in paths.items()}
     return {**paths, **tmps, "card": out_dir / f"{stem}.json", "card tmp": out_dir / f"{stem}.json.tmp"}
 
 
@@ -378,7 +379,9 @@ def export_trial(
     # leave new model files beside the earlier card.
     written: dict[str, Path] = {}
     verification: dict[str, Any] = {}
+    partial = paths[f"{formats[0]} tmp"].parent
     try:
+        partial.mkdir(exist_ok=True)
         for fmt in formats:
             path = written[fmt] = paths[f"{fmt} tmp"]
             write_frozen(model, fmt, path)
@@ -396,11 +399,14 @@ def export_trial(
     except BaseException as exc:
         for path in [*written.values(), paths["card tmp"]]:
             path.unlink(missing_ok=True)
+        if partial.is_dir():
+            partial.rmdir()
         if isinstance(exc, OSError) and exc.filename is not None:  # a full disk, a folder not writable
             raise HarnessError(f"{out_dir}: cannot write the export: {exc.strerror or exc}") from None
         raise
     for fmt in formats:
         os.replace(written[fmt], paths[fmt])
     os.replace(paths["card tmp"], paths["card"])
+    partial.rmdir()
     files = {fmt: paths[fmt] for fmt in formats}
     return ExportResult(files, paths["card"], card, ok, lines)
