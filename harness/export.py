@@ -32,6 +32,7 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -147,11 +148,9 @@ def output_paths(out_dir: Path, study_name: str, trial: int, seed: int | None, f
     """Every file an export writes (format or "card" -> path), so they can be checked first."""
     stem = f"{study_name}-trial{trial}" + (f"-seed{seed}" if seed is not None else "")
     paths = {fmt: out_dir / (stem + _SUFFIX[fmt]) for fmt in formats}
-    # each written first into a temporary folder under its own name (torch.export warns about a
-    # package not named *.pt2, and names the archive's inside after the file), all moved into
-    # place at the end
-    tmps = {f"{fmt} tmp": out_dir / f".{stem}.partial" / p.name for fmt, p in paths.items()}
-    return {**paths, **tmps, "card": out_dir / f"{stem}.json", "card tmp": out_dir / f"{stem}.json.tmp"}
+    # (each is written first into a fresh temporary folder inside out_dir, under its own name,
+    # then moved here: see export_trial)
+    return {**paths, "card": out_dir / f"{stem}.json"}
 
 
 def write_frozen(model, fmt: str, path: Path) -> None:
@@ -373,19 +372,22 @@ def export_trial(
         f"  pytorch     eager float32: test acc {eager_acc:.4%} on the {n_rec:,} scored images (recorded {rec_s}) -> "
         + ("OK" if record["passed"] else f"MISMATCH ({record['images_apart']} images apart)"),
     ]
-    # Written and verified under temporary names, then all moved into place: an export stopped
-    # while writing or verifying (Ctrl-C, a full disk) leaves the earlier files as they were and
-    # no temporary file. Only a stop between the final renames (same folder, microseconds) could
-    # leave new model files beside the earlier card.
-    written: dict[str, Path] = {}
-    verification: dict[str, Any] = {}
-    partial = paths[f"{formats[0]} tmp"].parent
+    # Written and verified in a fresh temporary folder inside out_dir, under their own names
+    # (torch.export warns about a package not named *.pt2, and names the archive's inside after
+    # the file), then all moved into place: an export stopped while writing or verifying (Ctrl-C,
+    # a full disk) leaves the earlier files as they were and no temporary file (a SIGKILL leaves
+    # only its own hidden folder). Only a stop between the final renames (same folder,
+    # microseconds) could leave new model files beside the earlier card.
     try:
-        partial.mkdir(exist_ok=True)
+        partial = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{paths['card'].stem}.", suffix=".partial"))
+    except OSError as exc:
+        raise HarnessError(f"{out_dir}: cannot write the export: {exc.strerror or exc}") from None
+    verification: dict[str, Any] = {}
+    try:
+        written = {fmt: partial / paths[fmt].name for fmt in formats}
         for fmt in formats:
-            path = written[fmt] = paths[f"{fmt} tmp"]
-            write_frozen(model, fmt, path)
-            v = verification[fmt] = verify_file(fmt, path, x, test_y, eager_pred)
+            write_frozen(model, fmt, written[fmt])
+            v = verification[fmt] = verify_file(fmt, written[fmt], x, test_y, eager_pred)
             lines.append(
                 f"  {fmt:<11} {paths[fmt]}: {v['predictions_differing_from_pytorch']} of {v['images']:,} predictions "
                 f"differ from PyTorch (allowed {v['allowed_differences']}), test acc {v['test_acc_all_images']:.4%} -> "
@@ -393,20 +395,13 @@ def export_trial(
             )
         ok = record["passed"] and all(v["passed"] for v in verification.values())
         card = model_card(study, trial, spec, record, written, verification, storage_label, retrained)
-        for fmt in formats:  # the card names the files as they will be called
-            card["files"][fmt]["path"] = paths[fmt].name
-        paths["card tmp"].write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    except BaseException as exc:
-        for path in [*written.values(), paths["card tmp"]]:
-            path.unlink(missing_ok=True)
-        if partial.is_dir():
-            partial.rmdir()
-        if isinstance(exc, OSError) and exc.filename is not None:  # a full disk, a folder not writable
-            raise HarnessError(f"{out_dir}: cannot write the export: {exc.strerror or exc}") from None
-        raise
-    for fmt in formats:
-        os.replace(written[fmt], paths[fmt])
-    os.replace(paths["card tmp"], paths["card"])
-    partial.rmdir()
+        (partial / paths["card"].name).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        for fmt in formats:
+            os.replace(written[fmt], paths[fmt])
+        os.replace(partial / paths["card"].name, paths["card"])
+    except OSError as exc:  # a full disk, a folder that cannot be written
+        raise HarnessError(f"{out_dir}: cannot write the export: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     files = {fmt: paths[fmt] for fmt in formats}
     return ExportResult(files, paths["card"], card, ok, lines)

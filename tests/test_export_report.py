@@ -158,7 +158,7 @@ def _cli(args: list[str]) -> int:
         return int(exc.code)
 
 
-def test_an_export_stopped_half_way_leaves_the_previous_files_as_they_were(tiny_study, tmp_path, monkeypatch):
+def test_an_export_stopped_half_way_leaves_the_previous_files_as_they_were(tiny_study, tmp_path, monkeypatch, capsys):
     """Ctrl-C while the second format is verified: no new file and no temporary file is left,
     and an earlier export of the same trial stays byte for byte (never a model without its
     card, or a card that describes other files)."""
@@ -182,6 +182,26 @@ def test_an_export_stopped_half_way_leaves_the_previous_files_as_they_were(tiny_
     assert main(["export", str(tiny_study / "tiny.toml"), "--out", str(out)]) == 130  # "harness: interrupted"
     assert calls == ["pt2", "onnx"]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    capsys.readouterr()
+
+    # A full disk while writing (an OSError with no file name, as ENOSPC is): one line, exit 2,
+    # the earlier files as they were, no temporary folder left
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(harness.export, "write_frozen", disk_full)
+    assert main(["export", str(tiny_study / "tiny.toml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    # What a SIGKILL half way leaves (its own hidden temporary folder) does not stop the next export
+    monkeypatch.undo()
+    leftover = out / ".tiny-trial1.x.partial"
+    leftover.mkdir()
+    (leftover / "tiny-trial1.pt2").write_bytes(b"half written")
+    assert main(["export", str(tiny_study / "tiny.toml"), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted([*before, leftover.name])
 
 
 def test_export_bad_inputs_write_nothing(tiny_study, tmp_path, capsys):
