@@ -273,13 +273,28 @@ def _recorded(trials: list[FrozenTrial], attr: str, key: str) -> set[Any]:
     return {t.user_attrs[attr].get(key) for t in trials if isinstance(t.user_attrs.get(attr), dict)}
 
 
+#: A baseline whose attempts die with no reason (SIGKILL, a crash) is retried until this many
+#: attempts have run; an interrupted one (Ctrl-C, SIGTERM) always.
+BASELINE_KILLED_ATTEMPTS = 6
+
+
+def _baseline_again(t: FrozenTrial) -> bool:
+    """Whether a failed baseline attempt is retried even though it may be a retry itself."""
+    ua = t.user_attrs
+    if ua.get("interrupted"):
+        return True
+    attempts = len(t.system_attrs.get("retry_history", [])) + 1
+    return "fail_reason" not in ua and attempts < BASELINE_KILLED_ATTEMPTS
+
+
 def retry_interrupted(study: optuna.Study) -> list[int]:
     """Enqueue, once, a retry of every failed trial that was interrupted (Ctrl-C, or a crash
     that left no reason) and of a failed baseline whatever its reason, the baseline first.
 
     A trial is retried at most once: not if a retry of it exists already (heartbeat retries
-    included), nor if it is itself a retry, except a baseline interrupted or killed while the
-    study has no completed baseline (retried at every start). A trial that failed for a reason of its own
+    included), nor if it is itself a retry, except a baseline while the study has no completed
+    one: interrupted, at every start; killed, up to BASELINE_KILLED_ATTEMPTS attempts. A trial
+    that failed for a reason of its own
     (diverged, out of memory) is a result and stays failed. Returns the retried numbers.
     Called under the study lock, so concurrent runs enqueue each retry once.
     """
@@ -290,18 +305,19 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
     for t in trials:
         ua = t.user_attrs
         baseline = bool(ua.get("baseline"))
-        # The baseline is the study's reference: an attempt interrupted (Ctrl-C, SIGTERM) or
-        # killed (a crash leaves no reason) is retried again, however often, at each start until
-        # one completes. Other retries are not retried, nor a baseline that failed for a reason.
-        again = baseline and not done_baseline and (bool(ua.get("interrupted")) or "fail_reason" not in ua)
+        # The baseline is the study's reference: an attempt interrupted (Ctrl-C, SIGTERM) is
+        # retried again at each start, however often, until one completes; one killed (a crash
+        # leaves no reason) too, up to BASELINE_KILLED_ATTEMPTS attempts in all (one that kills
+        # its process every time must not take every run down with it). Other retries are not
+        # retried, nor a baseline that failed for a reason of its own.
+        again = baseline and not done_baseline and _baseline_again(t)
         if t.state != TrialState.FAIL or t.number in retried or (t.system_attrs.get("retry_history") and not again):
             continue
         if (baseline and not done_baseline) or ua.get("interrupted") or "fail_reason" not in ua:
             todo.append(t)
     todo.sort(key=lambda t: (not t.user_attrs.get("baseline"), t.number))
     for t in todo:  # no lock_url: the caller holds the study lock
-        ua = t.user_attrs
-        again = ua.get("baseline") and (ua.get("interrupted") or "fail_reason" not in ua)
+        again = t.user_attrs.get("baseline") and _baseline_again(t)
         RetryStaleTrial(max_retry=math.inf if again else 1).enqueue_once(study, t)
     return [t.number for t in todo]
 

@@ -313,7 +313,9 @@ def test_a_baseline_interrupted_again_and_again_is_retried_until_it_completes(tm
 
 def test_a_baseline_killed_again_and_again_is_retried_at_every_start(tmp_path, synthetic_root):
     """A baseline attempt that dies with no reason recorded (SIGKILL, a crash: what the heartbeat
-    callback retries at most 3 times) is retried at each start as well, until one completes."""
+    callback retries at most 3 times) is retried at each start as well, until one completes, or
+    until BASELINE_KILLED_ATTEMPTS attempts have died (one that kills every run is given up)."""
+    from harness.study import BASELINE_KILLED_ATTEMPTS
     from harness.config import DataConfig, PrunerConfig, SamplerConfig, StudyConfig, TrainConfig
     from harness.data import load_splits
 
@@ -333,6 +335,16 @@ def test_a_baseline_killed_again_and_again_is_retried_at_every_start(tmp_path, s
     trials = optuna.load_study(study_name="k", storage=url).get_trials()
     assert [(t.number, t.state) for t in trials] == [(n, TrialState.FAIL) for n in range(4)] + [(4, TrialState.COMPLETE)]
     assert all(t.user_attrs.get("baseline") for t in trials)
+
+    url = f"sqlite:///{tmp_path / 'k2.db'}"  # every attempt killed: retried up to the cap, then not
+    for _ in range(BASELINE_KILLED_ATTEMPTS):
+        study = open_study(cfg, url)
+        trial = study.ask()
+        assert trial.user_attrs.get("baseline")
+        study.tell(trial, state=TrialState.FAIL)
+    study = open_study(cfg, url)
+    trials = study.get_trials()
+    assert len(trials) == BASELINE_KILLED_ATTEMPTS and all(t.state == TrialState.FAIL for t in trials)
 
 
 # ---- injected failures: the study goes on ---------------------------------------------------
