@@ -417,15 +417,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(redact(f"harness: error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
-    except sqlalchemy.exc.OperationalError as exc:  # e.g. a read that waited out another process's write
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else exc.__class__.__name__
-        print(redact(f"harness: error: storage: {reason} (another process may be writing; try again)"), file=sys.stderr)
-        return EXIT_USAGE
     except (sqlalchemy.exc.DatabaseError, optuna.exceptions.StorageInternalError) as exc:
-        reason = _damaged_database(exc)
-        if reason is None:  # not a damaged file: a bug of ours or the driver's, shown in full
+        # Optuna wraps SQLAlchemy's errors, which wrap the driver's: look at what is inside
+        inner = _unwrap(exc)
+        operational = next((e for e in inner if isinstance(e, sqlalchemy.exc.OperationalError)), None)
+        text = (str(inner[-1]).strip().splitlines() or [exc.__class__.__name__])[0]
+        if any(w in text for w in ("malformed", "not a database", "disk I/O error")):  # a damaged file
+            print(redact(f"harness: error: storage: {text}"), file=sys.stderr)
+        elif operational is not None:  # e.g. a read that waited out another process's write
+            print(redact(f"harness: error: storage: {text} (another process may be writing; try again)"), file=sys.stderr)
+        else:  # not the database's state: a bug of ours or the driver's, shown in full
             raise
-        print(redact(f"harness: error: storage: {reason}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
@@ -436,17 +438,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
 
-def _damaged_database(exc: BaseException) -> str | None:
-    """The first line of SQLite's complaint when ``exc`` (or what it wraps) says the database
-    file is damaged or not a database; None for any other database error."""
-    seen = exc
-    for _ in range(3):  # Optuna's StorageInternalError wraps SQLAlchemy's, which wraps the driver's
-        inner = getattr(seen, "orig", None) or seen.__cause__
-        if inner is None:
+def _unwrap(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps (SQLAlchemy's ``orig``, a ``__cause__``), outermost first."""
+    chain = [exc]
+    while len(chain) < 5:
+        inner = getattr(chain[-1], "orig", None) or chain[-1].__cause__
+        if inner is None or inner in chain:
             break
-        seen = inner
-    text = (str(seen).strip().splitlines() or [""])[0]
-    return text if any(w in text for w in ("malformed", "not a database", "disk I/O error")) else None
+        chain.append(inner)
+    return chain
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

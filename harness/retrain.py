@@ -48,9 +48,10 @@ RETRAIN_SEED_BASE = 10_000  # retrain seed s trains with torch seed 10_000 + s (
 def retrain_seed(trial: FrozenTrial, s: int) -> int:
     """The torch seed of retrain seed ``s`` of ``trial``: RETRAIN_SEED_BASE + s, unless that is
     one of the seeds the trial trained with in the search (study.seed + trial number, and its
-    ``repeat_seeds``; a study seed near 10,000 makes them meet). Then a seed derived from
-    (RETRAIN_SEED_BASE + s, the trial's seed): a retrain must not repeat the initialisation the
-    search selected the trial with, or the selection's luck would carry into the claim."""
+    ``repeat_seeds``; a study seed near 10,000 makes them meet; compared in torch's low 32
+    bits). Then a seed derived from (RETRAIN_SEED_BASE + s, the trial's search seeds): a retrain
+    must not repeat the initialisation the search selected the trial with, or the selection's
+    luck would carry into the claim."""
     seed = RETRAIN_SEED_BASE + s
     searched = [int(t) for t in [trial.user_attrs.get("seed"), *(trial.user_attrs.get("repeat_seeds") or [])]
                 if t is not None]  # fmt: skip

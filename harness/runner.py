@@ -219,13 +219,14 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
     return False
 
 
-def _stop_on_sigterm(children=lambda: ()):
+def _stop_on_signals(children=lambda: ()):
     """SIGTERM (a job scheduler's stop, `kill`) stops this process as Ctrl-C does: the running
     trial is marked FAIL, interrupted, and retried on resume, instead of staying RUNNING until
-    its heartbeat goes stale. ``children``: the --jobs workers, sent SIGINT first. After the
-    first signal, SIGINT and SIGTERM are ignored: a scheduler signals the whole process group,
-    and a second interrupt must not land in the trial's clean-up. Returns the handlers it
-    replaced (for :func:`_restore_signals`)."""
+    its heartbeat goes stale. ``children``: the --jobs workers, sent SIGTERM in turn (not
+    SIGINT: a worker started from `cmd &` or nohup ignores SIGINT). After the first signal,
+    SIGINT and SIGTERM are ignored: a scheduler signals the whole process group, Ctrl-C reaches
+    every process, and a second interrupt must not land in the trial's clean-up. Returns the
+    handlers it replaced (for :func:`_restore_signals`)."""
     import os
     import signal
 
@@ -234,11 +235,12 @@ def _stop_on_sigterm(children=lambda: ()):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for p in children():
             if p.is_alive():
-                os.kill(p.pid, signal.SIGINT)
+                os.kill(p.pid, signal.SIGTERM)
         raise KeyboardInterrupt
 
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGTERM, stop)
+    for sig in previous:
+        signal.signal(sig, stop)
     return previous
 
 
@@ -250,7 +252,7 @@ def _restore_signals(previous) -> None:
 
 
 def _worker_process(plan: RunPlan, forward) -> None:  # entry point of a --jobs child (spawned)
-    _stop_on_sigterm()
+    _stop_on_signals()
     try:
         interrupted = run_trials(plan, forward)
     except HarnessError as exc:
@@ -304,7 +306,7 @@ def run_study(plan: RunPlan) -> RunOutcome:
         if estimate:
             print(estimate, flush=True)
     procs: list = []  # the --jobs workers, once started
-    previous = _stop_on_sigterm(lambda: procs)
+    previous = _stop_on_signals(lambda: procs)
     try:
         return _run_and_summarize(plan, cfg, procs)
     finally:
@@ -353,7 +355,7 @@ def _run_and_summarize(plan: RunPlan, cfg, procs: list) -> RunOutcome:
             for p in procs:
                 p.start()
             _follow(procs, events, progress, publisher)
-        except KeyboardInterrupt:  # the children got the same SIGINT (or were sent one): let them finish cleanly
+        except KeyboardInterrupt:  # the children got the same signal (or were sent SIGTERM): let them finish cleanly
             interrupted = True
             _follow(procs, events, progress, publisher, interruptible=False)
         finally:

@@ -1047,3 +1047,32 @@ def test_run_puts_back_the_signal_handlers_it_replaced(tmp_path, synthetic_root)
     study.write_text(GOOD)
     assert main(["run", str(study), "--trials", "1", "--data-dir", str(synthetic_root), "--quiet", "--device", "cpu"]) == 0
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_database_errors_wrapped_by_optuna_are_sorted_by_what_is_inside(trained_study, monkeypatch, capsys):
+    """Optuna wraps SQLAlchemy's errors (StorageInternalError): a lock wait that ran out is one
+    line saying another process may be writing; an error that is not the database's state (an
+    IntegrityError: a bug) is not hidden behind a one-line 'bad input'."""
+    import sqlalchemy
+
+    import harness.cli
+
+    study, _ = trained_study
+
+    def wrapped(error):
+        def command(args):
+            try:
+                raise error
+            except sqlalchemy.exc.SQLAlchemyError as exc:
+                raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from exc
+        return command
+
+    locked = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("database is locked"))
+    monkeypatch.setattr(harness.cli, "_cmd_status", wrapped(locked))
+    assert main(["status", str(study)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["harness: error: storage: database is locked (another process may be writing; try again)"], err
+    clash = sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed"))
+    monkeypatch.setattr(harness.cli, "_cmd_status", wrapped(clash))
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        main(["status", str(study)])
