@@ -294,8 +294,8 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
     A trial is retried at most once: not if a retry of it exists already (heartbeat retries
     included), nor if it is itself a retry, except a baseline while the study has no completed
     one: interrupted, at every start; killed, up to BASELINE_KILLED_ATTEMPTS attempts. A trial
-    that failed for a reason of its own
-    (diverged, out of memory) is a result and stays failed. Returns the retried numbers.
+    that failed for a reason of its own (diverged, out of memory) is a result and stays
+    failed. Returns the retried numbers.
     Called under the study lock, so concurrent runs enqueue each retry once.
     """
     trials = study.get_trials(deepcopy=False)
