@@ -354,24 +354,6 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, c.pruner.n_warmup_steps >= 0, "pruner.n_warmup_steps", "must be >= 0")
 
 
-def _storage_beside(url: str, folder: Path) -> str:
-    """``study.storage`` with a relative SQLite file made relative to the study file's folder,
-    like every other path in a study file (it had been the working directory's: two working
-    directories, two studies). Other URLs unchanged."""
-    import sqlalchemy
-
-    try:
-        parsed = sqlalchemy.engine.make_url(url) if url else None
-    except sqlalchemy.exc.ArgumentError:
-        return url  # refused with its own message where the storage is opened
-    if parsed is None or parsed.get_backend_name() != "sqlite" or not parsed.database:
-        return url
-    db = parsed.database
-    if db == ":memory:" or db.startswith("file:") or Path(db).expanduser().is_absolute():
-        return url
-    return parsed.set(database=str((folder / db).resolve())).render_as_string(hide_password=False)
-
-
 def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None) -> StudyConfig:
     """Validate a parsed TOML document. Raises ConfigError naming ``where`` and the key."""
     where = where or str(path)
@@ -398,7 +380,9 @@ def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None
         raise ConfigError(f"{where}: enqueue must be an array of tables ([[enqueue]] with parameter = value lines)")
     config = _build(where, "study.", StudyConfig, study_table, {"path": path, "enqueue": tuple(enqueue), **sections})
     _validate(where, config)
-    config = dataclasses.replace(config, storage=_storage_beside(config.storage, path.parent))
+    from harness.storage import storage_beside  # storage owns URL parsing
+
+    config = dataclasses.replace(config, storage=storage_beside(config.storage, path.parent))
     from search_spaces import UnknownSearchSpaceError, enqueue_params, get_search_space  # registry lives with the spaces
 
     try:

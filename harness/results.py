@@ -16,6 +16,7 @@ and the files' sha256.
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 import statistics
 from dataclasses import dataclass
@@ -49,6 +50,11 @@ class _Entry:
     @property
     def params(self) -> int:
         return int(self.record["params"])
+
+    @functools.cached_property
+    def trial(self):
+        """The search trial retrained (read from the storage once per entry)."""
+        return self.study.get_trials(deepcopy=False)[self.record["trial"]]
 
 
 def _pct_against(value: float, target: float) -> str:
@@ -98,7 +104,7 @@ def _export(entry: _Entry, exports: Path, data_dir: str | None) -> str:
     store = open_artifact_store(entry.cfg.artifact_root(entry.url), create=False)
     weights, info = retrained_weights(entry.study, r["trial"], seed, store)
     _, _, test_x, test_y = load_mnist(entry.cfg.data_root(data_dir))
-    trial = entry.study.get_trials(deepcopy=False)[r["trial"]]
+    trial = entry.trial
     res = export_trial(entry.study, trial, weights, test_x, test_y, exports / entry.cfg.name,
                        list(DEFAULT_FORMATS), retrained=info)  # fmt: skip
     parts = []
@@ -125,7 +131,7 @@ def _front_lines(entries: list[_Entry]) -> list[str]:
     for e in front:
         r = e.record
         lines.append(f"| {e.params:,} | {r['mean']:.2%} ± {r['std']:.2%} | {r['seeds']} | {r['epochs']} | {e.cfg.name} "
-                     f"| {r['trial']} | {origin_of(e.study.trials[r['trial']])} | `{_cell(r['arch'])}` |")  # fmt: skip
+                     f"| {r['trial']} | {origin_of(e.trial)} | `{_cell(r['arch'])}` |")  # fmt: skip
     return lines
 
 
@@ -199,7 +205,7 @@ def _row(target: str, e: _Entry | None, verified: str = "") -> str:
     r = e.record
     secs = statistics.mean(run["train_seconds"] for run in r["runs"].values())
     devices = sorted({run["device"] for run in r["runs"].values()})
-    origin = origin_of(e.study.trials[r["trial"]])
+    origin = origin_of(e.trial)
     return (
         f"| {target} | {e.cfg.name} | {r['trial']} | {origin} | `{_cell(r['arch'])}` | {e.params:,} | "
         f"{_search_val_cell(e)} | {r['mean']:.2%} ± {r['std']:.2%} | {r['seeds']} | {r['epochs']} | {secs:.1f} | {', '.join(devices)} "
@@ -259,7 +265,7 @@ def _search_val(e: _Entry) -> float:
     ``study.repeats``); NaN when it has none."""
     from harness.study import val_acc
 
-    return val_acc(e.study.get_trials(deepcopy=False)[e.record["trial"]])
+    return val_acc(e.trial)
 
 
 def _validation_rank(e: _Entry) -> tuple:

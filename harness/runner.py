@@ -415,8 +415,7 @@ def _follow(procs, events: list, progress: Progress, publisher, interruptible: b
                 p.join()
         drain(0.1)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        _restore_signals(previous)
 
 
 def _training_images(cfg, data_root: str) -> int:

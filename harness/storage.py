@@ -37,7 +37,7 @@ from harness.errors import StorageError
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_S", "RetryStaleTrial", "check_optuna_sqlite", "check_outputs", "check_storage_url",
     "heartbeat_ages", "make_storage", "redact", "safe_url",
-    "sqlalchemy_backend", "sqlite_path", "study_lock",
+    "sqlalchemy_backend", "sqlite_path", "storage_beside", "study_lock",
 ]  # fmt: skip
 
 SQLITE_BUSY_TIMEOUT_S = 600.0  # seconds a SQLite connection waits for the write lock
@@ -94,6 +94,22 @@ def sqlalchemy_backend(url: str, known: bool = False) -> str:
     if known:
         parsed.get_dialect()
     return parsed.get_backend_name()
+
+
+def storage_beside(url: str, folder: Path) -> str:
+    """``study.storage`` with a relative SQLite file made relative to the study file's folder,
+    like every other path in a study file (it had been the working directory's: two working
+    directories, two studies). Other URLs unchanged."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url) if url else None
+    except sqlalchemy.exc.ArgumentError:
+        return url  # refused with its own message where the storage is opened
+    if parsed is None or parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return url
+    db = parsed.database
+    if db == ":memory:" or db.startswith("file:") or Path(db).expanduser().is_absolute():
+        return url
+    return parsed.set(database=str((folder / db).resolve())).render_as_string(hide_password=False)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -197,7 +213,7 @@ def check_optuna_sqlite(url: str, *, for_writing: bool) -> None:
     """
     path = sqlite_path(url)
     if path is None:
-        if not for_writing and sqlalchemy.engine.make_url(url).get_backend_name() == "sqlite":
+        if not for_writing and sqlalchemy_backend(url) == "sqlite":
             raise StorageError(f"storage {url!r}: in-memory SQLite holds no study between commands; "
                                "give the study's database file (sqlite:///path.db)")  # fmt: skip
         return
@@ -360,7 +376,8 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
     check_storage_url(url)
     kwargs: dict = {}
     _remember_password(url)  # a worker process has not checked the URL itself
-    is_sqlite = sqlalchemy.engine.make_url(url).get_backend_name() == "sqlite"
+    parsed = sqlalchemy.engine.make_url(url)
+    is_sqlite = parsed.get_backend_name() == "sqlite"
     if is_sqlite:
         timeout = SQLITE_READ_TIMEOUT_S if read_only else SQLITE_BUSY_TIMEOUT_S
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": timeout}}
@@ -373,7 +390,6 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
                 f"{path.as_uri()}?mode=ro", uri=True, timeout=timeout, check_same_thread=False)
     else:
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
-        parsed = sqlalchemy.engine.make_url(url)
         if read_only and parsed.get_backend_name() == "postgresql":
             # added to the URL's own libpq options (connect_args would replace them)
             given = parsed.query.get("options", "")

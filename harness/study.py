@@ -314,12 +314,11 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
         if t.state != TrialState.FAIL or t.number in retried or (t.system_attrs.get("retry_history") and not again):
             continue
         if (baseline and not done_baseline) or ua.get("interrupted") or "fail_reason" not in ua:
-            todo.append(t)
-    todo.sort(key=lambda t: (not t.user_attrs.get("baseline"), t.number))
-    for t in todo:  # no lock_url: the caller holds the study lock
-        again = t.user_attrs.get("baseline") and _baseline_again(t)
+            todo.append((t, again))
+    todo.sort(key=lambda item: (not item[0].user_attrs.get("baseline"), item[0].number))
+    for t, again in todo:  # no lock_url: the caller holds the study lock
         RetryStaleTrial(max_retry=math.inf if again else 1).enqueue_once(study, t)
-    return [t.number for t in todo]
+    return [t.number for t, _ in todo]
 
 
 def claim_sampler_stream(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> SamplerStream:
