@@ -305,10 +305,8 @@ def retrain_trials(
                     raise
                 raise HarnessError(f"retrain of trial {t.number}, seed {s}: {str(oom).splitlines()[0]} "
                                    "(finished runs are kept; retry with a smaller batch or on a larger machine)") from None  # fmt: skip
-            weights = upload_state_dict(model, study, store, f"retrain-trial-{t.number}-seed-{s}-weights.pt")
             run = {
                 "test_acc": acc, "seed": seed, "train_seconds": round(result.seconds, 2), "device": device_label,
-                "weights": weights,
                 "train_loss": [round(x, 6) for x in result.train_loss], "test_curve": curve,
             }  # fmt: skip
             if raw_curve:
@@ -323,6 +321,8 @@ def retrain_trials(
                         f"retrain of trial {t.number}, seed {s}: another retrain stored runs of another protocol "
                         f"({stored.get('epochs')} epochs on {stored.get('train_images') or 0:,} images) meanwhile; "
                         "this run is not recorded over them (use a copy of the study)")  # fmt: skip
+                # uploaded only once the run will be recorded: a refused run leaves no weights file
+                run["weights"] = upload_state_dict(model, study, store, f"retrain-trial-{t.number}-seed-{s}-weights.pt")
                 record["runs"][str(s)] = run
                 accs = [r["test_acc"] for _, r in sorted(record["runs"].items(), key=lambda kv: int(kv[0]))]
                 record.update(

@@ -409,11 +409,17 @@ def test_concurrent_retrains_that_differ_only_in_speed_options_keep_each_others_
     rival = dict(other, epochs=2, recipe=dict(other["recipe"], epochs=2))
     study.set_user_attr(key, None)
     other = rival
+    artifact_files = sorted(p for p in tmp_path.rglob("*") if p.is_file() and "artifacts" in str(p))
+    artifact_ids = {m.artifact_id for m in optuna.artifacts.get_all_artifact_meta(_load(tmp_path, "race"))}
+    assert artifact_files and artifact_ids
     assert _cli(["retrain", str(path), "--top", "1", "--seeds", "1", "--epochs", "1", "--no-baseline",
                  "--device", "cpu", "--data-dir", str(tmp_path / "data")]) == 2  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "another retrain stored runs of another protocol" in err[0], err
     assert _load(tmp_path, "race").user_attrs[key] == rival
+    # the refused run's weights were never uploaded: no new file, no artifact the dashboard would list
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file() and "artifacts" in str(p)) == artifact_files
+    assert {m.artifact_id for m in optuna.artifacts.get_all_artifact_meta(_load(tmp_path, "race"))} == artifact_ids
 
 
 def test_results_take_a_study_given_twice_once_and_refuse_two_studies_of_one_name(tmp_path, capsys):
