@@ -340,8 +340,12 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, not t.teacher or t.teacher.endswith(".pt2"), "train.teacher",
            f"must name a .pt2 file written by `harness export`, got {t.teacher!r}")  # fmt: skip
     _check(where, 1 <= d.val_size < 60_000, "data.val_size", f"must be in [1, 60000): the search selects on it, got {d.val_size}")
-    _check(where, d.train_limit >= 0, "data.train_limit", f"must be >= 0, got {d.train_limit}")
-    _check(where, d.test_limit >= 0, "data.test_limit", f"must be >= 0, got {d.test_limit}")
+    # MNIST's own sizes: a larger limit would be cut to what there is without a word
+    _check(where, 0 <= d.train_limit <= 60_000 - d.val_size, "data.train_limit",
+           f"must be 0 (all) to the {60_000 - d.val_size:,} training images left beside data.val_size = "
+           f"{d.val_size:,}, got {d.train_limit}")  # fmt: skip
+    _check(where, 0 <= d.test_limit <= 10_000, "data.test_limit",
+           f"must be 0 (all) to MNIST's 10,000 test images, got {d.test_limit}")  # fmt: skip
     _check(where, c.sampler.name in ("tpe", "random"), "sampler.name", f"must be tpe or random, got {c.sampler.name!r}")
     _check(where, c.sampler.n_startup_trials >= 0, "sampler.n_startup_trials", "must be >= 0")
     _check(where, c.pruner.name in PRUNERS, "pruner.name", f"must be one of {', '.join(PRUNERS)}, got {c.pruner.name!r}")
