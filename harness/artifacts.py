@@ -16,7 +16,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, one_line
 
 __all__ = [
     "WEIGHTS_ATTR",
@@ -103,11 +103,14 @@ def load_state_dict(store: FileSystemArtifactStore, artifact_id: str, what: str)
         path = Path(tmp) / "weights.pt"
         try:
             optuna.artifacts.download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # missing file, truncated or foreign pickle
             raise HarnessError(
-                f"{what}: cannot load weights artifact {artifact_id}: {exc.__class__.__name__}: {exc}"
+                f"{what}: cannot load weights artifact {artifact_id}: {exc.__class__.__name__}: {one_line(exc)}"
             ) from None
+    if not isinstance(state, dict):
+        raise HarnessError(f"{what}: weights artifact {artifact_id} holds a {type(state).__name__}, not a state dict")
+    return state
 
 
 def load_weights(trial: FrozenTrial, store: FileSystemArtifactStore) -> dict:

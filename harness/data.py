@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from harness.errors import DataError
+from harness.errors import DataError, one_line
 
 __all__ = ["MNIST_FILES", "MnistSplits", "check_mnist_files", "import_mnist", "load_mnist", "load_splits", "raw_folder"]
 
@@ -199,16 +199,11 @@ def _download(root: Path) -> None:
         for f in raw_folder(tmp).iterdir():
             os.replace(f, raw / f.name)
     except Exception as exc:  # URLError, RuntimeError ("Error downloading ..."), OSError
-        text = _one_line(exc)
+        text = one_line(exc)
         raise DataError(f"cannot download MNIST into {raw_folder(root)} ({exc.__class__.__name__}: {text}); "
                         "offline? import the four *-ubyte.gz files with `harness data import DIR`") from None  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _one_line(exc: BaseException) -> str:
-    """torchvision's multi-line error text on one line, shortened."""
-    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
 
 
 def _missing_parents(folder: Path) -> list[Path]:
@@ -257,7 +252,7 @@ def load_mnist(root: str | os.PathLike[str], download: bool = False):
         train = MNIST(str(root), train=True, download=False)
         test = MNIST(str(root), train=False, download=False)
     except Exception as exc:  # torchvision raises RuntimeError/ValueError variously
-        text = _one_line(exc)
+        text = one_line(exc)
         raise DataError(f"cannot load MNIST from {raw} ({exc.__class__.__name__}: {text}); {_HOWTO}") from None
     out = (train.data, train.targets.long(), test.data, test.targets.long())
     if out[0].shape[1:] != (28, 28) or len(out[0]) != len(out[1]) or len(out[2]) != len(out[3]):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "ConfigError", "DataError", "HarnessError", "StorageError"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "ConfigError", "DataError", "HarnessError", "StorageError", "one_line"]
 
 EXIT_USAGE = 2  # exit status of a bad input (one line on stderr)
 EXIT_INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT)
@@ -22,3 +22,9 @@ class DataError(HarnessError):
 
 class StorageError(HarnessError):
     """The study storage URL is invalid, unreachable, or holds an incompatible study."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """A library's multi-line error text on one line, shortened to ``limit`` characters."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

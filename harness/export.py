@@ -43,7 +43,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 import harness
-from harness.errors import HarnessError
+from harness.errors import HarnessError, one_line
 from harness.study import param_count
 
 __all__ = [
@@ -333,7 +333,11 @@ def export_trial(
 
     spec = ArchSpec.from_json(trial.user_attrs["spec"])
     model = build(spec)
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError) as exc:  # missing, unexpected or mis-shaped tensors
+        raise HarnessError(f"trial {trial.number}: its stored weights do not fit its architecture "
+                           f"({spec.describe()}): {one_line(exc)}") from None  # fmt: skip
     model.eval()
     # The record is checked in the memory format the trial was scored in (kernels differ per
     # format in the last bits, enough to flip a near-tie); the files are written from, and

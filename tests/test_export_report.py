@@ -228,6 +228,48 @@ def test_export_bad_inputs_write_nothing(tiny_study, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 
+def _damage(path: Path, how: str) -> None:
+    if how == "missing":
+        path.unlink()
+    elif how == "random-bytes":
+        path.write_bytes(bytes(range(256)) * 4)
+    elif how == "a-list":
+        torch.save([1, 2], path)
+    else:
+        state = torch.load(path, weights_only=True)
+        first = next(iter(state))
+        if how == "other-keys":
+            state = {"foo": torch.zeros(3)}
+        elif how == "extra-key":
+            state["extra"] = torch.zeros(1)
+        elif how == "wrong-shape":
+            state[first] = torch.zeros(1)
+        torch.save(state, path)
+
+
+@pytest.mark.parametrize("how, words", [
+    ("missing", "ArtifactNotFound"), ("random-bytes", "UnpicklingError"), ("a-list", "holds a list, not a state dict"),
+    ("other-keys", "Missing key(s)"), ("extra-key", 'Unexpected key(s) in state_dict: "extra"'),
+    ("wrong-shape", "size mismatch for"),
+])  # fmt: skip
+def test_export_of_damaged_weights_is_a_one_line_error_that_writes_nothing(tiny_study, tmp_path, capsys, how, words):
+    """A weights artifact that is gone, not a checkpoint, or not the trial's architecture's
+    tensors: one line naming the trial, exit 2, and the study folder and --out untouched."""
+    import shutil
+
+    folder = tmp_path / "study"
+    shutil.copytree(tiny_study, folder)
+    trial = _study(folder).best_trial
+    _damage(folder / "tiny.artifacts" / trial.user_attrs[WEIGHTS_ATTR], how)
+    before = {str(p.relative_to(tmp_path)): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    assert _cli(["export", str(folder / "tiny.toml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"harness: error: trial {trial.number}") and words in err, err
+    assert "Traceback" not in err
+    assert {str(p.relative_to(tmp_path)): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_with_no_feasible_trial(tmp_path, capsys):
     """Every candidate over a tiny budget: nothing trained, export says so, exit 2."""
     make_synthetic_mnist(tmp_path / "data", n_train=200, n_test=50)
