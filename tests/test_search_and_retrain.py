@@ -449,7 +449,8 @@ def test_results_take_a_study_given_twice_once_and_refuse_two_studies_of_one_nam
 
 def test_results_never_round_a_missed_target_up_to_it(tmp_path):
     """A mean just under a target is written with the digits that show it is under: 99.597 %
-    "NOT reached", never "NOT reached (validation's pick: 99.60 %)" against a 99.60 % target."""
+    "NOT reached", never "NOT reached (validation's pick: 99.60 %)" against a 99.60 % target;
+    in the tables too (a row reading 99.60 % beside a verdict of "NOT reached")."""
     from harness.results import _pct_against
 
     path, study, key = _retrained_one_seed(tmp_path, "near")
@@ -460,6 +461,8 @@ def test_results_never_round_a_missed_target_up_to_it(tmp_path):
         assert main(["results", str(path), "--out", str(md), "--exports", str(tmp_path / "exports"),
                      "--data-dir", str(tmp_path / "data")]) == 0  # fmt: skip
         assert words in md.read_text(), (mean, [ln for ln in md.read_text().splitlines() if ln.startswith("1.")])
+        rows = [ln for ln in md.read_text().splitlines() if ln.startswith("| ") and "`" in ln]
+        assert rows and all(f"| {words.split(': ')[1].split(' with')[0]} ± " in ln for ln in rows), rows
     assert _pct_against(0.99399, 0.994) == "99.399%" and _pct_against(0.994, 0.994) == "99.40%"
     assert _pct_against(0.9939999, 0.994) == "99.39999%" and _pct_against(0.99, 0.994) == "99.00%"
 
