@@ -33,6 +33,7 @@ import optuna
 from optuna.trial import TrialState
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 STUDY = """
 [study]
 name = "{name}"
@@ -177,7 +178,14 @@ def main() -> None:
             rows.append(pg)
     rows.append(bad_inputs())
     total_lost = sum(r.get("lost", 0) for r in rows)
-    lines = [f"# Reliability ({dt.date.today().isoformat()}, CPU, `python benchmarks/reliability.py`)", "",
+    import torch
+
+    from harness.train import cpu_model  # after sys.path names this checkout
+
+    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "optuna": optuna.__version__,
+               "date": dt.date.today().isoformat(), "command": "python benchmarks/reliability.py " + " ".join(sys.argv[1:])}
+    lines = [f"# Reliability ({machine['date']}, {machine['cpu']}, {machine['cores']} cores; torch {machine['torch']}, "
+             f"optuna {machine['optuna']}; `{machine['command'].strip()}`)", "",
              "| scenario | workers | trials | kills | bad inputs | trials lost | checks |", "|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     for r in rows:
         checks = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("scenario", "workers", "trials", "kills", "lost", "inputs_tried"))
@@ -190,7 +198,7 @@ def main() -> None:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".md").write_text(text)
-        out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+        out.with_suffix(".json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -105,10 +105,11 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def device_name(device: torch.device) -> str:
-    """Human-readable device, e.g. ``NVIDIA H100 80GB HBM3`` or ``cpu (x86_64, 2 threads)``."""
+    """Human-readable device, e.g. ``NVIDIA H100 80GB HBM3`` or ``cpu (AMD EPYC 7B13, x86_64,
+    2 threads)``: the CPU's model too, since speeds differ between CPUs of one architecture."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({cpu_model()}, {platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def cpu_model() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -365,3 +366,15 @@ def test_lockstep_fails_when_any_run_diverges_and_names_its_seed(synthetic_root)
     models = [build(get_search_space("seed").baseline_spec(), seed=1), NaNNet()]
     with pytest.raises(DivergedError, match=r"in epoch 1 \(seed 99\)"):
         fit_lockstep(models, data, TrainConfig(epochs=2, batch_size=50), seeds=[1, 99])
+
+
+def test_a_cpu_device_label_names_the_cpu_model():
+    """Trials, retrain runs and benchmark files record this label: speeds differ between CPUs
+    of one architecture (an AMD EPYC, an Intel Xeon with AMX), so "cpu (x86_64)" says too little."""
+    import platform
+
+    from harness.train import cpu_model, device_name
+
+    model = cpu_model()
+    assert model and model != platform.machine() or not Path("/proc/cpuinfo").exists()
+    assert device_name(torch.device("cpu")).startswith(f"cpu ({model}, ")
