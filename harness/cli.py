@@ -448,5 +448,6 @@ def _unwrap(exc: BaseException) -> list[BaseException]:
         chain.append(inner)
     return chain
 
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
