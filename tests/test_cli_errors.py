@@ -157,7 +157,9 @@ def test_bad_study_input(tmp_path, capsys, monkeypatch, synthetic_root, case_id,
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")  # a default output relative to the working directory counts too
     before = _snapshot(tmp_path)
-    args = ["run", str(study), "--data-dir", str(synthetic_root)] + [a.format(tmp=tmp_path) for a in extra]
+    # --trials 1 first (a case's own --trials comes later and wins): were a bad input let
+    # through, this run would train one trial and fail the test, not train forever
+    args = ["run", str(study), "--data-dir", str(synthetic_root), "--trials", "1"] + [a.format(tmp=tmp_path) for a in extra]
     assert main(args) == 2
     err = capsys.readouterr().err
     lines = err.strip().splitlines()

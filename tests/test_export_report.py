@@ -270,6 +270,76 @@ def test_export_of_damaged_weights_is_a_one_line_error_that_writes_nothing(tiny_
     assert not (tmp_path / "out").exists()
 
 
+def test_export_flags_weights_that_no_longer_score_the_recorded_accuracy(tiny_study, tmp_path, capsys):
+    """Stored weights changed since the trial scored them (the classifier negated): the eager
+    model misses the recorded test accuracy, so the export says MISMATCH, its card records the
+    failed check, and the exit status is 1; the files themselves still match that model."""
+    import shutil
+
+    folder = tmp_path / "study"
+    shutil.copytree(tiny_study, folder)
+    trial = _study(folder).best_trial
+    path = folder / "tiny.artifacts" / trial.user_attrs[WEIGHTS_ATTR]
+    state = torch.load(path, weights_only=True)
+    state["classifier.weight"] = -state["classifier.weight"]
+    torch.save(state, path)
+    out = tmp_path / "out"
+    assert _cli(["export", str(folder / "tiny.toml"), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "MISMATCH (" in captured.out and "does not reproduce the recorded accuracy" in captured.err
+    card = json.loads((out / f"tiny-trial{trial.number}.json").read_text())
+    assert card["eager_check"]["passed"] is False and card["eager_check"]["images_apart"] > 0
+    assert all(v["passed"] for v in card["verification"].values())
+
+
+def test_export_flags_a_frozen_file_that_predicts_otherwise(tiny_study, tmp_path, monkeypatch, capsys):
+    """A .pt2 file whose network is not the eager model's (here one class's bias raised, so it
+    answers 3 for every image) fails its per-image check: MISMATCH, exit 1, the card's pt2
+    verification failed while ONNX's passed."""
+    import copy
+
+    import harness.export
+
+    real_write = harness.export.write_frozen
+
+    def write_a_different_pt2(model, fmt, path):
+        if fmt == "pt2":
+            model = copy.deepcopy(model)
+            with torch.no_grad():
+                model.classifier.bias[3] += 1000.0
+        real_write(model, fmt, path)
+
+    monkeypatch.setattr(harness.export, "write_frozen", write_a_different_pt2)
+    out = tmp_path / "out"
+    assert _cli(["export", str(tiny_study / "tiny.toml"), "--out", str(out)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines if ln.endswith("MISMATCH")] == ["pt2"], lines
+    (card_path,) = out.glob("*.json")
+    card = json.loads(card_path.read_text())
+    assert card["eager_check"]["passed"] is True
+    assert card["verification"]["pt2"]["passed"] is False and card["verification"]["onnx"]["passed"] is True
+    assert card["verification"]["pt2"]["predictions_differing_from_pytorch"] > 0
+
+
+def test_best_trial_for_export_is_chosen_on_validation_never_on_test():
+    """``--best``: the highest validation accuracy (ties: fewer parameters) among COMPLETE trials
+    within the budget, whatever their test accuracies say; over-budget ones never."""
+    from harness.export import select_trial
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("budget", 10_000)
+
+    def add(val: float, test: float, params: int) -> None:
+        study.add_trial(optuna.trial.create_trial(
+            value=val, user_attrs={"val_acc": val, "test_acc": test, "trainable_params": params}))  # fmt: skip
+
+    add(0.990, 0.980, 5_000)  # best on validation
+    add(0.985, 0.995, 4_000)  # best on test
+    add(0.995, 0.999, 12_000)  # over the budget
+    add(0.990, 0.970, 6_000)  # ties the first on validation, larger
+    assert select_trial(study).number == 0
+
+
 def test_export_with_no_feasible_trial(tmp_path, capsys):
     """Every candidate over a tiny budget: nothing trained, export says so, exit 2."""
     make_synthetic_mnist(tmp_path / "data", n_train=200, n_test=50)
@@ -309,6 +379,12 @@ def test_report_has_every_trial_and_the_figures(tiny_study, tmp_path):
     recorded = {str(t.number): str(t.user_attrs["train_images"]) for t in study.get_trials() if "train_images" in t.user_attrs}
     assert recorded and {r["number"]: r["train_images"] for r in rows if r["train_images"]} == recorded
     assert {r["teacher"] for r in rows} == {""}  # no teacher in this study (test_distill checks one)
+    # the top-trials table: every completed trial, best validation first (ties: fewer parameters)
+    table = page[page.index("<table"):page.index("</table>")]
+    ranked = [int(n) for n in re.findall(r"<tr><td>\d+</td><td>(\d+)", table)]
+    done = frame[frame["outcome"] == "complete"].sort_values(["val_acc", "params"], ascending=[False, True])
+    assert len(ranked) >= 2 and ranked == done["number"].tolist()
+    assert frame.set_index("number").loc[ranked, "val_acc"].is_monotonic_decreasing
 
 
 def test_accuracy_figure_scales_to_trained_points_and_marks_far_rejections():
@@ -347,9 +423,10 @@ def test_pareto_front_keeps_only_undominated():
     from harness.report import pareto_front
 
     frame = pd.DataFrame({
-        "number": [0, 1, 2, 3, 4], "outcome": ["complete"] * 4 + ["over_budget"],
-        "params": [1000, 2000, 1500, 3000, 50_000], "val_acc": [0.97, 0.99, 0.96, 0.985, math.nan],
+        "number": [0, 1, 2, 3, 4, 5, 6], "outcome": ["complete"] * 4 + ["over_budget", "pruned", "duplicate"],
+        "params": [1000, 2000, 1500, 3000, 50_000, 500, 400], "val_acc": [0.97, 0.99, 0.96, 0.985, math.nan, 0.995, 0.999],
     })  # fmt: skip
+    # a pruned trial's score is an early epoch's and a duplicate trained nothing: neither is on the front
     assert pareto_front(frame)["number"].tolist() == [0, 1]
 
 

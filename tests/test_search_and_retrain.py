@@ -420,6 +420,15 @@ def test_concurrent_retrains_that_differ_only_in_speed_options_keep_each_others_
     # the refused run's weights were never uploaded: no new file, no artifact the dashboard would list
     assert sorted(p for p in tmp_path.rglob("*") if p.is_file() and "artifacts" in str(p)) == artifact_files
     assert {m.artifact_id for m in optuna.artifacts.get_all_artifact_meta(_load(tmp_path, "race"))} == artifact_ids
+    # the same epochs but another learning rate: another protocol too (not only the epochs count)
+    rival = dict(rival, epochs=1, recipe=dict(rival["recipe"], epochs=1, lr=rival["recipe"]["lr"] * 2))
+    study.set_user_attr(key, None)
+    other = rival
+    assert _cli(["retrain", str(path), "--top", "1", "--seeds", "1", "--epochs", "1", "--no-baseline",
+                 "--device", "cpu", "--data-dir", str(tmp_path / "data")]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another retrain stored runs of another protocol" in err[0], err
+    assert _load(tmp_path, "race").user_attrs[key] == rival
 
 
 def test_results_take_a_study_given_twice_once_and_refuse_two_studies_of_one_name(tmp_path, capsys):

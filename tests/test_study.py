@@ -495,3 +495,55 @@ def test_the_baseline_is_never_pruned_even_when_it_trains_last_and_worst(tmp_pat
     assert (retry.state, retry.user_attrs["epochs_run"], retry.value) == (TrialState.COMPLETE, 8, 0.1)
     assert "completed_rung_0" in retry.system_attrs  # it asked: its score is in rung 2's competition
     assert not weak.user_attrs["baseline"] and (weak.state, weak.user_attrs["pruned_at_epoch"]) == (TrialState.PRUNED, 2)
+
+
+# ---- properties pinned by a mutation review: what broken code would still pass ------------
+
+
+def test_target_met_is_judged_on_the_test_set_not_on_validation(tmp_path, synthetic_root):
+    """``target_met`` is the record's claim: test accuracy against the target. CountingFit's
+    validation score (0.5) is over a 0.4 target while the untrained network's test accuracy
+    (about 0.1) is under it, so the two cannot be confused."""
+    cfg = _cfg(tmp_path, target=0.4)
+    study = open_study(cfg, "sqlite:///:memory:")
+    study.optimize(Objective(cfg, _loader(synthetic_root), device_label="cpu", fit_fn=CountingFit()), n_trials=1)
+    ua = study.trials[0].user_attrs
+    assert ua["val_acc"] == 0.5 and ua["test_acc"] < 0.4
+    assert ua["target_met"] is False
+    assert summarize(study).target_met_under_budget == []
+
+
+def test_a_network_exactly_at_the_budget_is_within_it(tmp_path, synthetic_root):
+    """"Fewer than or equal to the budget" is inside it: the 19,290-parameter seed network under
+    a budget of 19,290 trains, ranks, and is what export and retrain would pick."""
+    from harness.study import feasible_trials
+
+    cfg = _cfg(tmp_path, budget=19_290)
+    study = open_study(cfg, "sqlite:///:memory:")
+    fit = CountingFit()
+    study.optimize(Objective(cfg, _loader(synthetic_root), device_label="cpu", fit_fn=fit), n_trials=1)
+    (base,) = study.trials
+    assert base.user_attrs["baseline"] is True and base.user_attrs["trainable_params"] == 19_290
+    assert base.state == TrialState.COMPLETE and "rejected" not in base.user_attrs and fit.calls == 1
+    assert base.constraints[BUDGET_CONSTRAINT] == 0
+    assert [t.number for t in feasible_trials(study)] == [base.number]
+    assert summarize(study).best.number == base.number
+
+
+def test_of_two_trials_proposing_one_point_only_the_later_yields(tmp_path, synthetic_root):
+    """Two workers propose the same point at once: the earlier trial trains even when the later
+    one, started before any point was drawn, finished first; only earlier trials count as
+    originals."""
+    cfg = _cfg(tmp_path, budget=10**9, search_space="compact")
+    study = open_study(cfg, "sqlite:///:memory:")
+    fit = CountingFit()
+    objective = Objective(cfg, _loader(synthetic_root), device_label="cpu", fit_fn=fit)
+    study.optimize(objective, n_trials=1)  # the baseline
+    earlier, later = study.ask(), study.ask()
+    for trial in (later, earlier):  # the later trial runs (and finishes) first
+        study.sampler = optuna.samplers.RandomSampler(seed=123)  # both draw the same point
+        study.tell(trial, objective(trial))
+    first, second = study.get_trials()[1:]
+    assert first.number == earlier.number and first.params == second.params
+    assert "duplicate_of" not in first.user_attrs and fit.calls == 3  # baseline, later, earlier: all trained
+    assert "duplicate_of" not in second.user_attrs  # nothing earlier had that point when it ran

@@ -378,3 +378,23 @@ def test_a_cpu_device_label_names_the_cpu_model():
     model = cpu_model()
     assert model and model != platform.machine() or not Path("/proc/cpuinfo").exists()
     assert device_name(torch.device("cpu")).startswith(f"cpu ({model}, ")
+
+
+def test_validation_is_the_last_val_size_training_images_and_never_trained_on(synthetic_root):
+    """The search selects on validation: the last ``val_size`` of the training images, disjoint
+    from what it trains on; ``train_limit`` keeps the first N of the rest; the test set is the
+    test file's own images, in order."""
+    from harness.data import load_mnist
+
+    train_x, train_y, test_x, test_y = load_mnist(synthetic_root)
+    n = len(train_x)
+    s = load_splits(synthetic_root, "cpu", val_size=100)
+    assert torch.equal(s.val_x, train_x[n - 100:]) and torch.equal(s.val_y, train_y[n - 100:])
+    assert torch.equal(s.train_x, train_x[: n - 100]) and torch.equal(s.train_y, train_y[: n - 100])
+    assert torch.equal(s.test_x, test_x) and torch.equal(s.test_y, test_y)
+    assert len({bytes(img.numpy()) for img in train_x}) == n  # the synthetic images are all distinct, so:
+    trained = {bytes(img.numpy()) for img in s.train_x}
+    assert not any(bytes(img.numpy()) in trained for img in s.val_x)
+    limited = load_splits(synthetic_root, "cpu", val_size=100, train_limit=50, test_limit=30)
+    assert torch.equal(limited.train_x, train_x[:50]) and torch.equal(limited.val_x, train_x[n - 100:])
+    assert torch.equal(limited.test_x, test_x[:30])

@@ -526,6 +526,29 @@ def test_read_only_postgres_storage_refuses_writes(postgres_url):
     assert optuna.load_study(study_name="pg-ro", storage=postgres_url).user_attrs == {"kept": 1}
 
 
+def test_read_only_sqlite_storage_refuses_writes(tmp_path):
+    """The read-only commands' SQLite connections are read-only at the file (``mode=ro``): a
+    write through them fails and the database stays byte for byte as it was."""
+    from harness.storage import make_storage
+
+    db = tmp_path / "ro.db"
+    study = optuna.create_study(study_name="ro", storage=f"sqlite:///{db}")
+    study.set_user_attr("kept", 1)
+    del study
+    before = db.read_bytes()
+    storage = make_storage(f"sqlite:///{db}", read_only=True)
+    try:
+        read = optuna.load_study(study_name="ro", storage=storage)
+        assert read.user_attrs == {"kept": 1}
+        for write in (lambda: read.set_user_attr("x", 2), lambda: storage.delete_study(read._study_id)):
+            with pytest.raises(Exception) as refused:
+                write()
+            assert "readonly" in f"{refused.value} {refused.value.__cause__}".replace("read-only", "readonly")
+    finally:
+        storage.engine.dispose()
+    assert db.read_bytes() == before
+
+
 def test_unreachable_postgres_is_a_one_line_error(tmp_path, capsys, synthetic_root):
     pytest.importorskip("psycopg2")
     from harness.cli import main
