@@ -464,14 +464,24 @@ def test_results_never_round_a_missed_target_up_to_it(tmp_path):
 
     path, study, key = _retrained_one_seed(tmp_path, "near")
     md = tmp_path / "results.md"
-    for mean, words in [(0.995967, "**NOT reached** (validation's pick: 99.597% with"),
-                        (0.9962, "**reached** (validation's pick: 99.62% with")]:
-        study.set_user_attr(key, dict(study.user_attrs[key], mean=mean))  # a stored mean near target 1
+    for mean, words, rounded in [(0.995967, "**NOT reached** (validation's pick: 99.597% with", "99.60%"),
+                                 (0.99399, "**NOT reached** (validation's pick: 99.399% with", "99.40%"),
+                                 (0.9962, "**reached** (validation's pick: 99.62% with", None)]:
+        # a stored mean near a target, and the run's final epoch with it (the learning-curve table)
+        record = study.user_attrs[key]
+        runs = {s: dict(run, test_curve=[*run["test_curve"][:-1], mean]) for s, run in record["runs"].items()}
+        study.set_user_attr(key, dict(record, mean=mean, runs=runs))
         assert main(["results", str(path), "--out", str(md), "--exports", str(tmp_path / "exports"),
                      "--data-dir", str(tmp_path / "data")]) == 0  # fmt: skip
-        assert words in md.read_text(), (mean, [ln for ln in md.read_text().splitlines() if ln.startswith("1.")])
-        rows = [ln for ln in md.read_text().splitlines() if ln.startswith("| ") and "`" in ln]
-        assert rows and all(f"| {words.split(': ')[1].split(' with')[0]} ± " in ln for ln in rows), rows
+        text = md.read_text()
+        assert words in text, (mean, [ln for ln in text.splitlines() if ln.startswith("1.")])
+        written = words.split(": ")[1].split(" with")[0]
+        rows = [ln for ln in text.splitlines() if ln.startswith("| ") and "`" in ln]
+        assert rows and all(f"| {written} ± " in ln for ln in rows), rows
+        curves = text[text.index("## Learning curves"):].splitlines()
+        assert any(ln.startswith("| ") and f"| {written} (" in ln for ln in curves), curves
+        if rounded:  # nowhere in the file rounded across its target (the target lines themselves aside)
+            assert rounded not in text.replace(">= 99.40%", ""), [ln for ln in text.splitlines() if rounded in ln]
     assert _pct_against(0.99399, 0.994) == "99.399%" and _pct_against(0.994, 0.994) == "99.40%"
     assert _pct_against(0.9939999, 0.994) == "99.39999%" and _pct_against(0.99, 0.994) == "99.00%"
 
