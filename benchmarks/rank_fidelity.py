@@ -42,12 +42,11 @@ from harness.config import load_study_config  # noqa: E402
 from harness.data import load_splits  # noqa: E402
 from harness.model import build  # noqa: E402
 from harness.spec import InvalidSpecError, count_params  # noqa: E402
-from harness.train import cpu_model, device_name, fit  # noqa: E402
+from harness.train import cpu_model, device_name, machine_label, fit  # noqa: E402
 from search_spaces import get_search_space  # noqa: E402
 from search_spaces.recipe import suggest_recipe  # noqa: E402
 
 EPOCHS_OF_INTEREST = (1, 2, 4, 8)
-
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rho: Pearson correlation of the (average-tie) ranks."""
@@ -184,7 +183,7 @@ def _markdown(rep: dict, args: argparse.Namespace, rfs: list[int]) -> str:
         f"images (reduced data), scored on the study's {rep['val_images']:,}-image validation split after "
         f"every epoch. One seed per architecture.",
         "",
-        f"Machine: {rep['cpu']}, {rep['device']}; torch {rep['torch']}; {rep['date']}.",
+        f"Machine: {machine_label(rep['device'], rep['cpu'])}; torch {rep['torch']}; {rep['date']}.",
         f"Command: `python benchmarks/rank_fidelity.py {args.study_file} --data-dir DATA --archs {args.archs} "
         f"--train-limit {args.train_limit} --seed {args.seed} --amp {args.amp} --out {args.out}`",
         "",

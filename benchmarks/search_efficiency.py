@@ -55,12 +55,11 @@ from harness.data import load_splits  # noqa: E402
 from harness.errors import StorageError  # noqa: E402
 from harness.objective import TRAINING_FAILURES, Objective  # noqa: E402
 from harness.study import claim_sampler_stream, classify, feasible_trials, open_study, param_count, rank_key  # noqa: E402
-from harness.train import cpu_model, device_name  # noqa: E402
+from harness.train import cpu_model, device_name, machine_label  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 DONE_ATTR = "benchmark_seconds"
-
 
 def strategies(cfg):
     """name -> (description, config) for every strategy, all from the one study file."""
@@ -262,7 +261,7 @@ def _markdown(rep: dict, args: argparse.Namespace) -> str:
         f"in one process, one study seed each (a single search: differences of a few hundredths of a percent "
         f"are within seed noise).",
         "",
-        f"Machine: {rep['cpu']}, {rep['device']}; torch {rep['torch']}, optuna {rep['optuna']}; {rep['date']}.",
+        f"Machine: {machine_label(rep['device'], rep['cpu'])}; torch {rep['torch']}, optuna {rep['optuna']}; {rep['date']}.",
         f"Command: `python benchmarks/search_efficiency.py --study {args.study} --data-dir DATA "
         f"--minutes {args.minutes:g} --only {args.only} --rescore-top {args.rescore_top} "
         f"--rescore-seeds {args.rescore_seeds} "

@@ -289,10 +289,12 @@ def accuracy(root: Path, device: torch.device, epochs: int, seeds: int, amp: str
 
 def markdown(result: dict) -> str:
     m = result["meta"]
+    model = m.get("cpu_model", m["cpu"])
+    machine = f"{m['cores']} cores" if model in m["device"] else f"{model}, {m['cores']} cores"  # older labels lack it
     lines = [
         f"# Training speed: {m['device']}",
         "",
-        f"{m.get('cpu_model', m['cpu'])}, {m['cores']} cores; torch {m['torch']}, {m['date']}, `{m['command']}`",
+        f"{machine}; torch {m['torch']}, {m['date']}, `{m['command']}`",
     ]
     if result["rows"]:
         c = m.get("ceiling", {})

@@ -62,7 +62,7 @@ class TrainConfig:
     translate: float = 0.1  # augmentation: random shift, +- fraction of the image side
     scale: float = 0.1  # augmentation: random zoom, +- fraction
     eval_batch_size: int = 0  # images per evaluation batch (no gradients); 0 = auto: 256 on CPU, 2000 on a GPU
-    channels_last: bool = True  # NHWC memory format: 1.3-1.6x on a 2-core CPU (results/raw_options-cpu.md)
+    channels_last: bool = True  # NHWC memory format: 1.4-1.5x on a 2-core Intel Xeon (results/raw_options-cpu.md)
     amp: str = "off"  # bf16 autocast in training: "off", "bf16", "auto" (bf16 on CUDA only). Off: bf16 cost 0.07 pp on a CPU and 0.10 pp on an H200 for at most ~8 % speed (results/bf16_accuracy-*.md)
     fp32_precision: str = "ieee"  # float32 matmuls/convolutions in training on CUDA: "ieee" or "tf32" (scoring is always ieee)
     compile: str = "off"  # torch.compile the training step: "off", "default", "reduce-overhead" (CUDA graphs on CUDA), "max-autotune"

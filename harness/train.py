@@ -38,6 +38,7 @@ __all__ = [
     "fit",
     "fit_lockstep",
     "fp32_precision",
+    "machine_label",
     "normalize",
     "precision_settings",
     "resolve_device",
@@ -105,11 +106,22 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def device_name(device: torch.device) -> str:
-    """Human-readable device, e.g. ``NVIDIA H100 80GB HBM3`` or ``cpu (AMD EPYC 7B13, x86_64,
-    2 threads)``: the CPU's model too, since speeds differ between CPUs of one architecture."""
+    """Human-readable device, e.g. ``NVIDIA H100 80GB HBM3``, ``mps (arm64)`` or ``cpu (AMD EPYC
+    7B13, x86_64, 2 threads)``: a CPU's model too where the system names it, since speeds differ
+    between CPUs of one architecture."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({cpu_model()}, {platform.machine()}, {torch.get_num_threads()} threads)"
+    if device.type == "mps":  # Apple's GPU: not scored with a CPU's kernels (export checks by this label)
+        return f"mps ({platform.machine()})"
+    model = cpu_model()
+    named = f"{model}, " if model not in (platform.machine(), platform.processor()) else ""
+    return f"cpu ({named}{platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def machine_label(device_label: str, cpu: str) -> str:
+    """``device_label`` with the CPU model ``cpu`` in front where the label lacks it: the labels
+    recorded before they named the model (2026-11-27) read "cpu (x86_64, 2 threads)"."""
+    return device_label if cpu in device_label else f"{cpu}, {device_label}"
 
 
 def cpu_model() -> str:
@@ -203,7 +215,8 @@ def precision_settings(cfg: TrainConfig, device: torch.device) -> dict[str, str]
 def eval_batch_size(device: torch.device, requested: int = 0) -> int:
     """``requested`` images per evaluation batch, or for 0 the device's best: 2000 on a GPU
     (few launches); 256 on a CPU, where a 2000-image batch's activations (~100 MB for the
-    seed network) fall out of cache and score 5,000 images 2.4x slower (2-core EPYC)."""
+    seed network) fall out of cache and score 5,000 images 2.3x slower (2-core Intel Xeon,
+    results/raw_options-cpu.md)."""
     if requested > 0:
         return requested
     return 256 if device.type == "cpu" else 2000

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -368,16 +367,22 @@ def test_lockstep_fails_when_any_run_diverges_and_names_its_seed(synthetic_root)
         fit_lockstep(models, data, TrainConfig(epochs=2, batch_size=50), seeds=[1, 99])
 
 
-def test_a_cpu_device_label_names_the_cpu_model():
+def test_a_cpu_device_label_names_the_cpu_model(monkeypatch):
     """Trials, retrain runs and benchmark files record this label: speeds differ between CPUs
-    of one architecture (an AMD EPYC, an Intel Xeon with AMX), so "cpu (x86_64)" says too little."""
+    of one architecture (an AMD EPYC, an Intel Xeon with AMX), so "cpu (x86_64)" says too little.
+    Where the system names no model (no "model name" in /proc/cpuinfo), none is made up; an
+    Apple GPU is never labelled a CPU (export holds a CPU-scored trial to exact agreement)."""
     import platform
 
-    from harness.train import cpu_model, device_name
+    import harness.train
+    from harness.train import device_name
 
-    model = cpu_model()
-    assert model and model != platform.machine() or not Path("/proc/cpuinfo").exists()
-    assert device_name(torch.device("cpu")).startswith(f"cpu ({model}, ")
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(harness.train, "cpu_model", lambda: "AMD EPYC 7B13")
+    assert device_name(torch.device("cpu")) == f"cpu (AMD EPYC 7B13, {platform.machine()}, {threads} threads)"
+    monkeypatch.setattr(harness.train, "cpu_model", lambda: platform.machine())  # what cpu_model falls back to
+    assert device_name(torch.device("cpu")) == f"cpu ({platform.machine()}, {threads} threads)"
+    assert device_name(torch.device("mps")).startswith("mps (")
 
 
 def test_validation_is_the_last_val_size_training_images_and_never_trained_on(synthetic_root):
