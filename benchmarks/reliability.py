@@ -34,6 +34,11 @@ from optuna.trial import TrialState
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from harness.train import cpu_model  # noqa: E402
+
 STUDY = """
 [study]
 name = "{name}"
@@ -178,10 +183,6 @@ def main() -> None:
             rows.append(pg)
     rows.append(bad_inputs())
     total_lost = sum(r.get("lost", 0) for r in rows)
-    import torch
-
-    from harness.train import cpu_model  # after sys.path names this checkout
-
     machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "optuna": optuna.__version__,
                "date": dt.date.today().isoformat(), "command": "python benchmarks/reliability.py " + " ".join(sys.argv[1:])}
     lines = [f"# Reliability ({machine['date']}, {machine['cpu']}, {machine['cores']} cores; torch {machine['torch']}, "

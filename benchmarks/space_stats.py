@@ -50,10 +50,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="")
     args = ap.parse_args()
+    if args.samples < 1:
+        ap.error(f"--samples must be >= 1, got {args.samples}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
     for name in sorted(SEARCH_SPACES):
         c, invalid = space_counts(name, args.samples, args.seed)
+        if not c:
+            sys.exit(f"space_stats: every one of {invalid:,} draws from space {name!r} is invalid")
         n = len(c) + invalid  # shares of all draws: an invalid one is within no budget
         rows.append({"space": name, "samples": n, "invalid": invalid, "within_budget": sum(x <= BUDGET for x in c) / n,
                      "within_small": sum(x <= SMALL for x in c) / n, "median": statistics.median(c),
