@@ -11,6 +11,7 @@ Usage: python3 scripts/mutation_check.py [NAME ...]   (about a minute; run on a 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 MUTANTS = [
     ("M01", "harness/objective.py", "        if params > self.cfg.budget:", "        if params >= self.cfg.budget:", "tests/test_study.py", "exactly_at_the_budget"),
     ("M11", "harness/study.py", "param_count(t.user_attrs, math.inf) <= budget", "param_count(t.user_attrs, math.inf) < budget", "tests/test_study.py", "exactly_at_the_budget"),
-    ("M06", "harness/objective.py", "            if t.number >= trial.number:\n                break", "            if t.number == trial.number:\n                continue", "tests/test_study.py", "only_the_later_yields"),
+    ("M06", "harness/objective.py", "            if t.number >= trial.number:\n                break", "            if t.number == trial.number:\n                continue", "tests/test_study.py", "the_earlier_of_two_trials"),
     ("M08", "harness/objective.py", 'bool(test_acc >= self.cfg.target)', 'bool(val >= self.cfg.target)', "tests/test_study.py", "target_met_is_judged"),
     ("S1", "harness/storage.py", 'f"{path.as_uri()}?mode=ro", uri=True, timeout=timeout', 'f"{path.as_uri()}", uri=True, timeout=timeout', "tests/test_workers.py", "read_only_sqlite"),
     ("E1", "harness/export.py", 'record["passed"] = recorded is None or record["images_apart"] <= allowed', 'record["passed"] = True', "tests/test_export_report.py", "no_longer_score"),
@@ -32,6 +33,9 @@ MUTANTS = [
     ("Q2", "harness/report.py", 'ascending=[False, True]).head(top)', 'ascending=[True, True]).head(top)', "tests/test_export_report.py", "every_trial_and_the_figures"),
     ("D1", "harness/data.py", "        val_x=train_x[cut:].to(device).contiguous(),", "        val_x=train_x[:val_size].to(device).contiguous(),", "tests/test_train.py", "validation_is_the_last"),
     ("C1", "harness/config.py", "_check(where, 1 <= d.val_size < 60_000", "_check(where, 0 <= d.val_size < 60_000", "tests/test_cli_errors.py", "val-size-zero"),
+    ("M08b", "harness/objective.py", 'bool(test_acc >= self.cfg.target)', 'False', "tests/test_study.py", "target_met_is_judged"),
+    ("P3", "harness/results.py", "for t in (TOP_TARGET_ACC, SMALL_TARGET_ACC)]", "for t in (TOP_TARGET_ACC,)]", "tests/test_search_and_retrain.py", "never_round"),
+    ("C2", "harness/config.py", "0 <= d.train_limit <= 60_000 - d.val_size", "0 <= d.train_limit < 60_000 - d.val_size", "tests/test_cli_errors.py", "limits_themselves"),
     ("D2", "harness/data.py", "    tr = slice(0, min(cut, train_limit) if train_limit else cut)", "    tr = slice(0, min(n, train_limit) if train_limit else n)", "tests/test_train.py", "validation_is_the_last"),
 ]
 
@@ -54,7 +58,9 @@ def main(names: list[str]) -> int:
         finally:
             path.write_text(src)
         lines = run.stdout.strip().splitlines()
-        caught = run.returncode == 1  # tests failed (not: collection error, no test selected)
+        # the named test failed, and nothing else went wrong (a mutant that breaks an import or
+        # the collection "fails" every test without testing anything)
+        caught = run.returncode == 1 and bool(lines) and re.fullmatch(r"1 failed, \d+ deselected in .*", lines[-1]) is not None
         survived += not caught
         print(f"{name}: {'caught' if caught else 'SURVIVED'} ({file}; {lines[-1] if lines else run.stderr[-200:]})")
     return 1 if survived else 0

@@ -170,6 +170,17 @@ def test_bad_study_input(tmp_path, capsys, monkeypatch, synthetic_root, case_id,
     assert _snapshot(tmp_path) == before
 
 
+def test_the_data_limits_themselves_are_accepted(tmp_path):
+    """The bounds of data.train_limit and data.test_limit are inside them: every training image
+    left beside val_size, and all of MNIST's 10,000 test images."""
+    from harness.config import load_study_config
+
+    path = tmp_path / "edge.toml"
+    path.write_text(_replace(GOOD, "val_size = 100", "val_size = 100\ntrain_limit = 59900\ntest_limit = 10000"))
+    cfg = load_study_config(path)
+    assert (cfg.data.train_limit, cfg.data.test_limit) == (59_900, 10_000)
+
+
 # Bad arguments to every other command, against one small trained study ({study}; {tmp} is its
 # folder, {data} the synthetic MNIST root): one line naming the problem, exit 2, nothing changed.
 COMMAND_CASES = [

@@ -511,6 +511,12 @@ def test_target_met_is_judged_on_the_test_set_not_on_validation(tmp_path, synthe
     assert ua["val_acc"] == 0.5 and ua["test_acc"] < 0.4
     assert ua["target_met"] is False
     assert summarize(study).target_met_under_budget == []
+    low = _cfg(tmp_path, name="low", target=0.01)  # and met when the test accuracy is over it
+    study = open_study(low, "sqlite:///:memory:")
+    study.optimize(Objective(low, _loader(synthetic_root), device_label="cpu", fit_fn=CountingFit()), n_trials=1)
+    ua = study.trials[0].user_attrs
+    assert ua["test_acc"] >= 0.01 and ua["target_met"] is True
+    assert summarize(study).target_met_under_budget == [0]
 
 
 def test_a_network_exactly_at_the_budget_is_within_it(tmp_path, synthetic_root):
@@ -530,7 +536,7 @@ def test_a_network_exactly_at_the_budget_is_within_it(tmp_path, synthetic_root):
     assert summarize(study).best.number == base.number
 
 
-def test_of_two_trials_proposing_one_point_only_the_later_yields(tmp_path, synthetic_root):
+def test_the_earlier_of_two_trials_on_one_point_trains_even_when_the_later_finished_first(tmp_path, synthetic_root):
     """Two workers propose the same point at once: the earlier trial trains even when the later
     one, started before any point was drawn, finished first; only earlier trials count as
     originals."""
