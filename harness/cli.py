@@ -377,6 +377,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print(f"report: {out} ({len(frame)} trials); table: {csv}")
     return 0
 
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from harness.runner import plan_run, run_study
 

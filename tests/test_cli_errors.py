@@ -181,6 +181,20 @@ def test_the_data_limits_themselves_are_accepted(tmp_path):
     assert (cfg.data.train_limit, cfg.data.test_limit) == (59_900, 10_000)
 
 
+def test_run_exits_1_when_workers_failed(tmp_path, capsys, monkeypatch, synthetic_root):
+    """`run --jobs K` whose workers failed (a crash, not bad input): exit status 1 and one line
+    saying how many of how many, with their exit codes; not the 0 of a finished run."""
+    import harness.runner
+    from harness.runner import RunOutcome
+
+    study = tmp_path / "w.toml"
+    study.write_text(GOOD)
+    monkeypatch.setattr(harness.runner, "run_study", lambda plan: RunOutcome(interrupted=False, workers=2, bad_codes=(1,)))
+    assert main(["run", str(study), "--data-dir", str(synthetic_root), "--jobs", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["harness: error: 1 of 2 workers failed (exit codes (1,))"], err
+
+
 # Bad arguments to every other command, against one small trained study ({study}; {tmp} is its
 # folder, {data} the synthetic MNIST root): one line naming the problem, exit 2, nothing changed.
 COMMAND_CASES = [

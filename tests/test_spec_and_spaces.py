@@ -54,6 +54,8 @@ def test_seed_network_layers_match_the_reference():
     assert model.classifier.in_features == 32 and model.classifier.out_features == 10
     unit = model.features[0]
     assert not unit.bn_first  # ReLU then BN, as in the seed network
+    # dropout costs no parameters, so no count can miss it: the layers themselves
+    assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.25] * 3
 
 
 @pytest.mark.parametrize("space_name", sorted(SEARCH_SPACES))
@@ -73,6 +75,24 @@ def test_counter_equals_builder_on_many_sampled_specs(space_name):
         assert {c.kernel for c in convs} == {3, 5} and any(c.residual for c in convs)
     for spec in specs:
         assert count_params(spec) == sum(p.numel() for p in build(spec).parameters()), spec.describe()
+
+
+@pytest.mark.parametrize("space_name", ["compact", "modern"])
+def test_the_designed_spaces_never_propose_an_invalid_network(space_name):
+    """compact and modern are built so that every draw is a valid network (the seed space's
+    free layouts are not: the harness rejects those untrained); _sampled_specs skips invalid
+    draws, so it cannot show this. compact's own rules: stage 1's first conv, on the
+    1-channel image, is never separable; a stride-2 conv only opens a stage."""
+    space = get_search_space(space_name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
+    for _ in range(300):
+        trial = study.ask()
+        spec = space.suggest(trial)
+        study.tell(trial, 0.0)
+        count_params(spec)  # raises InvalidSpecError on an invalid one
+        if space_name == "compact":
+            assert not spec.blocks[0].convs[0].separable, spec.describe()
+            assert all(c.stride == 1 for b in spec.blocks for c in b.convs[1:]), spec.describe()
 
 
 @pytest.mark.parametrize("space_name", sorted(SEARCH_SPACES))
@@ -115,6 +135,13 @@ def test_spec_json_round_trip_and_frozen():
         ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8, residual=True),)),)),  # 1 -> 8 channels
         ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8),)),), activation="tanh"),
         ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8),)),), bn="after"),
+        # the edges, each alone (a mutation review: overshooting cases hid an off-by-one)
+        ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8, 3, 2, 0),) * 4, pool=False),)),  # 28 -> 13 -> 6 -> 2 -> 0 px
+        ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8), ConvSpec(8, stride=2, residual=True))),)),  # 28 -> 14 px
+        ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8),), dropout=-0.1),)),
+        ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8, stride=0),)),)),
+        ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(0),)),)),
+        ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(8, padding=-1),)),)),
     ],
 )
 def test_invalid_specs_are_rejected_by_counter_and_builder(spec):

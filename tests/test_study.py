@@ -553,3 +553,38 @@ def test_the_earlier_of_two_trials_on_one_point_trains_even_when_the_later_finis
     assert first.number == earlier.number and first.params == second.params
     assert "duplicate_of" not in first.user_attrs and fit.calls == 3  # baseline, later, earlier: all trained
     assert "duplicate_of" not in second.user_attrs  # nothing earlier had that point when it ran
+
+
+def test_ties_go_to_the_smaller_network_and_a_tie_is_not_a_front_point():
+    """Equal validation accuracy: the smaller network ranks first (summary, export --best), and
+    of two networks equally accurate only the smaller is on the Pareto front."""
+    from harness.export import select_trial
+    from harness.study import pareto_front
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("budget", 20_000)
+    for params in (9_000, 4_000, 6_000):  # the larger one first: a plain min() would keep it
+        study.add_trial(optuna.trial.create_trial(value=0.99, user_attrs={"val_acc": 0.99, "trainable_params": params}))
+    assert summarize(study).best.number == 1 and select_trial(study).number == 1
+    assert pareto_front([(1000, 0.99), (2000, 0.99)]) == [0]
+    assert pareto_front([(2000, 0.99), (1000, 0.99), (3000, 0.995)]) == [1, 2]
+
+
+def test_the_summary_reports_the_baseline_that_finished_not_its_failed_attempt():
+    """A baseline that crashed and was retried: the summary's baseline is the completed retry
+    (trial 0 FAILED, its retry COMPLETE later), whatever their order."""
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("budget", 20_000)
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"baseline": True, "trainable_params": 19_290}))
+    study.add_trial(optuna.trial.create_trial(
+        value=0.99, user_attrs={"baseline": True, "val_acc": 0.99, "trainable_params": 19_290}))  # fmt: skip
+    base = summarize(study).baseline
+    assert base.number == 1 and base.state == TrialState.COMPLETE
+
+
+def test_trials_are_shared_among_workers_as_evenly_as_they_go():
+    """--jobs K splits a run's --trials: every trial goes to some worker, shares differ by one at most."""
+    from harness.runner import _split
+
+    assert _split(5, 2) == [3, 2] and _split(16, 4) == [4] * 4 and _split(2, 3) == [1, 1, 0]
+    assert _split(None, 3) == [None] * 3

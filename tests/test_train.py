@@ -403,3 +403,75 @@ def test_validation_is_the_last_val_size_training_images_and_never_trained_on(sy
     limited = load_splits(synthetic_root, "cpu", val_size=100, train_limit=50, test_limit=30)
     assert torch.equal(limited.train_x, train_x[:50]) and torch.equal(limited.val_x, train_x[n - 100:])
     assert torch.equal(limited.test_x, test_x[:30])
+
+
+# ---- properties pinned by the second mutation review --------------------------------------
+
+
+def test_augment_rotation_is_in_degrees_and_bounded():
+    """rotation=10 turns a 20-pixel vertical bar by at most 10 degrees: it spans at most
+    20 * sin(10°) + 2 (bilinear) ≈ 6 columns, and some image is turned at all."""
+    x = torch.zeros(256, 1, 28, 28)
+    x[:, 0, 4:24, 14] = 1.0
+    torch.manual_seed(0)
+    y = augment(x, 10.0, 0.0, 0.0)
+    columns = (y[:, 0] > 0.1).any(1).sum(1)  # columns the bar touches, per image
+    assert columns.max() <= 6 and columns.max() >= 3, columns.tolist()
+
+
+def test_augment_translation_reaches_its_full_range_and_no_further():
+    """translate=0.2 shifts by up to 0.2 * 28 = 5.6 pixels each way: over 512 images a dot's
+    column spreads over about 11 pixels, never beyond the range."""
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 14, 14] = 1.0
+    torch.manual_seed(0)
+    y = augment(x.repeat(512, 1, 1, 1), 0.0, 0.2, 0.0)
+    cols = (y[:, 0].sum(1)).argmax(1)  # the column holding most of the dot per image
+    assert cols.max() - cols.min() >= 9 and (cols - 14).abs().max() <= 6, (cols.min(), cols.max())
+
+
+def test_the_learning_rate_follows_the_schedule_every_step(synthetic_root):
+    """One-cycle: the rate rises to train.lr and falls to nearly 0 by the last step, moved once
+    per optimizer step (a schedule never stepped trains at its starting rate throughout)."""
+    data = load_splits(synthetic_root, "cpu", val_size=100, train_limit=200)
+    cfg = TrainConfig(epochs=3, batch_size=50, lr=0.05, schedule="onecycle", eval_batch_size=100)
+    rates: list[float] = []
+    hook = register_optimizer_step_post_hook(lambda opt, _a, _k: rates.append(opt.param_groups[0]["lr"]))
+    try:
+        fit(build(baseline_spec(), seed=1), data, cfg, seed=1)
+    finally:
+        hook.remove()
+    assert len(rates) == 3 * 4  # 200 images / 50 per batch, 3 epochs
+    assert max(rates) == pytest.approx(0.05, rel=0.05) and rates[-1] < 0.05 / 100
+    assert rates.index(max(rates)) not in (0, len(rates) - 1)
+
+
+def test_an_infinite_loss_is_divergence_too(synthetic_root):
+    """A loss of +inf (logits beyond float32's range), not only NaN, stops the run as diverged."""
+    data = load_splits(synthetic_root, "cpu", val_size=100, train_limit=100)
+
+    class Huge(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            logits = torch.zeros(len(x), 10, device=x.device) + self.w
+            logits[:, 0] = 3e38  # the log-softmax of the other classes is -inf
+            return logits
+
+    with pytest.raises(DivergedError, match="inf"):
+        fit(Huge(), data, TrainConfig(epochs=1, batch_size=100, rotation=0, translate=0, scale=0), seed=0)
+
+
+def test_evaluate_puts_a_training_model_back_in_training_mode(synthetic_root):
+    """Scoring switches to eval mode (batch-norm statistics, no dropout) and back: a model
+    left in eval mode would train every later epoch without dropout or BN updates."""
+    data = load_splits(synthetic_root, "cpu", val_size=100)
+    model = build(baseline_spec(), seed=0)
+    model.train()
+    evaluate(model, data.val_x, data.val_y)
+    assert model.training and all(m.training for m in model.modules())
+    model.eval()
+    evaluate(model, data.val_x, data.val_y)
+    assert not model.training

@@ -204,7 +204,7 @@ def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_
                                  "--quiet", "--data-dir", str(synthetic_root), "--device", "cpu"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-                            start_new_session=group)  # fmt: skip
+                            start_new_session=True)  # fmt: skip
 
     def epoch_reported():
         try:
@@ -221,8 +221,13 @@ def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_
             proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:  # the signal was lost: the trial would run for days
-            proc.kill()
+        # A lost signal: the trials would run for days. The whole group goes (the workers hold
+        # the output pipes open, so waiting for the parent alone would wait for them).
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # all ended
+            pass
+        if proc.returncode is None:
             proc.communicate()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
