@@ -1,23 +1,29 @@
 """Hand-made mutants of the harness: each must make its test fail.
 
 A test of a property should fail when the property breaks. Each mutant below is one small,
-plausible bug (a flipped comparison, a dropped filter, a check that always passes); the script
-applies it to the working tree, runs the one test that pins the property, and puts the file
-back (also on Ctrl-C). A mutant that SURVIVES is a test gap. A PATTERN line means the code has
-moved on from the mutant's text: update the mutant.
+plausible bug (a flipped comparison, a dropped filter, a check that always passes). The script
+copies the checkout's tracked files, as they are now, into a temporary folder beside it (so
+that ../shared is where the tests look for it), runs each mutant's test there unmutated (it
+must pass: a failing or flaky test would "catch" anything), then with the mutant (it must
+fail), and puts the file back. The working tree is never touched. A mutant that SURVIVES is
+a test gap; a PATTERN line means the code has moved on from the mutant's text: update it.
 
-Usage: python3 scripts/mutation_check.py [NAME ...]   (about a minute; run on a clean tree)
+Usage: python3 scripts/mutation_check.py [NAME ...]   (about 10 minutes on a 2-core CPU)
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_TIMEOUT_S = 600
 
 # (name, file, text, its mutant, test file, -k expression of the test that must fail)
 MUTANTS = [
@@ -61,33 +67,87 @@ MUTANTS = [
 ]
 
 
-def main(names: list[str]) -> int:
-    # stopped from outside (timeout, a scheduler): leave through the finally that restores the file
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    survived = 0
-    for name, file, old, new, test, k in MUTANTS:
-        if names and name not in names:
-            continue
-        path = REPO / file
-        src = path.read_text()
-        if src.count(old) != 1:
-            print(f"{name}: PATTERN found {src.count(old)} times in {file}, not once")
-            survived += 1
-            continue
-        path.write_text(src.replace(old, new))
+def _copy_of_checkout() -> Path:
+    """The tracked files of the checkout, with their uncommitted changes, in a new folder beside it."""
+    dest = Path(tempfile.mkdtemp(dir=REPO.parent, prefix=f".{REPO.name}-mutants-"))
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for rel in filter(None, listed.decode().split("\0")):
+        if (REPO / rel).is_file():  # a tracked file deleted in the tree stays deleted
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    return dest
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Ctrl-C to pytest's process group first, so the tests' own clean-up runs (a SIGTERM
+    test kills its harness workers, which live in a session of their own), then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, 60), (signal.SIGKILL, None)):
         try:
-            run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test, "-k", k],
-                                 capture_output=True, text=True, cwd=REPO, timeout=900)  # fmt: skip
-        finally:
-            path.write_text(src)
-        lines = run.stdout.strip().splitlines()
-        # the named test failed, and nothing else went wrong (a mutant that breaks an import or
-        # the collection "fails" every test without testing anything)
-        caught = run.returncode == 1 and bool(lines) and re.match(r"1 failed, ", lines[-1]) is not None \
-            and "error" not in lines[-1]
-        survived += not caught
-        print(f"{name}: {'caught' if caught else 'SURVIVED'} ({file}; {lines[-1] if lines else run.stderr[-200:]})")
-    return 1 if survived else 0
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.communicate(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _pytest(tree: Path, test: str, k: str) -> tuple[int | None, str]:
+    """Run one test selection in ``tree``: (exit status, None on a timeout; its last line)."""
+    env = dict(os.environ, PYTHONPATH=str(tree))  # the copy's harness, in subprocesses too
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test, "-k", k],
+                            cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True,
+                            # Ctrl-C must reach it even when this script runs in the background
+                            # (a shell starts `cmd &` with SIGINT ignored, and children inherit that)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=TEST_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        return None, f"no result in {TEST_TIMEOUT_S} s"
+    finally:
+        if proc.returncode is None:  # this script was stopped: its tests stop too
+            _stop(proc)
+    lines = out.strip().splitlines()
+    return proc.returncode, lines[-1] if lines else ""
+
+
+def main(names: list[str]) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped from outside: the finally below
+    tree = _copy_of_checkout()
+    bad = 0
+    passing: dict[tuple[str, str], str] = {}  # the unmutated result of each selection
+    try:
+        for name, file, old, new, test, k in MUTANTS:
+            if names and name not in names:
+                continue
+            path = tree / file
+            src = path.read_text()
+            if src.count(old) != 1:
+                print(f"{name}: PATTERN found {src.count(old)} times in {file}, not once")
+                bad += 1
+                continue
+            if (test, k) not in passing:
+                code, last = _pytest(tree, test, k)
+                passing[(test, k)] = last if code == 0 else ""
+            if not passing[(test, k)]:
+                print(f"{name}: its test does not pass unmutated ({test} -k {k!r}): fix that first")
+                bad += 1
+                continue
+            path.write_text(src.replace(old, new))
+            try:
+                code, last = _pytest(tree, test, k)
+            finally:
+                path.write_text(src)
+            # exactly the named test failed: not a collection error, not a timeout
+            caught = code == 1 and re.match(r"1 failed(,| in )", last) is not None and "error" not in last
+            bad += not caught
+            print(f"{name}: {'caught' if caught else 'SURVIVED'} ({file}; {last})", flush=True)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

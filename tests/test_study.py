@@ -572,7 +572,7 @@ def test_ties_go_to_the_smaller_network_and_a_tie_is_not_a_front_point():
 
 def test_the_summary_reports_the_baseline_that_finished_not_its_failed_attempt():
     """A baseline that crashed and was retried: the summary's baseline is the completed retry
-    (trial 0 FAILED, its retry COMPLETE later), whatever their order."""
+    (trial 0 FAILED, its retry COMPLETE later), not the first trial marked baseline."""
     study = optuna.create_study(direction="maximize")
     study.set_user_attr("budget", 20_000)
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"baseline": True, "trainable_params": 19_290}))

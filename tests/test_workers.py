@@ -199,7 +199,7 @@ def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_
     # would send it: a shell starts background commands (`cmd &`) with SIGINT ignored, children
     # inherit that, and Python then installs no KeyboardInterrupt handler (the test run in the
     # background failed: the trial ran on to its end, exit 0).
-    study = _study_file(tmp_path, "c", epochs=100_000)
+    study = _study_file(tmp_path, "c", epochs=5_000)  # minutes at least, not days should a kill miss
     proc = subprocess.Popen(_cmd("run", str(study), "--trials", str(jobs), "--jobs", str(jobs), "--storage", url,
                                  "--quiet", "--data-dir", str(synthetic_root), "--device", "cpu"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
