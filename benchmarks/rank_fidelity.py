@@ -48,6 +48,7 @@ from search_spaces.recipe import suggest_recipe  # noqa: E402
 
 EPOCHS_OF_INTEREST = (1, 2, 4, 8)
 
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rho: Pearson correlation of the (average-tie) ranks."""
     import pandas as pd

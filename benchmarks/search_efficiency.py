@@ -61,6 +61,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 DONE_ATTR = "benchmark_seconds"
 
+
 def strategies(cfg):
     """name -> (description, config) for every strategy, all from the one study file."""
     textbook = dataclasses.replace(

@@ -13,6 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every file's bytes and every folder (None) below ``folder``: what "nothing written" is
+    checked against (an empty folder made counts too)."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
 def write_idx_images(path: Path, images: np.ndarray) -> None:
     """IDX3 file (magic 2051), big-endian header, uint8 pixels."""
     n, h, w = images.shape

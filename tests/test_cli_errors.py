@@ -17,6 +17,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import StorageError
+from tests.conftest import snapshot as _snapshot
 
 GOOD = """
 [study]
@@ -27,11 +28,6 @@ val_size = 100
 [train]
 epochs = 1
 """
-
-
-def _snapshot(folder: Path) -> dict[str, bytes | None]:
-    """Every file's bytes and every folder (None) below ``folder``: an empty folder made counts too."""
-    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
 
 
 def _replace(text: str, old: str, new: str) -> str:

@@ -20,7 +20,7 @@ import torch
 
 from harness.artifacts import WEIGHTS_ATTR, load_weights, open_artifact_store
 from harness.cli import main
-from tests.conftest import make_synthetic_mnist
+from tests.conftest import make_synthetic_mnist, snapshot
 
 STUDY = """
 [study]
@@ -261,12 +261,12 @@ def test_export_of_damaged_weights_is_a_one_line_error_that_writes_nothing(tiny_
     shutil.copytree(tiny_study, folder)
     trial = _study(folder).best_trial
     _damage(folder / "tiny.artifacts" / trial.user_attrs[WEIGHTS_ATTR], how)
-    before = {str(p.relative_to(tmp_path)): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    before = snapshot(tmp_path)
     assert _cli(["export", str(folder / "tiny.toml"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"harness: error: trial {trial.number}") and words in err, err
     assert "Traceback" not in err
-    assert {str(p.relative_to(tmp_path)): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
+    assert snapshot(tmp_path) == before
     assert not (tmp_path / "out").exists()
 
 
