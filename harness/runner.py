@@ -117,9 +117,6 @@ def plan_run(
     if cfg.data.val_size >= n_train:
         raise HarnessError(f"{study_file}: data.val_size = {cfg.data.val_size} must be below the {n_train:,} "
                            f"training images in {root}")  # fmt: skip
-    path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
     # study.n_trials is the study's total, so a run resumed after an interruption runs only
     # what is missing; --trials N runs N more now.
     n_trials, study_trials = trials, 0
@@ -276,6 +273,7 @@ def run_study(plan: RunPlan) -> RunOutcome:
     import optuna
 
     from harness.config import load_study_config
+    from harness.storage import sqlite_path
     from harness.study import summarize
 
     # Our own lines say what happens; Optuna's info lines ("A new study created ...") would
@@ -301,6 +299,9 @@ def run_study(plan: RunPlan) -> RunOutcome:
         finally:
             storage.engine.dispose()
         return RunOutcome(interrupted=False)
+    path = sqlite_path(plan.url)
+    if path is not None:  # the database's folder (study.results_dir): made once there is something to run
+        path.parent.mkdir(parents=True, exist_ok=True)
     if not plan.quiet:
         estimate = cpu_time_estimate(cfg, plan)
         if estimate:

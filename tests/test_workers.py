@@ -640,9 +640,11 @@ def test_n_trials_is_the_studys_total_so_a_resumed_run_runs_only_what_is_missing
     more = subprocess.run(_cmd("run", str(study), "--trials", "2", *args), capture_output=True, text=True, timeout=600)
     assert more.returncode == 0, more.stderr
     assert len(_finished(url, "t")) == 6
-    # A new study with --trials 0: nothing created (no database, no artifact folder)
+    # A new study with --trials 0: nothing created (no database, no artifact folder, not even
+    # the results_dir the database would go in)
     (tmp_path / "fresh").mkdir()
     fresh = _study_file(tmp_path / "fresh", "f")
+    fresh.write_text(fresh.read_text().replace("budget = 20000", 'budget = 20000\nresults_dir = "out/db"'))
     made = subprocess.run(_cmd("run", str(fresh), "--trials", "0", "--data-dir", str(synthetic_root), "--device", "cpu"),
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert made.returncode == 0 and "no study 'f'" in made.stdout and "none created" in made.stdout, made.stdout
