@@ -8,7 +8,8 @@ must pass: a failing or flaky test would "catch" anything), then with the mutant
 fail), and puts the file back. The working tree is never touched. A mutant that SURVIVES is
 a test gap; a PATTERN line means the code has moved on from the mutant's text: update it.
 
-Usage: python3 scripts/mutation_check.py [NAME ...]   (about 10 minutes on a 2-core CPU)
+Usage: python3 scripts/mutation_check.py [MUTANT ...]   (all of them by default: about 10 minutes
+on a 2-core CPU; a MUTANT is a name in the first column of MUTANTS, e.g. M01)
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ MUTANTS = [
     ("AH", "harness/study.py", "return (-val_acc(t), param_count(t.user_attrs, 0))", "return (-val_acc(t), 0)", "tests/test_study.py", "ties_go"),
     ("AI", "harness/cli.py", "              f\"(exit codes {outcome.bad_codes})\", file=sys.stderr)  # fmt: skip\n        return 1", "              f\"(exit codes {outcome.bad_codes})\", file=sys.stderr)  # fmt: skip\n        return 0", "tests/test_cli_errors.py", "workers_failed"),
     ("AA", "harness/runner.py", "os.kill(p.pid, signal.SIGTERM)", "pass", "tests/test_workers.py", "ctrl_c_marks and sigterm-jobs-2 and not group"),
+    ("Z", "harness/runner.py", "threads = 0 if gpus else max(1, (os.cpu_count() or 1) // plan.jobs)", "threads = 0", "tests/test_workers.py", "share_of_the_cores"),
     ("D2", "harness/data.py", "    tr = slice(0, min(cut, train_limit) if train_limit else cut)", "    tr = slice(0, min(n, train_limit) if train_limit else n)", "tests/test_train.py", "validation_is_the_last"),
 ]
 
@@ -150,5 +152,19 @@ def main(names: list[str]) -> int:
     return 1 if bad else 0
 
 
+def _names(args: list[str]) -> list[str]:
+    """The mutants named on the command line (none: all); --help prints the usage, an unknown
+    name is a one-line error (exit 2) before anything is copied."""
+    if {"-h", "--help"} & set(args):
+        print(__doc__.strip())
+        sys.exit(0)
+    known = [m[0] for m in MUTANTS]
+    unknown = [a for a in args if a not in known]
+    if unknown:
+        print(f"mutation_check: error: no mutant named {', '.join(unknown)} (known: {' '.join(known)})", file=sys.stderr)
+        sys.exit(2)
+    return args
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(_names(sys.argv[1:])))
