@@ -11,13 +11,15 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from harness.errors import EXIT_INTERRUPTED, EXIT_USAGE, HarnessError
+from harness.errors import EXIT_INTERRUPTED, EXIT_USAGE, HarnessError, exception_chain
 
 __all__ = ["main"]
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + line)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 def _nonempty(value: str) -> str:
     """A path, URL or name argument: an empty one would silently mean the default."""
@@ -27,14 +29,17 @@ def _nonempty(value: str) -> str:
         raise argparse.ArgumentTypeError("must not contain a NUL character")
     return value
 
+
 STORAGE_HELP = ("Optuna storage URL (default: the study file's study.storage, else "
                 "sqlite:///<results_dir>/<study name>.db beside the study file)")  # fmt: skip
 DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps (default: the study file's study.device, else auto)"
 DATA_DIR_HELP = ("MNIST root, torchvision layout (default: the study file's data.dir, else $HARNESS_DATA_DIR, "
                  "else ~/.cache/harness/data)")  # fmt: skip
 
+
 def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", type=_nonempty, metavar="URL", help=STORAGE_HELP)
+
 
 def _add_run_args(run: argparse.ArgumentParser, storage_required: bool = False) -> None:
     run.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
@@ -43,13 +48,15 @@ def _add_run_args(run: argparse.ArgumentParser, storage_required: bool = False) 
                           "finished trials)")  # fmt: skip
     run.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
     run.add_argument("--storage", type=_nonempty, metavar="URL", required=storage_required,
-                     help=STORAGE_HELP)
+                     help="required: the Optuna storage URL every worker shares (e.g. postgresql://...)"
+                     if storage_required else STORAGE_HELP)  # fmt: skip
     run.add_argument("--device", type=_nonempty, metavar="D", help=DEVICE_HELP)
     run.add_argument("--data-dir", type=_nonempty, metavar="DIR", help=DATA_DIR_HELP)
     run.add_argument("--download", action="store_true", help="let torchvision download MNIST if it is missing")
     run.add_argument("--jobs", "--workers", type=int, default=1, metavar="K",
                      help="run K worker processes on this machine against the same study (default 1)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-trial lines")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="harness", description="Parameter-budgeted architecture search for MNIST.")
@@ -135,10 +142,12 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--data-dir", type=_nonempty, metavar="ROOT", help="where to install (default: $HARNESS_DATA_DIR or ~/.cache/harness/data)")
     return parser
 
+
 def _version() -> str:
     from harness import __version__
 
     return __version__
+
 
 def _cmd_data_import(args: argparse.Namespace) -> int:
     from harness.config import default_data_root
@@ -148,11 +157,13 @@ def _cmd_data_import(args: argparse.Namespace) -> int:
     print(f"MNIST checked (md5) and installed in {dest}")
     return 0
 
+
 def _print_summary(study, stale_after: float | None = None, n_trials: int = 0) -> None:
     from harness.study import summarize
 
     for line in summarize(study, stale_after, n_trials).lines():
         print(line)
+
 
 def _study_files(args: argparse.Namespace, cfg, url: str) -> list:
     """The files and folders a command must never write over: the study file, its SQLite
@@ -166,16 +177,17 @@ def _study_files(args: argparse.Namespace, cfg, url: str) -> list:
     return files + ([db] if db is not None else [])
 
 
-def _open_existing(args: argparse.Namespace, *, writable: bool = False):
+def _open_existing(args: argparse.Namespace, *, writable: bool = False, cfg=None):
     """(config, storage URL, study) of an existing study; creates nothing. ``writable``
-    (retrain): the study is opened for writing, with the workers' locking and patience."""
+    (retrain): the study is opened for writing, with the workers' locking and patience.
+    ``cfg``: the study file's configuration where the caller has already read it."""
     import optuna
 
     from harness.config import load_study_config
     from harness.storage import check_optuna_sqlite, check_storage_url, sqlite_path
     from harness.study import open_study
 
-    cfg = load_study_config(args.study_file)
+    cfg = cfg or load_study_config(args.study_file)
     url = args.storage or cfg.default_storage()
     check_storage_url(url)
     path = sqlite_path(url)
@@ -185,10 +197,12 @@ def _open_existing(args: argparse.Namespace, *, writable: bool = False):
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "Using an existing study" chatter
     return cfg, url, open_study(cfg, url, create=False, writable=writable)
 
+
 def _cmd_status(args: argparse.Namespace) -> int:
     cfg, _, study = _open_existing(args)
     _print_summary(study, cfg.stale_after, cfg.n_trials)
     return 0
+
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -235,6 +249,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 1
     return 0
 
+
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from harness.artifacts import open_artifact_store
     from harness.data import load_splits
@@ -271,11 +286,13 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
               f"{r['mean']:.4%} ± {r['std']:.4%} over {r['seeds']} seeds, {r['epochs']} epochs  {r['arch']}")  # fmt: skip
     return 0
 
+
 def _same_storage(a: str, b: str) -> bool:
     """Two storage URLs of one database (a SQLite file spelled two ways counts as one)."""
     from harness.storage import sqlite_path
 
     return a == b or (sqlite_path(a) is not None and sqlite_path(a) == sqlite_path(b))
+
 
 def _cmd_results(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -310,6 +327,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
     print(f"results: {out}")
     return 0
 
+
 def _results_command(argv: list[str]) -> str:
     """The command line that wrote the results, shell-quoted; the note (printed below it) elided."""
     if argv[:1] != ["results"]:
@@ -332,7 +350,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         raise HarnessError(f"--port must be in 1..65535, got {args.port}")
     from harness.config import load_study_config
 
-    url = args.storage or load_study_config(args.study_file).default_storage()
+    cfg = load_study_config(args.study_file)
+    url = args.storage or cfg.default_storage()
     try:
         backend = sqlalchemy_backend(url, known=True)
     except Exception:  # not a database URL: refused with its own message when the storage is opened
@@ -340,7 +359,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     if backend not in ("sqlite", "postgresql"):  # optuna-dashboard can delete and edit studies
         raise HarnessError(f"storage {safe_url(url)!r}: harness dashboard opens SQLite and PostgreSQL storages read-only, "
                            f"not {backend}; run optuna-dashboard yourself if you accept that it can change the study")  # fmt: skip
-    cfg, url, study = _open_existing(args)
+    cfg, url, study = _open_existing(args, cfg=cfg)
     try:  # a clear error now rather than a traceback from the server
         with socket.create_server((args.host, args.port)):
             pass
@@ -354,6 +373,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     optuna_dashboard.run_server(make_storage(url, read_only=True), host=args.host, port=args.port,
                                 artifact_store=store)  # fmt: skip
     return 0
+
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -395,6 +415,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     return 0
 
+
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
@@ -420,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (sqlalchemy.exc.DatabaseError, optuna.exceptions.StorageInternalError) as exc:
         # Optuna wraps SQLAlchemy's errors, which wrap the driver's: look at what is inside
-        inner = _unwrap(exc)
+        inner = exception_chain(exc)
         operational = next((e for e in inner if isinstance(e, sqlalchemy.exc.OperationalError)), None)
         text = (str(inner[-1]).strip().splitlines() or [exc.__class__.__name__])[0]
         if any(w in text for w in ("malformed", "not a database", "disk I/O error")):  # a damaged file
@@ -439,15 +460,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
 
-def _unwrap(exc: BaseException) -> list[BaseException]:
-    """``exc`` and what it wraps (SQLAlchemy's ``orig``, a ``__cause__``), outermost first."""
-    chain = [exc]
-    while len(chain) < 5:
-        inner = getattr(chain[-1], "orig", None) or chain[-1].__cause__
-        if inner is None or inner in chain:
-            break
-        chain.append(inner)
-    return chain
 
 
 if __name__ == "__main__":  # pragma: no cover

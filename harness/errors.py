@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "ConfigError", "DataError", "HarnessError", "StorageError", "one_line"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "ConfigError", "DataError", "HarnessError", "StorageError", "exception_chain", "one_line"]
 
 EXIT_USAGE = 2  # exit status of a bad input (one line on stderr)
 EXIT_INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT)
@@ -28,3 +28,15 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     """A library's multi-line error text on one line, shortened to ``limit`` characters."""
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps, outermost first: Optuna wraps SQLAlchemy's errors (a
+    ``__cause__``), which wrap the database driver's (``orig``)."""
+    chain = [exc]
+    while len(chain) < 5:
+        inner = getattr(chain[-1], "orig", None) or chain[-1].__cause__
+        if inner is None or inner in chain:
+            break
+        chain.append(inner)
+    return chain

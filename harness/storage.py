@@ -32,7 +32,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy import event
 
-from harness.errors import StorageError
+from harness.errors import StorageError, exception_chain
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_S", "RetryStaleTrial", "check_optuna_sqlite", "check_outputs", "check_storage_url",
@@ -412,8 +412,7 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
     except RuntimeError as exc:  # Optuna's schema check: tables of an older (or newer) Optuna
         raise StorageError(redact(f"cannot open storage {safe_url(url)!r}: {str(exc).strip().splitlines()[0]}")) from None
     except (sqlalchemy.exc.SQLAlchemyError, OSError, optuna.exceptions.StorageInternalError) as exc:
-        exc = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ else exc
-        text = str(getattr(exc, "orig", exc) or exc).strip()
+        text = str(exception_chain(exc)[-1]).strip()  # the driver's own words
         first = text.splitlines()[0] if text else exc.__class__.__name__
         raise StorageError(redact(f"cannot open storage {safe_url(url)!r}: {first}")) from None
     if sqlite_path(url) is not None and not read_only:  # a file shared by processes (in-memory: one process)
