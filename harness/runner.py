@@ -20,6 +20,7 @@ from harness.errors import EXIT_INTERRUPTED, EXIT_USAGE, HarnessError
 
 __all__ = ["Progress", "ProgressEvent", "RunOutcome", "RunPlan", "plan_run", "run_study", "run_trials"]
 
+
 @dataclass(frozen=True)
 class RunPlan:
     """Everything a worker process needs, validated once by the parent (picklable)."""
