@@ -461,6 +461,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

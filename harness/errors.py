@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "ConfigError", "DataError", "HarnessError", "StorageError", "exception_chain", "one_line"]
+__all__ = [
+    "EXIT_INTERRUPTED", "EXIT_USAGE", "ConfigError", "DataError", "HarnessError", "StorageError", "exception_chain",
+    "one_line",
+]
 
 EXIT_USAGE = 2  # exit status of a bad input (one line on stderr)
 EXIT_INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT)
