@@ -35,6 +35,7 @@ __all__ = [
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # train.compile values
 MAX_REPEATS = 10  # study.repeats: a trial keeps this many networks in memory at once
+MAX_BUDGET = 10**9  # study.budget: far above any MNIST network, far below 64-bit storage
 
 
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # what study.device and --device accept
@@ -282,7 +283,9 @@ def _validate(where: str, c: StudyConfig) -> None:
            f"must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter or digit, "
            f"got {c.name[:40]!r}{'...' if len(c.name) > 40 else ''}")  # fmt: skip
     _check(where, c.mode in ("single", "pareto"), "study.mode", f"must be single or pareto, got {c.mode!r}")
-    _check(where, c.budget > 0, "study.budget", f"must be a positive number of parameters, got {c.budget}")
+    # bounded: the budget is stored in the study's attributes and figures (64-bit at most)
+    _check(where, 0 < c.budget <= MAX_BUDGET, "study.budget",
+           f"must be a number of parameters in [1, {MAX_BUDGET:,}], got {c.budget}")  # fmt: skip
     _check(where, 0 < c.target <= 1, "study.target", f"must be an accuracy in (0, 1], got {c.target}")
     _check(where, 0 <= c.seed < 2**32, "study.seed", f"must be in [0, 2**32), got {c.seed}")
     _check(where, 1 <= c.repeats <= MAX_REPEATS, "study.repeats",

@@ -115,7 +115,7 @@ def _load_user_space(name: str, base_dir: Path) -> SearchSpace:
         sys.dont_write_bytecode = True  # reading a study file writes nothing (no __pycache__ beside it)
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:  # a user's file: any error is theirs, reported in one line
+        except (Exception, SystemExit) as exc:  # a user's file: any error (a sys.exit too) is theirs, in one line
             del sys.modules[module_name]
             raise UnknownSearchSpaceError(f"{path}: import failed: {exc.__class__.__name__}: {exc}") from None
         finally:
@@ -153,7 +153,7 @@ def _check_suggest(path: Path, func_name: str, suggest: Callable[..., Any]) -> N
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
         try:
             result = suggest(study.ask())
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise UnknownSearchSpaceError(
                 f"{path}: {func_name}(trial) failed: {exc.__class__.__name__}: {exc}"
             ) from None
@@ -251,7 +251,7 @@ def enqueue_params(
         if exc.name in filled:
             raise ValueError(f"{exc}: taken from the study's train.{exc.name}; give {exc.name} in the table") from None
         raise ValueError(f"{exc} (search space {space.name!r})") from None
-    except Exception as exc:  # a user's space may fail its own way on a given value
+    except (Exception, SystemExit) as exc:  # a user's space may fail its own way on a given value
         raise ValueError(f"search space {space.name!r} failed on these parameters: "
                          f"{exc.__class__.__name__}: {exc}") from None  # fmt: skip
     unknown = sorted(set(params) - trial.used)

@@ -58,6 +58,8 @@ CASES = [
     ("wrong-type", _replace(GOOD, "epochs = 1", 'epochs = "ten"'), [], ["train.epochs", "integer"]),
     ("budget-zero", _replace(GOOD, "budget = 20000", "budget = 0"), [], ["study.budget"]),
     ("budget-negative", _replace(GOOD, "budget = 20000", "budget = -5"), [], ["study.budget"]),
+    # a budget past 64 bits used to pass, train, then crash storing the study's figure
+    ("budget-huge", _replace(GOOD, "budget = 20000", "budget = 99999999999999999999"), [], ["study.budget", "1,000,000,000"]),
     ("target-above-one", GOOD.replace("[data]", "target = 1.5\n[data]"), [], ["study.target"]),
     ("target-zero", GOOD.replace("[data]", "target = 0\n[data]"), [], ["study.target"]),
     ("epochs-zero", _replace(GOOD, "epochs = 1", "epochs = 0"), [], ["train.epochs"]),
@@ -893,6 +895,10 @@ USER_SPACES = [
     ("no-function", "x = 1\n", "space.py:suggest", ["study.search_space", "no function 'suggest'"]),
     ("raises", "def suggest(trial):\n    raise RuntimeError('boom')\n", "space.py:suggest",
      ["study.search_space", "suggest(trial) failed", "boom"]),
+    # sys.exit in a user's space ended harness with its code and no word (a SystemExit is no Exception)
+    ("exits-on-import", "import sys\nsys.exit(3)\n", "space.py:suggest", ["study.search_space", "import failed", "SystemExit: 3"]),
+    ("exits", "import sys\ndef suggest(trial):\n    sys.exit(3)\n", "space.py:suggest",
+     ["study.search_space", "suggest(trial) failed", "SystemExit: 3"]),
     ("returns-dict", "def suggest(trial):\n    return {'w': trial.suggest_int('w', 1, 4)}\n", "space.py:suggest",
      ["study.search_space", "must return a harness.spec.ArchSpec", "dict"]),
     ("unknown-activation", _space_returning(activation="tanh"), "space.py:suggest",
