@@ -254,6 +254,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     from harness.artifacts import open_artifact_store
     from harness.data import load_splits
     from harness.retrain import load_retrain_teachers, retrain_trials, select_for_retrain
+    from harness.study import counted
     from harness.train import device_name, resolve_device
 
     for flag, value, low in (("--top", args.top, 1), ("--spread", args.spread, 1), ("--seeds", args.seeds, 1),
@@ -272,7 +273,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     # All 60,000 training images, no validation split: nothing is selected any more.
     teachers = load_retrain_teachers(cfg, trials, args.epochs, device)  # refused before anything is printed
     data = load_splits(cfg.data_root(args.data_dir), device, val_size=0, download=cfg.data.download)
-    print(f"retraining {len(trials)} architectures x {args.seeds} seeds on {len(data.train_x):,} training images "
+    print(f"retraining {counted(len(trials), 'architecture')} x {counted(args.seeds, 'seed')} on {len(data.train_x):,} training images "
           f"({device_name(device)}): trials {', '.join(str(t.number) for t in trials)}", flush=True)  # fmt: skip
     store = open_artifact_store(cfg.artifact_root(url))
     from harness.storage import study_lock
@@ -283,7 +284,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
                              say=lambda line: print(line, flush=True))  # fmt: skip
     for number, r in records.items():
         print(f"trial {number}{' (baseline)' if r['baseline'] else ''}: {r['params']:,} params, test "
-              f"{r['mean']:.4%} ± {r['std']:.4%} over {r['seeds']} seeds, {r['epochs']} epochs  {r['arch']}")  # fmt: skip
+              f"{r['mean']:.4%} ± {r['std']:.4%} over {counted(r['seeds'], 'seed')}, {counted(r['epochs'], 'epoch')}  "
+              f"{r['arch']}")  # fmt: skip
     return 0
 
 

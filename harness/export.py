@@ -80,8 +80,10 @@ def select_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
         if not found:
             raise HarnessError(f"study {study.study_name!r} has no trial {number} (trials 0..{len(trials) - 1})")
         trial = found[0]
-        if trial.state != TrialState.COMPLETE:
-            raise HarnessError(f"trial {number} is {trial.state.name}, not COMPLETE: it has no trained weights")
+        if trial.state != TrialState.COMPLETE and "duplicate_of" not in trial.user_attrs:
+            from harness.study import outcome_text
+
+            raise HarnessError(f"trial {number}: {outcome_text(trial)}, not COMPLETE: it has no trained weights")
         if "duplicate_of" in trial.user_attrs:
             raise HarnessError(f"trial {number} repeats trial {trial.user_attrs['duplicate_of']} and was not "
                                f"trained itself: export trial {trial.user_attrs['duplicate_of']}")  # fmt: skip

@@ -29,12 +29,14 @@ __all__ = [
     "StudySummary",
     "claim_sampler_stream",
     "classify",
+    "counted",
     "enqueue_baseline",
     "feasible_trials",
     "make_pruner",
     "make_sampler",
     "open_study",
     "origin_of",
+    "outcome_text",
     "param_count",
     "pareto_front",
     "rank_key",
@@ -436,6 +438,20 @@ def classify(t: FrozenTrial) -> str:
     return t.state.name.lower()
 
 
+def outcome_text(t: FrozenTrial) -> str:
+    """:func:`classify` in words, for a message saying why a trial has no result."""
+    kind = classify(t)
+    if kind == "over_budget":
+        return f"rejected before training ({t.user_attrs.get('reject_reason', 'over the budget')})"
+    if kind == "invalid":
+        return f"rejected before training (invalid layout: {t.user_attrs.get('reject_reason', 'unbuildable')})"
+    if kind == "duplicate":
+        return f"a repeat of trial {t.user_attrs['duplicate_of']}, not trained itself"
+    if kind == "pruned":
+        return "pruned" + (f" after epoch {max(t.intermediate_values)}" if t.intermediate_values else "")
+    return kind
+
+
 @dataclass
 class StudySummary:
     study_name: str
@@ -470,7 +486,7 @@ class StudySummary:
         elif b.state == TrialState.COMPLETE:
             out.append(f"baseline: trial {b.number}, {_trial_line(b, self.study_recipe)}")
         else:
-            out.append(f"baseline: trial {b.number}, {classify(b)}")
+            out.append(f"baseline: trial {b.number}, {outcome_text(b)}")
         if self.best is None:
             out.append("best: no completed trial within the budget yet")
         else:
@@ -505,7 +521,7 @@ def _trial_line(t: FrozenTrial, study_recipe: Mapping[str, Any] | None = None) -
     # with repeats, val is the seeds' mean and test the stored network's (the first seed's)
     mean, test_of = (f" (mean of {n} seeds)", " (first seed)") if n > 1 else ("", "")
     return (f"{param_count(ua, 0):,} params, val {val_acc(t):.4f}{mean}{averaged}, test {test_s}{test_of}, "
-            f"{ua.get('epochs_run', 0)} epochs")
+            f"{counted(ua.get('epochs_run', 0), 'epoch')}")
 
 
 def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -533,6 +549,11 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
             front.append(i)
             best = points[i][1]
     return front
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``: ``n`` and ``noun``, plural when n != 1."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def format_duration(seconds: float) -> str:

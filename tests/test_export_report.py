@@ -209,12 +209,16 @@ def test_export_bad_inputs_write_nothing(tiny_study, tmp_path, capsys):
     study = _study(tiny_study)
     not_complete = [t.number for t in study.get_trials() if t.state != optuna.trial.TrialState.COMPLETE]
     assert not_complete, "the tiny study is expected to reject at least one candidate"
+    rejected = [t for t in study.get_trials() if "rejected" in t.user_attrs]
+    assert rejected, "the tiny study is expected to reject a candidate before training"
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
     out = ["--out", str(tmp_path / "x")]
     cases = [
         (["--trial", "999", *out], "has no trial 999"),
         (["--trial", str(not_complete[0]), *out], "not COMPLETE"),
+        # says why, in the words the run used, not as an Optuna state ("PRUNED")
+        (["--trial", str(rejected[0].number), *out], f"trial {rejected[0].number}: rejected before training ("),
         (["--out", str(a_file / "sub")], "is not a folder"),
         (["--trial", "1", "--best", *out], "not allowed with"),
         (["--format", "pdf", *out], "invalid choice"),

@@ -588,3 +588,15 @@ def test_trials_are_shared_among_workers_as_evenly_as_they_go():
 
     assert _split(5, 2) == [3, 2] and _split(16, 4) == [4] * 4 and _split(2, 3) == [1, 1, 0]
     assert _split(None, 3) == [None] * 3
+
+
+def test_a_baseline_rejected_over_the_budget_is_said_in_words():
+    """The summary's baseline line says why it has no result, as the run's own line did, not
+    with classify()'s token ("over_budget")."""
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("budget", 3_700)
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={
+        "baseline": True, "trainable_params": 19_290, "rejected": "over_budget",
+        "reject_reason": "19,290 parameters > budget 3,700"}))  # fmt: skip
+    lines = summarize(study).lines()
+    assert "baseline: trial 0, rejected before training (19,290 parameters > budget 3,700)" in lines, lines
