@@ -37,7 +37,7 @@ MNIST_FILES = {
 
 _HOWTO = (
     "import the four *-ubyte.gz files with `harness data import DIR`, "
-    "or allow a download with --download (data.download = true)"
+    "or let torchvision download them (`harness run --download`, or data.download = true in the study file)"
 )
 
 
