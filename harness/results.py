@@ -333,7 +333,9 @@ def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str =
     if note:
         lines += [f"**{note}**", ""]
     status1 = "not retrained yet" if pick1 is None else ("reached" if pick1.mean >= TOP_TARGET_ACC else "NOT reached")
-    if pick2 is None:
+    if not entries:
+        status2 = "not retrained yet"
+    elif pick2 is None:
         status2 = (f"NOT reached: no retrained architecture has <= {SMALL_TARGET_PARAMS:,} parameters"
                    + (f" (smallest: {min(e.params for e in entries):,})" if entries else ""))
     else:

@@ -456,6 +456,23 @@ def test_results_take_a_study_given_twice_once_and_refuse_two_studies_of_one_nam
     assert (md.read_bytes(), sorted(p.name for p in (tmp_path / "exp").rglob("*"))) == before
 
 
+def test_results_of_a_study_not_retrained_yet_claim_no_verdict(tmp_path):
+    """Nothing retrained: both targets are "not retrained yet", not "NOT reached" (no retrained
+    network has missed anything); once retrained, a verdict."""
+    path = _write(tmp_path, "fresh", "single")
+    assert main(["run", str(path), "--device", "cpu", "--quiet"]) == 0
+    md = tmp_path / "r.md"
+    args = ["--out", str(md), "--exports", str(tmp_path / "exp"), "--data-dir", str(tmp_path / "data")]
+    assert main(["results", str(path), *args]) == 0
+    targets = [ln for ln in md.read_text().splitlines() if ln.startswith(("1. ", "2. "))]
+    assert len(targets) == 2 and all(ln.endswith("**not retrained yet**") for ln in targets), targets
+    assert main(["retrain", str(path), "--top", "1", "--seeds", "1", "--epochs", "1", "--no-baseline",
+                 "--device", "cpu", "--data-dir", str(tmp_path / "data")]) == 0  # fmt: skip
+    assert main(["results", str(path), *args]) == 0
+    targets = [ln for ln in md.read_text().splitlines() if ln.startswith(("1. ", "2. "))]
+    assert len(targets) == 2 and not any("not retrained yet" in ln for ln in targets), targets
+
+
 def test_results_never_round_a_missed_target_up_to_it(tmp_path):
     """A mean just under a target is written with the digits that show it is under: 99.597 %
     "NOT reached", never "NOT reached (validation's pick: 99.60 %)" against a 99.60 % target;
