@@ -278,10 +278,16 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     store = open_artifact_store(cfg.artifact_root(url))
     from harness.storage import study_lock
 
-    records = retrain_trials(study, trials, cfg, seeds=args.seeds, data=data, store=store,
-                             lock=lambda: study_lock(url, cfg.name),
-                             device_label=device_name(device), epochs=args.epochs, teachers=teachers,
-                             say=lambda line: print(line, flush=True))  # fmt: skip
+    from harness.runner import restore_signals, stop_on_signals
+
+    previous = stop_on_signals()  # SIGTERM (a scheduler's stop) ends a retrain as Ctrl-C does: exit 130
+    try:
+        records = retrain_trials(study, trials, cfg, seeds=args.seeds, data=data, store=store,
+                                 lock=lambda: study_lock(url, cfg.name),
+                                 device_label=device_name(device), epochs=args.epochs, teachers=teachers,
+                                 say=lambda line: print(line, flush=True))  # fmt: skip
+    finally:
+        restore_signals(previous)
     for number, r in records.items():
         print(f"trial {number}{' (baseline)' if r['baseline'] else ''}: {r['params']:,} params, test "
               f"{r['mean']:.4%} ± {r['std']:.4%} over {counted(r['seeds'], 'seed')}, {counted(r['epochs'], 'epoch')}  "

@@ -18,7 +18,10 @@ from pathlib import Path
 
 from harness.errors import EXIT_INTERRUPTED, EXIT_USAGE, HarnessError
 
-__all__ = ["Progress", "ProgressEvent", "RunOutcome", "RunPlan", "plan_run", "run_study", "run_trials"]
+__all__ = [
+    "Progress", "ProgressEvent", "RunOutcome", "RunPlan", "plan_run", "restore_signals", "run_study", "run_trials",
+    "stop_on_signals",
+]
 
 
 @dataclass(frozen=True)
@@ -217,14 +220,14 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
     return False
 
 
-def _stop_on_signals(children=lambda: ()):
+def stop_on_signals(children=lambda: ()):
     """SIGTERM (a job scheduler's stop, `kill`) stops this process as Ctrl-C does: the running
     trial is marked FAIL, interrupted, and retried on resume, instead of staying RUNNING until
     its heartbeat goes stale. ``children``: the --jobs workers, sent SIGTERM in turn (not
     SIGINT: a worker started from `cmd &` or nohup ignores SIGINT). After the first signal,
     SIGINT and SIGTERM are ignored: a scheduler signals the whole process group, Ctrl-C reaches
     every process, and a second interrupt must not land in the trial's clean-up. Returns the
-    handlers it replaced (for :func:`_restore_signals`)."""
+    handlers it replaced (for :func:`restore_signals`)."""
     import os
     import signal
 
@@ -242,7 +245,7 @@ def _stop_on_signals(children=lambda: ()):
     return previous
 
 
-def _restore_signals(previous) -> None:
+def restore_signals(previous) -> None:
     import signal
 
     for sig, handler in previous.items():
@@ -250,7 +253,7 @@ def _restore_signals(previous) -> None:
 
 
 def _worker_process(plan: RunPlan, forward) -> None:  # entry point of a --jobs child (spawned)
-    _stop_on_signals()
+    stop_on_signals()
     try:
         interrupted = run_trials(plan, forward)
     except HarnessError as exc:
@@ -308,11 +311,11 @@ def run_study(plan: RunPlan) -> RunOutcome:
         if estimate:
             print(estimate, flush=True)
     procs: list = []  # the --jobs workers, once started
-    previous = _stop_on_signals(lambda: procs)
+    previous = stop_on_signals(lambda: procs)
     try:
         return _run_and_summarize(plan, cfg, procs)
     finally:
-        _restore_signals(previous)
+        restore_signals(previous)
 
 
 def _run_and_summarize(plan: RunPlan, cfg, procs: list) -> RunOutcome:
@@ -417,7 +420,7 @@ def _follow(procs, events: list, progress: Progress, publisher, interruptible: b
                 p.join()
         drain(0.1)
     finally:
-        _restore_signals(previous)
+        restore_signals(previous)
 
 
 def _training_images(cfg, data_root: str) -> int:

@@ -135,6 +135,33 @@ def test_cpu_workers_each_train_on_their_share_of_the_cores(tmp_path, synthetic_
 
 
 @pytest.mark.slow
+def test_sigterm_stops_a_retrain_as_ctrl_c_does(tmp_path, synthetic_root):
+    """SIGTERM (a job scheduler's stop) during `harness retrain`: "harness: interrupted" and exit
+    130, as for Ctrl-C and as `run` does; not a process killed by the signal."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    study = _study_file(tmp_path, "r")
+    first = subprocess.run(_cmd("run", str(study), "--trials", "1", "--storage", url, "--quiet",
+                                "--data-dir", str(synthetic_root), "--device", "cpu"),
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    log = tmp_path / "retrain.out"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(_cmd("retrain", str(study), "--seeds", "1", "--epochs", "5000", "--storage", url,
+                                     "--data-dir", str(synthetic_root), "--device", "cpu"),
+                                stdout=out, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            _wait_for(lambda: "retraining 1 architecture" in log.read_text())  # training has begun
+            time.sleep(1)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 130 and err.strip().splitlines() == ["harness: interrupted"], (proc.returncode, err)
+
+
+@pytest.mark.slow
 def test_independent_workers_create_study_and_baseline_once(tmp_path, synthetic_root):
     """4 `harness worker` processes started together on an empty database: no creation race."""
     url = f"sqlite:///{tmp_path / 'race.db'}"
