@@ -184,12 +184,12 @@ def _open_existing(args: argparse.Namespace, *, writable: bool = False, cfg=None
     import optuna
 
     from harness.config import load_study_config
-    from harness.storage import check_optuna_sqlite, check_storage_url, sqlite_path
+    from harness.storage import check_optuna_sqlite, check_study_storage, sqlite_path
     from harness.study import open_study
 
     cfg = cfg or load_study_config(args.study_file)
     url = args.storage or cfg.default_storage()
-    check_storage_url(url)
+    check_study_storage(url, args.study_file, from_study_file=not args.storage and bool(cfg.storage))
     path = sqlite_path(url)
     if path is not None and not path.exists():
         raise HarnessError(f"{args.study_file}: no study database yet at {path} (run `harness run` first)")

@@ -75,7 +75,7 @@ def plan_run(
 
     from harness.config import load_study_config, with_overrides
     from harness.data import check_mnist_files, load_mnist
-    from harness.storage import check_optuna_sqlite, check_storage_url, sqlite_path
+    from harness.storage import check_optuna_sqlite, check_study_storage, sqlite_path
     from harness.study import check_resumable
     from harness.train import resolve_device
 
@@ -88,8 +88,8 @@ def plan_run(
     cfg = with_overrides(cfg, device=device)
     url = storage or cfg.storage
     if url:
-        check_storage_url(url)
-    else:  # the default file: its folder is created below, once everything else is valid
+        check_study_storage(url, study_file, from_study_file=not storage)
+    else:  # the default file: its folder is made by run_study, once there are trials to run
         url = cfg.default_storage()
     check_optuna_sqlite(url, for_writing=True)
     if jobs > 1 and url.startswith("sqlite") and sqlite_path(url) is None:

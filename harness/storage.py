@@ -36,6 +36,7 @@ from harness.errors import StorageError, exception_chain
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_S", "RetryStaleTrial", "check_optuna_sqlite", "check_outputs", "check_storage_url",
+    "check_study_storage",
     "heartbeat_ages", "make_storage", "redact", "safe_url",
     "sqlalchemy_backend", "sqlite_path", "storage_beside", "study_lock",
 ]  # fmt: skip
@@ -121,6 +122,17 @@ def sqlite_path(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database).expanduser().resolve()
+
+
+def check_study_storage(url: str, study_file, from_study_file: bool) -> None:
+    """:func:`check_storage_url`; an error names the study file and its ``study.storage`` when
+    the URL came from there (not from --storage)."""
+    try:
+        check_storage_url(url)
+    except StorageError as exc:
+        if not from_study_file:
+            raise
+        raise StorageError(f"{study_file}: study.storage: {exc}") from None
 
 
 def check_storage_url(url: str) -> None:

@@ -93,6 +93,9 @@ CASES = [
     ("test-limit-above-mnist", _replace(GOOD, "val_size = 100", "val_size = 100\ntest_limit = 10001"), [],
      ["data.test_limit", "10,000 test images", "10001"]),
     ("storage-in-memory", GOOD, ["--storage", "sqlite://"], ["in-memory", "keeps nothing"]),
+    # a bad URL written in the study file names the file and its key (as --storage's names the flag's value)
+    ("storage-in-file-garbage", _replace(GOOD, "budget = 20000", 'storage = "notaurl"\nbudget = 20000'), [],
+     ["bad.toml: study.storage: storage URL 'notaurl' is not a valid database URL"]),
     ("storage-unknown-scheme", GOOD, ["--storage", "foodb://x/y"], ["foodb"]),
     ("storage-garbage", GOOD, ["--storage", "not a url"], ["storage URL"]),
     ("storage-missing-folder", GOOD, ["--storage", "sqlite:////nonexistent/dir/x.db"], ["does not exist"]),
@@ -165,6 +168,17 @@ def test_bad_study_input(tmp_path, capsys, monkeypatch, synthetic_root, case_id,
     assert "Traceback" not in err
     for w in words:
         assert w in lines[0], (w, lines[0])
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["status", "report", "export", "retrain", "dashboard"])
+def test_a_bad_storage_in_the_study_file_is_named_by_every_command(tmp_path, capsys, command):
+    study = tmp_path / "bad.toml"
+    study.write_text(_replace(GOOD, "budget = 20000", 'storage = "foodb://x/y"\nbudget = 20000'))
+    before = _snapshot(tmp_path)
+    assert main([command, str(study)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"{study}: study.storage: storage URL 'foodb://x/y'" in lines[0], lines
     assert _snapshot(tmp_path) == before
 
 
