@@ -162,7 +162,11 @@ class Objective:
             # before the space declared it one: built directly, nothing sampled
             spec = baseline_spec()
         else:
-            spec = self.space.suggest(trial)
+            try:
+                spec = self.space.suggest(trial)
+            except SystemExit as exc:  # a user's space: Optuna would let it end the process, the trial left RUNNING
+                raise RuntimeError(f"search space {self.space.name!r} called sys.exit({exc.code!r}) "
+                                   f"on trial {trial.number}'s parameters") from None  # fmt: skip
         train_cfg = self.cfg.train
         if self.cfg.search_recipe and not is_baseline:  # the baseline keeps the study's recipe
             train_cfg = suggest_recipe(trial, train_cfg, self.cfg.recipe_fields)

@@ -930,6 +930,36 @@ USER_SPACES = [
 ]
 
 
+def test_a_user_space_exiting_during_a_trial_fails_that_trial_loudly(tmp_path, synthetic_root):
+    """A user's space that calls sys.exit only on some proposal (past the check-time draw):
+    an error naming the space and the trial, the trial FAIL; not a silent exit with the
+    space's code and the trial left RUNNING until its heartbeat goes stale."""
+    (tmp_path / "space.py").write_text(SEED_DROPOUT_SPACE.replace(
+        "def suggest(trial):\n", "def suggest(trial):\n    if trial.number >= 1:\n        import sys\n        sys.exit(3)\n"))
+    study = tmp_path / "x.toml"
+    study.write_text(_replace(GOOD, "budget = 20000", 'search_space = "space.py:suggest"\nbudget = 20000'))
+    with pytest.raises(RuntimeError, match=r"search space '.*space.py:suggest' called sys.exit\(3\) on trial 1's"):
+        main(["run", str(study), "--data-dir", str(synthetic_root), "--trials", "2", "--quiet"])
+    trials = optuna.load_study(study_name="bad-input", storage=f"sqlite:///{tmp_path / 'bad-input.db'}").get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"], [(t.number, t.state) for t in trials]
+
+
+def test_a_user_space_exiting_on_an_enqueued_point_is_a_one_line_error(tmp_path, capsys, synthetic_root):
+    """An [[enqueue]] entry is checked against the space before the study exists: a space that
+    calls sys.exit there is one line naming the entry, exit 2, nothing written."""
+    (tmp_path / "space.py").write_text(SEED_DROPOUT_SPACE.replace(  # exits only when an entry is checked
+        "def suggest(trial):\n", "def suggest(trial):\n    if type(trial).__name__ == '_CheckingTrial':\n"
+        "        import sys\n        sys.exit(3)\n"))  # fmt: skip
+    study = tmp_path / "x.toml"
+    study.write_text(_replace(GOOD, "budget = 20000", 'search_space = "space.py:suggest"\nbudget = 20000')
+                     + "[[enqueue]]\ndropout = 0.1\n")  # fmt: skip
+    before = _snapshot(tmp_path)
+    assert main(["run", str(study), "--data-dir", str(synthetic_root), "--trials", "1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "enqueue #1: search space" in lines[0] and "failed on these parameters: SystemExit: 3" in lines[0], lines
+    assert _snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("case_id,code,ref,words", USER_SPACES, ids=[c[0] for c in USER_SPACES])
 def test_bad_user_search_space(tmp_path, capsys, synthetic_root, case_id, code, ref, words):
     if code is not None:
