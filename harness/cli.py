@@ -251,6 +251,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
+    from harness.runner import restore_signals, stop_on_signals
+
+    # SIGTERM (a scheduler's stop) ends a retrain as Ctrl-C does, from its start: exit 130
+    previous = stop_on_signals()
+    try:
+        return _retrain(args)
+    finally:
+        restore_signals(previous)
+
+
+def _retrain(args: argparse.Namespace) -> int:
     from harness.artifacts import open_artifact_store
     from harness.data import load_splits
     from harness.retrain import load_retrain_teachers, retrain_trials, select_for_retrain
@@ -273,21 +284,16 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     # All 60,000 training images, no validation split: nothing is selected any more.
     teachers = load_retrain_teachers(cfg, trials, args.epochs, device)  # refused before anything is printed
     data = load_splits(cfg.data_root(args.data_dir), device, val_size=0, download=cfg.data.download)
-    print(f"retraining {counted(len(trials), 'architecture')} x {counted(args.seeds, 'seed')} on {len(data.train_x):,} training images "
-          f"({device_name(device)}): trials {', '.join(str(t.number) for t in trials)}", flush=True)  # fmt: skip
+    print(f"retraining {counted(len(trials), 'architecture')} x {counted(args.seeds, 'seed')} on "
+          f"{len(data.train_x):,} training images ({device_name(device)}): trials "
+          f"{', '.join(str(t.number) for t in trials)}", flush=True)  # fmt: skip
     store = open_artifact_store(cfg.artifact_root(url))
     from harness.storage import study_lock
 
-    from harness.runner import restore_signals, stop_on_signals
-
-    previous = stop_on_signals()  # SIGTERM (a scheduler's stop) ends a retrain as Ctrl-C does: exit 130
-    try:
-        records = retrain_trials(study, trials, cfg, seeds=args.seeds, data=data, store=store,
-                                 lock=lambda: study_lock(url, cfg.name),
-                                 device_label=device_name(device), epochs=args.epochs, teachers=teachers,
-                                 say=lambda line: print(line, flush=True))  # fmt: skip
-    finally:
-        restore_signals(previous)
+    records = retrain_trials(study, trials, cfg, seeds=args.seeds, data=data, store=store,
+                             lock=lambda: study_lock(url, cfg.name),
+                             device_label=device_name(device), epochs=args.epochs, teachers=teachers,
+                             say=lambda line: print(line, flush=True))  # fmt: skip
     for number, r in records.items():
         print(f"trial {number}{' (baseline)' if r['baseline'] else ''}: {r['params']:,} params, test "
               f"{r['mean']:.4%} ± {r['std']:.4%} over {counted(r['seeds'], 'seed')}, {counted(r['epochs'], 'epoch')}  "

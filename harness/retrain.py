@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial
 import harness
 from harness.config import StudyConfig, TrainConfig
 from harness.errors import HarnessError
-from harness.study import param_count
+from harness.study import counted, param_count
 
 __all__ = [
     "RETRAIN_SEED_BASE", "retrain_key", "retrain_seed", "retrain_trials", "retrained_weights", "select_for_retrain",
@@ -255,9 +255,9 @@ def retrain_trials(
         record, recipe = study.user_attrs.get(retrain_key(t.number)), _recipe(cfg, t, epochs)
         if record and record.get("runs") and not same_protocol(record, recipe):
             raise HarnessError(
-                f"trial {t.number} is already retrained with another protocol ({record.get('epochs')} epochs on "
-                f"{record.get('train_images'):,} images, {len(record['runs'])} seeds); this retrain "
-                f"({recipe.epochs} epochs on {len(data.train_x):,} images) would replace those runs: "
+                f"trial {t.number} is already retrained with another protocol ({counted(record.get('epochs') or 0, 'epoch')} "
+                f"on {record.get('train_images'):,} images, {counted(len(record['runs']), 'seed')}); this retrain "
+                f"({counted(recipe.epochs, 'epoch')} on {len(data.train_x):,} images) would replace those runs: "
                 "use the same --epochs, device precision and teacher file, or a copy of the study"
             )
     out = {}
@@ -319,7 +319,7 @@ def retrain_trials(
                 elif stored and stored.get("runs"):
                     raise HarnessError(
                         f"retrain of trial {t.number}, seed {s}: another retrain stored runs of another protocol "
-                        f"({stored.get('epochs')} epochs on {stored.get('train_images') or 0:,} images) meanwhile; "
+                        f"({counted(stored.get('epochs') or 0, 'epoch')} on {stored.get('train_images') or 0:,} images) meanwhile; "
                         "this run is not recorded over them (use a copy of the study)")  # fmt: skip
                 # uploaded only once the run will be recorded: a refused run leaves no weights file
                 run["weights"] = upload_state_dict(model, study, store, f"retrain-trial-{t.number}-seed-{s}-weights.pt")

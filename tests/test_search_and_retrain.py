@@ -610,7 +610,7 @@ def test_retrain_with_other_epochs_refuses_to_replace_stored_runs(tmp_path, caps
     capsys.readouterr()
     assert main([*args, "--epochs", "2"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "would replace those runs" in err and "1 epochs" in err, err
+    assert err.count("\n") == 1 and "would replace those runs" in err and "(1 epoch on " in err and "1 seed)" in err, err
     assert db.read_bytes() == before
     assert main([*args, "--epochs", "1", "--seeds", "2"]) == 0  # the same protocol: adds seed 1 only
 

@@ -600,3 +600,9 @@ def test_a_baseline_rejected_over_the_budget_is_said_in_words():
         "reject_reason": "19,290 parameters > budget 3,700"}))  # fmt: skip
     lines = summarize(study).lines()
     assert "baseline: trial 0, rejected before training (19,290 parameters > budget 3,700)" in lines, lines
+
+
+def test_counts_are_singular_for_one():
+    from harness.study import counted
+
+    assert [counted(n, "epoch") for n in (0, 1, 2, 1500)] == ["0 epochs", "1 epoch", "2 epochs", "1,500 epochs"]
