@@ -171,7 +171,7 @@ def test_bad_study_input(tmp_path, capsys, monkeypatch, synthetic_root, case_id,
     assert _snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("command", ["status", "report", "export", "retrain", "dashboard"])
+@pytest.mark.parametrize("command", ["run", "status", "report", "export", "retrain", "dashboard"])
 def test_a_bad_storage_in_the_study_file_is_named_by_every_command(tmp_path, capsys, command):
     study = tmp_path / "bad.toml"
     study.write_text(_replace(GOOD, "budget = 20000", 'storage = "foodb://x/y"\nbudget = 20000'))
@@ -180,6 +180,23 @@ def test_a_bad_storage_in_the_study_file_is_named_by_every_command(tmp_path, cap
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and f"{study}: study.storage: storage URL 'foodb://x/y'" in lines[0], lines
     assert _snapshot(tmp_path) == before
+    # --storage given: its own value is the one at fault, not the study file's key
+    assert main([command, str(study), "--storage", "foodb://q/r"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "storage URL 'foodb://q/r'" in lines[0] and "study.storage" not in lines[0], lines
+    assert _snapshot(tmp_path) == before
+
+
+def test_the_largest_budget_is_accepted_and_one_more_refused(tmp_path):
+    from harness.config import MAX_BUDGET, load_study_config
+    from harness.errors import ConfigError
+
+    path = tmp_path / "b.toml"
+    path.write_text(_replace(GOOD, "budget = 20000", f"budget = {10**9}"))
+    assert MAX_BUDGET == 10**9 and load_study_config(path).budget == 10**9
+    path.write_text(_replace(GOOD, "budget = 20000", f"budget = {10**9 + 1}"))
+    with pytest.raises(ConfigError, match=r"study.budget must be a number of parameters in \[1, 1,000,000,000\]"):
+        load_study_config(path)
 
 
 def test_the_data_limits_themselves_are_accepted(tmp_path):

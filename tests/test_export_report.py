@@ -455,3 +455,16 @@ def test_dashboard_bad_inputs(tiny_study, tmp_path, capsys):
     assert _cli(["dashboard", study_file, "--storage", missing]) == 2
     assert "no study database yet" in capsys.readouterr().err
     assert not (tmp_path / "none.db").exists()
+
+
+def test_export_of_a_repeat_proposal_names_the_trial_it_repeats():
+    """A repeat proposal of a trial still training is PRUNED with ``duplicate_of``: export points
+    at the original (as for a COMPLETE repeat), not at the state of the repeat."""
+    from harness.errors import HarnessError
+    from harness.export import select_trial
+
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.99, user_attrs={"trainable_params": 5_000}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={"duplicate_of": 0}))
+    with pytest.raises(HarnessError, match="trial 1 repeats trial 0 and was not trained itself: export trial 0"):
+        select_trial(study, 1)
