@@ -337,7 +337,7 @@ def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str =
         status2 = "not retrained yet"
     elif pick2 is None:
         status2 = (f"NOT reached: no retrained architecture has <= {SMALL_TARGET_PARAMS:,} parameters"
-                   + (f" (smallest: {min(e.params for e in entries):,})" if entries else ""))
+                   f" (smallest: {min(e.params for e in entries):,})")  # fmt: skip
     else:
         status2 = "reached" if pick2.mean >= SMALL_TARGET_ACC else "NOT reached"
     lines += [

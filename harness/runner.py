@@ -66,7 +66,8 @@ def plan_run(
     jobs: int = 1,
     quiet: bool = False,
 ) -> RunPlan:
-    """Validate the study file, options, device and data; create nothing but the database folder.
+    """Validate the study file, options, device and data; create nothing (run_study makes the
+    database's folder once there are trials to run).
 
     Raises:
         HarnessError: any bad input (the message names the file, key or option).
@@ -221,10 +222,11 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
 
 
 def stop_on_signals(children=lambda: ()):
-    """SIGTERM (a job scheduler's stop, `kill`) stops this process as Ctrl-C does: the running
-    trial is marked FAIL, interrupted, and retried on resume, instead of staying RUNNING until
-    its heartbeat goes stale. ``children``: the --jobs workers, sent SIGTERM in turn (not
-    SIGINT: a worker started from `cmd &` or nohup ignores SIGINT). After the first signal,
+    """SIGTERM (a job scheduler's stop, `kill`) stops this process as Ctrl-C does (a
+    KeyboardInterrupt): a run's trial is marked FAIL, interrupted, and retried on resume,
+    instead of staying RUNNING until its heartbeat goes stale; a retrain keeps its finished
+    runs. ``children``: the --jobs workers, sent SIGTERM in turn (not SIGINT: a worker started
+    from `cmd &` or nohup ignores SIGINT). After the first signal,
     SIGINT and SIGTERM are ignored: a scheduler signals the whole process group, Ctrl-C reaches
     every process, and a second interrupt must not land in the trial's clean-up. Returns the
     handlers it replaced (for :func:`restore_signals`)."""

@@ -124,7 +124,7 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database).expanduser().resolve()
 
 
-def check_study_storage(url: str, study_file, from_study_file: bool) -> None:
+def check_study_storage(url: str, study_file: str | Path, from_study_file: bool) -> None:
     """:func:`check_storage_url`; an error names the study file and its ``study.storage`` when
     the URL came from there (not from --storage)."""
     try:
