@@ -11,7 +11,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from harness.errors import EXIT_INTERRUPTED, EXIT_USAGE, HarnessError, exception_chain
+from harness.errors import EXIT_INTERRUPTED, EXIT_USAGE, HarnessError, exception_chain, innermost_message
 
 __all__ = ["main"]
 
@@ -457,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Optuna wraps SQLAlchemy's errors, which wrap the driver's: look at what is inside
         inner = exception_chain(exc)
         operational = next((e for e in inner if isinstance(e, sqlalchemy.exc.OperationalError)), None)
-        text = (str(inner[-1]).strip().splitlines() or [exc.__class__.__name__])[0]
+        text = innermost_message(exc)
         if any(w in text for w in ("malformed", "not a database", "disk I/O error")):  # a damaged file
             print(redact(f"harness: error: storage: {text}"), file=sys.stderr)
         elif operational is not None:  # e.g. a read that waited out another process's write

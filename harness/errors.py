@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "EXIT_INTERRUPTED", "EXIT_USAGE", "ConfigError", "DataError", "HarnessError", "StorageError", "exception_chain",
-    "one_line",
+    "innermost_message", "one_line",
 ]
 
 EXIT_USAGE = 2  # exit status of a bad input (one line on stderr)
@@ -43,3 +43,10 @@ def exception_chain(exc: BaseException) -> list[BaseException]:
             break
         chain.append(inner)
     return chain
+
+
+def innermost_message(exc: BaseException) -> str:
+    """The first line of what the innermost wrapped error says (a database driver's own words),
+    else the outer error's class name."""
+    lines = str(exception_chain(exc)[-1]).strip().splitlines()
+    return lines[0] if lines else exc.__class__.__name__

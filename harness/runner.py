@@ -520,7 +520,7 @@ class Progress:
         self._emit(ProgressEvent(self.tag, trial.number, epoch, val_acc, _since(trial), trained_val=trained_val))
 
     def trial_done(self, study, trial) -> None:
-        from harness.study import classify, param_count, val_acc
+        from harness.study import classify, outcome_text, param_count, val_acc
 
         kind, ua = classify(trial), trial.user_attrs
         origin = ua.get("origin", "")
@@ -530,12 +530,10 @@ class Progress:
             spread = f" (seeds {' '.join(f'{v:.4f}' for v in vals)})" if len(vals) > 1 else ""
             msg = (f"val {val_acc(trial):.4f}{spread} test {ua.get('test_acc', float('nan')):.4f} "
                    f"{param_count(ua, 0):,} params {ua.get('train_seconds', 0):.1f}s")  # fmt: skip
-        elif kind in ("over_budget", "invalid"):
-            msg = f"rejected: {ua.get('reject_reason', kind)}"
-        elif kind == "duplicate":
-            msg = f"duplicate of trial {ua.get('duplicate_of')}: not trained again"
+        elif kind in ("over_budget", "invalid", "duplicate"):
+            msg = outcome_text(trial)
         elif kind == "pruned":
-            msg = f"pruned after epoch {ua.get('epochs_run', '?')} ({param_count(ua, 0):,} params)"
+            msg = f"{outcome_text(trial)} ({param_count(ua, 0):,} params)"
         else:
             msg = f"{kind}: {ua.get('fail_reason', '')}"
         seconds = trial.duration.total_seconds() if trial.duration is not None else _since(trial)

@@ -32,7 +32,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy import event
 
-from harness.errors import StorageError, exception_chain
+from harness.errors import StorageError, innermost_message
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_S", "RetryStaleTrial", "check_optuna_sqlite", "check_outputs", "check_storage_url",
@@ -424,9 +424,7 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
     except RuntimeError as exc:  # Optuna's schema check: tables of an older (or newer) Optuna
         raise StorageError(redact(f"cannot open storage {safe_url(url)!r}: {str(exc).strip().splitlines()[0]}")) from None
     except (sqlalchemy.exc.SQLAlchemyError, OSError, optuna.exceptions.StorageInternalError) as exc:
-        text = str(exception_chain(exc)[-1]).strip()  # the driver's own words
-        first = text.splitlines()[0] if text else exc.__class__.__name__
-        raise StorageError(redact(f"cannot open storage {safe_url(url)!r}: {first}")) from None
+        raise StorageError(redact(f"cannot open storage {safe_url(url)!r}: {innermost_message(exc)}")) from None
     if sqlite_path(url) is not None and not read_only:  # a file shared by processes (in-memory: one process)
         _sqlite_immediate(storage.engine)
     return storage
@@ -462,7 +460,7 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
                 finally:
                     conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
         except sqlalchemy.exc.OperationalError as exc:
-            raise StorageError(redact(f"cannot reach storage {safe_url(url)!r}: {str(exc.orig).strip().splitlines()[0]}")) from None
+            raise StorageError(redact(f"cannot reach storage {safe_url(url)!r}: {innermost_message(exc)}")) from None
         finally:
             engine.dispose()
         return

@@ -20,7 +20,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import StudyConfig
-from harness.errors import StorageError
+from harness.errors import StorageError, innermost_message
 from harness.objective import PARAM_COUNT_ATTR, SamplerStream
 from harness.storage import RetryStaleTrial, check_optuna_sqlite, make_storage, redact, safe_url, sqlite_path, study_lock
 from search_spaces import SearchSpace, enqueue_params, get_search_space
@@ -194,7 +194,7 @@ def _study_names(storage, storage_url: str) -> set[str]:
     try:
         return {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        text = str(getattr(exc, "orig", exc)).splitlines()[0]
+        text = innermost_message(exc)
         if "locked" in text:
             text += " (another process is writing; try again in a moment)"
         raise StorageError(redact(f"cannot read storage {safe_url(storage_url)!r}: {text}")) from None
@@ -230,8 +230,7 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> int | No
             if not sqlalchemy.inspect(conn).has_table("studies"):
                 return None
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        text = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
-        raise StorageError(redact(f"cannot open storage {safe_url(storage_url)!r}: {text[0] if text else exc}")) from None
+        raise StorageError(redact(f"cannot open storage {safe_url(storage_url)!r}: {innermost_message(exc)}")) from None
     finally:
         engine.dispose()
     storage = make_storage(storage_url, read_only=True)
@@ -439,16 +438,17 @@ def classify(t: FrozenTrial) -> str:
 
 
 def outcome_text(t: FrozenTrial) -> str:
-    """:func:`classify` in words, for a message saying why a trial has no result."""
+    """:func:`classify` in words, for a message saying why a trial has no result (the run's
+    per-trial lines say the same)."""
     kind = classify(t)
     if kind == "over_budget":
         return f"rejected before training ({t.user_attrs.get('reject_reason', 'over the budget')})"
     if kind == "invalid":
         return f"rejected before training (invalid layout: {t.user_attrs.get('reject_reason', 'unbuildable')})"
     if kind == "duplicate":
-        return f"a repeat of trial {t.user_attrs['duplicate_of']}, not trained itself"
+        return f"a repeat of trial {t.user_attrs['duplicate_of']}, not trained again"
     if kind == "pruned":
-        return "pruned" + (f" after epoch {max(t.intermediate_values)}" if t.intermediate_values else "")
+        return f"pruned after epoch {t.user_attrs.get('epochs_run', '?')}"
     return kind
 
 

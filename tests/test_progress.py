@@ -86,3 +86,29 @@ def test_cpu_estimate_counts_every_seed_of_a_repeated_candidate(tmp_path, synthe
                                          f'dir = "{synthetic_root}"\nval_size = 100\n[train]\nepochs = 15\nbatch_size = 50\n')  # fmt: skip
         plan = plan_run(str(tmp_path / "r.toml"), device="cpu")
         assert said in cpu_time_estimate(load_study_config(plan.study_file), plan)
+
+
+def test_a_trials_line_says_why_it_has_no_result_in_the_words_status_and_export_use(capsys):
+    """The run's per-trial line for a rejection, a repeat proposal and a pruned trial is
+    study.outcome_text's, the wording of `status` and `export`: one outcome, one wording."""
+    import optuna
+
+    from harness.study import outcome_text
+
+    p = Progress(total=3, epochs=4, quiet=False)
+    p.bar = None
+    trials = [
+        optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={
+            "rejected": "over_budget", "reject_reason": "46,712 parameters > budget 20,000", "trainable_params": 46_712}),
+        optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={"duplicate_of": 0}),
+        optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={"epochs_run": 2, "trainable_params": 9_000}),
+    ]  # fmt: skip
+    for number, t in enumerate(trials):
+        t.number = number
+        p.trial_done(None, t)
+    assert capsys.readouterr().out.splitlines() == [
+        "trial 0: rejected before training (46,712 parameters > budget 20,000)",
+        "trial 1: a repeat of trial 0, not trained again",
+        "trial 2: pruned after epoch 2 (9,000 params)",
+    ]
+    assert [outcome_text(t) for t in trials[1:]] == ["a repeat of trial 0, not trained again", "pruned after epoch 2"]
