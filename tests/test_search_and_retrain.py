@@ -599,6 +599,34 @@ def test_results_curves_name_the_study_of_each_trial_when_studies_share_trial_nu
     assert "; trial 1: its last epoch on the images" in text and "| 3,454 | 1 | 90.00% |" in text, text
 
 
+def test_an_interrupt_while_a_run_is_stored_waits_until_its_record_is_written(tmp_path, monkeypatch, capsys):
+    """Ctrl-C arriving as a run's weights are uploaded: the weights and the record naming them
+    are written together, then the retrain stops (exit 130); never an artifact no record
+    points to (Optuna records an artifact's entry before it writes the file)."""
+    import os
+    import signal
+
+    import harness.artifacts
+
+    study_file = _write(tmp_path, "int", "single")
+    assert main(["run", str(study_file), "--device", "cpu", "--quiet"]) == 0
+    real_upload = harness.artifacts.upload_state_dict
+
+    def upload_then_ctrl_c(*args, **kwargs):
+        artifact = real_upload(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C came right after the upload
+        return artifact
+
+    monkeypatch.setattr(harness.artifacts, "upload_state_dict", upload_then_ctrl_c)
+    assert main(["retrain", str(study_file), "--top", "1", "--seeds", "2", "--epochs", "1", "--no-baseline",
+                 "--device", "cpu", "--data-dir", str(tmp_path / "data")]) == 130  # fmt: skip
+    study = _load(tmp_path, "int")
+    (key,) = [k for k in study.user_attrs if k.startswith("retrain:")]
+    runs = study.user_attrs[key]["runs"]
+    assert list(runs) == ["0"] and runs["0"]["weights"], runs  # seed 0 recorded with its weights; seed 1 never began
+    assert "harness: interrupted" in capsys.readouterr().err
+
+
 def test_retrain_with_other_epochs_refuses_to_replace_stored_runs(tmp_path, capsys):
     study_file = _write(tmp_path, "ep", "single")
     assert main(["run", str(study_file), "--device", "cpu", "--quiet"]) == 0
