@@ -162,7 +162,9 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True, writa
                                read_only=not (create or writable))  # fmt: skip
         names = _study_names(storage, storage_url)
         if cfg.name not in names and not create:
-            raise StorageError(f"no study named {cfg.name!r} in {safe_url(storage_url)}")
+            held = ", ".join(repr(n) for n in sorted(names)[:10]) + (", ..." if len(names) > 10 else "")
+            raise StorageError(f"no study named {cfg.name!r} in {safe_url(storage_url)}"
+                               + (f" (it holds {held})" if names else " (it holds no study)"))  # fmt: skip
         if cfg.name in names:
             _check_study_attrs(cfg, storage_url, optuna.load_study(study_name=cfg.name, storage=storage).user_attrs)
         if not create:  # reading: load, never "create unless present" (that tries an INSERT first)

@@ -236,9 +236,10 @@ def test_status_of_missing_study_is_an_error(tmp_path):
         open_study(_cfg(tmp_path), f"sqlite:///{tmp_path / 'empty.db'}", create=False)
     assert list(tmp_path.iterdir()) == []  # reading created nothing
     open_study(_cfg(tmp_path), f"sqlite:///{tmp_path / 'other.db'}")  # a storage holding another study
-    with pytest.raises(StorageError, match="no study named 'elsewhere'"):
+    with pytest.raises(StorageError, match="no study named 'elsewhere'") as refused:
         open_study(dataclasses.replace(_cfg(tmp_path), name="elsewhere"), f"sqlite:///{tmp_path / 'other.db'}",
                    create=False)  # fmt: skip
+    assert str(refused.value).endswith(f"(it holds {_cfg(tmp_path).name!r})")  # the name the user may have meant
 
 
 def test_real_training_records_every_attribute(tmp_path, synthetic_root):
