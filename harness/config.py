@@ -396,11 +396,20 @@ def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None
         space = get_search_space(config.search_space, path.parent)
     except UnknownSearchSpaceError as exc:
         raise ConfigError(f"{where}: study.search_space: {exc}") from None
+    # Each [[enqueue]] runs once and the baseline runs in every study: an entry equal to either
+    # would be dropped without a word (a study enqueues an architecture it already holds once).
+    given: list[tuple[str, dict[str, Any]]] = []
+    if space.baseline_params is not None:
+        given.append(("the seed network's, which every study runs as its baseline", dict(space.baseline_params)))
     for i, params in enumerate(config.enqueue, 1):
         try:
-            enqueue_params(space, params, *config.recipe_search)
+            full = enqueue_params(space, params, *config.recipe_search)
         except ValueError as exc:
             raise ConfigError(f"{where}: enqueue #{i}: {exc}") from None
+        same = next((label for label, other in given if other == full), None)
+        if same is not None:
+            raise ConfigError(f"{where}: enqueue #{i}: its parameters are {same}; give each architecture once")
+        given.append((f"those of enqueue #{i}", full))
     return config
 
 

@@ -147,7 +147,11 @@ CASES = [
     ("enqueue-unknown-param", SEED_GOOD + _enqueue(width=8), [], ["enqueue #1", "'width'"]),
     ("enqueue-missing-param", SEED_GOOD + _enqueue(drop="dropout"), [], ["enqueue #1", "missing parameter", "'dropout'"]),
     ("enqueue-bad-value", SEED_GOOD + _enqueue(b1_c1_width=7), [], ["enqueue #1", "'b1_c1_width'", "7"]),
-    ("enqueue-bad-second", SEED_GOOD + _enqueue() + _enqueue(head='"softmax"'), [], ["enqueue #2", "'head'"]),
+    ("enqueue-bad-second", SEED_GOOD + _enqueue(dropout=0.1) + _enqueue(head='"softmax"'), [], ["enqueue #2", "'head'"]),
+    # the baseline, or an entry given twice, would be dropped without a word
+    ("enqueue-the-baseline", SEED_GOOD + _enqueue(), [], ["enqueue #1", "seed network", "baseline", "once"]),
+    ("enqueue-twice", SEED_GOOD + _enqueue(dropout=0.1) + _enqueue(dropout=0.2) + _enqueue(dropout=0.1), [],
+     ["enqueue #3", "those of enqueue #1", "once"]),
 ]
 
 
