@@ -234,8 +234,8 @@ def stop_on_signals(children=lambda: ()):
     import signal
 
     def stop(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, _ignore_signal)
+        signal.signal(signal.SIGTERM, _ignore_signal)
         for p in children():
             if p.is_alive():
                 os.kill(p.pid, signal.SIGTERM)
@@ -245,6 +245,13 @@ def stop_on_signals(children=lambda: ()):
     for sig in previous:
         signal.signal(sig, stop)
     return previous
+
+
+def _ignore_signal(signum, frame) -> None:
+    """A handler that does nothing, installed where SIG_IGN would be: a signal that had already
+    arrived when it was installed (a process group's SIGINT and the parent's SIGTERM landing
+    together, both pending until a long kernel returns) runs it, where under SIG_IGN Python raises
+    "OSError: Signal 15 ignored due to race condition" in whatever clean-up runs next."""
 
 
 def restore_signals(previous) -> None:
@@ -411,7 +418,7 @@ def _follow(procs, events: list, progress: Progress, publisher, interruptible: b
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     if not interruptible:  # a second Ctrl-C (or SIGTERM) must not leave the workers unjoined
         for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)
+            signal.signal(sig, _ignore_signal)
     try:
         while any(p.is_alive() for p in procs):
             drain(0.5)
@@ -485,7 +492,9 @@ def cpu_time_estimate(cfg, plan: RunPlan) -> str:
 
 
 class Progress:
-    """One line per finished trial, and (unless quiet) a status bar for the whole run.
+    """One line per finished trial, and (unless quiet) a status bar for the whole run: on a
+    terminal a live bar; elsewhere (a log file, a pipe) the bar's text as one plain line on
+    stderr after each finished trial, without the bar's redraws (carriage returns) at every epoch.
 
     The bar counts trained trials and rejections separately (a rejection takes milliseconds)
     and estimates the time left from the trained trials' durations: the trials still to run,
@@ -506,7 +515,8 @@ class Progress:
         self.trained_seconds = 0.0
         self.running: dict[tuple[str, int], ProgressEvent] = {}
         self.bar = None
-        if not quiet and forward is None:
+        self.plain = not quiet and forward is None and not _is_terminal(sys.stderr)
+        if not quiet and forward is None and not self.plain:
             from tqdm import tqdm
 
             # tqdm's own rate and ETA would count millisecond rejections like trainings: ours is in desc
@@ -572,6 +582,10 @@ class Progress:
             return
         if self.bar is None:
             print(event.line, flush=True)
+            if self.plain:
+                done = sum(self.counts.values())
+                print(f"{done}/{self.total} trials, " if self.total else f"{done} trials, ", self.status(),
+                      sep="", file=sys.stderr, flush=True)  # fmt: skip
         else:
             self.bar.write(event.line)
             self.bar.set_description_str(self.status(), refresh=False)
@@ -614,6 +628,13 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced by a test's capture, or closed
+        return False
 
 
 def _since(trial) -> float:

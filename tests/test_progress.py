@@ -42,6 +42,40 @@ def test_eta_before_any_trained_trial_uses_a_running_trials_epochs_and_the_timeo
     assert re.search(r"ETA ~(59|60) s$", capped.status())
 
 
+def test_off_a_terminal_the_bar_is_one_plain_line_per_finished_trial(capsys):
+    """A log file or a pipe (nohup, a scheduler) gets the bar's text once per finished trial
+    on stderr, and no redraws: no carriage returns, nothing at an epoch."""
+    p = Progress(total=3, epochs=2, quiet=False)  # capsys's stderr is no terminal
+    assert p.bar is None
+    p.show(ProgressEvent("", 0, epoch=1, val_acc=0.5, seconds=1.0))
+    assert capsys.readouterr() == ("", "")  # an epoch: nothing
+    p.show(_done(0, "complete", 2.0))
+    p.show(_done(1, "over_budget", 0.0))
+    p.close()
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["trial 0: complete", "trial 1: over_budget"]
+    assert "\r" not in err
+    assert err.splitlines() == ["1/3 trials, trained 1, rejected 0 | ETA ~4 s", "2/3 trials, trained 1, rejected 1 | ETA ~1 s"]
+    assert Progress(total=3, epochs=2, quiet=True).plain is False  # --quiet: no bar of either kind
+
+
+def test_on_a_terminal_the_bar_is_drawn_live(monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    p = Progress(total=3, epochs=2, quiet=False)
+    assert p.bar is not None and not p.plain
+    p.show(ProgressEvent("", 0, epoch=1, val_acc=0.5, seconds=1.0))
+    p.close()
+    assert "\r" in terminal.getvalue() and "trial 0 epoch 1/2 val 0.5000" in terminal.getvalue()
+
+
 def test_worker_progress_goes_to_the_queue_not_the_screen(capsys):
     sent = []
 
