@@ -421,10 +421,13 @@ def load_study_config(path: str | os.PathLike[str]) -> StudyConfig:
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # the byte-order mark some Windows editors write is not TOML
     except FileNotFoundError:
         raise ConfigError(f"{p}: study file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not a study file: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                          f"{exc.start:,})") from None  # fmt: skip
+    except OSError as exc:
         raise ConfigError(f"{p}: cannot read study file ({exc.__class__.__name__}: {exc})") from None
     try:
         doc = tomllib.loads(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -141,6 +142,8 @@ CASES = [
     ("distill-searched-without-teacher", GOOD.replace("[data]", 'search_recipe = ["distill_weight"]\n[data]'), [],
      ["study.search_recipe", "distill_weight", "no train.teacher"]),
     ("enqueue-not-tables", "enqueue = [1, 2]\n" + GOOD, [], ["enqueue", "array of tables"]),
+    ("not-utf8", GOOD.replace('name = "', 'name = "caf\xe9').encode("latin-1"), [],  # a file saved as Latin-1
+     ["bad.toml: not a study file: not UTF-8 text", "byte 0xe9 at offset"]),
     ("n-trials-below-the-enqueued",  # n_trials is the study's total: two enqueued ones would never run
      _replace(SEED_GOOD, "budget = 20000", "budget = 20000\nn_trials = 2") + _enqueue(dropout=0.1) + _enqueue(dropout=0.2), [],
      ["study.n_trials", "at least 3", "2 [[enqueue]]", "got 2"]),
@@ -158,7 +161,7 @@ CASES = [
 @pytest.mark.parametrize("case_id,text,extra,words", CASES, ids=[c[0] for c in CASES])
 def test_bad_study_input(tmp_path, capsys, monkeypatch, synthetic_root, case_id, text, extra, words):
     study = tmp_path / "bad.toml"
-    study.write_text(text)
+    study.write_bytes(text) if isinstance(text, bytes) else study.write_text(text)
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")  # a default output relative to the working directory counts too
     before = _snapshot(tmp_path)
@@ -173,6 +176,18 @@ def test_bad_study_input(tmp_path, capsys, monkeypatch, synthetic_root, case_id,
     for w in words:
         assert w in lines[0], (w, lines[0])
     assert _snapshot(tmp_path) == before
+
+
+def test_a_study_file_with_a_byte_order_mark_reads_as_without(tmp_path):
+    """Notepad and other Windows editors may begin a UTF-8 file with a byte-order mark, which
+    TOML does not allow ("Invalid statement" at line 1): it is skipped."""
+    from harness.config import load_study_config
+
+    plain, marked = tmp_path / "plain.toml", tmp_path / "marked.toml"
+    plain.write_text(GOOD, encoding="utf-8")
+    marked.write_text(GOOD, encoding="utf-8-sig")
+    assert marked.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert dataclasses.replace(load_study_config(marked), path=plain) == load_study_config(plain)
 
 
 @pytest.mark.parametrize("command", ["run", "status", "report", "export", "retrain", "dashboard"])
