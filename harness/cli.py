@@ -178,24 +178,10 @@ def _study_files(args: argparse.Namespace, cfg, url: str) -> list:
 
 
 def _open_existing(args: argparse.Namespace, *, writable: bool = False, cfg=None):
-    """(config, storage URL, study) of an existing study; creates nothing. ``writable``
-    (retrain): the study is opened for writing, with the workers' locking and patience.
-    ``cfg``: the study file's configuration where the caller has already read it."""
-    import optuna
+    """:func:`harness.study.open_existing_study` of ``args.study_file`` and ``args.storage``."""
+    from harness.study import open_existing_study
 
-    from harness.config import load_study_config
-    from harness.storage import check_optuna_sqlite, check_study_storage, sqlite_path
-    from harness.study import open_study
-
-    cfg = cfg or load_study_config(args.study_file)
-    url = args.storage or cfg.default_storage()
-    check_study_storage(url, args.study_file, from_study_file=not args.storage and bool(cfg.storage))
-    path = sqlite_path(url)
-    if path is not None and not path.exists():
-        raise HarnessError(f"{args.study_file}: no study database yet at {path} (run `harness run` first)")
-    check_optuna_sqlite(url, for_writing=False)  # an empty or foreign file is not turned into a storage
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "Using an existing study" chatter
-    return cfg, url, open_study(cfg, url, create=False, writable=writable)
+    return open_existing_study(args.study_file, args.storage, writable=writable, cfg=cfg)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -251,22 +237,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
-    from harness.runner import restore_signals, stop_on_signals
-
-    # SIGTERM (a scheduler's stop) ends a retrain as Ctrl-C does, from its start: exit 130
-    previous = stop_on_signals()
-    try:
-        return _retrain(args)
-    finally:
-        restore_signals(previous)
-
-
-def _retrain(args: argparse.Namespace) -> int:
-    from harness.artifacts import open_artifact_store
-    from harness.data import load_splits
-    from harness.retrain import load_retrain_teachers, retrain_trials, select_for_retrain
-    from harness.study import counted
-    from harness.train import device_name, resolve_device
+    from harness.retrain import run_retrain
 
     for flag, value, low in (("--top", args.top, 1), ("--spread", args.spread, 1), ("--seeds", args.seeds, 1),
                              ("--epochs", args.epochs, 1)):  # fmt: skip
@@ -274,30 +245,9 @@ def _retrain(args: argparse.Namespace) -> int:
             raise HarnessError(f"{flag} must be >= {low}, got {value}")
     if args.top is not None and args.spread is not None:
         raise HarnessError("--top and --spread choose the trials in two different ways: give one")
-    cfg, url, study = _open_existing(args, writable=True)
-    try:
-        device = resolve_device(args.device or cfg.device)
-    except RuntimeError as exc:  # named as given: --device, else the study file's
-        raise HarnessError(f"device {args.device or cfg.device!r}: {exc}") from None
-    top = args.top if args.top is not None else (None if cfg.mode == "pareto" else 3)
-    trials = select_for_retrain(study, top, include_baseline=not args.no_baseline, spread=args.spread)
-    # All 60,000 training images, no validation split: nothing is selected any more.
-    teachers = load_retrain_teachers(cfg, trials, args.epochs, device)  # refused before anything is printed
-    data = load_splits(cfg.data_root(args.data_dir), device, val_size=0, download=cfg.data.download)
-    print(f"retraining {counted(len(trials), 'architecture')} x {counted(args.seeds, 'seed')} on "
-          f"{len(data.train_x):,} training images ({device_name(device)}): trials "
-          f"{', '.join(str(t.number) for t in trials)}", flush=True)  # fmt: skip
-    store = open_artifact_store(cfg.artifact_root(url))
-    from harness.storage import study_lock
-
-    records = retrain_trials(study, trials, cfg, seeds=args.seeds, data=data, store=store,
-                             lock=lambda: study_lock(url, cfg.name),
-                             device_label=device_name(device), epochs=args.epochs, teachers=teachers,
-                             say=lambda line: print(line, flush=True))  # fmt: skip
-    for number, r in records.items():
-        print(f"trial {number}{' (baseline)' if r['baseline'] else ''}: {r['params']:,} params, test "
-              f"{r['mean']:.4%} ± {r['std']:.4%} over {counted(r['seeds'], 'seed')}, {counted(r['epochs'], 'epoch')}  "
-              f"{r['arch']}")  # fmt: skip
+    run_retrain(args.study_file, storage=args.storage, top=args.top, spread=args.spread, seeds=args.seeds,
+                epochs=args.epochs, include_baseline=not args.no_baseline, device=args.device, data_dir=args.data_dir,
+                say=lambda line: print(line, flush=True))  # fmt: skip
     return 0
 
 

@@ -38,8 +38,8 @@ from harness.errors import HarnessError
 from harness.study import counted, param_count
 
 __all__ = [
-    "RETRAIN_SEED_BASE", "retrain_key", "retrain_seed", "retrain_trials", "retrained_weights", "select_for_retrain",
-    "spread_over_params", "stored_retrains",
+    "RETRAIN_SEED_BASE", "retrain_key", "retrain_seed", "retrain_trials", "retrained_weights", "run_retrain",
+    "select_for_retrain", "spread_over_params", "stored_retrains",
 ]  # fmt: skip
 
 RETRAIN_SEED_BASE = 10_000  # retrain seed s trains with torch seed 10_000 + s (see retrain_seed)
@@ -360,3 +360,67 @@ def retrain_trials(
                 f"-> mean {record['mean']:.4f} ± {record['std']:.4f} over {len(accs)}")  # fmt: skip
         out[t.number] = record
     return out
+
+
+def run_retrain(
+    study_file: str,
+    *,
+    storage: str | None = None,
+    top: int | None = None,
+    spread: int | None = None,
+    seeds: int = 3,
+    epochs: int | None = None,
+    include_baseline: bool = True,
+    device: str | None = None,
+    data_dir: str | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[int, dict[str, Any]]:
+    """``harness retrain``: open the study, choose its trials (the ``top`` best by validation,
+    else ``spread`` points of a Pareto study's front; neither: the 3 best, a Pareto study's
+    whole front), retrain each ``seeds`` times on all training images on ``device`` (else the
+    study file's), store the runs, and ``say`` what it does and each trial's result. SIGTERM
+    (a scheduler's stop) ends it as Ctrl-C does, from its start: a KeyboardInterrupt, the
+    finished runs kept. Returns :func:`retrain_trials`' records.
+
+    Raises:
+        HarnessError: a bad study file, storage, device, teacher or data; a run that diverged.
+    """
+    from harness.runner import restore_signals, stop_on_signals
+
+    previous = stop_on_signals()
+    try:
+        return _retrain_study(study_file, storage=storage, top=top, spread=spread, seeds=seeds, epochs=epochs,
+                              include_baseline=include_baseline, device=device, data_dir=data_dir, say=say)  # fmt: skip
+    finally:
+        restore_signals(previous)
+
+
+def _retrain_study(study_file, *, storage, top, spread, seeds, epochs, include_baseline, device, data_dir, say):
+    from harness.artifacts import open_artifact_store
+    from harness.data import load_splits
+    from harness.storage import study_lock
+    from harness.study import open_existing_study
+    from harness.train import device_name, resolve_device
+
+    cfg, url, study = open_existing_study(study_file, storage, writable=True)
+    try:
+        torch_device = resolve_device(device or cfg.device)
+    except RuntimeError as exc:  # named as given: --device, else the study file's
+        raise HarnessError(f"device {device or cfg.device!r}: {exc}") from None
+    if top is None and cfg.mode != "pareto":
+        top = 3
+    trials = select_for_retrain(study, top, include_baseline=include_baseline, spread=spread)
+    # All 60,000 training images, no validation split: nothing is selected any more.
+    teachers = load_retrain_teachers(cfg, trials, epochs, torch_device)  # refused before anything is said
+    data = load_splits(cfg.data_root(data_dir), torch_device, val_size=0, download=cfg.data.download)
+    say(f"retraining {counted(len(trials), 'architecture')} x {counted(seeds, 'seed')} on "
+        f"{len(data.train_x):,} training images ({device_name(torch_device)}): trials "
+        f"{', '.join(str(t.number) for t in trials)}")  # fmt: skip
+    records = retrain_trials(study, trials, cfg, seeds=seeds, data=data, store=open_artifact_store(cfg.artifact_root(url)),
+                             lock=lambda: study_lock(url, cfg.name), device_label=device_name(torch_device),
+                             epochs=epochs, teachers=teachers, say=say)  # fmt: skip
+    for number, r in records.items():
+        say(f"trial {number}{' (baseline)' if r['baseline'] else ''}: {r['params']:,} params, test "
+            f"{r['mean']:.4%} ± {r['std']:.4%} over {counted(r['seeds'], 'seed')}, {counted(r['epochs'], 'epoch')}  "
+            f"{r['arch']}")  # fmt: skip
+    return records

@@ -34,6 +34,7 @@ __all__ = [
     "feasible_trials",
     "make_pruner",
     "make_sampler",
+    "open_existing_study",
     "open_study",
     "origin_of",
     "outcome_text",
@@ -190,6 +191,30 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True, writa
         _enqueue_known(study, cfg, space)
         retry_interrupted(study)
     return study
+
+
+def open_existing_study(study_file: str | Path, storage: str | None = None, *, writable: bool = False,
+                        cfg: StudyConfig | None = None) -> tuple[StudyConfig, str, optuna.Study]:
+    """(config, storage URL, study) of an existing study, for the commands that read one
+    (``writable``: retrain, which records its runs, with the workers' locking and patience);
+    creates nothing. ``storage``: --storage, else the study file's. ``cfg``: the study file's
+    configuration where the caller has already read it.
+
+    Raises:
+        ConfigError: a bad study file. StorageError: a bad storage, no database, no such study.
+    """
+    from harness.config import load_study_config
+    from harness.storage import check_study_storage
+
+    cfg = cfg or load_study_config(study_file)
+    url = storage or cfg.default_storage()
+    check_study_storage(url, study_file, from_study_file=not storage and bool(cfg.storage))
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise StorageError(f"{study_file}: no study database yet at {path} (run `harness run` first)")
+    check_optuna_sqlite(url, for_writing=False)  # an empty or foreign file is not turned into a storage
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "Using an existing study" chatter
+    return cfg, url, open_study(cfg, url, create=False, writable=writable)
 
 
 def _study_names(storage, storage_url: str) -> set[str]:
