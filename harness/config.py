@@ -7,6 +7,7 @@ Every field of every section is declared once, in a frozen dataclass, with its u
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import math
 import os
@@ -399,8 +400,12 @@ def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None
     # Each [[enqueue]] runs once and the baseline runs in every study: an entry equal to either
     # would be dropped without a word (a study enqueues an architecture it already holds once).
     given: list[tuple[str, dict[str, Any]]] = []
-    if space.baseline_params is not None:
-        given.append(("the seed network's, which every study runs as its baseline", dict(space.baseline_params)))
+    if space.baseline_params is not None:  # the baseline trains with the study's own recipe
+        from search_spaces.recipe import recipe_params
+
+        recipe_base, recipe_fields = config.recipe_search
+        baseline = {**space.baseline_params, **(recipe_params(recipe_base, recipe_fields) if recipe_base else {})}
+        given.append(("the baseline's (the seed network with the study's recipe, which every study runs)", baseline))
     for i, params in enumerate(config.enqueue, 1):
         try:
             full = enqueue_params(space, params, *config.recipe_search)
@@ -421,14 +426,20 @@ def load_study_config(path: str | os.PathLike[str]) -> StudyConfig:
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8-sig")  # the byte-order mark some Windows editors write is not TOML
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{p}: study file not found") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{p}: not a study file: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
-                          f"{exc.start:,})") from None  # fmt: skip
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read study file ({exc.__class__.__name__}: {exc})") from None
+    bom = codecs.BOM_UTF8 if raw.startswith(codecs.BOM_UTF8) else b""  # some Windows editors write one; TOML has none
+    try:
+        text = raw[len(bom):].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = len(bom) + exc.start  # in the file, the mark included
+        line = raw[:at].count(b"\n") + 1
+        raise ConfigError(f"{p}: not a study file: not UTF-8 text (byte 0x{raw[at]:02x} on line {line}, "
+                          f"offset {at:,})") from None  # fmt: skip
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # as a text-mode read gives it
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -143,7 +143,9 @@ CASES = [
      ["study.search_recipe", "distill_weight", "no train.teacher"]),
     ("enqueue-not-tables", "enqueue = [1, 2]\n" + GOOD, [], ["enqueue", "array of tables"]),
     ("not-utf8", GOOD.replace('name = "', 'name = "caf\xe9').encode("latin-1"), [],  # a file saved as Latin-1
-     ["bad.toml: not a study file: not UTF-8 text", "byte 0xe9 at offset"]),
+     ["bad.toml: not a study file: not UTF-8 text", "(byte 0xe9 on line 3, offset 20)"]),  # after '\n[study]\nname = "caf'
+    ("not-utf8-after-a-byte-order-mark", b"\xef\xbb\xbf" + GOOD.replace('name = "', 'name = "caf\xe9').encode("latin-1"), [],
+     ["bad.toml: not a study file: not UTF-8 text", "(byte 0xe9 on line 3, offset 23)"]),  # the mark's 3 bytes before it
     ("n-trials-below-the-enqueued",  # n_trials is the study's total: two enqueued ones would never run
      _replace(SEED_GOOD, "budget = 20000", "budget = 20000\nn_trials = 2") + _enqueue(dropout=0.1) + _enqueue(dropout=0.2), [],
      ["study.n_trials", "at least 3", "2 [[enqueue]]", "got 2"]),
@@ -153,6 +155,9 @@ CASES = [
     ("enqueue-bad-second", SEED_GOOD + _enqueue(dropout=0.1) + _enqueue(head='"softmax"'), [], ["enqueue #2", "'head'"]),
     # the baseline, or an entry given twice, would be dropped without a word
     ("enqueue-the-baseline", SEED_GOOD + _enqueue(), [], ["enqueue #1", "seed network", "baseline", "once"]),
+    ("enqueue-the-baseline-recipe-filled",  # its recipe left out: the study's, the baseline's too
+     _replace(SEED_GOOD, "budget = 20000", "search_recipe = true\nbudget = 20000") + _enqueue(), [],
+     ["enqueue #1", "the baseline's", "once"]),
     ("enqueue-twice", SEED_GOOD + _enqueue(dropout=0.1) + _enqueue(dropout=0.2) + _enqueue(dropout=0.1), [],
      ["enqueue #3", "those of enqueue #1", "once"]),
 ]
@@ -176,6 +181,16 @@ def test_bad_study_input(tmp_path, capsys, monkeypatch, synthetic_root, case_id,
     for w in words:
         assert w in lines[0], (w, lines[0])
     assert _snapshot(tmp_path) == before
+
+
+def test_the_seed_network_with_another_recipe_may_be_enqueued(tmp_path):
+    """In a study that searches the recipe, the baseline's architecture with a recipe of its
+    own is another candidate, not a repeat of the baseline."""
+    from harness.config import load_study_config
+
+    study = tmp_path / "s.toml"
+    study.write_text(_replace(SEED_GOOD, "budget = 20000", "search_recipe = true\nbudget = 20000") + _enqueue(rotation=5.0))
+    assert load_study_config(study).enqueue[0]["rotation"] == 5.0
 
 
 def test_a_study_file_with_a_byte_order_mark_reads_as_without(tmp_path):
