@@ -227,8 +227,9 @@ def stop_on_signals(children=lambda: ()):
     instead of staying RUNNING until its heartbeat goes stale; a retrain keeps its finished
     runs. ``children``: the --jobs workers, sent SIGTERM in turn (not SIGINT: a worker started
     from `cmd &` or nohup ignores SIGINT). After the first signal,
-    SIGINT and SIGTERM are ignored: a scheduler signals the whole process group, Ctrl-C reaches
-    every process, and a second interrupt must not land in the trial's clean-up. Returns the
+    SIGINT and SIGTERM are ignored (by :func:`_ignore_signal`, not SIG_IGN): a scheduler signals
+    the whole process group, Ctrl-C reaches every process, and a second interrupt must not land
+    in the trial's clean-up. Returns the
     handlers it replaced (for :func:`restore_signals`)."""
     import os
     import signal
@@ -494,7 +495,8 @@ def cpu_time_estimate(cfg, plan: RunPlan) -> str:
 class Progress:
     """One line per finished trial, and (unless quiet) a status bar for the whole run: on a
     terminal a live bar; elsewhere (a log file, a pipe) the bar's text as one plain line on
-    stderr after each finished trial, without the bar's redraws (carriage returns) at every epoch.
+    stderr after each finished trial, and after an epoch at most once a minute (a CPU trial
+    can take an hour), without the bar's redraws (carriage returns).
 
     The bar counts trained trials and rejections separately (a rejection takes milliseconds)
     and estimates the time left from the trained trials' durations: the trials still to run,
@@ -505,6 +507,7 @@ class Progress:
     """
 
     TRAINED = ("complete", "pruned", "failed")
+    PLAIN_EVERY = 60.0  # seconds between plain status lines written at an epoch
 
     def __init__(self, total: int | None, epochs: int, quiet: bool, *, tag: str = "", timeout: float | None = None,
                  workers: int = 1, forward=None) -> None:  # fmt: skip
@@ -515,8 +518,10 @@ class Progress:
         self.trained_seconds = 0.0
         self.running: dict[tuple[str, int], ProgressEvent] = {}
         self.bar = None
-        self.plain = not quiet and forward is None and not _is_terminal(sys.stderr)
-        if not quiet and forward is None and not self.plain:
+        drawn_here = not quiet and forward is None
+        self.plain = drawn_here and not _is_terminal(sys.stderr)
+        self.plain_at = -math.inf  # when the last plain status line was written
+        if drawn_here and not self.plain:
             from tqdm import tqdm
 
             # tqdm's own rate and ETA would count millisecond rejections like trainings: ours is in desc
@@ -573,6 +578,8 @@ class Progress:
             self.running[key] = event
             if self.bar is not None:
                 self.bar.set_description_str(self.status(), refresh=True)
+            elif self.plain and time.monotonic() - self.plain_at >= self.PLAIN_EVERY:
+                self._plain_status()
             return
         self.running.pop(key, None)
         self.counts[event.outcome] = self.counts.get(event.outcome, 0) + 1
@@ -583,13 +590,17 @@ class Progress:
         if self.bar is None:
             print(event.line, flush=True)
             if self.plain:
-                done = sum(self.counts.values())
-                print(f"{done}/{self.total} trials, " if self.total else f"{done} trials, ", self.status(),
-                      sep="", file=sys.stderr, flush=True)  # fmt: skip
+                self._plain_status()
         else:
             self.bar.write(event.line)
             self.bar.set_description_str(self.status(), refresh=False)
             self.bar.update(1)
+
+    def _plain_status(self) -> None:
+        done = sum(self.counts.values())
+        print(f"{done}/{self.total} trials, " if self.total else f"{done} trials, ", self.status(),
+              sep="", file=sys.stderr, flush=True)  # fmt: skip
+        self.plain_at = time.monotonic()
 
     def status(self) -> str:
         """``trained 3, rejected 9 | trial 12 epoch 4/15 val 0.9812, ~1 min left | ETA ~25 min``."""

@@ -42,20 +42,36 @@ def test_eta_before_any_trained_trial_uses_a_running_trials_epochs_and_the_timeo
     assert re.search(r"ETA ~(59|60) s$", capped.status())
 
 
-def test_off_a_terminal_the_bar_is_one_plain_line_per_finished_trial(capsys):
-    """A log file or a pipe (nohup, a scheduler) gets the bar's text once per finished trial
-    on stderr, and no redraws: no carriage returns, nothing at an epoch."""
+def test_off_a_terminal_the_bar_is_one_plain_line_per_finished_trial(capsys, monkeypatch):
+    """A log file or a pipe (nohup, a scheduler) gets the bar's text on stderr once per
+    finished trial, and at an epoch at most once a minute (a CPU trial can take an hour): no
+    redraws, no carriage returns."""
+    import harness.runner
+
+    clock = [1000.0]
+    monkeypatch.setattr(harness.runner.time, "monotonic", lambda: clock[0])
     p = Progress(total=3, epochs=2, quiet=False)  # capsys's stderr is no terminal
-    assert p.bar is None
+    assert p.bar is None and p.plain
     p.show(ProgressEvent("", 0, epoch=1, val_acc=0.5, seconds=1.0))
-    assert capsys.readouterr() == ("", "")  # an epoch: nothing
+    clock[0] += 59.0
+    p.show(ProgressEvent("", 0, epoch=2, val_acc=0.6, seconds=2.0))  # within the minute: no line
+    clock[0] += 1.0
+    p.show(ProgressEvent("", 0, epoch=2, val_acc=0.6, seconds=2.0))  # a minute on: a line
     p.show(_done(0, "complete", 2.0))
     p.show(_done(1, "over_budget", 0.0))
     p.close()
     out, err = capsys.readouterr()
     assert out.splitlines() == ["trial 0: complete", "trial 1: over_budget"]
     assert "\r" not in err
-    assert err.splitlines() == ["1/3 trials, trained 1, rejected 0 | ETA ~4 s", "2/3 trials, trained 1, rejected 1 | ETA ~1 s"]
+    assert err.splitlines() == [
+        "0/3 trials, trained 0, rejected 0 | trial 0 epoch 1/2 val 0.5000, ~1 s left | ETA ~6 s",
+        "0/3 trials, trained 0, rejected 0 | trial 0 epoch 2/2 val 0.6000, ~0 s left | ETA ~6 s",
+        "1/3 trials, trained 1, rejected 0 | ETA ~4 s",
+        "2/3 trials, trained 1, rejected 1 | ETA ~1 s",
+    ]
+    endless = Progress(total=None, epochs=2, quiet=False)  # n_trials = 0: no total to show
+    endless.show(_done(0, "complete", 2.0))
+    assert capsys.readouterr().err == "1 trials, trained 1, rejected 0\n"
     assert Progress(total=3, epochs=2, quiet=True).plain is False  # --quiet: no bar of either kind
 
 
