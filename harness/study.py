@@ -163,9 +163,7 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True, writa
                                read_only=not (create or writable))  # fmt: skip
         names = _study_names(storage, storage_url)
         if cfg.name not in names and not create:
-            held = ", ".join(repr(n) for n in sorted(names)[:10]) + (", ..." if len(names) > 10 else "")
-            raise StorageError(f"no study named {cfg.name!r} in {safe_url(storage_url)}"
-                               + (f" (it holds {held})" if names else " (it holds no study)"))  # fmt: skip
+            raise StorageError(f"no study named {cfg.name!r} in {safe_url(storage_url)} ({_held(cfg.name, names)})")
         if cfg.name in names:
             _check_study_attrs(cfg, storage_url, optuna.load_study(study_name=cfg.name, storage=storage).user_attrs)
         if not create:  # reading: load, never "create unless present" (that tries an INSERT first)
@@ -215,6 +213,19 @@ def open_existing_study(study_file: str | Path, storage: str | None = None, *, w
     check_optuna_sqlite(url, for_writing=False)  # an empty or foreign file is not turned into a storage
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "Using an existing study" chatter
     return cfg, url, open_study(cfg, url, create=False, writable=writable)
+
+
+def _held(name: str, names: set[str]) -> str:
+    """What a storage without study ``name`` holds, the closest name first: the one a user
+    may have meant (a typo, or a study file renamed after its study was made)."""
+    import difflib
+
+    if not names:
+        return "it holds no study"
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    ordered = close + sorted(names - set(close))
+    shown = ", ".join(repr(n) for n in ordered[:10]) + (f", and {len(ordered) - 10:,} more" if len(ordered) > 10 else "")
+    return f"it holds {shown}" + (f"; did you mean {close[0]!r}?" if close else "")
 
 
 def _study_names(storage, storage_url: str) -> set[str]:

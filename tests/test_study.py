@@ -239,7 +239,21 @@ def test_status_of_missing_study_is_an_error(tmp_path):
     with pytest.raises(StorageError, match="no study named 'elsewhere'") as refused:
         open_study(dataclasses.replace(_cfg(tmp_path), name="elsewhere"), f"sqlite:///{tmp_path / 'other.db'}",
                    create=False)  # fmt: skip
-    assert str(refused.value).endswith(f"(it holds {_cfg(tmp_path).name!r})")  # the name the user may have meant
+    assert str(refused.value).endswith(f"(it holds {_cfg(tmp_path).name!r})")  # not close to 'elsewhere'
+    url = f"sqlite:///{tmp_path / 'many.db'}"
+    names = [f"study-{i:02d}" for i in range(12)] + ["mnist-3700"]
+    for name in names:
+        open_study(dataclasses.replace(_cfg(tmp_path), name=name), url)
+    with pytest.raises(StorageError) as refused:
+        open_study(dataclasses.replace(_cfg(tmp_path), name="mnist-370"), url, create=False)  # a typo
+    assert str(refused.value).endswith("(it holds 'mnist-3700', 'study-00', 'study-01', 'study-02', 'study-03', "
+                                       "'study-04', 'study-05', 'study-06', 'study-07', 'study-08', and 3 more; "
+                                       "did you mean 'mnist-3700'?)")  # fmt: skip
+    for name in names:
+        optuna.delete_study(study_name=name, storage=url)
+    with pytest.raises(StorageError) as refused:
+        open_study(_cfg(tmp_path), url, create=False)
+    assert str(refused.value).endswith("(it holds no study)")
 
 
 def test_real_training_records_every_attribute(tmp_path, synthetic_root):
