@@ -239,12 +239,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from harness.retrain import run_retrain
 
-    for flag, value, low in (("--top", args.top, 1), ("--spread", args.spread, 1), ("--seeds", args.seeds, 1),
-                             ("--epochs", args.epochs, 1)):  # fmt: skip
-        if value is not None and value < low:
-            raise HarnessError(f"{flag} must be >= {low}, got {value}")
-    if args.top is not None and args.spread is not None:
-        raise HarnessError("--top and --spread choose the trials in two different ways: give one")
     run_retrain(args.study_file, storage=args.storage, top=args.top, spread=args.spread, seeds=args.seeds,
                 epochs=args.epochs, include_baseline=not args.no_baseline, device=args.device, data_dir=args.data_dir,
                 say=lambda line: print(line, flush=True))  # fmt: skip

@@ -376,49 +376,50 @@ def run_retrain(
     say: Callable[[str], None] = print,
 ) -> dict[int, dict[str, Any]]:
     """``harness retrain``: open the study, choose its trials (the ``top`` best by validation,
-    else ``spread`` points of a Pareto study's front; neither: the 3 best, a Pareto study's
+    or ``spread`` points of a Pareto study's front; neither: the 3 best, a Pareto study's
     whole front), retrain each ``seeds`` times on all training images on ``device`` (else the
     study file's), store the runs, and ``say`` what it does and each trial's result. SIGTERM
     (a scheduler's stop) ends it as Ctrl-C does, from its start: a KeyboardInterrupt, the
     finished runs kept. Returns :func:`retrain_trials`' records.
 
     Raises:
-        HarnessError: a bad study file, storage, device, teacher or data; a run that diverged.
+        HarnessError: a bad option, study file, storage, device, teacher or data; a run that
+            diverged.
     """
-    from harness.runner import restore_signals, stop_on_signals
-
-    previous = stop_on_signals()
-    try:
-        return _retrain_study(study_file, storage=storage, top=top, spread=spread, seeds=seeds, epochs=epochs,
-                              include_baseline=include_baseline, device=device, data_dir=data_dir, say=say)  # fmt: skip
-    finally:
-        restore_signals(previous)
-
-
-def _retrain_study(study_file, *, storage, top, spread, seeds, epochs, include_baseline, device, data_dir, say):
     from harness.artifacts import open_artifact_store
     from harness.data import load_splits
+    from harness.runner import restore_signals, stop_on_signals
     from harness.storage import study_lock
     from harness.study import open_existing_study
     from harness.train import device_name, resolve_device
 
-    cfg, url, study = open_existing_study(study_file, storage, writable=True)
+    for flag, value in (("--top", top), ("--spread", spread), ("--seeds", seeds), ("--epochs", epochs)):
+        if value is not None and value < 1:
+            raise HarnessError(f"{flag} must be >= 1, got {value}")
+    if top is not None and spread is not None:
+        raise HarnessError("--top and --spread choose the trials in two different ways: give one")
+    previous = stop_on_signals()
     try:
-        torch_device = resolve_device(device or cfg.device)
-    except RuntimeError as exc:  # named as given: --device, else the study file's
-        raise HarnessError(f"device {device or cfg.device!r}: {exc}") from None
-    if top is None and cfg.mode != "pareto":
-        top = 3
-    trials = select_for_retrain(study, top, include_baseline=include_baseline, spread=spread)
-    # All 60,000 training images, no validation split: nothing is selected any more.
-    teachers = load_retrain_teachers(cfg, trials, epochs, torch_device)  # refused before anything is said
-    data = load_splits(cfg.data_root(data_dir), torch_device, val_size=0, download=cfg.data.download)
-    say(f"retraining {counted(len(trials), 'architecture')} x {counted(seeds, 'seed')} on "
-        f"{len(data.train_x):,} training images ({device_name(torch_device)}): trials "
-        f"{', '.join(str(t.number) for t in trials)}")  # fmt: skip
-    records = retrain_trials(study, trials, cfg, seeds=seeds, data=data, store=open_artifact_store(cfg.artifact_root(url)),
-                             lock=lambda: study_lock(url, cfg.name), device_label=device_name(torch_device),
-                             epochs=epochs, teachers=teachers, say=say)  # fmt: skip
+        cfg, url, study = open_existing_study(study_file, storage, writable=True)
+        try:
+            torch_device = resolve_device(device or cfg.device)
+        except RuntimeError as exc:  # named as given: --device, else the study file's
+            raise HarnessError(f"device {device or cfg.device!r}: {exc}") from None
+        if top is None and cfg.mode != "pareto":
+            top = 3
+        trials = select_for_retrain(study, top, include_baseline=include_baseline, spread=spread)
+        # All 60,000 training images, no validation split: nothing is selected any more.
+        teachers = load_retrain_teachers(cfg, trials, epochs, torch_device)  # refused before anything is said
+        data = load_splits(cfg.data_root(data_dir), torch_device, val_size=0, download=cfg.data.download)
+        say(f"retraining {counted(len(trials), 'architecture')} x {counted(seeds, 'seed')} on "
+            f"{len(data.train_x):,} training images ({device_name(torch_device)}): trials "
+            f"{', '.join(str(t.number) for t in trials)}")  # fmt: skip
+        records = retrain_trials(study, trials, cfg, seeds=seeds, data=data,
+                                 store=open_artifact_store(cfg.artifact_root(url)),
+                                 lock=lambda: study_lock(url, cfg.name), device_label=device_name(torch_device),
+                                 epochs=epochs, teachers=teachers, say=say)  # fmt: skip
+    finally:
+        restore_signals(previous)
     for number, r in records.items():
         say(f"trial {number}{' (baseline)' if r['baseline'] else ''}: {r['params']:,} params, test "
             f"{r['mean']:.4%} ± {r['std']:.4%} over {counted(r['seeds'], 'seed')}, {counted(r['epochs'], 'epoch')}  "

@@ -931,3 +931,16 @@ def test_repeats_through_run_status_and_export(tmp_path, capsys):
         a, b = t.user_attrs["repeat_val_accs"]
         assert rows[t.number]["repeats"] == "2" and rows[t.number]["repeat_val_accs"] == f"{a:.4f} {b:.4f}"
     assert "val acc (mean of 2 seeds)" in (tmp_path / "r.html").read_text()
+
+
+def test_run_retrain_checks_its_options_before_reading_anything(tmp_path):
+    """retrain.run_retrain, the command's whole job, refuses a bad choice of trials itself
+    (not only through the command line), before it opens a study file or a storage."""
+    from harness.errors import HarnessError
+    from harness.retrain import run_retrain
+
+    with pytest.raises(HarnessError, match="^--top and --spread choose the trials in two different ways"):
+        run_retrain(str(tmp_path / "missing.toml"), top=2, spread=3)
+    with pytest.raises(HarnessError, match="^--seeds must be >= 1, got 0$"):
+        run_retrain(str(tmp_path / "missing.toml"), seeds=0)
+    assert list(tmp_path.iterdir()) == []
