@@ -39,6 +39,7 @@ class RunPlan:
     jobs: int = 1  # worker processes on this machine
     study_trials: int = 0  # study.n_trials when this run fills the study up to it (0: --trials, or no limit)
     finished: int | None = None  # the study's finished trials when the run was planned (None: no study yet)
+    changed: tuple[str, ...] = ()  # the study file's seed, sampler or pruner settings changed since the study began
     tag: str = ""  # "[w2] " prefix of a worker's lines when several run at once
     threads: int = 0  # torch CPU threads for this process (0 = torch's default)
 
@@ -104,7 +105,8 @@ def plan_run(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise HarnessError(f"device {cfg.device!r} requested but CUDA is not available")
     # A mismatch with the stored study: refused before anything prints, downloads or runs.
-    finished = check_resumable(cfg, url, dev)
+    stored = check_resumable(cfg, url, dev)
+    finished = stored.finished if stored is not None else None
     if cfg.train.teacher:  # a missing, broken or leaking teacher: refused before the study exists
         from harness.teacher import check_search_teacher, load_teacher
 
@@ -129,7 +131,8 @@ def plan_run(
         n_trials, study_trials = max(cfg.n_trials - (finished or 0), 0), cfg.n_trials
     timeout = timeout if timeout is not None else (cfg.timeout or None)
     return RunPlan(study_file, url, str(dev) if cfg.device != "auto" else "auto", str(root), download,
-                   n_trials, timeout, quiet, jobs=jobs, study_trials=study_trials, finished=finished)  # fmt: skip
+                   n_trials, timeout, quiet, jobs=jobs, study_trials=study_trials, finished=finished,
+                   changed=stored.changed if stored is not None else ())  # fmt: skip
 
 
 def _check_can_write_in(folder: Path, what: str) -> None:
@@ -313,6 +316,9 @@ def run_study(plan: RunPlan) -> RunOutcome:
         finally:
             storage.engine.dispose()
         return RunOutcome(interrupted=False)
+    if plan.changed:  # allowed (they steer the proposals, not what a trial measures), but said
+        print(f"note: resuming study {cfg.name!r} with {'; '.join(plan.changed)}: the proposals from here on "
+              "follow the study file", file=sys.stderr, flush=True)  # fmt: skip
     path = sqlite_path(plan.url)
     if path is not None:  # the database's folder (study.results_dir): made once there is something to run
         path.parent.mkdir(parents=True, exist_ok=True)

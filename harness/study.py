@@ -26,7 +26,9 @@ from harness.storage import RetryStaleTrial, check_optuna_sqlite, make_storage, 
 from search_spaces import SearchSpace, enqueue_params, get_search_space
 
 __all__ = [
+    "StoredStudy",
     "StudySummary",
+    "changed_search_settings",
     "claim_sampler_stream",
     "classify",
     "counted",
@@ -41,6 +43,7 @@ __all__ = [
     "param_count",
     "pareto_front",
     "rank_key",
+    "search_settings",
     "stream_seed",
     "summarize",
     "val_acc",
@@ -69,6 +72,27 @@ def _study_attrs(cfg: StudyConfig) -> dict[str, Any]:
 
 #: Study attributes added after studies existed, with the value a study made before them had.
 _LATER_STUDY_ATTRS = {"repeats": 1}
+
+#: The study attribute holding the settings that steer the proposals, not what a trial
+#: measures: a resumed study may change them, and the run says so (:func:`check_resumable`).
+SEARCH_SETTINGS_ATTR = "search_settings"
+
+
+def search_settings(cfg: StudyConfig) -> dict[str, Any]:
+    """``{"study.seed": ..., "sampler.name": ..., "pruner.name": ..., ...}``: the study file's
+    seed, [sampler] and [pruner], by their keys in the file."""
+    return {"study.seed": cfg.seed,
+            **{f"sampler.{k}": v for k, v in dataclasses.asdict(cfg.sampler).items()},
+            **{f"pruner.{k}": v for k, v in dataclasses.asdict(cfg.pruner).items()}}  # fmt: skip
+
+
+def changed_search_settings(cfg: StudyConfig, stored: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """``key = now (the study began with then)`` for each search setting of ``cfg`` that
+    differs from the ``stored`` ones (none stored: a study made before they were recorded)."""
+    if not isinstance(stored, Mapping):
+        return ()
+    return tuple(f"{key} = {now!r} (the study began with {stored[key]!r})"
+                 for key, now in search_settings(cfg).items() if key in stored and stored[key] != now)  # fmt: skip
 
 
 #: [train] keys that change only how fast a trial runs, not what it measures: a resumed study
@@ -182,6 +206,8 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True, writa
                 study.set_user_attr(key, value)
             study.set_user_attr("train", dataclasses.asdict(cfg.train))  # the recipe: record and fingerprint
             study.set_metric_names(MODES[cfg.mode][0])  # what optuna-dashboard labels the objectives
+        if SEARCH_SETTINGS_ATTR not in study.user_attrs:  # a study made before they were recorded adopts these
+            study.set_user_attr(SEARCH_SETTINGS_ATTR, search_settings(cfg))
         if "data" not in study.user_attrs:  # a study made before the data fingerprint adopts this file's
             study.set_user_attr("data", _measured_settings(cfg)["data"])
         space = get_search_space(cfg.search_space, cfg.path.parent)
@@ -245,13 +271,20 @@ def _study_names(storage, storage_url: str) -> set[str]:
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> int | None:
+@dataclass(frozen=True)
+class StoredStudy:
+    """What a run needs to know of the study it resumes."""
+
+    finished: int  # trials in FINISHED_STATES
+    changed: tuple[str, ...] = ()  # changed_search_settings(): the study file's seed, sampler or pruner since
+
+
+def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> StoredStudy | None:
     """Refuse, reading only, a study file that the stored study of its name would refuse
     (budget, target, space, measured settings), so that a run says so before it prints or
     creates anything. With the run's ``device``, also refuse training in another autocast
     precision than the study's trials recorded (``train.amp = "auto"`` resolves per device).
-    A storage that does not exist yet, or holds no such study, passes. Returns the stored
-    study's finished trials (:data:`FINISHED_STATES`), None when no such study is stored.
+    A storage that does not exist yet, or holds no such study, passes (None).
 
     Raises:
         StorageError: as :func:`open_study` would for this study file, a precision mismatch, or
@@ -280,9 +313,10 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> int | No
         trials = study.get_trials(deepcopy=False)
     finally:
         storage.engine.dispose()
-    finished = sum(t.state in FINISHED_STATES for t in trials)
+    stored = StoredStudy(sum(t.state in FINISHED_STATES for t in trials),
+                         changed_search_settings(cfg, study.user_attrs.get(SEARCH_SETTINGS_ATTR)))  # fmt: skip
     if device is None:
-        return finished
+        return stored
     # The same file name may hold another network by now (a missing file is refused next,
     # by the run's own teacher check, in its words).
     if cfg.train.teacher and cfg.teacher_path().is_file():
@@ -304,7 +338,7 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> int | No
             f"{', '.join(sorted(map(str, trained)))}, but train.amp = {cfg.train.amp!r} on {device} trains with "
             f"{now}; refusing to mix them (set train.amp to match, or use another study name)"
         )
-    return finished
+    return stored
 
 
 def _recorded(trials: list[FrozenTrial], attr: str, key: str) -> set[Any]:

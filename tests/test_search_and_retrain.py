@@ -944,3 +944,22 @@ def test_run_retrain_checks_its_options_before_reading_anything(tmp_path):
     with pytest.raises(HarnessError, match="^--seeds must be >= 1, got 0$"):
         run_retrain(str(tmp_path / "missing.toml"), seeds=0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_resuming_with_another_seed_sampler_or_pruner_says_so(tmp_path, capsys):
+    """study.seed, [sampler] and [pruner] steer the proposals, not what a trial measures: a
+    resumed study may change them (a switch from random to TPE is a normal thing to do), and
+    the run names each change once, before it runs; an unchanged resume says nothing."""
+    path = _write(tmp_path, "s", "single")
+    assert main(["run", str(path), "--device", "cpu", "--quiet", "--trials", "1"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert main(["run", str(path), "--device", "cpu", "--quiet", "--trials", "1"]) == 0
+    assert "note:" not in capsys.readouterr().err  # resumed as it began
+    path.write_text(path.read_text().replace("seed = 5", "seed = 6").replace('name = "random"', 'name = "tpe"')
+                    + "[pruner]\nname = \"median\"\n")  # fmt: skip
+    assert main(["run", str(path), "--device", "cpu", "--quiet", "--trials", "1"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == ["note: resuming study 's' with study.seed = 6 (the study began with 5); sampler.name = 'tpe' "
+                     "(the study began with 'random'); pruner.name = 'median' (the study began with 'halving'): "
+                     "the proposals from here on follow the study file"]  # fmt: skip
+    assert len(_load(tmp_path, "s").trials) == 3
