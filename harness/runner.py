@@ -337,7 +337,6 @@ def run_study(plan: RunPlan) -> RunOutcome:
 def _run_and_summarize(plan: RunPlan, cfg, procs: list) -> RunOutcome:
     """run_study's trials, in this process or ``plan.jobs`` workers (appended to ``procs``)."""
     import multiprocessing
-    import os
 
     import torch
 
@@ -357,7 +356,7 @@ def _run_and_summarize(plan: RunPlan, cfg, procs: list) -> RunOutcome:
         # K CPU workers with torch's default of one thread per core each would oversubscribe
         # the cores K times over (measured 0.43x the throughput of one worker with K=2 on 2
         # cores): give each worker its share of the cores instead.
-        threads = 0 if gpus else max(1, (os.cpu_count() or 1) // plan.jobs)
+        threads = 0 if gpus else _worker_threads(plan.jobs)
         ctx = multiprocessing.get_context("spawn")  # no CUDA state or sqlite handles inherited
         # The workers' progress, drawn here as one view. One queue per worker: a queue's writers
         # share a lock, and a worker killed while holding it would block every other one.
@@ -439,6 +438,13 @@ def _follow(procs, events: list, progress: Progress, publisher, interruptible: b
         restore_signals(previous)
 
 
+def _worker_threads(jobs: int) -> int:
+    """torch threads of each of ``jobs`` worker processes training on one CPU: its share of the cores."""
+    import os
+
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def _training_images(cfg, data_root: str) -> int:
     """Training images per epoch: the IDX header's count (60,000 for MNIST) less the validation split."""
     import struct
@@ -462,6 +468,7 @@ def cpu_time_estimate(cfg, plan: RunPlan) -> str:
 
     import torch
 
+    from harness.study import counted
     from harness.study import format_duration as _fmt_duration
     from harness.train import DivergedError, resolve_device, seconds_per_step
     from search_spaces import baseline_spec
@@ -475,8 +482,9 @@ def cpu_time_estimate(cfg, plan: RunPlan) -> str:
 
         teacher = load_teacher(cfg.teacher_path(), device)
     try:
-        step = seconds_per_step(baseline_spec(), cfg.train, device, threads=plan.threads or torch.get_num_threads(),
-                                teacher=teacher)  # fmt: skip
+        # timed with the threads each process trains with: a --jobs worker gets its share of the cores
+        threads = plan.threads or (_worker_threads(plan.jobs) if plan.jobs > 1 else torch.get_num_threads())
+        step = seconds_per_step(baseline_spec(), cfg.train, device, threads=threads, teacher=teacher)
     except DivergedError:  # a recipe that diverges on random images gets no estimate; its trials say why
         return ""
     images = _training_images(cfg, plan.data_root)
@@ -489,7 +497,7 @@ def cpu_time_estimate(cfg, plan: RunPlan) -> str:
         total = plan.timeout
         text += f"; the run stops after {_fmt_duration(plan.timeout)} (timeout)"
     elif total is not None:
-        text += f"; {plan.n_trials} trials: up to ~{_fmt_duration(total)} (rejections and pruning make it less)"
+        text += f"; {counted(plan.n_trials, 'trial')}: up to ~{_fmt_duration(total)} (rejections and pruning make it less)"
     if total is None or total > 3600:
         stem = Path(plan.study_file)
         smaller = stem.with_name(f"{stem.stem}-cpu.toml")

@@ -117,7 +117,7 @@ def test_cpu_estimate_is_timed_here_and_points_to_the_cpu_sized_study(tmp_path, 
     plan = plan_run(str(tmp_path / "big.toml"), device="cpu")
     text = cpu_time_estimate(load_study_config(plan.study_file), plan)
     assert text.startswith("estimate on this CPU: ~") and "per 15-epoch trial" in text and "on 500 images" in text
-    assert "100000 trials: up to ~" in text and f"For a CPU-sized search: harness run {tmp_path / 'big-cpu.toml'}" in text
+    assert "100,000 trials: up to ~" in text and f"For a CPU-sized search: harness run {tmp_path / 'big-cpu.toml'}" in text
     small = plan_run(str(tmp_path / "big-cpu.toml"), device="cpu")
     assert "CPU-sized" not in cpu_time_estimate(load_study_config(small.study_file), small)
     assert not (tmp_path / "big.db").exists()  # planning and estimating create no study
@@ -136,6 +136,27 @@ def test_cpu_estimate_counts_every_seed_of_a_repeated_candidate(tmp_path, synthe
                                          f'dir = "{synthetic_root}"\nval_size = 100\n[train]\nepochs = 15\nbatch_size = 50\n')  # fmt: skip
         plan = plan_run(str(tmp_path / "r.toml"), device="cpu")
         assert said in cpu_time_estimate(load_study_config(plan.study_file), plan)
+
+
+def test_cpu_estimate_with_jobs_is_timed_with_a_workers_share_of_the_cores(tmp_path, synthetic_root, monkeypatch):
+    """--jobs K on a CPU: each worker trains with cores // K threads, so the estimate times a
+    step with that many (helper-39: timed with all of them, then divided by K, it came out
+    several times too low)."""
+    import os
+
+    import harness.train
+    from harness.config import load_study_config
+    from harness.runner import cpu_time_estimate, plan_run
+
+    timed_with = []
+    monkeypatch.setattr(harness.train, "seconds_per_step", lambda *a, threads=0, **k: timed_with.append(threads) or 0.4)
+    monkeypatch.setattr(os, "cpu_count", lambda: 12)
+    (tmp_path / "j.toml").write_text(f'[study]\nname = "j"\nn_trials = 2\n[data]\ndir = "{synthetic_root}"\n'
+                                     'val_size = 100\n[train]\nepochs = 15\nbatch_size = 50\n')  # fmt: skip
+    for jobs in (3, 4):
+        plan = plan_run(str(tmp_path / "j.toml"), device="cpu", jobs=jobs)
+        cpu_time_estimate(load_study_config(plan.study_file), plan)
+    assert timed_with == [4, 3]
 
 
 def test_a_trials_line_says_why_it_has_no_result_in_the_words_status_and_export_use(capsys):
