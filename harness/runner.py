@@ -630,21 +630,27 @@ class Progress:
                          + (f" (averaged; trained weights {ev.trained_val:.4f})" if math.isfinite(ev.trained_val) else "")
                          + (f", ~{_fmt_duration(left)} left" if math.isfinite(left) else ""))  # fmt: skip
         eta = self.eta_seconds()
-        if eta is not None:
+        if eta is not None and not (self.total and sum(self.counts.values()) >= self.total):  # not "~0 s" at the end
             parts.append(f"ETA ~{_fmt_duration(eta)}")
         return " | ".join(parts)
 
     def eta_seconds(self) -> float | None:
+        """Seconds left: the trials not started yet, times the share of proposals that trained,
+        times the mean trained trial's time (none yet: the running trials' pace), plus what the
+        running trials have left, over the workers; capped by the timeout."""
         trained = sum(self.counts.get(k, 0) for k in self.TRAINED)
         finished = sum(self.counts.values())
         per_trial = self.trained_seconds / trained if trained else None
+        running = [ev for ev in self.running.values() if ev.epoch]
         if per_trial is None:  # nothing trained yet: a running trial's pace
-            paces = [ev.seconds / ev.epoch * self.epochs for ev in self.running.values() if ev.epoch]
+            paces = [ev.seconds / ev.epoch * self.epochs for ev in running]
             per_trial = sum(paces) / len(paces) if paces else None
         eta = None
         if self.total and per_trial is not None:
             share = trained / finished if trained else 1.0
-            eta = max(self.total - finished, 0) * share * per_trial / max(self.workers, 1)
+            waiting = max(self.total - finished - len(self.running), 0)
+            left = sum(ev.seconds / ev.epoch * (self.epochs - ev.epoch) for ev in running)
+            eta = (waiting * share * per_trial + left) / max(self.workers, 1)
         if self.timeout:
             left = max(self.timeout - (time.monotonic() - self.start), 0.0)
             eta = left if eta is None else min(eta, left)

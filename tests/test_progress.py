@@ -34,7 +34,7 @@ def test_eta_before_any_trained_trial_uses_a_running_trials_epochs_and_the_timeo
     p = Progress(total=5, epochs=10, quiet=True, workers=2)
     assert p.eta_seconds() is None  # nothing to go on yet
     p.show(ProgressEvent("[w0] ", 0, epoch=2, val_acc=0.5, seconds=20.0))  # 10 s/epoch -> 100 s per trial
-    assert p.eta_seconds() == pytest.approx(5 * 100 / 2)
+    assert p.eta_seconds() == pytest.approx((4 * 100 + 80) / 2)  # 4 to start, and the running one's 80 s left
     p.show(_done(1, "duplicate", 0.0, "[w1] "))
     assert "repeats 1" in p.status()
     capped = Progress(total=None, epochs=10, quiet=True, timeout=60.0)
@@ -64,8 +64,8 @@ def test_off_a_terminal_the_bar_is_one_plain_line_per_finished_trial(capsys, mon
     assert out.splitlines() == ["trial 0: complete", "trial 1: over_budget"]
     assert "\r" not in err
     assert err.splitlines() == [
-        "0/3 trials, trained 0, rejected 0 | trial 0 epoch 1/2 val 0.5000, ~1 s left | ETA ~6 s",
-        "0/3 trials, trained 0, rejected 0 | trial 0 epoch 2/2 val 0.6000, ~0 s left | ETA ~6 s",
+        "0/3 trials, trained 0, rejected 0 | trial 0 epoch 1/2 val 0.5000, ~1 s left | ETA ~5 s",
+        "0/3 trials, trained 0, rejected 0 | trial 0 epoch 2/2 val 0.6000, ~0 s left | ETA ~4 s",
         "1/3 trials, trained 1, rejected 0 | ETA ~4 s",
         "2/3 trials, trained 1, rejected 1 | ETA ~1 s",
     ]
@@ -90,6 +90,16 @@ def test_on_a_terminal_the_bar_is_drawn_live(monkeypatch):
     p.show(ProgressEvent("", 0, epoch=1, val_acc=0.5, seconds=1.0))
     p.close()
     assert "\r" in terminal.getvalue() and "trial 0 epoch 1/2 val 0.5000" in terminal.getvalue()
+
+
+def test_eta_counts_what_the_running_trial_has_left_and_ends_without_one():
+    """A trial at epoch 27 of 30 with 7 s left, the last of the run: ~7 s, not a whole trial's
+    time (helper-39 saw 73 s); once every trial finished, no ETA at all (not "~0 s")."""
+    p = Progress(total=1, epochs=30, quiet=True)
+    p.show(ProgressEvent("", 0, epoch=27, val_acc=0.9, seconds=63.0))  # 63 s / 27 epochs x the 3 left = 7 s
+    assert p.eta_seconds() == pytest.approx(7.0)
+    p.show(_done(0, "complete", 70.0))
+    assert "ETA" not in p.status()
 
 
 def test_worker_progress_goes_to_the_queue_not_the_screen(capsys):
