@@ -397,25 +397,40 @@ def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None
         space = get_search_space(config.search_space, path.parent)
     except UnknownSearchSpaceError as exc:
         raise ConfigError(f"{where}: study.search_space: {exc}") from None
-    # Each [[enqueue]] runs once and the baseline runs in every study: an entry equal to either
-    # would be dropped without a word (a study enqueues an architecture it already holds once).
+    for i, params in enumerate(config.enqueue, 1):
+        try:
+            enqueue_params(space, params, *config.recipe_search)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: enqueue #{i}: {exc}") from None
+    return config
+
+
+def check_enqueued_once(config: StudyConfig) -> None:
+    """Refuse, for a run, an ``[[enqueue]]`` table equal to the baseline (the seed network
+    with the study's recipe, which every study runs) or to another table: a study enqueues an
+    architecture it holds once, so the table would be dropped without a word. The reading
+    commands accept such a file (they enqueue nothing), so a study whose file gained one can
+    still be inspected.
+
+    Raises:
+        ConfigError: names the table and what it repeats.
+    """
+    from search_spaces import enqueue_params, get_search_space
+    from search_spaces.recipe import recipe_params
+
+    where = str(config.path)
+    space = get_search_space(config.search_space, config.path.parent)  # checked when the file was read
     given: list[tuple[str, dict[str, Any]]] = []
     if space.baseline_params is not None:  # the baseline trains with the study's own recipe
-        from search_spaces.recipe import recipe_params
-
         recipe_base, recipe_fields = config.recipe_search
         baseline = {**space.baseline_params, **(recipe_params(recipe_base, recipe_fields) if recipe_base else {})}
         given.append(("the baseline's (the seed network with the study's recipe, which every study runs)", baseline))
     for i, params in enumerate(config.enqueue, 1):
-        try:
-            full = enqueue_params(space, params, *config.recipe_search)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: enqueue #{i}: {exc}") from None
+        full = enqueue_params(space, params, *config.recipe_search)  # checked when the file was read
         same = next((label for label, other in given if other == full), None)
         if same is not None:
             raise ConfigError(f"{where}: enqueue #{i}: its parameters are {same}; give each architecture once")
         given.append((f"those of enqueue #{i}", full))
-    return config
 
 
 def load_study_config(path: str | os.PathLike[str]) -> StudyConfig:

@@ -75,13 +75,14 @@ def plan_run(
     """
     import torch
 
-    from harness.config import load_study_config, with_overrides
+    from harness.config import check_enqueued_once, load_study_config, with_overrides
     from harness.data import check_mnist_files, load_mnist
     from harness.storage import check_optuna_sqlite, check_study_storage, sqlite_path
     from harness.study import check_resumable
     from harness.train import resolve_device
 
     cfg = load_study_config(study_file)
+    check_enqueued_once(cfg)
     for flag, value in (("--trials", trials), ("--timeout", timeout)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise HarnessError(f"{flag} must be a number >= 0, got {value}")
@@ -297,6 +298,9 @@ def run_study(plan: RunPlan) -> RunOutcome:
     # interleave with them.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     cfg = load_study_config(plan.study_file)
+    if plan.changed:  # allowed (they steer the search, not how a trial is measured), but said
+        print(f"note: study {cfg.name!r} resumes with {'; '.join(plan.changed)}: the trials from here on "
+              "follow the study file", file=sys.stderr, flush=True)  # fmt: skip
     if plan.n_trials == 0 or plan.timeout == 0:  # nothing to run: nothing is written either
         from harness.storage import make_storage, safe_url
 
@@ -316,9 +320,6 @@ def run_study(plan: RunPlan) -> RunOutcome:
         finally:
             storage.engine.dispose()
         return RunOutcome(interrupted=False)
-    if plan.changed:  # allowed (they steer the proposals, not what a trial measures), but said
-        print(f"note: resuming study {cfg.name!r} with {'; '.join(plan.changed)}: the proposals from here on "
-              "follow the study file", file=sys.stderr, flush=True)  # fmt: skip
     path = sqlite_path(plan.url)
     if path is not None:  # the database's folder (study.results_dir): made once there is something to run
         path.parent.mkdir(parents=True, exist_ok=True)

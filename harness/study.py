@@ -73,8 +73,9 @@ def _study_attrs(cfg: StudyConfig) -> dict[str, Any]:
 #: Study attributes added after studies existed, with the value a study made before them had.
 _LATER_STUDY_ATTRS = {"repeats": 1}
 
-#: The study attribute holding the settings that steer the proposals, not what a trial
-#: measures: a resumed study may change them, and the run says so (:func:`check_resumable`).
+#: The study attribute holding the settings that steer the search (which candidates, which
+#: seeds, when to stop one), not how a trial is measured: a resumed study may change them, and
+#: the run says so (:func:`check_resumable`).
 SEARCH_SETTINGS_ATTR = "search_settings"
 
 
@@ -91,8 +92,17 @@ def changed_search_settings(cfg: StudyConfig, stored: Mapping[str, Any] | None) 
     differs from the ``stored`` ones (none stored: a study made before they were recorded)."""
     if not isinstance(stored, Mapping):
         return ()
-    return tuple(f"{key} = {now!r} (the study began with {stored[key]!r})"
-                 for key, now in search_settings(cfg).items() if key in stored and stored[key] != now)  # fmt: skip
+    in_effect = {"study.seed", "sampler.name", "pruner.name",
+                 *_SAMPLER_KEYS.get(cfg.sampler.name, ()), *_PRUNER_KEYS.get(cfg.pruner.name, ())}  # fmt: skip
+    return tuple(f"{key} = {now!r} (the study began with {stored[key]!r})" for key, now in search_settings(cfg).items()
+                 if key in in_effect and key in stored and stored[key] != now)  # fmt: skip
+
+
+#: The [sampler] and [pruner] keys each sampler or pruner reads (the others change nothing).
+_SAMPLER_KEYS = {"tpe": ("sampler.n_startup_trials", "sampler.multivariate")}
+_PRUNER_KEYS = {"halving": ("pruner.min_resource", "pruner.reduction_factor"),
+                "hyperband": ("pruner.min_resource", "pruner.reduction_factor"),
+                "median": ("pruner.n_startup_trials", "pruner.n_warmup_steps")}  # fmt: skip
 
 
 #: [train] keys that change only how fast a trial runs, not what it measures: a resumed study

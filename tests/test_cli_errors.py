@@ -193,6 +193,22 @@ def test_the_seed_network_with_another_recipe_may_be_enqueued(tmp_path):
     assert load_study_config(study).enqueue[0]["rotation"] == 5.0
 
 
+def test_a_repeated_enqueue_stops_a_run_but_not_the_reading_commands(tmp_path, capsys, synthetic_root):
+    """A study whose file gained a table equal to the baseline can still be inspected (the
+    reading commands enqueue nothing); a run refuses it in one line, the database unchanged."""
+    study = tmp_path / "s.toml"
+    study.write_text(SEED_GOOD)
+    assert main(["run", str(study), "--data-dir", str(synthetic_root), "--trials", "1", "--quiet"]) == 0
+    study.write_text(SEED_GOOD + _enqueue())
+    capsys.readouterr()
+    assert main(["status", str(study)]) == 0 and "baseline: trial 0" in capsys.readouterr().out
+    before = _snapshot(tmp_path)
+    assert main(["run", str(study), "--data-dir", str(synthetic_root), "--trials", "1", "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "enqueue #1: its parameters are the baseline's" in lines[0], lines
+    assert _snapshot(tmp_path) == before
+
+
 def test_a_study_file_with_a_byte_order_mark_reads_as_without(tmp_path):
     """Notepad and other Windows editors may begin a UTF-8 file with a byte-order mark, which
     TOML does not allow ("Invalid statement" at line 1): it is skipped."""

@@ -947,19 +947,22 @@ def test_run_retrain_checks_its_options_before_reading_anything(tmp_path):
 
 
 def test_resuming_with_another_seed_sampler_or_pruner_says_so(tmp_path, capsys):
-    """study.seed, [sampler] and [pruner] steer the proposals, not what a trial measures: a
-    resumed study may change them (a switch from random to TPE is a normal thing to do), and
-    the run names each change once, before it runs; an unchanged resume says nothing."""
+    """study.seed, [sampler] and [pruner] steer the search (the proposals, the trials' seeds,
+    when to stop one), not how a trial is measured: a resumed study may change them (a switch
+    from random to TPE is a normal thing to do), and the run names each change that takes
+    effect once, before it runs, even when nothing is left to run; an unchanged resume, or a
+    key the pruner in use does not read, says nothing."""
     path = _write(tmp_path, "s", "single")
     assert main(["run", str(path), "--device", "cpu", "--quiet", "--trials", "1"]) == 0
     assert "note:" not in capsys.readouterr().err
+    path.write_text(path.read_text() + "[pruner]\nreduction_factor = 4\n")  # halving reads it: a note
     assert main(["run", str(path), "--device", "cpu", "--quiet", "--trials", "1"]) == 0
-    assert "note:" not in capsys.readouterr().err  # resumed as it began
+    assert "note: study 's' resumes with pruner.reduction_factor = 4 (the study began with 3)" in capsys.readouterr().err
     path.write_text(path.read_text().replace("seed = 5", "seed = 6").replace('name = "random"', 'name = "tpe"')
-                    + "[pruner]\nname = \"median\"\n")  # fmt: skip
-    assert main(["run", str(path), "--device", "cpu", "--quiet", "--trials", "1"]) == 0
+                    .replace("[pruner]\n", '[pruner]\nname = "median"\n'))  # fmt: skip
+    assert main(["run", str(path), "--device", "cpu", "--quiet", "--trials", "0"]) == 0  # nothing to run: still said
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
-    assert notes == ["note: resuming study 's' with study.seed = 6 (the study began with 5); sampler.name = 'tpe' "
+    assert notes == ["note: study 's' resumes with study.seed = 6 (the study began with 5); sampler.name = 'tpe' "
                      "(the study began with 'random'); pruner.name = 'median' (the study began with 'halving'): "
-                     "the proposals from here on follow the study file"]  # fmt: skip
-    assert len(_load(tmp_path, "s").trials) == 3
+                     "the trials from here on follow the study file"]  # reduction_factor: median does not read it
+    assert len(_load(tmp_path, "s").trials) == 2
