@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
-    "EXIT_INTERRUPTED", "EXIT_USAGE", "ConfigError", "DataError", "HarnessError", "StorageError", "exception_chain",
+    "EXIT_INTERRUPTED", "EXIT_USAGE", "ConfigError", "DataError", "HarnessError", "MissingStudyError", "StorageError", "exception_chain",
     "innermost_message", "one_line",
 ]
 
@@ -25,6 +25,10 @@ class DataError(HarnessError):
 
 class StorageError(HarnessError):
     """The study storage URL is invalid, unreachable, or holds an incompatible study."""
+
+
+class MissingStudyError(StorageError):
+    """The storage holds no study of the name asked for."""
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

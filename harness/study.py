@@ -20,7 +20,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import StudyConfig
-from harness.errors import StorageError, innermost_message
+from harness.errors import MissingStudyError, StorageError, innermost_message
 from harness.objective import PARAM_COUNT_ATTR, SamplerStream
 from harness.storage import RetryStaleTrial, check_optuna_sqlite, make_storage, redact, safe_url, sqlite_path, study_lock
 from search_spaces import SearchSpace, enqueue_params, get_search_space
@@ -197,7 +197,7 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True, writa
                                read_only=not (create or writable))  # fmt: skip
         names = _study_names(storage, storage_url)
         if cfg.name not in names and not create:
-            raise StorageError(f"no study named {cfg.name!r} in {safe_url(storage_url)} ({_held(cfg.name, names)})")
+            raise MissingStudyError(f"no study named {cfg.name!r} in {safe_url(storage_url)} ({_held(cfg.name, names)})")
         if cfg.name in names:
             _check_study_attrs(cfg, storage_url, optuna.load_study(study_name=cfg.name, storage=storage).user_attrs)
         if not create:  # reading: load, never "create unless present" (that tries an INSERT first)
@@ -248,17 +248,20 @@ def open_existing_study(study_file: str | Path, storage: str | None = None, *, w
         raise StorageError(f"{study_file}: no study database yet at {path} (run `harness run` first)")
     check_optuna_sqlite(url, for_writing=False)  # an empty or foreign file is not turned into a storage
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "Using an existing study" chatter
-    return cfg, url, open_study(cfg, url, create=False, writable=writable)
+    try:
+        return cfg, url, open_study(cfg, url, create=False, writable=writable)
+    except MissingStudyError as exc:  # the file's study.name is what does not match
+        raise MissingStudyError(f"{study_file}: study.name: {exc}") from None
 
 
 def _held(name: str, names: set[str]) -> str:
-    """What a storage without study ``name`` holds, the closest name first: the one a user
+    """What a storage without study ``name`` holds, the names most like it first: the one a user
     may have meant (a typo, or a study file renamed after its study was made)."""
     import difflib
 
     if not names:
         return "it holds no study"
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, names, n=len(names), cutoff=0.6)  # the most alike first
     ordered = close + sorted(names - set(close))
     shown = ", ".join(repr(n) for n in ordered[:10]) + (f", and {len(ordered) - 10:,} more" if len(ordered) > 10 else "")
     return f"it holds {shown}" + (f"; did you mean {close[0]!r}?" if close else "")

@@ -209,6 +209,24 @@ def test_a_repeated_enqueue_stops_a_run_but_not_the_reading_commands(tmp_path, c
     assert _snapshot(tmp_path) == before
 
 
+def test_a_study_name_not_in_the_database_names_the_file_and_the_likeliest_names(tmp_path, capsys):
+    """A typo in study.name (or a storage shared by several studies): the line names the study
+    file and its key, and lists the stored names most like it first."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    for name in ("alpha", "beta", "mnist_20k", "mnist-20k"):
+        optuna.create_study(study_name=name, storage=url)
+    study = tmp_path / "typo.toml"
+    study.write_text(_replace(GOOD, 'name = "bad-input"', 'name = "mnist-20K"'))
+    before = _snapshot(tmp_path)
+    assert main(["status", str(study), "--storage", url]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"harness: error: {study}: study.name: no study named 'mnist-20K' in {url} (it holds 'mnist-20k', "
+                     "'mnist_20k', 'alpha', 'beta'; did you mean 'mnist-20k'?)"]  # fmt: skip
+    assert _snapshot(tmp_path) == before
+
+
 def test_a_study_file_with_a_byte_order_mark_reads_as_without(tmp_path):
     """Notepad and other Windows editors may begin a UTF-8 file with a byte-order mark, which
     TOML does not allow ("Invalid statement" at line 1): it is skipped."""
