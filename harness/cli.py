@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
                               "its most accurate and its smallest included")  # fmt: skip
     retrain.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per architecture (default 3)")
     retrain.add_argument("--epochs", type=int, metavar="E", help="epochs (default: the study's train.epochs)")
-    retrain.add_argument("--no-baseline", action="store_true", help="do not retrain the baseline for comparison")
+    retrain.add_argument("--no-baseline", action="store_true", help="do not add the baseline for comparison (retrained all the same when it is among the trials chosen)")
     retrain.add_argument("--device", type=_nonempty, metavar="D", help=DEVICE_HELP)
     retrain.add_argument("--data-dir", type=_nonempty, metavar="DIR", help="MNIST root (default as for run)")
     _add_storage(retrain)
@@ -239,9 +239,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from harness.retrain import run_retrain
 
-    run_retrain(args.study_file, storage=args.storage, top=args.top, spread=args.spread, seeds=args.seeds,
-                epochs=args.epochs, include_baseline=not args.no_baseline, device=args.device, data_dir=args.data_dir,
-                say=lambda line: print(line, flush=True))  # fmt: skip
+    try:
+        run_retrain(args.study_file, storage=args.storage, top=args.top, spread=args.spread, seeds=args.seeds,
+                    epochs=args.epochs, include_baseline=not args.no_baseline, device=args.device,
+                    data_dir=args.data_dir, say=lambda line: print(line, flush=True))  # fmt: skip
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM
+        print("interrupted: the finished runs are kept; the same command goes on from them", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import math
 import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
 ]  # fmt: skip
 
 RETRAIN_SEED_BASE = 10_000  # retrain seed s trains with torch seed 10_000 + s (see retrain_seed)
+EPOCH_LINE_EVERY = 60.0  # seconds between a run's epoch lines: a 20-epoch run on a CPU takes minutes
 
 
 def retrain_seed(trial: FrozenTrial, s: int) -> int:
@@ -314,8 +316,17 @@ def retrain_trials(
                 return lambda _epoch, _val: into.append(
                     round(evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size), 6))
 
+            said_at = time.monotonic()
+
+            def on_epoch(epoch: int, val: float, score=test_scorer(curve), number=t.number, s=s, total=recipe.epochs):
+                nonlocal said_at
+                score(epoch, val)
+                if time.monotonic() - said_at >= EPOCH_LINE_EVERY:  # a sign of life, at most once a minute
+                    say(f"trial {number} seed {s}: epoch {epoch}/{total}, test {curve[-1]:.4f}")
+                    said_at = time.monotonic()
+
             try:
-                result = fit(model, data, recipe, seed=seed, on_epoch=test_scorer(curve), teacher=teacher,
+                result = fit(model, data, recipe, seed=seed, on_epoch=on_epoch, teacher=teacher,
                              on_raw_epoch=test_scorer(raw_curve))  # fmt: skip
                 acc = evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size)
             except DivergedError as exc:  # this seed, not the search's, made the loss blow up
@@ -413,7 +424,7 @@ def run_retrain(
         data = load_splits(cfg.data_root(data_dir), torch_device, val_size=0, download=cfg.data.download)
         say(f"retraining {counted(len(trials), 'architecture')} x {counted(seeds, 'seed')} on "
             f"{len(data.train_x):,} training images ({device_name(torch_device)}): trials "
-            f"{', '.join(str(t.number) for t in trials)}")  # fmt: skip
+            f"{', '.join(str(t.number) + (' (baseline)' if t.user_attrs.get('baseline') else '') for t in trials)}")  # fmt: skip
         records = retrain_trials(study, trials, cfg, seeds=seeds, data=data,
                                  store=open_artifact_store(cfg.artifact_root(url)),
                                  lock=lambda: study_lock(url, cfg.name), device_label=device_name(torch_device),

@@ -624,7 +624,7 @@ def test_an_interrupt_while_a_run_is_stored_waits_until_its_record_is_written(tm
     (key,) = [k for k in study.user_attrs if k.startswith("retrain:")]
     runs = study.user_attrs[key]["runs"]
     assert list(runs) == ["0"] and runs["0"]["weights"], runs  # seed 0 recorded with its weights; seed 1 never began
-    assert "harness: interrupted" in capsys.readouterr().err
+    assert "interrupted: the finished runs are kept; the same command goes on from them" in capsys.readouterr().err
 
 
 def test_retrain_with_other_epochs_refuses_to_replace_stored_runs(tmp_path, capsys):
@@ -966,3 +966,25 @@ def test_resuming_with_another_seed_sampler_or_pruner_says_so(tmp_path, capsys):
                      "(the study began with 'random'); pruner.name = 'median' (the study began with 'halving'): "
                      "the trials from here on follow the study file"]  # reduction_factor: median does not read it
     assert len(_load(tmp_path, "s").trials) == 2
+
+
+def test_a_retrain_says_how_each_run_goes_at_most_once_a_minute(tmp_path, capsys, monkeypatch):
+    """A 20-epoch run on a CPU takes minutes: a line with its epoch and test accuracy, at most
+    once a minute (here every epoch, the minute shortened), so a log shows it is alive; the
+    header marks the baseline when it is among the trials chosen."""
+    import harness.retrain
+
+    study_file = _write(tmp_path, "live", "single")
+    assert main(["run", str(study_file), "--device", "cpu", "--quiet", "--trials", "1"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(harness.retrain, "EPOCH_LINE_EVERY", 0.0)
+    assert main(["retrain", str(study_file), "--top", "1", "--seeds", "1", "--epochs", "2", "--no-baseline",
+                 "--device", "cpu", "--data-dir", str(tmp_path / "data")]) == 0  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith(": trials 0 (baseline)"), out  # the only trial: the baseline, chosen as the top one
+    epochs = [line for line in out if " epoch " in line]
+    assert [line.split(", test ")[0] for line in epochs] == ["trial 0 seed 0: epoch 1/2", "trial 0 seed 0: epoch 2/2"]
+    monkeypatch.setattr(harness.retrain, "EPOCH_LINE_EVERY", 60.0)
+    assert main(["retrain", str(study_file), "--top", "1", "--seeds", "2", "--epochs", "2", "--no-baseline",
+                 "--device", "cpu", "--data-dir", str(tmp_path / "data")]) == 0  # fmt: skip
+    assert not [line for line in capsys.readouterr().out.splitlines() if " epoch " in line]  # a second's run: none

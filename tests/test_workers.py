@@ -137,8 +137,8 @@ def test_cpu_workers_each_train_on_their_share_of_the_cores(tmp_path, synthetic_
 
 @pytest.mark.slow
 def test_sigterm_stops_a_retrain_as_ctrl_c_does(tmp_path, synthetic_root):
-    """SIGTERM (a job scheduler's stop) during `harness retrain`: "harness: interrupted" and exit
-    130, as for Ctrl-C and as `run` does; not a process killed by the signal."""
+    """SIGTERM (a job scheduler's stop) during `harness retrain`: one line saying what is kept
+    and exit 130, as for Ctrl-C and as `run` does; not a process killed by the signal."""
     url = f"sqlite:///{tmp_path / 'r.db'}"
     study = _study_file(tmp_path, "r")
     first = subprocess.run(_cmd("run", str(study), "--trials", "1", "--storage", url, "--quiet",
@@ -159,7 +159,8 @@ def test_sigterm_stops_a_retrain_as_ctrl_c_does(tmp_path, synthetic_root):
             if proc.returncode is None:
                 proc.kill()
                 proc.communicate()
-    assert proc.returncode == 130 and err.strip().splitlines() == ["harness: interrupted"], (proc.returncode, err)
+    assert proc.returncode == 130 and err.strip().splitlines() == [
+        "interrupted: the finished runs are kept; the same command goes on from them"], (proc.returncode, err)
 
 
 @pytest.mark.slow
