@@ -459,6 +459,8 @@ def load_study_config(path: str | os.PathLike[str]) -> StudyConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: malformed TOML: {exc}") from None
+    if not doc:  # every default would make an endless search (n_trials = 0) named after the file
+        raise ConfigError(f"{p}: the study file holds no settings (at least a [study] table: see studies/smoke.toml)")
     return parse_study_config(doc, p)
 
 
