@@ -115,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
                               "its most accurate and its smallest included")  # fmt: skip
     retrain.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per architecture (default 3)")
     retrain.add_argument("--epochs", type=int, metavar="E", help="epochs (default: the study's train.epochs)")
-    retrain.add_argument("--no-baseline", action="store_true", help="do not add the baseline for comparison (retrained all the same when it is among the trials chosen)")
+    retrain.add_argument("--no-baseline", action="store_true",
+                         help="do not add the baseline for comparison (retrained all the same when it is among the "
+                              "trials chosen)")  # fmt: skip
     retrain.add_argument("--device", type=_nonempty, metavar="D", help=DEVICE_HELP)
     retrain.add_argument("--data-dir", type=_nonempty, metavar="DIR", help="MNIST root (default as for run)")
     _add_storage(retrain)

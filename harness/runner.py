@@ -233,8 +233,7 @@ def stop_on_signals(children=lambda: ()):
     from `cmd &` or nohup ignores SIGINT). After the first signal,
     SIGINT and SIGTERM are ignored (by :func:`_ignore_signal`, not SIG_IGN): a scheduler signals
     the whole process group, Ctrl-C reaches every process, and a second interrupt must not land
-    in the trial's clean-up. Returns the
-    handlers it replaced (for :func:`restore_signals`)."""
+    in the trial's clean-up. Returns the handlers it replaced (for :func:`restore_signals`)."""
     import os
     import signal
 
