@@ -513,11 +513,9 @@ class Progress:
     can take an hour), without the bar's redraws (carriage returns).
 
     The bar counts trained trials and rejections separately (a rejection takes milliseconds)
-    and estimates the time left from the trained trials' durations: the trials still to run,
-    times the share of proposals that trained so far, times the mean trained-trial time, over
-    the workers; capped by the timeout. Before any trial finished, a running trial's epochs
-    give the estimate. A ``--jobs`` worker is built with ``forward`` (a queue): its events go
-    to the parent's Progress (:meth:`show`), which alone draws.
+    and shows the time left (:meth:`eta_seconds`). A ``--jobs`` worker is built with
+    ``forward`` (a queue): its events go to the parent's Progress (:meth:`show`), which alone
+    draws.
     """
 
     TRAINED = ("complete", "pruned", "failed")
