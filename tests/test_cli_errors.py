@@ -188,11 +188,13 @@ def test_bad_study_input(tmp_path, capsys, monkeypatch, synthetic_root, case_id,
 def test_the_seed_network_with_another_recipe_may_be_enqueued(tmp_path):
     """In a study that searches the recipe, the baseline's architecture with a recipe of its
     own is another candidate, not a repeat of the baseline."""
-    from harness.config import load_study_config
+    from harness.config import check_enqueued_once, load_study_config
 
     study = tmp_path / "s.toml"
     study.write_text(_replace(SEED_GOOD, "budget = 20000", "search_recipe = true\nbudget = 20000") + _enqueue(rotation=5.0))
-    assert load_study_config(study).enqueue[0]["rotation"] == 5.0
+    config = load_study_config(study)
+    assert config.enqueue[0]["rotation"] == 5.0 != config.train.rotation
+    check_enqueued_once(config)  # the check a run makes: not refused
 
 
 def test_a_repeated_enqueue_stops_a_run_but_not_the_reading_commands(tmp_path, capsys, synthetic_root):
