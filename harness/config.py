@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import datetime
+import json
 import math
 import os
 import re
@@ -40,6 +42,22 @@ MAX_BUDGET = 10**9  # study.budget: far above any MNIST network, far below 64-bi
 
 
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # what study.device and --device accept
+
+
+def toml_value(value: Any) -> str:
+    """``value`` as a study file spells it (``true``, ``"tpe"``, ``[1, 2]``), for messages about
+    what a file holds: Python's spelling (``True``, ``'tpe'``) is not what the user wrote."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):  # TOML's basic strings escape as JSON does
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(toml_value, value)) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return str(value)  # numbers: Python writes them as TOML does (1e-05, inf, nan)
 
 
 def default_data_root(override: str | None = None) -> Path:
@@ -231,7 +249,7 @@ def _convert(where: str, key: str, value: Any, typ: type) -> Any:
         or (typ is float and isinstance(value, int) and not isinstance(value, bool))
     )
     if not ok:
-        raise ConfigError(f"{where}: {key} must be {_TYPE_NAMES[typ]}, got {value!r}")
+        raise ConfigError(f"{where}: {key} must be {_TYPE_NAMES[typ]}, got {toml_value(value)}")
     if typ is float:
         value = float(value)
         if not math.isfinite(value):
@@ -247,12 +265,12 @@ def _convert_search_recipe(where: str, key: str, value: Any) -> bool | tuple[str
         return value
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where}: {key} must be true, false or a non-empty list of recipe fields "
-                          f"({', '.join(RECIPE_FIELDS)}), got {value!r}")  # fmt: skip
+                          f"({', '.join(RECIPE_FIELDS)}), got {toml_value(value)}")  # fmt: skip
     for name in value:
         if name not in RECIPE_FIELDS:
-            raise ConfigError(f"{where}: {key} names unknown recipe field {name!r} (valid: {', '.join(RECIPE_FIELDS)})")
+            raise ConfigError(f"{where}: {key} names unknown recipe field {toml_value(name)} (valid: {', '.join(RECIPE_FIELDS)})")
     if len(set(value)) != len(value):
-        raise ConfigError(f"{where}: {key} names a recipe field twice, got {value!r}")
+        raise ConfigError(f"{where}: {key} names a recipe field twice, got {toml_value(value)}")
     return tuple(f for f in RECIPE_FIELDS if f in value)  # one order: the same search compares equal
 
 
@@ -282,8 +300,8 @@ def _validate(where: str, c: StudyConfig) -> None:
     # The name becomes file names (<name>.db, <name>.artifacts, exports/<name>/): a safe set.
     _check(where, re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", c.name) is not None, "study.name",
            f"must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter or digit, "
-           f"got {c.name[:40]!r}{'...' if len(c.name) > 40 else ''}")  # fmt: skip
-    _check(where, c.mode in ("single", "pareto"), "study.mode", f"must be single or pareto, got {c.mode!r}")
+           f"got {toml_value(c.name[:40])}{'...' if len(c.name) > 40 else ''}")  # fmt: skip
+    _check(where, c.mode in ("single", "pareto"), "study.mode", f"must be single or pareto, got {toml_value(c.mode)}")
     # bounded: the budget is stored in the study's attributes and figures (64-bit at most)
     _check(where, 0 < c.budget <= MAX_BUDGET, "study.budget",
            f"must be a number of parameters in [1, {MAX_BUDGET:,}], got {c.budget}")  # fmt: skip
@@ -294,7 +312,7 @@ def _validate(where: str, c: StudyConfig) -> None:
     # each lockstep run builds its own compiled step, resetting torch.compile's caches: the runs
     # would discard each other's graphs
     _check(where, c.repeats == 1 or c.train.compile == "off", "study.repeats",
-           f"> 1 trains its seeds in lockstep, which train.compile = {c.train.compile!r} does not support; set train.compile = \"off\"")  # fmt: skip
+           f"> 1 trains its seeds in lockstep, which train.compile = {toml_value(c.train.compile)} does not support; set train.compile = \"off\"")  # fmt: skip
     _check(where, c.n_trials >= 0, "study.n_trials", f"must be >= 0, got {c.n_trials}")
     # n_trials is the study's total: fewer than the baseline and the enqueued architectures
     # would leave some of those never run, silently
@@ -311,20 +329,20 @@ def _validate(where: str, c: StudyConfig) -> None:
            f"must exceed heartbeat_interval ({c.heartbeat_interval} s), got {c.grace_period}")  # fmt: skip
     results = c.path.parent / c.results_dir
     _check(where, not results.exists() or results.is_dir(), "study.results_dir",
-           f"{c.results_dir!r} is a file, not a folder")  # fmt: skip
+           f"{toml_value(c.results_dir)} is a file, not a folder")  # fmt: skip
     _check(where, DEVICE_NAME.fullmatch(c.device) is not None,
-           "study.device", f"must be auto, cpu, cuda, cuda:N or mps, got {c.device!r}")  # fmt: skip
+           "study.device", f"must be auto, cpu, cuda, cuda:N or mps, got {toml_value(c.device)}")  # fmt: skip
     _check(where, t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
     _check(where, t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
     _check(where, t.eval_batch_size >= 0, "train.eval_batch_size", f"must be >= 0 (0 = auto), got {t.eval_batch_size}")
-    _check(where, t.optimizer in ("sgd", "adamw"), "train.optimizer", f"must be sgd or adamw, got {t.optimizer!r}")
+    _check(where, t.optimizer in ("sgd", "adamw"), "train.optimizer", f"must be sgd or adamw, got {toml_value(t.optimizer)}")
     _check(where, t.schedule in ("onecycle", "cosine", "constant"), "train.schedule",
-           f"must be onecycle, cosine or constant, got {t.schedule!r}")  # fmt: skip
-    _check(where, t.amp in ("auto", "bf16", "off"), "train.amp", f"must be auto, bf16 or off, got {t.amp!r}")
+           f"must be onecycle, cosine or constant, got {toml_value(t.schedule)}")  # fmt: skip
+    _check(where, t.amp in ("auto", "bf16", "off"), "train.amp", f"must be auto, bf16 or off, got {toml_value(t.amp)}")
     _check(where, t.fp32_precision in ("ieee", "tf32"), "train.fp32_precision",
-           f"must be ieee or tf32, got {t.fp32_precision!r}")  # fmt: skip
+           f"must be ieee or tf32, got {toml_value(t.fp32_precision)}")  # fmt: skip
     _check(where, t.compile in COMPILE_MODES, "train.compile",
-           f"must be one of {', '.join(COMPILE_MODES)}, got {t.compile!r}")  # fmt: skip
+           f"must be one of {', '.join(COMPILE_MODES)}, got {toml_value(t.compile)}")  # fmt: skip
     _check(where, t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
     _check(where, 0 <= t.momentum < 1, "train.momentum", f"must be in [0, 1), got {t.momentum}")
     _check(where, t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
@@ -342,7 +360,7 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, t.teacher or not distill_searched, "study.search_recipe",
            f"searches {distill_searched[0] if distill_searched else ''} but there is no train.teacher to distil from")  # fmt: skip
     _check(where, not t.teacher or t.teacher.endswith(".pt2"), "train.teacher",
-           f"must name a .pt2 file written by `harness export`, got {t.teacher!r}")  # fmt: skip
+           f"must name a .pt2 file written by `harness export`, got {toml_value(t.teacher)}")  # fmt: skip
     _check(where, 1 <= d.val_size < 60_000, "data.val_size", f"must be in [1, 60000): the search selects on it, got {d.val_size}")
     # MNIST's own sizes: a larger limit would be cut to what there is without a word
     _check(where, 0 <= d.train_limit <= 60_000 - d.val_size, "data.train_limit",
@@ -350,9 +368,9 @@ def _validate(where: str, c: StudyConfig) -> None:
            f"{d.val_size:,}, got {d.train_limit}")  # fmt: skip
     _check(where, 0 <= d.test_limit <= 10_000, "data.test_limit",
            f"must be 0 (all) to MNIST's 10,000 test images, got {d.test_limit}")  # fmt: skip
-    _check(where, c.sampler.name in ("tpe", "random"), "sampler.name", f"must be tpe or random, got {c.sampler.name!r}")
+    _check(where, c.sampler.name in ("tpe", "random"), "sampler.name", f"must be tpe or random, got {toml_value(c.sampler.name)}")
     _check(where, c.sampler.n_startup_trials >= 0, "sampler.n_startup_trials", "must be >= 0")
-    _check(where, c.pruner.name in PRUNERS, "pruner.name", f"must be one of {', '.join(PRUNERS)}, got {c.pruner.name!r}")
+    _check(where, c.pruner.name in PRUNERS, "pruner.name", f"must be one of {', '.join(PRUNERS)}, got {toml_value(c.pruner.name)}")
     if c.pruner.name in ("halving", "hyperband"):
         _check(where, c.pruner.min_resource == 0 or 1 <= c.pruner.min_resource < t.epochs, "pruner.min_resource",
                f"must be 0 (auto) or in [1, train.epochs) = [1, {t.epochs}) epochs, got {c.pruner.min_resource}")  # fmt: skip
@@ -452,8 +470,11 @@ def load_study_config(path: str | os.PathLike[str]) -> StudyConfig:
     except UnicodeDecodeError as exc:
         at = len(bom) + exc.start  # in the file, the mark included
         line = raw[:at].count(b"\n") + 1
-        raise ConfigError(f"{p}: not a study file: not UTF-8 text (byte 0x{raw[at]:02x} on line {line}, "
-                          f"offset {at:,})") from None  # fmt: skip
+        # line and column as TOML's own errors count them: from 1, in characters, without the mark
+        line_start = max(raw.rfind(b"\n", 0, at) + 1, len(bom))
+        column = len(raw[line_start:at].decode("utf-8")) + 1
+        raise ConfigError(f"{p}: not a study file: not UTF-8 text (byte 0x{raw[at]:02x} at line {line}, "
+                          f"column {column}, file offset {at:,})") from None  # fmt: skip
     text = text.replace("\r\n", "\n").replace("\r", "\n")  # as a text-mode read gives it
     try:
         doc = tomllib.loads(text)

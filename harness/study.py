@@ -19,7 +19,7 @@ import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.config import StudyConfig
+from harness.config import StudyConfig, toml_value
 from harness.errors import MissingStudyError, StorageError, innermost_message
 from harness.objective import PARAM_COUNT_ATTR, SamplerStream
 from harness.storage import RetryStaleTrial, check_optuna_sqlite, make_storage, redact, safe_url, sqlite_path, study_lock
@@ -94,7 +94,7 @@ def changed_search_settings(cfg: StudyConfig, stored: Mapping[str, Any] | None) 
         return ()
     in_effect = {"study.seed", "sampler.name", "pruner.name",
                  *_SAMPLER_KEYS.get(cfg.sampler.name, ()), *_PRUNER_KEYS.get(cfg.pruner.name, ())}  # fmt: skip
-    return tuple(f"{key} = {now!r} (the study began with {stored[key]!r})" for key, now in search_settings(cfg).items()
+    return tuple(f"{key} = {toml_value(now)} (the study began with {toml_value(stored[key])})" for key, now in search_settings(cfg).items()
                  if key in in_effect and key in stored and stored[key] != now)  # fmt: skip
 
 
@@ -443,30 +443,32 @@ def _check_study_attrs(cfg: StudyConfig, storage_url: str, attrs: dict[str, Any]
     is "auto": that resolves per device (bf16 on CUDA only; studies made before the default
     became "off" stored it); a run compares the precision its trials recorded instead
     (:func:`check_resumable`)."""
-    # (key, the stored value as shown, the file's value)
+    # "key = the stored value (the file's)" for each differing key, as a study file spells them
     stored_attrs = {**_LATER_STUDY_ATTRS, **attrs}
     assumed = {k for k in _LATER_STUDY_ATTRS if k not in attrs}
-    differ = [(key, repr(stored_attrs.get(key)) + (" (made before the key existed)" if key in assumed else ""), value)
+    differ = [_differs(key if key == "dataset" else f"study.{key}", stored_attrs.get(key), value, key in assumed)
               for key, value in _study_attrs(cfg).items() if stored_attrs.get(key) != value]  # fmt: skip
     for section, settings in _measured_settings(cfg).items():
         stored = attrs.get(section) or {}
         if section == "train":  # a study made before a key existed had its value of then
             stored = {**_LATER_TRAIN_KEYS, **stored}
-
-        def shown(k: str, section=section) -> str:
-            assumed = section == "train" and k not in (attrs.get(section) or {})
-            return f"{stored[k]!r} (made before the key existed)" if assumed else repr(stored[k])
-
-        differ += [(f"{section}.{k}", shown(k), v) for k, v in settings.items()
+        differ += [_differs(f"{section}.{k}", stored[k], v, section == "train" and k not in (attrs.get(section) or {}))
+                   for k, v in settings.items()
                    if k in stored and stored[k] != v and not (k == "amp" and "auto" in (stored[k], v))
                    # the teacher's identity is its sha256 (check_resumable), not how a path spells it
                    and not (k == "teacher" and bool(stored[k]) == bool(v))]  # fmt: skip
-    if differ:
-        key, had, says = differ[0]
+    if differ:  # all of them: a fix of one, a rerun, then the next would be a slow way to learn them
         raise StorageError(
-            f"{cfg.path}: study {cfg.name!r} in {safe_url(storage_url)} has {key} = {had}, "
-            f"but the study file says {says!r}; refusing to mix them (use another study name)"
+            f"{cfg.path}: study {cfg.name!r} in {safe_url(storage_url)} was made with other settings than the "
+            f"study file's: {'; '.join(differ)}; refusing to mix them (use another study name)"
         )
+
+
+def _differs(key: str, stored: Any, now: Any, assumed: bool) -> str:
+    """``key = stored (the file says now)``, marking a value assumed for a study made before
+    the key existed."""
+    before = "made before the key existed; " if assumed else ""
+    return f"{key} = {toml_value(stored)} ({before}the study file says {toml_value(now)})"
 
 
 def enqueue_baseline(study: optuna.Study, space: SearchSpace) -> bool:

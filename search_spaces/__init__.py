@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from harness.config import toml_value
 from harness.spec import ArchSpec, InvalidSpecError, check_names
 from search_spaces import compact, modern, seed
 
@@ -195,14 +196,14 @@ class _CheckingTrial(optuna.trial.FixedTrial):
         same = [c for c in choices if c == value and (type(c) is type(value) or
                 (isinstance(c, float) and type(value) is int))]  # fmt: skip
         if not same:
-            raise _BadParam(name, f"parameter {name!r} = {value!r} is not one of {list(choices)}")
+            raise _BadParam(name, f"parameter {name!r} = {toml_value(value)} is not one of {toml_value(list(choices))}")
         self.params_given[name] = self._params[name] = same[0]
         return super().suggest_categorical(name, choices)
 
     def suggest_int(self, name, low, high, *, step=1, log=False):  # type: ignore[override]
         value = self._given(name)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high or (value - low) % step:
-            raise _BadParam(name, f"parameter {name!r} = {value!r} must be an integer in [{low}, {high}] in steps of {step}")
+            raise _BadParam(name, f"parameter {name!r} = {toml_value(value)} must be an integer in [{low}, {high}] in steps of {step}")
         return super().suggest_int(name, low, high, step=step, log=log)
 
     def suggest_float(self, name, low, high, *, step=None, log=False):  # type: ignore[override]
@@ -213,7 +214,7 @@ class _CheckingTrial(optuna.trial.FixedTrial):
             ok = abs(k - round(k)) < 1e-6
         if not ok:
             grid = f" in steps of {step}" if step is not None else ""
-            raise _BadParam(name, f"parameter {name!r} = {value!r} must be a number in [{low}, {high}]{grid}")
+            raise _BadParam(name, f"parameter {name!r} = {toml_value(value)} must be a number in [{low}, {high}]{grid}")
         return super().suggest_float(name, low, high, step=step, log=log)
 
 

@@ -69,7 +69,7 @@ CASES = [
     ("unknown-space", GOOD.replace("budget", 'search_space = "huge"\nbudget'), [], ["unknown search space", "huge", "seed"]),
     ("empty-space", GOOD.replace("budget", 'search_space = ""\nbudget'), [], ["search space"]),
     ("bad-optimizer", _replace(GOOD, "epochs = 1", 'epochs = 1\noptimizer = "lbfgs"'), [], ["train.optimizer"]),
-    ("name-escapes-folder", _replace(GOOD, 'name = "bad-input"', 'name = "../escaped"'), [], ["study.name", "'../escaped'"]),
+    ("name-escapes-folder", _replace(GOOD, 'name = "bad-input"', 'name = "../escaped"'), [], ["study.name", 'got "../escaped"']),
     ("name-absolute-path", _replace(GOOD, 'name = "bad-input"', 'name = "/tmp/abs"'), [], ["study.name"]),
     ("name-huge", _replace(GOOD, 'name = "bad-input"', f'name = "{"n" * 10_000}"'), [], ["study.name", "1-100"]),
     ("name-nul", _replace(GOOD, 'name = "bad-input"', 'name = "a\\u0000b"'), [], ["study.name"]),
@@ -110,14 +110,14 @@ CASES = [
     ("repeats-zero", GOOD.replace("[data]", "repeats = 0\n[data]"), [], ["study.repeats", "1 to 10"]),
     ("repeats-too-many", GOOD.replace("[data]", "repeats = 11\n[data]"), [], ["study.repeats", "1 to 10"]),
     ("repeats-compiled", GOOD.replace("[data]", "repeats = 2\n[data]") + 'compile = "default"\n', [],
-     ["study.repeats", "train.compile", "'default'"]),
+     ["study.repeats", 'train.compile = "default"']),
     ("bad-pruner", GOOD + '[pruner]\nname = "asha"\n', [], ["pruner.name", "halving"]),
     ("rung-past-schedule", _replace(GOOD, "epochs = 1", "epochs = 4") + "[pruner]\nmin_resource = 4\n", [],
      ["pruner.min_resource", "[1, 4)"]),
     ("reduction-factor-one", GOOD + "[pruner]\nreduction_factor = 1\n", [], ["pruner.reduction_factor"]),
     ("multivariate-type", GOOD + '[sampler]\nmultivariate = "yes"\n', [], ["sampler.multivariate", "true or false"]),
     ("recipe-unknown-field", GOOD.replace("[data]", 'search_recipe = ["lr", "momentum"]\n[data]'), [],
-     ["study.search_recipe", "'momentum'", "weight_decay"]),
+     ["study.search_recipe", 'field "momentum"', "weight_decay"]),
     ("recipe-empty-list", GOOD.replace("[data]", "search_recipe = []\n[data]"), [], ["study.search_recipe", "non-empty"]),
     ("recipe-field-twice", GOOD.replace("[data]", 'search_recipe = ["lr", "lr"]\n[data]'), [], ["study.search_recipe", "twice"]),
     ("recipe-not-a-list", GOOD.replace("[data]", 'search_recipe = "lr"\n[data]'), [], ["study.search_recipe", "true, false"]),
@@ -145,16 +145,17 @@ CASES = [
      ["study.search_recipe", "distill_weight", "no train.teacher"]),
     ("enqueue-not-tables", "enqueue = [1, 2]\n" + GOOD, [], ["enqueue", "array of tables"]),
     ("not-utf8", GOOD.replace('name = "', 'name = "caf\xe9').encode("latin-1"), [],  # a file saved as Latin-1
-     ["bad.toml: not a study file: not UTF-8 text", "(byte 0xe9 on line 3, offset 20)"]),  # after '\n[study]\nname = "caf'
-    ("not-utf8-after-a-byte-order-mark", b"\xef\xbb\xbf" + GOOD.replace('name = "', 'name = "caf\xe9').encode("latin-1"), [],
-     ["bad.toml: not a study file: not UTF-8 text", "(byte 0xe9 on line 3, offset 23)"]),  # the mark's 3 bytes before it
+     ["bad.toml: not a study file: not UTF-8 text", "(byte 0xe9 at line 3, column 12, file offset 20)"]),  # after '\n[study]\nname = "caf'
+    # columns count characters from 1 without the mark, as TOML's errors do; the offset counts bytes
+    ("not-utf8-after-a-byte-order-mark", b"\xef\xbb\xbf# d\xc3\xa9j\xe0\n" + GOOD.encode(), [],
+     ["bad.toml: not a study file: not UTF-8 text", "(byte 0xe0 at line 1, column 6, file offset 9)"]),  # after '# d\u00e9j'
     ("n-trials-below-the-enqueued",  # n_trials is the study's total: two enqueued ones would never run
      _replace(SEED_GOOD, "budget = 20000", "budget = 20000\nn_trials = 2") + _enqueue(dropout=0.1) + _enqueue(dropout=0.2), [],
      ["study.n_trials", "at least 3", "2 [[enqueue]]", "got 2"]),
     ("enqueue-unknown-param", SEED_GOOD + _enqueue(width=8), [], ["enqueue #1", "'width'"]),
     ("enqueue-missing-param", SEED_GOOD + _enqueue(drop="dropout"), [], ["enqueue #1", "missing parameter", "'dropout'"]),
     ("enqueue-bad-value", SEED_GOOD + _enqueue(b1_c1_width=7), [], ["enqueue #1", "'b1_c1_width'", "7"]),
-    ("enqueue-bad-second", SEED_GOOD + _enqueue(dropout=0.1) + _enqueue(head='"softmax"'), [], ["enqueue #2", "'head'"]),
+    ("enqueue-bad-second", SEED_GOOD + _enqueue(dropout=0.1) + _enqueue(head='"softmax"'), [], ["enqueue #2", "'head'", '= "softmax" is not one of ["']),
     # the baseline, or an entry given twice, would be dropped without a word
     ("enqueue-the-baseline", SEED_GOOD + _enqueue(), [], ["enqueue #1", "seed network", "baseline", "once"]),
     ("enqueue-the-baseline-recipe-filled",  # its recipe left out: the study's, the baseline's too
@@ -183,6 +184,16 @@ def test_bad_study_input(tmp_path, capsys, monkeypatch, synthetic_root, case_id,
     for w in words:
         assert w in lines[0], (w, lines[0])
     assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("value", [True, False, 0, -3, 0.1, 1e-05, 2.5e20, "tpe", 'a "quoted" \\ path\nand more', "caf\u00e9",
+                                   [1, 2], ["lr", "scale"], [True, 0.5, "x"], {"a": 1, "b": [False]}])
+def test_values_in_messages_are_spelled_as_a_study_file_writes_them(value):
+    """What a message quotes from a study file reads back, as TOML, to the same value (Python's
+    True or 'tpe' would not parse)."""
+    from harness.config import toml_value, tomllib
+
+    assert tomllib.loads(f"key = {toml_value(value)}")["key"] == value
 
 
 def test_the_seed_network_with_another_recipe_may_be_enqueued(tmp_path):
@@ -605,7 +616,7 @@ def test_budget_differs_from_existing_study_is_refused_and_db_unchanged(tmp_path
      ("val_size = 100", "val_size = 120", "data.val_size"),
      ("epochs = 1", "epochs = 1\namp = \"bf16\"", "train.amp"),
      ("epochs = 1", "epochs = 1\nrotation = 0.0", "train.rotation"),
-     ("budget = 3000", 'budget = 3000\nsearch_recipe = ["lr", "scale"]', "search_recipe")],
+     ("budget = 3000", 'budget = 3000\nsearch_recipe = ["lr", "scale"]', "study.search_recipe")],
 )  # fmt: skip
 def test_measured_settings_differ_from_existing_study_are_refused(tmp_path, capsys, synthetic_root, old, new, key):
     """[train]/[data] settings that change what a trial measures must match the stored study;
@@ -621,7 +632,7 @@ def test_measured_settings_differ_from_existing_study_are_refused(tmp_path, caps
         assert main(command) == 2, command
         captured = capsys.readouterr()
         err = captured.err.strip().splitlines()
-        assert len(err) == 1 and f"has {key} = " in err[0] and "refusing" in err[0], err
+        assert len(err) == 1 and f"study file's: {key} = " in err[0] and "refusing" in err[0], err
         assert captured.out == "", command  # nothing printed before the refusal
         assert _snapshot(tmp_path) == {**before, "s.toml": study.read_bytes()}
     study.write_text(_replace(GOOD, "budget = 20000", "budget = 3000").replace(

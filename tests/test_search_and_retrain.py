@@ -962,8 +962,8 @@ def test_resuming_with_another_seed_sampler_or_pruner_says_so(tmp_path, capsys):
                     .replace("[pruner]\n", '[pruner]\nname = "median"\n'))  # fmt: skip
     assert main(["run", str(path), "--device", "cpu", "--quiet", "--trials", "0"]) == 0  # nothing to run: still said
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
-    assert notes == ["note: study 's' resumes with study.seed = 6 (the study began with 5); sampler.name = 'tpe' "
-                     "(the study began with 'random'); pruner.name = 'median' (the study began with 'halving'): "
+    assert notes == ["note: study 's' resumes with study.seed = 6 (the study began with 5); sampler.name = \"tpe\" "
+                     '(the study began with "random"); pruner.name = "median" (the study began with "halving"): '
                      "the trials from here on follow the study file"]  # reduction_factor: median does not read it
     assert len(_load(tmp_path, "s").trials) == 2
 
