@@ -18,7 +18,9 @@ __all__ = ["main"]
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + line)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        # the prefix every other error has ("harness retrain: error:" is argparse's); the
+        # command is named in the hint
+        self.exit(EXIT_USAGE, f"harness: error: {message} (see {self.prog} --help)\n")
 
 
 def _nonempty(value: str) -> str:

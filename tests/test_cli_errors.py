@@ -389,6 +389,8 @@ def test_bad_command_input(trained_study, tmp_path, capsys, monkeypatch, case_id
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
+    # one prefix for every error, argparse's own included (it wrote "harness retrain: error:")
+    assert lines[0].startswith("harness: error: "), lines[0]
     for w in words:
         assert w in lines[0], (w, lines[0])
     assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
