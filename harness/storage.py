@@ -140,7 +140,8 @@ def check_storage_url(url: str) -> None:
 
     Raises:
         StorageError: the URL does not parse, names an unknown database scheme or a missing
-            driver, or points at a SQLite file in a folder that does not exist.
+            driver, gives SQLite query arguments, or points at a SQLite file in a folder that
+            does not exist.
     """
     _remember_password(url)
     shown = safe_url(url)
@@ -156,6 +157,12 @@ def check_storage_url(url: str) -> None:
         raise StorageError(f"storage URL {shown!r}: unknown database scheme {url.split(':', 1)[0]!r}") from None
     except ImportError as exc:
         raise StorageError(f"storage URL {shown!r}: database driver not installed ({exc})") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.query:
+        # the harness sets SQLite's timeout, read-only mode and locking itself; the driver would
+        # ignore the others with a warning (or, with uri=true, open another file): a typo like
+        # ?timout=30 would look as if it took effect
+        raise StorageError(f"storage URL {shown!r}: SQLite URLs take no query arguments here "
+                           f"(got {', '.join(sorted(parsed.query))}); write sqlite:///path/to/file.db")  # fmt: skip
     path = sqlite_path(url)
     if path is not None and not path.parent.is_dir():
         raise StorageError(f"storage URL {shown!r}: folder {path.parent} does not exist")

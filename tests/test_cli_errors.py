@@ -312,6 +312,9 @@ def test_run_exits_1_when_workers_failed(tmp_path, capsys, monkeypatch, syntheti
 COMMAND_CASES = [
     ("status-missing-file", ["status", "{tmp}/nope.toml"], ["study file not found"]),
     ("status-bad-storage", ["status", "{study}", "--storage", "foodb://x/y"], ["foodb"]),
+    ("run-sqlite-query-argument",  # a misspelt timeout would be ignored, the URL's file created
+     ["run", "{study}", "--storage", "sqlite:///{tmp}/new.db?timout=30", "--data-dir", "{data}", "--device", "cpu"],
+     ["sqlite:///", "no query arguments", "timout"]),
     ("status-in-memory", ["status", "{study}", "--storage", "sqlite://"], ["in-memory", "holds no study"]),
     ("report-in-memory", ["report", "{study}", "--storage", "sqlite:///:memory:"], ["in-memory", "holds no study"]),
     ("status-unknown-option", ["status", "{study}", "--bogus"], ["unrecognized arguments", "--bogus"]),
