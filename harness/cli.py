@@ -22,6 +22,16 @@ class _Parser(argparse.ArgumentParser):
         # command is named in the hint
         self.exit(EXIT_USAGE, f"harness: error: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        # argparse reports unknown arguments from the top parser ("see harness --help"): the
+        # hint names the command whose options they were meant for
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = [getattr(parsed, key) for key in ("command", "data_command") if getattr(parsed, key, None)]
+            self.exit(EXIT_USAGE, f"harness: error: unrecognized arguments: {' '.join(extras)} "
+                                  f"(see {' '.join([self.prog, *command])} --help)\n")  # fmt: skip
+        return parsed
+
 
 def _nonempty(value: str) -> str:
     """A path, URL or name argument: an empty one would silently mean the default."""

@@ -317,7 +317,7 @@ COMMAND_CASES = [
      ["sqlite:///", "no query arguments", "timout"]),
     ("status-in-memory", ["status", "{study}", "--storage", "sqlite://"], ["in-memory", "holds no study"]),
     ("report-in-memory", ["report", "{study}", "--storage", "sqlite:///:memory:"], ["in-memory", "holds no study"]),
-    ("status-unknown-option", ["status", "{study}", "--bogus"], ["unrecognized arguments", "--bogus"]),
+    ("status-unknown-option", ["status", "{study}", "--bogus"], ["unrecognized arguments", "--bogus", "(see harness status --help)"]),
     ("report-top-zero", ["report", "{study}", "--top", "0"], ["--top"]),
     ("report-top-not-int", ["report", "{study}", "--top", "abc"], ["--top", "invalid int"]),
     ("report-missing-study", ["report", "{tmp}/nope.toml"], ["study file not found"]),
