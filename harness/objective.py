@@ -145,9 +145,14 @@ class Objective:
         try:
             return self._run(trial)
         except KeyboardInterrupt:  # Optuna marks it FAIL; the next run retries it once
-            trial.set_user_attr("interrupted", True)
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
+            self.mark_interrupted(trial)
             raise
+
+    @staticmethod
+    def mark_interrupted(trial: optuna.Trial) -> None:
+        """Record that a stop (Ctrl-C, SIGTERM) ended ``trial``: a resumed run retries it."""
+        trial.set_user_attr("interrupted", True)
+        trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         import torch

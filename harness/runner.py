@@ -8,6 +8,7 @@ and prints the study's summary at the end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import math
@@ -213,16 +214,71 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
 
         publisher = Publisher(study, plan.url)
         callbacks.append(lambda study, trial: publisher())
+    callbacks.append(_STOP_GATE.raise_if_stopped)  # after the others: the told trial is counted and shown
+
+    def in_trial(trial):
+        with _STOP_GATE.open() as stopped:
+            if stopped:  # while Optuna created this trial: it fails as interrupted, retried on resume
+                objective.mark_interrupted(trial)
+                raise KeyboardInterrupt
+            return objective(trial)
+
     try:
-        study.optimize(objective, n_trials=plan.n_trials, timeout=plan.timeout, callbacks=callbacks,
-                       catch=TRAINING_FAILURES)  # fmt: skip
+        with _STOP_GATE.holding():
+            study.optimize(in_trial, n_trials=plan.n_trials, timeout=plan.timeout, callbacks=callbacks,
+                           catch=TRAINING_FAILURES)  # fmt: skip
     except KeyboardInterrupt:
         return True
     finally:
         progress.close()
         if publisher is not None:
             publisher(force=True)
-    return False
+    return _STOP_GATE.pending  # a stop after the last trial was told: the run still ends as stopped
+
+
+class _StopGate:
+    """Where a stop signal may raise KeyboardInterrupt in a run's study.optimize. Inside a trial's
+    objective it raises at once (Optuna marks the trial FAIL, the objective marks it
+    interrupted, a resumed run retries it). Outside one, while Optuna creates a trial (the
+    sampler's proposal, the storage's writes) or tells one, the exception would leave a trial
+    RUNNING that no heartbeat ever recorded: never failed as stale, never retried, and counted
+    as the retry of the trial it was retrying. There the stop is held: the objective raises it
+    at its start (that trial fails as interrupted, retried on resume), or the next callback
+    after a trial is told."""
+
+    def __init__(self) -> None:
+        self.held = False  # inside study.optimize, outside a trial's objective
+        self.pending = False  # a stop arrived while held
+
+    @contextlib.contextmanager
+    def holding(self):
+        self.held, self.pending = True, False
+        try:
+            yield
+        finally:
+            self.held = False
+
+    @contextlib.contextmanager
+    def open(self):
+        """A trial's objective: a stop raises at once. Yields whether one is pending already."""
+        self.held = False
+        try:
+            yield self.pending
+        finally:
+            self.held = True
+
+    def hold_stop(self) -> bool:
+        """Called by the signal handler: True if the stop is held for later."""
+        if self.held:
+            self.pending = True
+        return self.held
+
+    def raise_if_stopped(self, study, trial) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+
+
+_STOP_GATE = _StopGate()
 
 
 def stop_on_signals(children=lambda: ()):
@@ -243,7 +299,8 @@ def stop_on_signals(children=lambda: ()):
         for p in children():
             if p.is_alive():
                 os.kill(p.pid, signal.SIGTERM)
-        raise KeyboardInterrupt
+        if not _STOP_GATE.hold_stop():  # held while Optuna creates or tells a trial (_StopGate)
+            raise KeyboardInterrupt
 
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:

@@ -287,6 +287,64 @@ def test_ctrl_c_marks_trial_failed_prints_summary_exits_130(tmp_path, synthetic_
     assert trials[0].user_attrs["baseline"] and len(trials) == jobs
 
 
+@pytest.mark.parametrize("when", ["proposing", "telling"])
+def test_a_stop_while_optuna_creates_or_tells_a_trial_leaves_none_running(tmp_path, synthetic_root, monkeypatch, capsys,
+                                                                          when):
+    """SIGINT while Optuna creates a trial (the sampler proposing it: TPE can take seconds) or
+    tells one (the storage's writes) is held until the trial's objective starts, or the next
+    callback: the new trial fails as interrupted and a resumed run retries it; a told one keeps
+    its result. Raised where it arrived, it left a trial RUNNING that no heartbeat had recorded:
+    never failed as stale, never retried, and a study could lose its baseline for it."""
+    from harness.cli import main
+
+    study = _study_file(tmp_path, "g")
+    calls = []
+
+    def stop_once(n: int) -> None:
+        calls.append(n)
+        if len(calls) == 2:  # the second trial of the run: the baseline is trained by then
+            os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler before the next line
+
+    if when == "proposing":  # Optuna's Trial() asks the sampler for its relative proposal
+        original = optuna.samplers.RandomSampler.infer_relative_search_space
+
+        def infer(self, study, trial):
+            stop_once(trial.number)
+            return original(self, study, trial)
+
+        monkeypatch.setattr(optuna.samplers.RandomSampler, "infer_relative_search_space", infer)
+    else:
+        import optuna.study._optimize as optimize
+
+        original = optimize._tell_with_warning
+
+        def tell(**kwargs):
+            stop_once(kwargs["trial"].number)
+            return original(**kwargs)
+
+        monkeypatch.setattr(optimize, "_tell_with_warning", tell)
+    args = ["run", str(study), "--quiet", "--data-dir", str(synthetic_root), "--device", "cpu"]
+    assert main([*args, "--trials", "4"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    trials = optuna.load_study(study_name="g", storage=f"sqlite:///{tmp_path / 'g.db'}").get_trials()
+    assert [t.state for t in trials if t.state == TrialState.RUNNING] == []
+    stopped_at = calls[1]  # the trial being created or told when the stop came
+    assert stopped_at >= 1 and [t.number for t in trials] == list(range(stopped_at + 1))
+    assert all(t.state == TrialState.COMPLETE for t in trials[:stopped_at])
+    if when == "proposing":  # failed as interrupted
+        assert (trials[-1].state, trials[-1].user_attrs.get("interrupted")) == (TrialState.FAIL, True)
+    else:  # keeps its result; no further trial starts
+        assert trials[-1].state == TrialState.COMPLETE
+    monkeypatch.undo()
+    assert main([*args, "--trials", "2"]) == 0  # the resumed run retries the interrupted trial first
+    trials = optuna.load_study(study_name="g", storage=f"sqlite:///{tmp_path / 'g.db'}").get_trials()
+    assert all(t.state != TrialState.RUNNING for t in trials)
+    if when == "proposing":
+        retry = trials[stopped_at + 1]  # nothing was proposed for the failed one: its retry proposes
+        assert trials[stopped_at].params == {} and retry.system_attrs.get("failed_trial") == stopped_at
+        assert retry.state == TrialState.COMPLETE and retry.params
+
+
 _TWO_SIGNALS_AT_ONCE = """
 import os, signal
 from harness.runner import stop_on_signals
