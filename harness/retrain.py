@@ -234,6 +234,39 @@ def _interrupts_held():
             os.kill(os.getpid(), pending[0])
 
 
+def check_retrain_protocol(study: optuna.Study, trials: list[FrozenTrial], cfg: StudyConfig, epochs: int | None,
+                           train_images: int, device, teachers: dict[str, tuple[Any, dict[str, Any]]]):
+    """Refuse, for every trial before any training, a retrain whose protocol (epochs, training
+    images, learning recipe, teacher file, device precision) differs from the runs stored for
+    it: those are results, never silently replaced. Returns ``same_protocol(record, recipe)``.
+
+    Raises:
+        HarnessError: a trial with stored runs of another protocol.
+    """
+    from harness.train import precision_settings
+
+    def teacher_sha(recipe: TrainConfig) -> str | None:
+        return teachers[recipe.teacher][1]["sha256"] if recipe.teacher else None
+
+    def same_protocol(record: dict | None, recipe: TrainConfig) -> bool:
+        return bool(record and record.get("epochs") == recipe.epochs and record.get("train_images") == train_images
+                    and _learning_recipe(record.get("recipe") or dataclasses.asdict(recipe)) == _learning_recipe(recipe)
+                    and (record.get("teacher") or {}).get("sha256") == teacher_sha(recipe)
+                    and record.get("precision", precision_settings(recipe, device))
+                    == precision_settings(recipe, device))  # fmt: skip
+
+    for t in trials:
+        record, recipe = study.user_attrs.get(retrain_key(t.number)), _recipe(cfg, t, epochs)
+        if record and record.get("runs") and not same_protocol(record, recipe):
+            raise HarnessError(
+                f"trial {t.number} is already retrained with another protocol ({counted(record.get('epochs') or 0, 'epoch')} "
+                f"on {record.get('train_images'):,} images, {counted(len(record['runs']), 'seed')}); this retrain "
+                f"({counted(recipe.epochs, 'epoch')} on {train_images:,} images) would replace those runs: "
+                "use the same --epochs, device precision and teacher file, or a copy of the study"
+            )
+    return same_protocol
+
+
 def retrain_trials(
     study: optuna.Study,
     trials: list[FrozenTrial],
@@ -265,28 +298,7 @@ def retrain_trials(
 
     if teachers is None:
         teachers = load_retrain_teachers(cfg, trials, epochs, data.device)
-
-    def teacher_sha(recipe: TrainConfig) -> str | None:
-        return teachers[recipe.teacher][1]["sha256"] if recipe.teacher else None
-
-    def same_protocol(record: dict | None, recipe: TrainConfig) -> bool:
-        return bool(record and record.get("epochs") == recipe.epochs and record.get("train_images") == len(data.train_x)
-                    and _learning_recipe(record.get("recipe") or dataclasses.asdict(recipe)) == _learning_recipe(recipe)
-                    and (record.get("teacher") or {}).get("sha256") == teacher_sha(recipe)
-                    and record.get("precision", precision_settings(recipe, data.device))
-                    == precision_settings(recipe, data.device))  # fmt: skip
-
-    # Checked for every trial before any training: stored runs of another protocol (other
-    # epochs, data, teacher file or precision) are results, never silently replaced.
-    for t in trials:
-        record, recipe = study.user_attrs.get(retrain_key(t.number)), _recipe(cfg, t, epochs)
-        if record and record.get("runs") and not same_protocol(record, recipe):
-            raise HarnessError(
-                f"trial {t.number} is already retrained with another protocol ({counted(record.get('epochs') or 0, 'epoch')} "
-                f"on {record.get('train_images'):,} images, {counted(len(record['runs']), 'seed')}); this retrain "
-                f"({counted(recipe.epochs, 'epoch')} on {len(data.train_x):,} images) would replace those runs: "
-                "use the same --epochs, device precision and teacher file, or a copy of the study"
-            )
+    same_protocol = check_retrain_protocol(study, trials, cfg, epochs, len(data.train_x), data.device, teachers)
     out = {}
     for t in trials:
         spec = ArchSpec.from_json(t.user_attrs["spec"])
@@ -422,6 +434,7 @@ def run_retrain(
         # All 60,000 training images, no validation split: nothing is selected any more.
         teachers = load_retrain_teachers(cfg, trials, epochs, torch_device)  # refused before anything is said
         data = load_splits(cfg.data_root(data_dir), torch_device, val_size=0, download=cfg.data.download)
+        check_retrain_protocol(study, trials, cfg, epochs, len(data.train_x), torch_device, teachers)  # before a word
         say(f"retraining {counted(len(trials), 'architecture')} x {counted(seeds, 'seed')} on "
             f"{len(data.train_x):,} training images ({device_name(torch_device)}): trials "
             f"{', '.join(str(t.number) + (' (baseline)' if t.user_attrs.get('baseline') else '') for t in trials)}")  # fmt: skip

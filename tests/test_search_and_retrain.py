@@ -269,7 +269,7 @@ def test_search_recipe_true_and_its_five_fields_are_one_search(pareto_dir, capsy
     five.write_text(text.replace("search_recipe = true", 'search_recipe = ["lr", "batch_size"]'))
     capsys.readouterr()
     assert _cli(["status", str(five)]) == 2
-    assert "search_recipe = True" in capsys.readouterr().err
+    assert "study.search_recipe = true (the study file says [\"batch_size\", \"lr\"])" in capsys.readouterr().err
     assert (pareto_dir / "par.db").read_bytes() == before
     five.unlink()
 
@@ -637,8 +637,10 @@ def test_retrain_with_other_epochs_refuses_to_replace_stored_runs(tmp_path, caps
     before = db.read_bytes()
     capsys.readouterr()
     assert main([*args, "--epochs", "2"]) == 2
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert err.count("\n") == 1 and "would replace those runs" in err and "(1 epoch on " in err and "1 seed)" in err, err
+    assert captured.out == ""  # refused before "retraining ..." is said
     assert db.read_bytes() == before
     assert main([*args, "--epochs", "1", "--seeds", "2"]) == 0  # the same protocol: adds seed 1 only
 
