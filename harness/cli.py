@@ -298,9 +298,12 @@ def _cmd_results(args: argparse.Namespace) -> int:
     check_outputs({"--out": out, "--exports": Path(args.exports)}, protected)
     if Path(args.exports).resolve() in out.resolve().parents:  # an exported model could be --out
         raise HarnessError(f"--out {out} is inside --exports {args.exports}: an export could overwrite it, or it an export")
-    write_results(studies, out, Path(args.exports), note=args.note, data_dir=args.data_dir,
-                  command=_results_command(sys.argv[1:]))
+    retrained = write_results(studies, out, Path(args.exports), note=args.note, data_dir=args.data_dir,
+                              command=_results_command(sys.argv[1:]))  # fmt: skip
     print(f"results: {out}")
+    if not retrained:
+        print("note: nothing in these studies is retrained yet (harness retrain STUDY.toml): the file says so",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 

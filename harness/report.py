@@ -217,12 +217,13 @@ def _pareto_figure(frame, budget: int, target: float):
                              line=dict(shape="hv", color="#9467bd"), marker=dict(size=10),
                              hovertext=_hover(front), hoverinfo="text"))  # fmt: skip
     if "retrain_test_mean" in frame.columns:  # harness retrain: the claims, on the test set
+        from harness.study import counted, plus_minus
         from harness.study import pareto_front as front_of
 
         rt = frame[frame["retrain_test_mean"].notna()]
         on_front = rt.iloc[front_of(list(zip(rt["params"], rt["retrain_test_mean"])))]
-        hover = [f"trial {n}: {m:.4%} ± {sd:.4%} over {int(k)} seeds, {int(p):,} params" for n, m, sd, k, p in
-                 zip(rt["number"], rt["retrain_test_mean"], rt["retrain_test_std"], rt["retrain_seeds"], rt["params"])]
+        hover = [f"trial {n}: {m:.4%} {plus_minus(sd, int(k), '.4%')} over {counted(int(k), 'seed')}, {int(p):,} params"
+                 for n, m, sd, k, p in zip(rt["number"], rt["retrain_test_mean"], rt["retrain_test_std"], rt["retrain_seeds"], rt["params"])]
         fig.add_trace(go.Scatter(x=rt["params"], y=rt["retrain_test_mean"], mode="markers",
                                  name="retrained: mean test accuracy ± std", marker=dict(color="#ff7f0e", size=9),
                                  error_y=dict(type="data", array=rt["retrain_test_std"], visible=True),
@@ -282,6 +283,8 @@ def _optuna_figures(study: optuna.Study) -> list:
 
 
 def _table_html(frame, top: int) -> str:
+    from harness.study import plus_minus
+
     done = frame[frame["outcome"] == "complete"].sort_values(["val_acc", "params"], ascending=[False, True]).head(top)
     head = ["rank", "trial", "proposed by", "params", "val acc", "test acc", "target met", "epochs", "train s", "architecture"]
     k = int(done["repeats"].max()) if len(done) and done["repeats"].notna().any() else 1
@@ -302,7 +305,7 @@ def _table_html(frame, top: int) -> str:
             m = r.get("retrain_test_mean")
             cells.insert(
                 7,
-                f"{m:.4%} ± {r['retrain_test_std']:.4%} ({int(r['retrain_seeds'])})"
+                f"{m:.4%} {plus_minus(r['retrain_test_std'], int(r['retrain_seeds']), '.4%')} ({int(r['retrain_seeds'])})"
                 if isinstance(m, float) and not math.isnan(m) else "",
             )  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")

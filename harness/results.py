@@ -27,7 +27,7 @@ import torch
 
 import harness
 from harness.errors import HarnessError
-from harness.study import origin_of, param_count
+from harness.study import origin_of, param_count, plus_minus
 
 __all__ = ["SMALL_TARGET_PARAMS", "TOP_TARGET_ACC", "write_results"]
 
@@ -139,7 +139,7 @@ def _front_lines(entries: list[_Entry]) -> list[str]:
              "|---:|---:|---:|---:|---|---:|---|---|"]  # fmt: skip
     for e in front:
         r = e.record
-        lines.append(f"| {e.params:,} | {_mean_pct(r['mean'])} ± {r['std']:.2%} | {r['seeds']} | {r['epochs']} | {e.cfg.name} "
+        lines.append(f"| {e.params:,} | {_mean_pct(r['mean'])} {plus_minus(r['std'], r['seeds'])} | {r['seeds']} | {r['epochs']} | {e.cfg.name} "
                      f"| {r['trial']} | {origin_of(e.trial)} | `{_cell(r['arch'])}` |")  # fmt: skip
     return lines
 
@@ -218,7 +218,7 @@ def _row(target: str, e: _Entry | None, verified: str = "") -> str:
     origin = origin_of(e.trial)
     return (
         f"| {target} | {e.cfg.name} | {r['trial']} | {origin} | `{_cell(r['arch'])}` | {e.params:,} | "
-        f"{_search_val_cell(e)} | {_mean_pct(r['mean'])} ± {r['std']:.2%} | {r['seeds']} | {r['epochs']} | {secs:.1f} | {'; '.join(devices)} "
+        f"{_search_val_cell(e)} | {_mean_pct(r['mean'])} {plus_minus(r['std'], r['seeds'])} | {r['seeds']} | {r['epochs']} | {secs:.1f} | {'; '.join(devices)} "
         f"| {verified} |"
     )
 
@@ -296,8 +296,9 @@ def _test_max_note(pick: _Entry, candidates: list[_Entry]) -> str:
 
 
 def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str = "", data_dir: str | None = None,
-                  command: str = "") -> None:  # fmt: skip
-    """Write the markdown results for ``studies`` (a list of (config, storage URL, study))."""
+                  command: str = "") -> int:  # fmt: skip
+    """Write the markdown results for ``studies`` (a list of (config, storage URL, study)).
+    Returns how many retrained architectures they hold (0: the file says nothing is yet)."""
     from harness.retrain import stored_retrains
 
     entries = [
@@ -355,12 +356,17 @@ def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str =
         + (f" (validation's pick: {_mean_pct(pick2.mean)} with {pick2.params:,} parameters"
            f"{_margin(pick2, SMALL_TARGET_ACC)}){_test_max_note(pick2, small)}" if pick2 else ""),
         "3. The seed baseline under the same recipe: "
-        + ("; ".join(f"{_mean_pct(e.mean)} ± {e.record['std']:.2%} ({e.cfg.name})" for e in baselines)
+        + ("; ".join(f"{_mean_pct(e.mean)} {plus_minus(e.record['std'], e.record['seeds'])} ({e.cfg.name})" for e in baselines)
            or ("not retrained (over the budget of these studies, so rejected untrained)"
                if _baseline_over_budget(studies) else "not retrained yet")),
         "",
-        _HEAD,
     ]  # fmt: skip
+    if not entries:  # empty tables and a front "of 0" would say less than this
+        lines.append("Nothing is retrained yet: `harness retrain STUDY.toml` retrains the search's best "
+                     "architectures; the tables, the Pareto front and the learning curves come from those runs.")
+        _write(out, lines)
+        return 0
+    lines.append(_HEAD)
     exported: dict[tuple[str, int], str] = {}
 
     def verified(e: _Entry | None) -> str:
@@ -386,6 +392,11 @@ def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str =
         taught = (f"; distilled from {Path(teacher['path']).name} ({teacher.get('study')} trial {teacher.get('trial')}, "
                   f"{teacher.get('params') or 0:,} params, sha256 {teacher['sha256'][:12]}…)") if teacher else ""  # fmt: skip
         lines.append(f"- {e.cfg.name} trial {e.record['trial']} ({e.params:,} params): {accs}{taught}")
+    _write(out, lines)
+    return len(entries)
+
+
+def _write(out: Path, lines: list[str]) -> None:
     try:
         out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     except OSError as exc:

@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial
 import harness
 from harness.config import StudyConfig, TrainConfig
 from harness.errors import HarnessError
-from harness.study import counted, param_count
+from harness.study import counted, param_count, plus_minus
 
 __all__ = [
     "RETRAIN_SEED_BASE", "retrain_key", "retrain_seed", "retrain_trials", "retrained_weights", "run_retrain",
@@ -380,7 +380,7 @@ def retrain_trials(
                 )  # fmt: skip
                 study.set_user_attr(key, record)  # after every run: an interruption loses one run at most
             say(f"trial {t.number} seed {s}: test {acc:.4f} ({result.seconds:.1f} s) "
-                f"-> mean {record['mean']:.4f} ± {record['std']:.4f} over {len(accs)}")  # fmt: skip
+                f"-> mean {record['mean']:.4f} {plus_minus(record['std'], len(accs), '.4f')} over {len(accs)}")  # fmt: skip
         out[t.number] = record
     return out
 
@@ -446,6 +446,6 @@ def run_retrain(
         restore_signals(previous)
     for number, r in records.items():
         say(f"trial {number}{' (baseline)' if r['baseline'] else ''}: {r['params']:,} params, test "
-            f"{r['mean']:.4%} ± {r['std']:.4%} over {counted(r['seeds'], 'seed')}, {counted(r['epochs'], 'epoch')}  "
+            f"{r['mean']:.4%} {plus_minus(r['std'], r['seeds'], '.4%')} over {counted(r['seeds'], 'seed')}, {counted(r['epochs'], 'epoch')}  "
             f"{r['arch']}")  # fmt: skip
     return records

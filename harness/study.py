@@ -643,6 +643,12 @@ def counted(n: int, noun: str) -> str:
     return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
+def plus_minus(std: float, seeds: int, spec: str = ".2%") -> str:
+    """``± 0.05%`` for a spread over ``seeds`` runs; ``± –`` for one run, which has none (its
+    stored std of 0 is no measurement)."""
+    return f"± {std:{spec}}" if seeds > 1 else "± –"
+
+
 def format_duration(seconds: float) -> str:
     """``45 s``, ``12 min``, ``3.2 h``."""
     if seconds < 90:

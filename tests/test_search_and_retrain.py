@@ -456,7 +456,7 @@ def test_results_take_a_study_given_twice_once_and_refuse_two_studies_of_one_nam
     assert (md.read_bytes(), sorted(p.name for p in (tmp_path / "exp").rglob("*"))) == before
 
 
-def test_results_of_a_study_not_retrained_yet_claim_no_verdict(tmp_path):
+def test_results_of_a_study_not_retrained_yet_claim_no_verdict(tmp_path, capsys):
     """Nothing retrained: both targets are "not retrained yet", not "NOT reached" (no retrained
     network has missed anything); once retrained, a verdict."""
     path = _write(tmp_path, "fresh", "single")
@@ -464,13 +464,19 @@ def test_results_of_a_study_not_retrained_yet_claim_no_verdict(tmp_path):
     md = tmp_path / "r.md"
     args = ["--out", str(md), "--exports", str(tmp_path / "exp"), "--data-dir", str(tmp_path / "data")]
     assert main(["results", str(path), *args]) == 0
-    targets = [ln for ln in md.read_text().splitlines() if ln.startswith(("1. ", "2. "))]
+    assert "nothing in these studies is retrained yet" in capsys.readouterr().err
+    text = md.read_text()
+    targets = [ln for ln in text.splitlines() if ln.startswith(("1. ", "2. "))]
     assert len(targets) == 2 and all(ln.endswith("**not retrained yet**") for ln in targets), targets
+    assert "Nothing is retrained yet" in text and "0 of the 0" not in text and "|---|" not in text  # no empty tables
     assert main(["retrain", str(path), "--top", "1", "--seeds", "1", "--epochs", "1", "--no-baseline",
                  "--device", "cpu", "--data-dir", str(tmp_path / "data")]) == 0  # fmt: skip
     assert main(["results", str(path), *args]) == 0
-    targets = [ln for ln in md.read_text().splitlines() if ln.startswith(("1. ", "2. "))]
+    text = md.read_text()
+    targets = [ln for ln in text.splitlines() if ln.startswith(("1. ", "2. "))]
     assert len(targets) == 2 and not any("not retrained yet" in ln for ln in targets), targets
+    rows = [ln for ln in text.splitlines() if ln.startswith("| 1: validation's pick")]
+    assert len(rows) == 1 and "% ± – | 1 |" in rows[0], rows  # one seed: no spread shown, not "± 0.00%"
 
 
 def test_results_never_round_a_missed_target_up_to_it(tmp_path):
@@ -633,6 +639,8 @@ def test_retrain_with_other_epochs_refuses_to_replace_stored_runs(tmp_path, caps
     args = ["retrain", str(study_file), "--top", "1", "--seeds", "1", "--no-baseline", "--device", "cpu",
             "--data-dir", str(tmp_path / "data")]  # fmt: skip
     assert main([*args, "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "± – over 1 seed," in out and "± 0.0000" not in out  # one run has no spread to show
     db = tmp_path / "ep.db"
     before = db.read_bytes()
     capsys.readouterr()
