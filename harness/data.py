@@ -37,7 +37,8 @@ MNIST_FILES = {
 
 _HOWTO = (
     "import the four *-ubyte.gz files with `harness data import DIR`, "
-    "or let torchvision download them (`harness run --download`, or data.download = true in the study file)"
+    "or let torchvision download them (data.download = true in the study file, for every command; or "
+    "`harness run --download`)"
 )
 
 
