@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="export the best feasible trial: completed, within the budget, highest "
                             "VALIDATION accuracy (ties: fewer parameters). The default")  # fmt: skip
     export.add_argument("--seed", type=int, metavar="S",
-                        help="with --trial: export the model retrained with seed S by `harness retrain`")  # fmt: skip
+                        help="with --trial: export the model of retrain seed S (0 to --seeds - 1) of `harness retrain`, "
+                             "as its lines number them (not the torch seed it trained with)")  # fmt: skip
     export.add_argument("--out", type=_nonempty, metavar="DIR", help="output folder (default: exports/<study name>)")
     export.add_argument("--format", choices=("pt2", "onnx", "torchscript"), action="append",
                         help="a frozen format to write; repeat for several (default: pt2 and onnx). "

@@ -82,8 +82,13 @@ def retrained_weights(study: optuna.Study, number: int, seed: int, store) -> tup
 
     record = stored_retrains(study).get(number)
     if record is None or str(seed) not in record["runs"]:
-        have = sorted(int(s) for s in record["runs"]) if record else []
-        raise HarnessError(f"trial {number} has no retrained model with seed {seed} (retrained seeds: {have or 'none'})")
+        runs = record["runs"] if record else {}
+        have = ", ".join(str(s) for s in sorted(map(int, runs))) or "none"
+        # --seed S is the retrain's seed number; the torch seed it trained with is another number
+        torch_seeds = {run.get("seed"): s for s, run in runs.items()}
+        hint = (f"; {seed} is the torch seed of retrain seed {torch_seeds[seed]}: --seed takes that number"
+                if seed in torch_seeds else "")
+        raise HarnessError(f"trial {number} has no retrained model with seed {seed} (retrained seeds: {have}){hint}")
     run = record["runs"][str(seed)]
     info = {"seed": seed, "test_acc": run["test_acc"], "test_images": record["test_images"],
             "epochs": record["epochs"], "train_images": record["train_images"], "device": run["device"],

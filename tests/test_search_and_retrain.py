@@ -651,6 +651,19 @@ def test_retrain_with_other_epochs_refuses_to_replace_stored_runs(tmp_path, caps
     assert captured.out == ""  # refused before "retraining ..." is said
     assert db.read_bytes() == before
     assert main([*args, "--epochs", "1", "--seeds", "2"]) == 0  # the same protocol: adds seed 1 only
+    # export --seed takes the retrain's seed number; its torch seed is named for what it is
+    from harness.retrain import stored_retrains
+
+    ((number, record),) = stored_retrains(_load(tmp_path, "ep")).items()
+    torch_seed = record["runs"]["0"]["seed"]
+    assert torch_seed != 0
+    capsys.readouterr()
+    assert main(["export", str(study_file), "--trial", str(number), "--seed", str(torch_seed),
+                 "--out", str(tmp_path / "exp")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (f"(retrained seeds: 0, 1); {torch_seed} is the torch seed of retrain seed 0: "
+                                     "--seed takes that number") in err, err  # fmt: skip
+    assert not (tmp_path / "exp").exists()
 
 
 def test_two_retrains_at_once_lose_no_run(tmp_path, capsys):
