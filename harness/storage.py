@@ -265,7 +265,8 @@ def check_optuna_sqlite(url: str, *, for_writing: bool) -> None:
 def check_outputs(outputs: dict[str, Path], protected: list[Path]) -> None:
     """Output files of a command (flag -> path) must differ from each other and from the
     study's own files (``protected``: the study file, the database with its lock, journal and
-    WAL files, the artifact folder and anything in it).
+    WAL files, the artifact folder and anything in it), and must not be an existing file of a
+    kind no output is (another study's file, a database, code, data).
 
     Raises:
         StorageError: naming the flag, the path and what it would overwrite.
@@ -286,6 +287,14 @@ def check_outputs(outputs: dict[str, Path], protected: list[Path]) -> None:
         if r in seen:
             raise StorageError(f"{flag} {path} is also given to {seen[r]}: one output would overwrite the other")
         seen[r] = flag
+        if r.is_file() and (r.suffix in _NEVER_OVERWRITTEN or r.name.endswith((".sqlite", ".sqlite3"))):
+            # another study's file, a database, code or data: never a report's, table's or export's
+            raise StorageError(f"{flag} {path}: refusing to overwrite an existing {r.suffix} file, which no "
+                               "output of the harness is (a study file, a database, code or data)")  # fmt: skip
+
+
+#: File kinds no output is, never overwritten where they exist: study files, databases, code, data.
+_NEVER_OVERWRITTEN = {".toml", ".db", ".sqlite", ".sqlite3", ".py", ".gz"}
 
 
 def heartbeat_ages(study: optuna.Study) -> dict[int, float]:

@@ -399,6 +399,21 @@ def test_bad_command_input(trained_study, tmp_path, capsys, monkeypatch, case_id
     assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
 
 
+@pytest.mark.parametrize("argv", [["report", "{study}", "--csv", "{other}"], ["report", "{study}", "--out", "{other}"],
+                                  ["results", "{study}", "--out", "{other}"]])
+def test_an_output_never_overwrites_another_studys_file(trained_study, tmp_path, capsys, argv):
+    """report --csv, report --out and results --out given another study's file (a slip of the
+    shell's completion): refused in one line, that file byte-identical."""
+    study, data = trained_study
+    other = tmp_path / "other.toml"
+    other.write_text(GOOD.replace('name = "bad-input"', 'name = "other"'))
+    before = _snapshot(study.parent), _snapshot(tmp_path)
+    assert main([a.format(study=study, other=other) for a in argv] + ["--data-dir", str(data)] * (argv[0] == "results")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{other}: refusing to overwrite an existing .toml file" in err[0], err
+    assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
+
+
 def test_retrain_names_the_study_files_device_when_that_is_missing(trained_study, tmp_path, capsys):
     """No --device: the device the study file asks for is the one named (not "device None")."""
     study, data = trained_study
