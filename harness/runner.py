@@ -549,12 +549,14 @@ def cpu_time_estimate(cfg, plan: RunPlan) -> str:
     seeds = f" with {cfg.repeats} seeds" if cfg.repeats > 1 else ""
     text = (f"estimate on this CPU: ~{_fmt_duration(per_trial)} per {cfg.train.epochs}-epoch trial{seeds} of the "
             f"{cfg.train.batch_size}-image-batch baseline on {images:,} images (timed over a few steps here)")  # fmt: skip
-    total = per_trial * plan.n_trials / max(plan.jobs, 1) if plan.n_trials else None
+    # K workers take the trials in rounds: one trial takes a whole trial's time, however many workers
+    total = per_trial * math.ceil(plan.n_trials / max(plan.jobs, 1)) if plan.n_trials else None
     if plan.timeout and (total is None or total > plan.timeout):
         total = plan.timeout
         text += f"; the run stops after {_fmt_duration(plan.timeout)} (timeout)"
     elif total is not None:
-        text += f"; {counted(plan.n_trials, 'trial')}: up to ~{_fmt_duration(total)} (rejections and pruning make it less)"
+        text += (f"; {counted(plan.n_trials, 'trial')}: ~{_fmt_duration(total)} of training (rejections and "
+                 "pruning make it less; start-up and scoring add to it)")  # fmt: skip
     if total is None or total > 3600:
         stem = Path(plan.study_file)
         smaller = stem.with_name(f"{stem.stem}-cpu.toml")

@@ -127,7 +127,7 @@ def test_cpu_estimate_is_timed_here_and_points_to_the_cpu_sized_study(tmp_path, 
     plan = plan_run(str(tmp_path / "big.toml"), device="cpu")
     text = cpu_time_estimate(load_study_config(plan.study_file), plan)
     assert text.startswith("estimate on this CPU: ~") and "per 15-epoch trial" in text and "on 500 images" in text
-    assert "100,000 trials: up to ~" in text and f"For a CPU-sized search: harness run {tmp_path / 'big-cpu.toml'}" in text
+    assert "100,000 trials: ~" in text and "of training (rejections and pruning make it less; start-up" in text and f"For a CPU-sized search: harness run {tmp_path / 'big-cpu.toml'}" in text
     small = plan_run(str(tmp_path / "big-cpu.toml"), device="cpu")
     assert "CPU-sized" not in cpu_time_estimate(load_study_config(small.study_file), small)
     assert not (tmp_path / "big.db").exists()  # planning and estimating create no study
@@ -163,10 +163,16 @@ def test_cpu_estimate_with_jobs_is_timed_with_a_workers_share_of_the_cores(tmp_p
     monkeypatch.setattr(os, "cpu_count", lambda: 12)
     (tmp_path / "j.toml").write_text(f'[study]\nname = "j"\nn_trials = 2\n[data]\ndir = "{synthetic_root}"\n'
                                      'val_size = 100\n[train]\nepochs = 15\nbatch_size = 50\n')  # fmt: skip
+    said = []
     for jobs in (3, 4):
         plan = plan_run(str(tmp_path / "j.toml"), device="cpu", jobs=jobs)
-        cpu_time_estimate(load_study_config(plan.study_file), plan)
+        said.append(cpu_time_estimate(load_study_config(plan.study_file), plan))
     assert timed_with == [4, 3]
+    # 60 s a trial: 2 trials on 3 or 4 workers take one trial's time, not 2/3 or 2/4 of it
+    assert all("2 trials: ~60 s of training" in text for text in said), said
+    (tmp_path / "j.toml").write_text((tmp_path / "j.toml").read_text().replace("n_trials = 2", "n_trials = 5"))
+    plan = plan_run(str(tmp_path / "j.toml"), device="cpu", jobs=2)
+    assert "5 trials: ~3 min of training" in cpu_time_estimate(load_study_config(plan.study_file), plan)  # 3 rounds
 
 
 def test_a_trials_line_says_why_it_has_no_result_in_the_words_status_and_export_use(capsys):
