@@ -77,6 +77,7 @@ _LATER_STUDY_ATTRS = {"repeats": 1}
 #: seeds, when to stop one), not how a trial is measured: a resumed study may change them, and
 #: the run says so (:func:`check_resumable`).
 SEARCH_SETTINGS_ATTR = "search_settings"
+LAST_SEARCH_SETTINGS_ATTR = "last_search_settings"  # the latest run's: a change is said once, against it
 
 
 def search_settings(cfg: StudyConfig) -> dict[str, Any]:
@@ -87,15 +88,25 @@ def search_settings(cfg: StudyConfig) -> dict[str, Any]:
             **{f"pruner.{k}": v for k, v in dataclasses.asdict(cfg.pruner).items()}}  # fmt: skip
 
 
-def changed_search_settings(cfg: StudyConfig, stored: Mapping[str, Any] | None) -> tuple[str, ...]:
-    """``key = now (the study began with then)`` for each search setting of ``cfg`` that
-    differs from the ``stored`` ones (none stored: a study made before they were recorded)."""
-    if not isinstance(stored, Mapping):
+def changed_search_settings(cfg: StudyConfig, first: Mapping[str, Any] | None,
+                            last: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    """``key = now (the last run had then)`` for each search setting of ``cfg`` in effect that
+    differs from the ``last`` run's (``first``'s, the study's start, where none is recorded),
+    naming the start's value too where it is a third one. None stored: a study made before
+    they were recorded, nothing to compare."""
+    if not isinstance(first, Mapping):
         return ()
+    last = last if isinstance(last, Mapping) else first
     in_effect = {"study.seed", "sampler.name", "pruner.name",
                  *_SAMPLER_KEYS.get(cfg.sampler.name, ()), *_PRUNER_KEYS.get(cfg.pruner.name, ())}  # fmt: skip
-    return tuple(f"{key} = {toml_value(now)} (the study began with {toml_value(stored[key])})" for key, now in search_settings(cfg).items()
-                 if key in in_effect and key in stored and stored[key] != now)  # fmt: skip
+    changed = []
+    for key, now in search_settings(cfg).items():
+        if key not in in_effect or key not in last or last[key] == now:
+            continue
+        began = first.get(key, last[key])
+        also = f"; the study began with {toml_value(began)}" if began not in (last[key], now) else ""
+        changed.append(f"{key} = {toml_value(now)} (the last run had {toml_value(last[key])}{also})")
+    return tuple(changed)
 
 
 #: The [sampler] and [pruner] keys each sampler or pruner reads (the others change nothing).
@@ -218,6 +229,8 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True, writa
             study.set_metric_names(MODES[cfg.mode][0])  # what optuna-dashboard labels the objectives
         if SEARCH_SETTINGS_ATTR not in study.user_attrs:  # a study made before they were recorded adopts these
             study.set_user_attr(SEARCH_SETTINGS_ATTR, search_settings(cfg))
+        if study.user_attrs.get(LAST_SEARCH_SETTINGS_ATTR) != search_settings(cfg):
+            study.set_user_attr(LAST_SEARCH_SETTINGS_ATTR, search_settings(cfg))
         if "data" not in study.user_attrs:  # a study made before the data fingerprint adopts this file's
             study.set_user_attr("data", _measured_settings(cfg)["data"])
         space = get_search_space(cfg.search_space, cfg.path.parent)
@@ -327,7 +340,8 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> StoredSt
     finally:
         storage.engine.dispose()
     stored = StoredStudy(sum(t.state in FINISHED_STATES for t in trials),
-                         changed_search_settings(cfg, study.user_attrs.get(SEARCH_SETTINGS_ATTR)))  # fmt: skip
+                         changed_search_settings(cfg, study.user_attrs.get(SEARCH_SETTINGS_ATTR),
+                                                 study.user_attrs.get(LAST_SEARCH_SETTINGS_ATTR)))  # fmt: skip
     if device is None:
         return stored
     # The same file name may hold another network by now (a missing file is refused next,

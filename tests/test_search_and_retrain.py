@@ -980,15 +980,26 @@ def test_resuming_with_another_seed_sampler_or_pruner_says_so(tmp_path, capsys):
     assert "note:" not in capsys.readouterr().err
     path.write_text(path.read_text() + "[pruner]\nreduction_factor = 4\n")  # halving reads it: a note
     assert main(["run", str(path), "--device", "cpu", "--quiet", "--trials", "1"]) == 0
-    assert "note: study 's' resumes with pruner.reduction_factor = 4 (the study began with 3)" in capsys.readouterr().err
-    path.write_text(path.read_text().replace("seed = 5", "seed = 6").replace('name = "random"', 'name = "tpe"')
+    assert "note: study 's' resumes with pruner.reduction_factor = 4 (the last run had 3)" in capsys.readouterr().err
+    original = path.read_text()
+    path.write_text(original.replace("seed = 5", "seed = 6").replace('name = "random"', 'name = "tpe"')
                     .replace("[pruner]\n", '[pruner]\nname = "median"\n'))  # fmt: skip
-    assert main(["run", str(path), "--device", "cpu", "--quiet", "--trials", "0"]) == 0  # nothing to run: still said
-    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
-    assert notes == ["note: study 's' resumes with study.seed = 6 (the study began with 5); sampler.name = \"tpe\" "
-                     '(the study began with "random"); pruner.name = "median" (the study began with "halving"): '
-                     "the trials from here on follow the study file"]  # reduction_factor: median does not read it
-    assert len(_load(tmp_path, "s").trials) == 2
+    said = ["note: study 's' resumes with study.seed = 6 (the last run had 5); sampler.name = \"tpe\" "
+            '(the last run had "random"); pruner.name = "median" (the last run had "halving"): '
+            "the trials from here on follow the study file"]  # reduction_factor: median does not read it
+    for trials in ("0", "1"):  # nothing to run: still said; a run that records them says it too
+        assert main(["run", str(path), "--device", "cpu", "--quiet", "--trials", trials]) == 0
+        assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")] == said
+    assert main(["run", str(path), "--device", "cpu", "--quiet", "--trials", "1"]) == 0  # unchanged since: nothing
+    assert "note:" not in capsys.readouterr().err
+    # back to what the study began with: a change from the last run, said (it was silent)
+    path.write_text(original.replace("reduction_factor = 4", "reduction_factor = 2"))
+    assert main(["run", str(path), "--device", "cpu", "--quiet", "--trials", "1"]) == 0
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")] == [
+        "note: study 's' resumes with study.seed = 5 (the last run had 6); sampler.name = \"random\" (the last run "
+        'had "tpe"); pruner.name = "halving" (the last run had "median"); pruner.reduction_factor = 2 (the last run '
+        "had 4; the study began with 3): the trials from here on follow the study file"]  # fmt: skip
+    assert len(_load(tmp_path, "s").trials) == 5
 
 
 def test_a_retrain_says_how_each_run_goes_at_most_once_a_minute(tmp_path, capsys, monkeypatch):
