@@ -406,6 +406,10 @@ def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None
         raise ConfigError(f"{where}: enqueue must be an array of tables ([[enqueue]] with parameter = value lines)")
     config = _build(where, "study.", StudyConfig, study_table, {"path": path, "enqueue": tuple(enqueue), **sections})
     _validate(where, config)
+    if config.mode == "pareto" and tables["pruner"] and config.pruner.name != "none":  # set for nothing
+        raise ConfigError(f"{where}: [pruner] is set, but a study.mode = \"pareto\" study trains every trial to the "
+                          "end (Optuna prunes single-objective studies only): remove [pruner], or set "
+                          "pruner.name = \"none\"")  # fmt: skip
     from harness.storage import storage_beside  # storage owns URL parsing
 
     config = dataclasses.replace(config, storage=storage_beside(config.storage, path.parent))

@@ -143,6 +143,9 @@ CASES = [
     ("teacher-missing-file", _replace(GOOD, "epochs = 1", 'epochs = 1\nteacher = "nope.pt2"'), [], ["teacher", "nope.pt2", "no such file"]),
     ("distill-searched-without-teacher", GOOD.replace("[data]", 'search_recipe = ["distill_weight"]\n[data]'), [],
      ["study.search_recipe", "distill_weight", "no train.teacher"]),
+    ("pruner-in-a-pareto-study",  # Optuna prunes single-objective studies only: set for nothing
+     _replace(GOOD, "budget = 20000", 'budget = 20000\nmode = "pareto"') + '[pruner]\nname = "median"\n', [],
+     ["[pruner] is set", 'study.mode = "pareto"', 'pruner.name = "none"']),
     ("enqueue-not-tables", "enqueue = [1, 2]\n" + GOOD, [], ["enqueue", "array of tables"]),
     ("not-utf8", GOOD.replace('name = "', 'name = "caf\xe9').encode("latin-1"), [],  # a file saved as Latin-1
      ["bad.toml: not a study file: not UTF-8 text", "(byte 0xe9 at line 3, column 12, file offset 20)"]),  # after '\n[study]\nname = "caf'
