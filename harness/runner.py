@@ -413,7 +413,7 @@ def _run_and_summarize(plan: RunPlan, cfg, procs: list) -> RunOutcome:
         # K CPU workers with torch's default of one thread per core each would oversubscribe
         # the cores K times over (measured 0.43x the throughput of one worker with K=2 on 2
         # cores): give each worker its share of the cores instead.
-        threads = 0 if gpus else _worker_threads(plan.jobs)
+        threads = 0 if gpus else _worker_threads(_workers_started(plan))
         ctx = multiprocessing.get_context("spawn")  # no CUDA state or sqlite handles inherited
         # The workers' progress, drawn here as one view. One queue per worker: a queue's writers
         # share a lock, and a worker killed while holding it would block every other one.
@@ -502,6 +502,12 @@ def _worker_threads(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
+def _workers_started(plan: RunPlan) -> int:
+    """How many of ``--jobs K`` worker processes get trials: fewer trials than K start fewer
+    (and the cores are shared among those that start)."""
+    return sum(share != 0 for share in _split(plan.n_trials, plan.jobs))
+
+
 def _training_images(cfg, data_root: str) -> int:
     """Training images per epoch: the IDX header's count (60,000 for MNIST) less the validation split."""
     import struct
@@ -540,7 +546,7 @@ def cpu_time_estimate(cfg, plan: RunPlan) -> str:
         teacher = load_teacher(cfg.teacher_path(), device)
     try:
         # timed with the threads each process trains with: a --jobs worker gets its share of the cores
-        threads = plan.threads or (_worker_threads(plan.jobs) if plan.jobs > 1 else torch.get_num_threads())
+        threads = plan.threads or (_worker_threads(_workers_started(plan)) if plan.jobs > 1 else torch.get_num_threads())
         step = seconds_per_step(baseline_spec(), cfg.train, device, threads=threads, teacher=teacher)
     except DivergedError:  # a recipe that diverges on random images gets no estimate; its trials say why
         return ""

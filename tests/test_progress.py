@@ -161,13 +161,19 @@ def test_cpu_estimate_with_jobs_is_timed_with_a_workers_share_of_the_cores(tmp_p
     timed_with = []
     monkeypatch.setattr(harness.train, "seconds_per_step", lambda *a, threads=0, **k: timed_with.append(threads) or 0.4)
     monkeypatch.setattr(os, "cpu_count", lambda: 12)
-    (tmp_path / "j.toml").write_text(f'[study]\nname = "j"\nn_trials = 2\n[data]\ndir = "{synthetic_root}"\n'
+    (tmp_path / "j.toml").write_text(f'[study]\nname = "j"\nn_trials = 12\n[data]\ndir = "{synthetic_root}"\n'
                                      'val_size = 100\n[train]\nepochs = 15\nbatch_size = 50\n')  # fmt: skip
+    for jobs in (3, 4):
+        plan = plan_run(str(tmp_path / "j.toml"), device="cpu", jobs=jobs)
+        cpu_time_estimate(load_study_config(plan.study_file), plan)
+    assert timed_with == [4, 3]
+    # 2 trials start 2 of 3 or 4 workers, which share the cores between them (6 threads each)
+    (tmp_path / "j.toml").write_text((tmp_path / "j.toml").read_text().replace("n_trials = 12", "n_trials = 2"))
     said = []
     for jobs in (3, 4):
         plan = plan_run(str(tmp_path / "j.toml"), device="cpu", jobs=jobs)
         said.append(cpu_time_estimate(load_study_config(plan.study_file), plan))
-    assert timed_with == [4, 3]
+    assert timed_with[2:] == [6, 6]
     # 60 s a trial: 2 trials on 3 or 4 workers take one trial's time, not 2/3 or 2/4 of it
     assert all("2 trials: ~60 s of training" in text for text in said), said
     (tmp_path / "j.toml").write_text((tmp_path / "j.toml").read_text().replace("n_trials = 2", "n_trials = 5"))
