@@ -360,6 +360,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     from harness.report import temporary_path, write_report
     from harness.storage import check_outputs
+    from harness.study import counted
 
     if args.top < 1:
         raise HarnessError(f"--top must be >= 1, got {args.top}")
@@ -374,7 +375,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if p.is_dir():
             raise HarnessError(f"{p} is a folder, not a file")
     frame = write_report(study, out, csv, top=args.top, stale_after=cfg.stale_after)
-    print(f"report: {out} ({len(frame)} trials); table: {csv}")
+    print(f"report: {out} ({counted(len(frame), 'trial')}); table: {csv}")
     return 0
 
 

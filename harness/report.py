@@ -310,7 +310,7 @@ def _table_html(frame, top: int) -> str:
             )  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return (
-        f"<h2>Top {len(done)} trials by validation accuracy</h2><table><thead><tr>"
+        f"<h2>Top {'trial' if len(done) == 1 else f'{len(done)} trials'} by validation accuracy</h2><table><thead><tr>"
         + "".join(f"<th>{h}</th>" for h in head)
         + "</tr></thead><tbody>"
         + ("".join(rows) or f"<tr><td colspan={len(head)}>no completed trial yet</td></tr>")

@@ -115,7 +115,8 @@ def device_name(device: torch.device) -> str:
         return f"mps ({platform.machine()})"
     model = cpu_model()
     named = f"{model}, " if model not in (platform.machine(), platform.processor()) else ""
-    return f"cpu ({named}{platform.machine()}, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({named}{platform.machine()}, {threads} thread{'' if threads == 1 else 's'})"
 
 
 def machine_label(device_label: str, cpu: str) -> str:

@@ -378,10 +378,16 @@ def test_a_cpu_device_label_names_the_cpu_model(monkeypatch):
     from harness.train import device_name
 
     threads = torch.get_num_threads()
-    monkeypatch.setattr(harness.train, "cpu_model", lambda: "AMD EPYC 7B13")
-    assert device_name(torch.device("cpu")) == f"cpu (AMD EPYC 7B13, {platform.machine()}, {threads} threads)"
-    monkeypatch.setattr(harness.train, "cpu_model", lambda: platform.machine())  # what cpu_model falls back to
-    assert device_name(torch.device("cpu")) == f"cpu ({platform.machine()}, {threads} threads)"
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(harness.train, "cpu_model", lambda: "AMD EPYC 7B13")
+        assert device_name(torch.device("cpu")) == f"cpu (AMD EPYC 7B13, {platform.machine()}, 2 threads)"
+        monkeypatch.setattr(harness.train, "cpu_model", lambda: platform.machine())  # what cpu_model falls back to
+        assert device_name(torch.device("cpu")) == f"cpu ({platform.machine()}, 2 threads)"
+        torch.set_num_threads(1)  # a --jobs worker's share of two cores
+        assert device_name(torch.device("cpu")) == f"cpu ({platform.machine()}, 1 thread)"
+    finally:
+        torch.set_num_threads(threads)
     assert device_name(torch.device("mps")).startswith("mps (")
 
 
