@@ -114,24 +114,29 @@ def plan_run(
 
         load_teacher(cfg.teacher_path())
         check_search_teacher(cfg.teacher_path(), cfg.data.val_size)
-    artifacts = cfg.artifact_root(url)
-    if artifacts.exists() and not artifacts.is_dir():
-        raise HarnessError(f"{study_file}: artifact folder {artifacts} exists but is not a folder")
-    _check_can_write_in(artifacts, f"{study_file}: artifact folder")
-    root = cfg.data_root(data_dir)
-    download = download or cfg.data.download
-    if download:  # last of the checks that need no data: bad input downloads nothing
-        load_mnist(root, download=True)  # fetch up front: a failed download writes no study
-    n_train = check_mnist_files(root)["train"]  # missing, truncated or bad labels: refused before the study exists
-    if cfg.data.val_size >= n_train:
-        raise HarnessError(f"{study_file}: data.val_size = {cfg.data.val_size} must be below the {n_train:,} "
-                           f"training images in {root}")  # fmt: skip
     # study.n_trials is the study's total, so a run resumed after an interruption runs only
     # what is missing; --trials N runs N more now.
     n_trials, study_trials = trials, 0
     if trials is None and cfg.n_trials:
         n_trials, study_trials = max(cfg.n_trials - (finished or 0), 0), cfg.n_trials
     timeout = timeout if timeout is not None else (cfg.timeout or None)
+    root = cfg.data_root(data_dir)
+    download = download or cfg.data.download
+    artifacts = cfg.artifact_root(url)
+    if artifacts.exists() and not artifacts.is_dir():
+        raise HarnessError(f"{study_file}: artifact folder {artifacts} exists but is not a folder")
+    if n_trials != 0 and timeout != 0:  # a full study (or --trials 0) needs no data: it says so and summarizes
+        # The probe writes (and removes) a folder in the artifact folder: before a download (bad
+        # input downloads nothing), else after the read-only data check (bad data touches nothing).
+        if download:  # last of the checks that need no data
+            _check_can_write_in(artifacts, f"{study_file}: artifact folder")
+            load_mnist(root, download=True)  # fetch up front: a failed download writes no study
+        n_train = check_mnist_files(root)["train"]  # missing, truncated or bad labels: refused before the study exists
+        if cfg.data.val_size >= n_train:
+            raise HarnessError(f"{study_file}: data.val_size = {cfg.data.val_size} must be below the {n_train:,} "
+                               f"training images in {root}")  # fmt: skip
+        if not download:
+            _check_can_write_in(artifacts, f"{study_file}: artifact folder")
     return RunPlan(study_file, url, str(dev) if cfg.device != "auto" else "auto", str(root), download,
                    n_trials, timeout, quiet, jobs=jobs, study_trials=study_trials, finished=finished,
                    changed=stored.changed if stored is not None else ())  # fmt: skip

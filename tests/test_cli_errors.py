@@ -417,6 +417,18 @@ def test_an_output_never_overwrites_another_studys_file(trained_study, tmp_path,
     assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
 
 
+def test_missing_data_leaves_the_artifact_folder_untouched(trained_study, tmp_path, capsys):
+    """A run refused for its data has not probed the artifact folder yet (the probe makes and
+    removes a folder there, which changes the folder's modification time)."""
+    study, _ = trained_study
+    artifacts = study.parent / "bad-input.artifacts"
+    assert artifacts.is_dir()
+    stamp = artifacts.stat().st_mtime_ns
+    assert main(["run", str(study), "--trials", "1", "--data-dir", str(tmp_path / "no-data"), "--device", "cpu"]) == 2
+    assert "MNIST not found" in capsys.readouterr().err
+    assert artifacts.stat().st_mtime_ns == stamp
+
+
 def test_retrain_names_the_study_files_device_when_that_is_missing(trained_study, tmp_path, capsys):
     """No --device: the device the study file asks for is the one named (not "device None")."""
     study, data = trained_study

@@ -797,6 +797,11 @@ def test_n_trials_is_the_studys_total_so_a_resumed_run_runs_only_what_is_missing
         nothing = subprocess.run(_cmd("run", str(study), *extra, *args), capture_output=True, text=True, timeout=600)
         assert nothing.returncode == 0 and "nothing to run" in nothing.stdout, (extra, nothing.stdout, nothing.stderr)
         assert (tmp_path / "t.db").read_bytes() == before, extra
+    # a full study needs no data to say so (data moved away, or another machine's data dir)
+    no_data = subprocess.run(_cmd("run", str(study), *args, "--data-dir", str(tmp_path / "no-data")),
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert no_data.returncode == 0 and "nothing to run" in no_data.stdout, no_data.stderr
+    assert (tmp_path / "t.db").read_bytes() == before
     more = subprocess.run(_cmd("run", str(study), "--trials", "2", *args), capture_output=True, text=True, timeout=600)
     assert more.returncode == 0, more.stderr
     assert len(_finished(url, "t")) == 6
