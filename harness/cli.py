@@ -151,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_storage(report)
 
     data = sub.add_parser("data", help="manage the MNIST files")
-    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    data_sub = data.add_subparsers(dest="data_command", metavar="{import}", required=True, parser_class=_Parser)
     imp = data_sub.add_parser("import", help="check and install the four MNIST *-ubyte.gz files from DIR")
     imp.add_argument("source", type=_nonempty, metavar="DIR")
     imp.add_argument("--data-dir", type=_nonempty, metavar="ROOT", help="where to install (default: $HARNESS_DATA_DIR or ~/.cache/harness/data)")

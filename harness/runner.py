@@ -621,6 +621,8 @@ class Progress:
 
         kind, ua = classify(trial), trial.user_attrs
         origin = ua.get("origin", "")
+        if origin == "retry" and ua.get("retry_of") is not None:
+            origin = f"retry of trial {ua['retry_of']}"
         base = f" ({origin})" if origin and origin != "sampler" else ""
         if kind == "complete":
             vals = ua.get("repeat_val_accs") or []  # with repeats: val is their mean, test the first seed's

@@ -205,3 +205,15 @@ def test_a_trials_line_says_why_it_has_no_result_in_the_words_status_and_export_
         "trial 2: pruned after epoch 2 (9,000 params)",
     ]
     assert [outcome_text(t) for t in trials[1:]] == ["a repeat of trial 0, not trained again", "pruned after epoch 2"]
+
+
+def test_a_retrys_line_names_the_trial_it_retries(capsys):
+    import optuna
+
+    p = Progress(total=1, epochs=4, quiet=False)
+    p.bar = None
+    t = optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={
+        "origin": "retry", "retry_of": 3, "epochs_run": 2, "trainable_params": 9_000})  # fmt: skip
+    t.number = 7
+    p.trial_done(None, t)
+    assert capsys.readouterr().out == "trial 7 (retry of trial 3): pruned after epoch 2 (9,000 params)\n"
