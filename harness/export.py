@@ -367,6 +367,7 @@ def export_trial(
     }
     record["passed"] = recorded is None or record["images_apart"] <= allowed
 
+    made = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # removed again if nothing lands in them
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -409,5 +410,11 @@ def export_trial(
         raise HarnessError(f"{out_dir}: cannot write the export: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+        if not paths["card"].exists():  # stopped or failed: the folders made for it go too, if empty
+            for d in made:
+                try:
+                    d.rmdir()
+                except OSError:  # not empty (another export's files) or gone
+                    break
     files = {fmt: paths[fmt] for fmt in formats}
     return ExportResult(files, paths["card"], card, ok, lines)

@@ -182,6 +182,10 @@ def test_an_export_stopped_half_way_leaves_the_previous_files_as_they_were(tiny_
     assert main(["export", str(tiny_study / "tiny.toml"), "--out", str(out)]) == 130  # "harness: interrupted"
     assert calls == ["pt2", "onnx"]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # into a folder that did not exist: the folders made for it go too (no empty --out left)
+    calls.clear()
+    assert main(["export", str(tiny_study / "tiny.toml"), "--out", str(tmp_path / "new" / "exp")]) == 130
+    assert calls == ["pt2", "onnx"] and not (tmp_path / "new").exists()
     capsys.readouterr()
 
     # A full disk while writing (an OSError with no file name, as ENOSPC is): one line, exit 2,
