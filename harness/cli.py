@@ -142,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="where the winners' frozen models go (default exports/results)")  # fmt: skip
     results.add_argument("--note", default="", help="a paragraph put under the title (e.g. 'reduced run')")
     results.add_argument("--data-dir", type=_nonempty, metavar="DIR", help="MNIST root for the verification")
+    results.add_argument("--storage", type=_nonempty, metavar="URL",
+                         help="Optuna storage URL holding every study given (default: each study file's "
+                              "study.storage, else its SQLite file beside it)")  # fmt: skip
 
     report = sub.add_parser("report", help="write an HTML report (plotly) and a CSV of all trials")
     report.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
@@ -286,7 +289,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
         raise HarnessError(f"--exports {args.exports} is a file, not a folder")
     studies, protected, named = [], [], {}
     for f in args.study_files:
-        ns = argparse.Namespace(study_file=f, storage=None)
+        ns = argparse.Namespace(study_file=f, storage=args.storage)
         cfg, url, study = _open_existing(ns)
         if cfg.name in named and _same_storage(named[cfg.name], url):  # the same study twice: its rows once
             continue
@@ -309,10 +312,15 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 
 def _results_command(argv: list[str]) -> str:
-    """The command line that wrote the results, shell-quoted; the note (printed below it) elided."""
+    """The command line that wrote the results, shell-quoted; the note (printed below it) elided,
+    a storage URL's password masked (the file is meant to be committed)."""
+    from harness.storage import safe_url
+
     if argv[:1] != ["results"]:
         return ""
     shown = ["…" if i and argv[i - 1] == "--note" else ("--note=…" if a.startswith("--note=") else a) for i, a in enumerate(argv)]
+    shown = [safe_url(a) if i and shown[i - 1] == "--storage" else
+             ("--storage=" + safe_url(a.split("=", 1)[1]) if a.startswith("--storage=") else a) for i, a in enumerate(shown)]  # fmt: skip
     return shlex.join(["harness", *shown])
 
 

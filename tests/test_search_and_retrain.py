@@ -706,6 +706,25 @@ def test_results_names_its_command_shell_quoted_with_the_note_elided():
     assert shlex.split(cmd) == ["harness", "results", "my studies/a.toml", "--out", "r.md", "--note", "…"]
     assert shlex.split(_results_command(["results", "a.toml", "--note=long text"]))[-1] == "--note=…"
     assert _results_command(["run", "a.toml"]) == ""  # only `harness results` names itself
+    secret = _results_command(["results", "a.toml", "--storage", "postgresql://u:s3cret@h/db", "--out", "r.md",
+                               "--storage=postgresql://u:s3cret@h/db"])  # fmt: skip
+    assert "s3cret" not in secret and shlex.split(secret)[4] == "postgresql://u:***@h/db", secret
+
+
+def test_results_read_the_studies_from_storage_given(tmp_path, capsys):
+    """A study run with --storage URL (not its study file's) goes into the results table with
+    the same --storage, as into every other reading command."""
+    path = _write(tmp_path, "elsewhere", "single")
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert main(["run", str(path), "--device", "cpu", "--quiet", "--storage", url]) == 0
+    assert main(["retrain", str(path), "--top", "1", "--seeds", "1", "--epochs", "1", "--no-baseline", "--device", "cpu",
+                 "--storage", url, *data]) == 0  # fmt: skip
+    md = tmp_path / "r.md"
+    assert main(["results", str(path), "--out", str(md), "--exports", str(tmp_path / "exp"), *data]) == 2  # its own file: none
+    assert "no study database yet" in capsys.readouterr().err and not md.exists()
+    assert main(["results", str(path), "--out", str(md), "--exports", str(tmp_path / "exp"), "--storage", url, *data]) == 0
+    assert "| 1: validation's pick under budget | elsewhere |" in md.read_text()
 
 
 def test_results_protocol_names_each_studys_validation_split():
