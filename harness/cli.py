@@ -17,6 +17,12 @@ __all__ = ["main"]
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        # options spelled in full only: "--sto URL" would pass for --storage (and escape the
+        # masking of the command results writes into its file), "--no" for --note
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + line)
         # the prefix every other error has ("harness retrain: error:" is argparse's); the
         # command is named in the hint
@@ -27,8 +33,11 @@ class _Parser(argparse.ArgumentParser):
         # hint names the command whose options they were meant for
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
+            from harness.storage import safe_url
+
             command = [getattr(parsed, key) for key in ("command", "data_command") if getattr(parsed, key, None)]
-            self.exit(EXIT_USAGE, f"harness: error: unrecognized arguments: {' '.join(extras)} "
+            shown = " ".join(safe_url(a) if "://" in a else a for a in extras)  # a URL's password stays unsaid
+            self.exit(EXIT_USAGE, f"harness: error: unrecognized arguments: {shown} "
                                   f"(see {' '.join([self.prog, *command])} --help)\n")  # fmt: skip
         return parsed
 
@@ -400,7 +409,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"(exit codes {outcome.bad_codes})", file=sys.stderr)  # fmt: skip
         return 1
     if outcome.interrupted:
-        print("interrupted: the running trial was marked FAIL; run again to resume", file=sys.stderr)
+        print("interrupted: a trial still running is marked FAIL (interrupted) and retried when the study resumes; "
+              "run again to resume", file=sys.stderr)  # fmt: skip
         return EXIT_INTERRUPTED
     return 0
 

@@ -57,6 +57,8 @@ def toml_value(value: Any) -> str:
         return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, (datetime.date, datetime.time)):
         return value.isoformat()
+    if value is None:  # TOML has no null: a key that was not recorded
+        return "(not recorded)"
     return str(value)  # numbers: Python writes them as TOML does (1e-05, inf, nan)
 
 
@@ -473,10 +475,10 @@ def load_study_config(path: str | os.PathLike[str]) -> StudyConfig:
         text = raw[len(bom):].decode("utf-8")
     except UnicodeDecodeError as exc:
         at = len(bom) + exc.start  # in the file, the mark included
-        line = raw[:at].count(b"\n") + 1
-        # line and column as TOML's own errors count them: from 1, in characters, without the mark
-        line_start = max(raw.rfind(b"\n", 0, at) + 1, len(bom))
-        column = len(raw[line_start:at].decode("utf-8")) + 1
+        # line and column as TOML's own errors count them (from 1, in characters, without the
+        # mark), with any line ending (\r\n, \n, a lone \r) ending a line, as the text is read
+        lines = re.split(rb"\r\n|\r|\n", raw[len(bom):at])
+        line, column = len(lines), len(lines[-1].decode("utf-8")) + 1
         raise ConfigError(f"{p}: not a study file: not UTF-8 text (byte 0x{raw[at]:02x} at line {line}, "
                           f"column {column}, file offset {at:,})") from None  # fmt: skip
     text = text.replace("\r\n", "\n").replace("\r", "\n")  # as a text-mode read gives it

@@ -203,8 +203,8 @@ def _averaging_lines(entries: list[_Entry]) -> list[str]:
         spread = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in (averaged, trained)]
         diffs = [a - t for a, t in zip(averaged, trained)]
         lines.append(f"| {e.params:,} | {_trial_of(e, entries)} | {e.record['recipe'].get('ema_decay', 0.0)} "
-                     f"| {_mean_pct(statistics.mean(averaged))} ± {spread[0]:.2%} "
-                     f"| {_mean_pct(statistics.mean(trained))} ± {spread[1]:.2%} "
+                     f"| {_mean_pct(statistics.mean(averaged))} {plus_minus(spread[0], len(runs))} "
+                     f"| {_mean_pct(statistics.mean(trained))} {plus_minus(spread[1], len(runs))} "
                      f"| {statistics.mean(diffs) * 100:+.3f} pp | {', '.join(f'{d * 100:+.2f}' for d in diffs)} |")  # fmt: skip
     return lines
 

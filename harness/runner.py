@@ -222,11 +222,14 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
     callbacks.append(_STOP_GATE.raise_if_stopped)  # after the others: the told trial is counted and shown
 
     def in_trial(trial):
-        with _STOP_GATE.open() as stopped:
-            if stopped:  # while Optuna created this trial: it fails as interrupted, retried on resume
-                objective.mark_interrupted(trial)
-                raise KeyboardInterrupt
-            return objective(trial)
+        try:
+            with _STOP_GATE.open() as stopped:
+                if stopped:  # while Optuna created this trial: it fails as interrupted, retried on resume
+                    raise KeyboardInterrupt
+                return objective(trial)
+        except KeyboardInterrupt:  # also one landing just outside the objective's own handler
+            objective.mark_interrupted(trial)
+            raise
 
     try:
         with _STOP_GATE.holding():
@@ -257,7 +260,8 @@ class _StopGate:
 
     @contextlib.contextmanager
     def holding(self):
-        self.held, self.pending = True, False
+        self.pending = False  # cleared before holding starts: a stop from here on is kept
+        self.held = True
         try:
             yield
         finally:

@@ -287,7 +287,7 @@ def check_outputs(outputs: dict[str, Path], protected: list[Path]) -> None:
         if r in seen:
             raise StorageError(f"{flag} {path} is also given to {seen[r]}: one output would overwrite the other")
         seen[r] = flag
-        if r.is_file() and (r.suffix in _NEVER_OVERWRITTEN or r.name.endswith((".sqlite", ".sqlite3"))):
+        if r.is_file() and r.suffix in _NEVER_OVERWRITTEN:
             # another study's file, a database, code or data: never a report's, table's or export's
             raise StorageError(f"{flag} {path}: refusing to overwrite an existing {r.suffix} file, which no "
                                "output of the harness is (a study file, a database, code or data)")  # fmt: skip

@@ -199,6 +199,19 @@ def test_values_in_messages_are_spelled_as_a_study_file_writes_them(value):
     assert tomllib.loads(f"key = {toml_value(value)}")["key"] == value
 
 
+@pytest.mark.parametrize("ending", [b"\r\n", b"\r", b"\n"])
+def test_a_non_utf8_byte_is_placed_on_its_line_whatever_the_line_endings(tmp_path, ending):
+    """Lines end as the text is read: \r\n (Windows), a lone \r (old Mac) or \n."""
+    from harness.config import load_study_config
+    from harness.errors import ConfigError
+
+    text = ending.join([b"# a", b"# b", b"[study]", 'name = "caf\xe9"'.encode("latin-1"), b""])
+    (tmp_path / "s.toml").write_bytes(text)
+    at = text.index(b"\xe9")
+    with pytest.raises(ConfigError, match=rf"\(byte 0xe9 at line 4, column 12, file offset {at}\)$"):
+        load_study_config(tmp_path / "s.toml")
+
+
 def test_the_seed_network_with_another_recipe_may_be_enqueued(tmp_path):
     """In a study that searches the recipe, the baseline's architecture with a recipe of its
     own is another candidate, not a repeat of the baseline."""
@@ -427,6 +440,21 @@ def test_missing_data_leaves_the_artifact_folder_untouched(trained_study, tmp_pa
     assert main(["run", str(study), "--trials", "1", "--data-dir", str(tmp_path / "no-data"), "--device", "cpu"]) == 2
     assert "MNIST not found" in capsys.readouterr().err
     assert artifacts.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("option", ["--sto", "--stor", "--no"])
+def test_options_are_spelled_in_full(trained_study, tmp_path, capsys, option):
+    """argparse would take --sto for --storage (its password then escaped the masking of the
+    command `results` writes into its file) and --no for --note: only full names are options."""
+    study, data = trained_study
+    before = _snapshot(study.parent), _snapshot(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["results", str(study), "--out", str(tmp_path / "r.md"), option, "postgresql://u:s3cret@h/db"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"harness: error: unrecognized arguments: {option} "), err
+    assert "s3cret" not in err[0] and "postgresql://u:***@h/db" in err[0]
+    assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
 
 
 def test_retrain_names_the_study_files_device_when_that_is_missing(trained_study, tmp_path, capsys):

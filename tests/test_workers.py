@@ -115,11 +115,13 @@ def test_four_sqlite_workers_record_every_trial_once(tmp_path, synthetic_root):
     assert len(set(seeds.values())) == 5 and seeds[0] == 0  # stream 0 = the study seed
 
 
-def test_cpu_workers_each_train_on_their_share_of_the_cores(tmp_path, synthetic_root, monkeypatch):
+@pytest.mark.parametrize("jobs", [2, 3], ids=["jobs-2", "jobs-3-for-2-trials"])
+def test_cpu_workers_each_train_on_their_share_of_the_cores(tmp_path, synthetic_root, monkeypatch, jobs):
     """`run --jobs K` on a CPU: each worker's torch runs cores // K threads, as each trial's
     device label records (K workers at torch's default, one thread per core, oversubscribe the
-    cores K times over: 0.43x the throughput measured). The core count is faked so that the
-    share is one more than torch's default here, whatever machine this runs on."""
+    cores K times over: 0.43x the throughput measured); with fewer trials than K, the workers
+    that start share the cores. The core count is faked so that the share is one more than
+    torch's default here, whatever machine this runs on."""
     import torch
 
     from harness.cli import main
@@ -128,7 +130,7 @@ def test_cpu_workers_each_train_on_their_share_of_the_cores(tmp_path, synthetic_
     monkeypatch.setattr(os, "cpu_count", lambda: 2 * share)  # the parent computes the share
     url = f"sqlite:///{tmp_path / 'w.db'}"
     study = _study_file(tmp_path)
-    assert main(["run", str(study), "--jobs", "2", "--trials", "2", "--storage", url, "--quiet",
+    assert main(["run", str(study), "--jobs", str(jobs), "--trials", "2", "--storage", url, "--quiet",
                  "--data-dir", str(synthetic_root), "--device", "cpu"]) == 0  # fmt: skip
     trials = optuna.load_study(study_name="w", storage=url).get_trials()
     labels = [t.user_attrs["device"] for t in trials if t.state == TrialState.COMPLETE]
