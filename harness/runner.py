@@ -292,7 +292,8 @@ _STOP_GATE = _StopGate()
 
 def stop_on_signals(children=lambda: ()):
     """SIGTERM (a job scheduler's stop, `kill`) stops this process as Ctrl-C does (a
-    KeyboardInterrupt): a run's trial is marked FAIL, interrupted, and retried on resume,
+    KeyboardInterrupt; in a run's study.optimize, at the next point :class:`_StopGate` allows):
+    a run's trial is marked FAIL, interrupted, and retried on resume,
     instead of staying RUNNING until its heartbeat goes stale; a retrain keeps its finished
     runs. ``children``: the --jobs workers, sent SIGTERM in turn (not SIGINT: a worker started
     from `cmd &` or nohup ignores SIGINT). After the first signal,
