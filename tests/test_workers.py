@@ -347,6 +347,29 @@ def test_a_stop_while_optuna_creates_or_tells_a_trial_leaves_none_running(tmp_pa
         assert retry.state == TrialState.COMPLETE and retry.params
 
 
+def test_a_stop_after_the_last_trial_is_recorded_still_ends_the_run_as_stopped(tmp_path, synthetic_root, monkeypatch,
+                                                                                capsys):
+    """SIGINT after the last trial's callbacks, while Optuna winds down: nothing is left to
+    fail, every trial keeps its result, and the run still ends as stopped (exit 130)."""
+    import harness.runner
+    from harness.cli import main
+
+    study = _study_file(tmp_path, "l")
+    original, told = harness.runner._StopGate.raise_if_stopped, []
+
+    def then_stop(self, study, trial):
+        original(self, study, trial)
+        told.append(trial.number)
+        if len(told) == 2:  # the run's last trial
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(harness.runner._StopGate, "raise_if_stopped", then_stop)
+    assert main(["run", str(study), "--quiet", "--data-dir", str(synthetic_root), "--device", "cpu", "--trials", "2"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    trials = optuna.load_study(study_name="l", storage=f"sqlite:///{tmp_path / 'l.db'}").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+
+
 _TWO_SIGNALS_AT_ONCE = """
 import os, signal
 from harness.runner import stop_on_signals
