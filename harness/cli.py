@@ -339,10 +339,10 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from harness.artifacts import ReadOnlyArtifactStore, open_artifact_store
     from harness.storage import make_storage, safe_url, sqlalchemy_backend
 
-    try:
-        import optuna_dashboard
-    except ImportError:
-        raise HarnessError("optuna-dashboard is not installed: pip install optuna-dashboard") from None
+    import importlib.util
+
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        raise HarnessError("optuna-dashboard is not installed: pip install optuna-dashboard")
     if not 0 < args.port < 65536:
         raise HarnessError(f"--port must be in 1..65535, got {args.port}")
     from harness.config import load_study_config
@@ -367,8 +367,11 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     print(f"optuna-dashboard for study {cfg.name!r} ({safe_url(url)})", flush=True)
     print(f"open http://{shown}:{args.port}/dashboard/studies/{study._study_id}  (Ctrl-C stops)", flush=True)
-    optuna_dashboard.run_server(make_storage(url, read_only=True), host=args.host, port=args.port,
-                                artifact_store=store)  # fmt: skip
+    import bottle
+
+    from harness.dashboard import read_only_app
+
+    bottle.run(read_only_app(make_storage(url, read_only=True), store), host=args.host, port=args.port)
     return 0
 
 

@@ -21,7 +21,7 @@ import time
 
 import optuna
 
-__all__ = ["FIGURE_ID", "PUBLISH_EVERY_S", "Publisher", "note_rejection", "publish", "summary_markdown"]
+__all__ = ["FIGURE_ID", "PUBLISH_EVERY_S", "Publisher", "note_rejection", "publish", "read_only_app", "summary_markdown"]
 
 FIGURE_ID = "accuracy-vs-parameters"
 PUBLISH_EVERY_S = 30.0
@@ -78,3 +78,32 @@ class Publisher:
             self.last = now
             with study_lock(self.url, self.study.study_name):
                 publish(self.study)
+
+
+def read_only_app(storage, artifact_store):
+    """optuna-dashboard's WSGI app over a read-only ``storage`` (and artifact store) for
+    ``harness dashboard``: a request that would change the study (every route but GET's and the
+    LLM queries: delete, rename, edit a note, tell, upload) is answered 403 with the reason
+    before it runs, not a 500 with a traceback in the terminal. The storage and the store
+    refuse such writes themselves too."""
+    import json
+
+    import bottle
+    import optuna_dashboard
+
+    app = optuna_dashboard.wsgi(storage, artifact_store=artifact_store)
+
+    def refuse_writes(callback):
+        def route(*args, **kwargs):
+            request = bottle.request
+            if request.method in ("GET", "HEAD") or request.path.startswith("/api/llm/"):
+                return callback(*args, **kwargs)
+            bottle.response.status = 403
+            bottle.response.content_type = "application/json"
+            return json.dumps({"reason": "harness dashboard is read-only: the study is not changed "
+                                         "(run optuna-dashboard yourself to edit it)"})  # fmt: skip
+
+        return route
+
+    app.install(refuse_writes)
+    return app
