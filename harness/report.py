@@ -35,6 +35,23 @@ _INT_COLUMNS = ("params", "test_images", "epochs_run", "train_images", "retrain_
                 "retrain_train_images", "repeats")  # fmt: skip
 
 
+def _integer_param_columns(study: optuna.Study) -> set[str]:
+    """The trials frame's ``param_*`` columns whose parameter only takes integers (an integer
+    range, or choices that are all integers): a rejected trial's empty cell makes pandas hold
+    them as floats (32.0)."""
+    kinds: dict[str, bool] = {}
+    for t in study.get_trials(deepcopy=False):
+        for name, d in t.distributions.items():
+            if isinstance(d, optuna.distributions.IntDistribution):
+                integral = True
+            elif isinstance(d, optuna.distributions.CategoricalDistribution):
+                integral = all(isinstance(c, int) and not isinstance(c, bool) for c in d.choices)
+            else:
+                integral = False
+            kinds[name] = kinds.get(name, True) and integral
+    return {f"param_{name}" for name, integral in kinds.items() if integral}
+
+
 def _kind(t: FrozenTrial) -> str:
     from harness.study import classify
 
@@ -325,8 +342,9 @@ def write_report(study: optuna.Study, out_html: Path, out_csv: Path | None = Non
 
     frame = trials_frame(study)
     files: dict[Path, str] = {}
-    if out_csv is not None:  # counts as integers (19290, not 19290.0); missing ones stay empty
-        ints = {c: frame[c].astype("Int64") for c in _INT_COLUMNS if c in frame.columns}
+    if out_csv is not None:  # counts and integer parameters as integers (19290, not 19290.0); missing ones stay empty
+        columns = [*_INT_COLUMNS, *_integer_param_columns(study)]
+        ints = {c: frame[c].astype("Int64") for c in columns if c in frame.columns}
         files[out_csv] = frame.assign(**ints).to_csv(index=False)
     budget = int(study.user_attrs.get("budget", 0))
     target = float(study.user_attrs.get("target", 1.0))

@@ -383,6 +383,14 @@ def test_report_has_every_trial_and_the_figures(tiny_study, tmp_path):
     for col in ("params", "test_images", "epochs_run", "train_images"):  # counts as ints: 19290, not 19290.0
         assert all(re.fullmatch(r"\d*", r[col]) for r in rows), [r[col] for r in rows]
     assert rows[0]["params"] == "19290"
+    # integer parameters as integers too (a width of 32, not 32.0), others as they are
+    kinds = {n: d for t in study.get_trials() for n, d in t.distributions.items()}
+    ints = [n for n, d in kinds.items() if isinstance(d, optuna.distributions.IntDistribution)
+            or (isinstance(d, optuna.distributions.CategoricalDistribution)
+                and all(type(c) is int for c in d.choices))]  # fmt: skip
+    assert ints and all(re.fullmatch(r"-?\d*", r[f"param_{n}"]) for n in ints for r in rows), ints
+    floats = [n for n, d in kinds.items() if isinstance(d, optuna.distributions.FloatDistribution)]
+    assert floats and any("." in r[f"param_{n}"] for n in floats for r in rows)
     # what each trial trained on, exactly as recorded; empty where none was (a rejection trains nothing)
     recorded = {str(t.number): str(t.user_attrs["train_images"]) for t in study.get_trials() if "train_images" in t.user_attrs}
     assert recorded and {r["number"]: r["train_images"] for r in rows if r["train_images"]} == recorded
