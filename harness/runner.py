@@ -389,6 +389,9 @@ def run_study(plan: RunPlan) -> RunOutcome:
     path = sqlite_path(plan.url)
     if path is not None:  # the database's folder (study.results_dir): made once there is something to run
         path.parent.mkdir(parents=True, exist_ok=True)
+    if plan.n_trials is None and not plan.timeout:  # said even with --quiet: nothing else will end it
+        print(f"note: study {cfg.name!r} has study.n_trials = 0 and no timeout: the run goes on until it is "
+              "stopped (Ctrl-C keeps every finished trial; --trials N or --timeout S bound it)", file=sys.stderr, flush=True)  # fmt: skip
     if not plan.quiet:
         estimate = cpu_time_estimate(cfg, plan)
         if estimate:

@@ -370,6 +370,30 @@ def test_a_stop_after_the_last_trial_is_recorded_still_ends_the_run_as_stopped(t
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
 
 
+def test_an_unbounded_run_says_it_goes_on_until_stopped(tmp_path, synthetic_root, monkeypatch, capsys):
+    """study.n_trials = 0 and no timeout: nothing but a stop ends the run, and it says so first
+    (also with --quiet); bounded by --timeout or --trials, it does not."""
+    import harness.runner
+    from harness.cli import main
+
+    study = _study_file(tmp_path, "u")  # no n_trials: 0
+    original = harness.runner._StopGate.raise_if_stopped
+
+    def stop_after_one(self, study, trial):
+        original(self, study, trial)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(harness.runner._StopGate, "raise_if_stopped", stop_after_one)
+    args = ["run", str(study), "--quiet", "--data-dir", str(synthetic_root), "--device", "cpu"]
+    assert main(args) == 130
+    assert "note: study 'u' has study.n_trials = 0 and no timeout: the run goes on until it is stopped" in \
+        capsys.readouterr().err
+    monkeypatch.undo()
+    for bound in (["--trials", "1"], ["--timeout", "1"]):
+        assert main([*args, *bound]) == 0
+        assert "until it is stopped" not in capsys.readouterr().err, bound
+
+
 _TWO_SIGNALS_AT_ONCE = """
 import os, signal
 from harness.runner import stop_on_signals
