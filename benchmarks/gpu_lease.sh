@@ -16,7 +16,9 @@ out=${OUT:?"gpu_lease: OUT (the device tool's output folder) is not set"}
 ls .whl/*.whl >/dev/null 2>&1 && [ -d .mnistgz ] || { echo "gpu_lease: run scripts/gpu_lease_prepare.sh first and carry .whl and .mnistgz" >&2; exit 2; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PATH=/tmp/site/bin:$PATH
-export STUDIES=${STUDIES:-mnist-pareto}
+# defaults sized for one device call (600 s at most): search <= 280 + 60 s, retrain <= 140 s,
+# then the results (exports verified) and the install before them
+export STUDIES=${STUDIES:-mnist-pareto} SEARCH_SECONDS=${SEARCH_SECONDS:-280} RETRAIN_SECONDS=${RETRAIN_SECONDS:-140}
 python3 -m harness.cli data import .mnistgz --data-dir .data || exit
 mkdir -p runs results
 start=$(date +%s)
