@@ -327,10 +327,17 @@ def _results_command(argv: list[str]) -> str:
 
     if argv[:1] != ["results"]:
         return ""
-    shown = ["…" if i and argv[i - 1] == "--note" else ("--note=…" if a.startswith("--note=") else a) for i, a in enumerate(argv)]
-    shown = [safe_url(a) if i and shown[i - 1] == "--storage" else
-             ("--storage=" + safe_url(a.split("=", 1)[1]) if a.startswith("--storage=") else a) for i, a in enumerate(shown)]  # fmt: skip
-    return shlex.join(["harness", *shown])
+
+    def shown(before: str, arg: str) -> str:
+        if before == "--note":
+            return "…"
+        if arg.startswith("--note="):
+            return "--note=…"
+        if before == "--storage":
+            return safe_url(arg)
+        return "--storage=" + safe_url(arg.split("=", 1)[1]) if arg.startswith("--storage=") else arg
+
+    return shlex.join(["harness", *(shown(argv[i - 1] if i else "", a) for i, a in enumerate(argv))])
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:

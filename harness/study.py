@@ -227,10 +227,11 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True, writa
                 study.set_user_attr(key, value)
             study.set_user_attr("train", dataclasses.asdict(cfg.train))  # the recipe: record and fingerprint
             study.set_metric_names(MODES[cfg.mode][0])  # what optuna-dashboard labels the objectives
+        settings = search_settings(cfg)
         if SEARCH_SETTINGS_ATTR not in study.user_attrs:  # a study made before they were recorded adopts these
-            study.set_user_attr(SEARCH_SETTINGS_ATTR, search_settings(cfg))
-        if study.user_attrs.get(LAST_SEARCH_SETTINGS_ATTR) != search_settings(cfg):
-            study.set_user_attr(LAST_SEARCH_SETTINGS_ATTR, search_settings(cfg))
+            study.set_user_attr(SEARCH_SETTINGS_ATTR, settings)
+        if study.user_attrs.get(LAST_SEARCH_SETTINGS_ATTR) != settings:
+            study.set_user_attr(LAST_SEARCH_SETTINGS_ATTR, settings)
         if "data" not in study.user_attrs:  # a study made before the data fingerprint adopts this file's
             study.set_user_attr("data", _measured_settings(cfg)["data"])
         space = get_search_space(cfg.search_space, cfg.path.parent)
