@@ -11,7 +11,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from harness.errors import EXIT_INTERRUPTED, EXIT_USAGE, HarnessError, exception_chain, innermost_message
+from harness.errors import EXIT_USAGE, HarnessError, exception_chain, innermost_message
 
 __all__ = ["main"]
 
@@ -265,6 +265,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from harness.retrain import run_retrain
+    from harness.runner import exit_status_after_stop
 
     try:
         run_retrain(args.study_file, storage=args.storage, top=args.top, spread=args.spread, seeds=args.seeds,
@@ -272,7 +273,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
                     data_dir=args.data_dir, say=lambda line: print(line, flush=True))  # fmt: skip
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM
         print("interrupted: the finished runs are kept; the same command goes on from them", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_status_after_stop()
     return 0
 
 
@@ -407,7 +408,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from harness.runner import plan_run, run_study
+    from harness.runner import exit_status_after_stop, plan_run, run_study
 
     plan = plan_run(
         args.study_file, trials=args.trials, timeout=args.timeout, storage=args.storage, device=args.device,
@@ -421,7 +422,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if outcome.interrupted:
         print("interrupted: a trial still running is marked FAIL (interrupted) and retried when the study resumes; "
               "run again to resume", file=sys.stderr)  # fmt: skip
-        return EXIT_INTERRUPTED
+        return exit_status_after_stop()
     return 0
 
 
@@ -461,8 +462,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return EXIT_USAGE
     except KeyboardInterrupt:
+        from harness.runner import exit_status_after_stop
+
         print("harness: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_status_after_stop()
     except BrokenPipeError:  # `harness status ... | head`: the reader left; not an error of ours
         import os
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 __all__ = [
-    "EXIT_INTERRUPTED", "EXIT_USAGE", "ConfigError", "DataError", "HarnessError", "MissingStudyError", "StorageError", "exception_chain",
+    "EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_USAGE", "ConfigError", "DataError", "HarnessError", "MissingStudyError", "StorageError", "exception_chain",
     "innermost_message", "one_line",
 ]
 
 EXIT_USAGE = 2  # exit status of a bad input (one line on stderr)
 EXIT_INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # exit status after SIGTERM (128 + SIGTERM), as shells report a process it ended
 
 
 class HarnessError(Exception):

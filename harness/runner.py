@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import EXIT_INTERRUPTED, EXIT_USAGE, HarnessError
+from harness.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, HarnessError
 
 __all__ = [
-    "Progress", "ProgressEvent", "RunOutcome", "RunPlan", "plan_run", "restore_signals", "run_study", "run_trials",
-    "stop_on_signals",
+    "Progress", "ProgressEvent", "RunOutcome", "RunPlan", "exit_status_after_stop", "plan_run", "restore_signals",
+    "run_study", "run_trials", "stop_on_signals",
 ]
 
 
@@ -288,6 +288,16 @@ class _StopGate:
 
 
 _STOP_GATE = _StopGate()
+_STOPPED_BY: list[int] = []  # the signal that stopped this process, once stop_on_signals' handler ran
+
+
+def exit_status_after_stop() -> int:
+    """The exit status of a process stopped by a signal, by the shells' convention of 128 + its
+    number: 143 after SIGTERM (a scheduler's stop, `kill`), else 130 (Ctrl-C's, also when no
+    handler of :func:`stop_on_signals` saw the stop)."""
+    import signal
+
+    return EXIT_TERMINATED if _STOPPED_BY == [signal.SIGTERM] else EXIT_INTERRUPTED
 
 
 def stop_on_signals(children=lambda: ()):
@@ -304,6 +314,7 @@ def stop_on_signals(children=lambda: ()):
     import signal
 
     def stop(signum, frame):
+        _STOPPED_BY[:] = [signum]
         signal.signal(signal.SIGINT, _ignore_signal)
         signal.signal(signal.SIGTERM, _ignore_signal)
         for p in children():
@@ -312,6 +323,7 @@ def stop_on_signals(children=lambda: ()):
         if not _STOP_GATE.hold_stop():  # held while Optuna creates or tells a trial (_StopGate)
             raise KeyboardInterrupt
 
+    _STOPPED_BY.clear()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
         signal.signal(sig, stop)
@@ -343,7 +355,7 @@ def _worker_process(plan: RunPlan, forward) -> None:  # entry point of a --jobs 
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:  # Ctrl-C before its first trial (start-up, opening the study)
         interrupted = True
-    sys.exit(EXIT_INTERRUPTED if interrupted else 0)
+    sys.exit(exit_status_after_stop() if interrupted else 0)
 
 
 def _split(total: int | None, parts: int) -> list[int | None]:
@@ -453,9 +465,9 @@ def _run_and_summarize(plan: RunPlan, cfg, procs: list) -> RunOutcome:
             publisher(force=True)
         codes = [p.exitcode for p in procs]
         outcome = RunOutcome(
-            interrupted=interrupted or EXIT_INTERRUPTED in codes,
+            interrupted=interrupted or any(c in (EXIT_INTERRUPTED, EXIT_TERMINATED) for c in codes),
             workers=len(procs),
-            bad_codes=tuple(c for c in codes if c not in (0, EXIT_INTERRUPTED)),
+            bad_codes=tuple(c for c in codes if c not in (0, EXIT_INTERRUPTED, EXIT_TERMINATED)),
         )
     for line in summarize(open_study(cfg, plan.url, create=False), cfg.stale_after, cfg.n_trials).lines():
         print(line)
