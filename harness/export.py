@@ -44,6 +44,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import harness
 from harness.errors import HarnessError, one_line
+from harness.runner import interrupts_held
 from harness.study import param_count
 
 __all__ = [
@@ -383,8 +384,8 @@ def export_trial(
     # (torch.export warns about a package not named *.pt2, and names the archive's inside after
     # the file), then all moved into place: an export stopped while writing or verifying (Ctrl-C,
     # a full disk) leaves the earlier files as they were and no temporary file (a SIGKILL leaves
-    # only its own hidden folder). Only a stop between the final renames (same folder,
-    # microseconds) could leave new model files beside the earlier card.
+    # only its own hidden folder). A stop during the final renames waits until they are done:
+    # never new model files beside the earlier card.
     try:
         partial = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{paths['card'].stem}.", suffix=".partial"))
     except OSError as exc:
@@ -403,9 +404,10 @@ def export_trial(
         ok = record["passed"] and all(v["passed"] for v in verification.values())
         card = model_card(study, trial, spec, record, written, verification, storage_label, retrained)
         (partial / paths["card"].name).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        for fmt in formats:
-            os.replace(written[fmt], paths[fmt])
-        os.replace(partial / paths["card"].name, paths["card"])
+        with interrupts_held():
+            for fmt in formats:
+                os.replace(written[fmt], paths[fmt])
+            os.replace(partial / paths["card"].name, paths["card"])
     except OSError as exc:  # a full disk, a folder that cannot be written
         raise HarnessError(f"{out_dir}: cannot write the export: {exc.strerror or exc}") from None
     finally:

@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial
 import harness
 from harness.config import StudyConfig, TrainConfig
 from harness.errors import HarnessError
+from harness.runner import interrupts_held
 from harness.study import counted, param_count, plus_minus
 
 __all__ = [
@@ -214,31 +215,6 @@ def load_retrain_teachers(
     return teachers
 
 
-@contextlib.contextmanager
-def _interrupts_held():
-    """Ctrl-C and SIGTERM wait until the block ends, then interrupt as usual (sent again to
-    this process): a run's weights file and the record that names it are written together; an
-    interrupt between them would leave an artifact no record points to. The block is one
-    upload and one write. (Not a signal mask: torch's threads would take the signal.)"""
-    import os
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():  # handlers can be set there only
-        yield
-        return
-    pending: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if pending:
-            os.kill(os.getpid(), pending[0])
-
-
 def check_retrain_protocol(study: optuna.Study, trials: list[FrozenTrial], cfg: StudyConfig, epochs: int | None,
                            train_images: int, device, teachers: dict[str, tuple[Any, dict[str, Any]]]):
     """Refuse, for every trial before any training, a retrain whose protocol (epochs, training
@@ -364,7 +340,7 @@ def retrain_trials(
             }  # fmt: skip
             if raw_curve:
                 run["raw_test_curve"] = raw_curve
-            with lock(), _interrupts_held():  # read-merge-write: another retrain may have stored runs meanwhile
+            with lock(), interrupts_held():  # read-merge-write: another retrain may have stored runs meanwhile
                 stored = study.user_attrs.get(key)
                 # the same protocol merges, whatever speed-only options (eval batch, compile) differ
                 if same_protocol(stored, recipe):

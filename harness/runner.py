@@ -20,8 +20,8 @@ from pathlib import Path
 from harness.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, HarnessError
 
 __all__ = [
-    "Progress", "ProgressEvent", "RunOutcome", "RunPlan", "exit_status_after_stop", "plan_run", "restore_signals",
-    "run_study", "run_trials", "stop_on_signals",
+    "Progress", "ProgressEvent", "RunOutcome", "RunPlan", "exit_status_after_stop", "interrupts_held", "plan_run",
+    "restore_signals", "run_study", "run_trials", "stop_on_signals",
 ]
 
 
@@ -342,6 +342,31 @@ def restore_signals(previous) -> None:
 
     for sig, handler in previous.items():
         signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def interrupts_held():
+    """Ctrl-C and SIGTERM wait until the block ends, then interrupt as usual (sent again to
+    this process): what the block writes lands whole, such as a retrain's weights file and the
+    record that names it, or an export's files and their card. Keep the block to writes that
+    end in moments. (Not a signal mask: torch's threads would take the signal.)"""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # handlers can be set there only
+        yield
+        return
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            os.kill(os.getpid(), pending[0])
 
 
 def _worker_process(plan: RunPlan, forward) -> None:  # entry point of a --jobs child (spawned)

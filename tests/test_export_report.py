@@ -188,7 +188,33 @@ def test_an_export_stopped_half_way_leaves_the_previous_files_as_they_were(tiny_
     assert calls == ["pt2", "onnx"] and not (tmp_path / "new").exists()
     capsys.readouterr()
 
-    # A full disk while writing (an OSError with no file name, as ENOSPC is): one line, exit 2,
+    # Ctrl-C between the final renames (the first model file moved into place): it waits until
+    # the card is in place too, then stops; every file is this export's, none the earlier one's
+    import os
+    import signal
+
+    real_replace, moved = os.replace, []
+
+    def replace_then_ctrl_c(src, dst):
+        real_replace(src, dst)
+        moved.append(Path(dst).name)
+        if len(moved) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C came right after the first rename
+
+    monkeypatch.setattr(harness.export.os, "replace", replace_then_ctrl_c)
+    assert main(["export", str(tiny_study / "tiny.toml"), "--out", str(out)]) == 130
+    monkeypatch.setattr(harness.export.os, "replace", real_replace)
+    assert len(moved) == 3 and moved[-1].endswith(".json"), moved
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after.keys() == before.keys() and all(after[n] != before[n] for n in after), "files of two exports mixed"
+    card = json.loads(after[moved[-1]])
+    for name in moved[:2]:  # the card describes the model files beside it
+        assert hashlib.sha256(after[name]).hexdigest() in json.dumps(card), name
+    for f in out.iterdir():
+        f.write_bytes(before[f.name])
+    capsys.readouterr()
+
+
     # the earlier files as they were, no temporary folder left
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
