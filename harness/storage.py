@@ -276,8 +276,8 @@ def check_outputs(outputs: dict[str, Path], protected: list[Path]) -> None:
     for p in protected:
         r = p.resolve()
         guarded.append(r)
-        if r.suffix == ".db" or r.name.endswith((".sqlite", ".sqlite3")):
-            guarded += [r.with_name(r.name + x) for x in (".lock", "-journal", "-wal", "-shm")]
+        if r.suffix == ".db" or r.name.endswith((".sqlite", ".sqlite3")) or _is_sqlite_file(r):
+            guarded += [r.with_name(r.name + x) for x in _SQLITE_SIBLINGS]
     for flag, path in outputs.items():
         r = path.resolve()
         for g in guarded:
@@ -287,14 +287,32 @@ def check_outputs(outputs: dict[str, Path], protected: list[Path]) -> None:
         if r in seen:
             raise StorageError(f"{flag} {path} is also given to {seen[r]}: one output would overwrite the other")
         seen[r] = flag
-        if r.is_file() and r.suffix in _NEVER_OVERWRITTEN:
+        if not r.is_file():
+            continue
+        if r.suffix in _NEVER_OVERWRITTEN:
             # another study's file, a database, code or data: never a report's, table's or export's
             raise StorageError(f"{flag} {path}: refusing to overwrite an existing {r.suffix} file, which no "
                                "output of the harness is (a study file, a database, code or data)")  # fmt: skip
+        if _is_sqlite_file(r):  # a database under any name (storage = "sqlite:///studydb")
+            raise StorageError(f"{flag} {path}: refusing to overwrite an existing SQLite database")
+        base = next((r.with_name(r.name[: -len(x)]) for x in _SQLITE_SIBLINGS if r.name.endswith(x)), None)
+        if base is not None and base.is_file() and (base.suffix in _NEVER_OVERWRITTEN or _is_sqlite_file(base)):
+            raise StorageError(f"{flag} {path}: refusing to overwrite the lock or journal file of the database {base}")
 
 
 #: File kinds no output is, never overwritten where they exist: study files, databases, code, data.
 _NEVER_OVERWRITTEN = {".toml", ".db", ".sqlite", ".sqlite3", ".py", ".gz"}
+#: Files beside a SQLite database: the study lock's (study_lock) and SQLite's own.
+_SQLITE_SIBLINGS = (".lock", "-journal", "-wal", "-shm")
+
+
+def _is_sqlite_file(path: Path) -> bool:
+    """Whether ``path`` is a file that starts with SQLite's header (whatever its name). Reads 16 bytes."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:  # missing, a folder, unreadable
+        return False
 
 
 def heartbeat_ages(study: optuna.Study) -> dict[int, float]:

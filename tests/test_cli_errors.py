@@ -430,6 +430,43 @@ def test_an_output_never_overwrites_another_studys_file(trained_study, tmp_path,
     assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
 
 
+@pytest.mark.parametrize("name", ["studydb", "other.csv", "studydb.lock", "other.csv-wal"])
+def test_an_output_never_overwrites_a_database_whatever_its_name(trained_study, tmp_path, capsys, name):
+    """A SQLite database is known by its header, not its name (a study file may say
+    `storage = "sqlite:///studydb"`), and so are its lock and WAL files: report --csv given one
+    is refused in one line, the file byte-identical."""
+    import shutil
+
+    study, _ = trained_study
+    base = name.removesuffix(".lock").removesuffix("-wal")
+    shutil.copyfile(study.parent / "bad-input.db", tmp_path / base)
+    if name != base:
+        (tmp_path / name).write_bytes(b"")  # as study_lock's flock leaves it
+    before = _snapshot(study.parent), _snapshot(tmp_path)
+    assert main(["report", str(study), "--csv", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    said = "an existing SQLite database" if name == base else f"the lock or journal file of the database {tmp_path / base}"
+    assert len(err) == 1 and f"{tmp_path / name}: refusing to overwrite {said}" in err[0], err
+    assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
+
+
+def test_an_output_never_overwrites_the_studys_own_database_files_whatever_their_name(trained_study, tmp_path, capsys):
+    """The study's own database named without a database suffix: its lock file is the study's too."""
+    import shutil
+
+    study, data = trained_study
+    shutil.copyfile(study.parent / "bad-input.db", tmp_path / "studydb")
+    url = f"sqlite:///{tmp_path / 'studydb'}"
+    assert main(["status", str(study), "--storage", url]) == 0
+    before = _snapshot(study.parent), _snapshot(tmp_path)
+    capsys.readouterr()
+    lock = tmp_path / "studydb.lock"
+    assert main(["report", str(study), "--storage", url, "--csv", str(lock), "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--csv {lock} would overwrite the study's file {lock}" in err[0], err
+    assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
+
+
 def test_missing_data_leaves_the_artifact_folder_untouched(trained_study, tmp_path, capsys):
     """A run refused for its data has not probed the artifact folder yet (the probe makes and
     removes a folder there, which changes the folder's modification time)."""
