@@ -256,10 +256,13 @@ def open_existing_study(study_file: str | Path, storage: str | None = None, *, w
 
     cfg = cfg or load_study_config(study_file)
     url = storage or cfg.default_storage()
-    check_study_storage(url, study_file, from_study_file=not storage and bool(cfg.storage))
     path = sqlite_path(url)
+    no_database = StorageError(f"{study_file}: no study database yet at {path} (run `harness run` first)")
+    if path is not None and not path.exists() and not storage and not cfg.storage:
+        raise no_database  # the default database, in study.results_dir, which the first run makes
+    check_study_storage(url, study_file, from_study_file=not storage and bool(cfg.storage))
     if path is not None and not path.exists():
-        raise StorageError(f"{study_file}: no study database yet at {path} (run `harness run` first)")
+        raise no_database
     check_optuna_sqlite(url, for_writing=False)  # an empty or foreign file is not turned into a storage
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "Using an existing study" chatter
     try:

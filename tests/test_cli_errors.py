@@ -467,6 +467,21 @@ def test_an_output_never_overwrites_the_studys_own_database_files_whatever_their
     assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
 
 
+@pytest.mark.parametrize("command", ["status", "report", "export", "retrain", "results", "dashboard"])
+def test_a_study_never_run_is_named_so_when_its_results_folder_is_missing_too(tmp_path, capsys, command):
+    """A reading command on a study whose study.results_dir the first run has not made yet says
+    there is no database yet, as it does when only the file is missing (it named a storage URL
+    the user never wrote, with "folder ... does not exist"); nothing is made."""
+    study = tmp_path / "s.toml"
+    study.write_text(_replace(GOOD, "budget = 20000", 'budget = 20000\nresults_dir = "nores/deeper"'))
+    before = _snapshot(tmp_path)
+    assert main([command, str(study), *(["--out", str(tmp_path / "r.md")] if command == "results" else [])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    db = tmp_path / "nores" / "deeper" / "bad-input.db"
+    assert err == [f"harness: error: {study}: no study database yet at {db} (run `harness run` first)"], err
+    assert _snapshot(tmp_path) == before
+
+
 def test_missing_data_leaves_the_artifact_folder_untouched(trained_study, tmp_path, capsys):
     """A run refused for its data has not probed the artifact folder yet (the probe makes and
     removes a folder there, which changes the folder's modification time)."""
