@@ -371,15 +371,15 @@ def _validate(where: str, c: StudyConfig) -> None:
     _check(where, 0 <= d.test_limit <= 10_000, "data.test_limit",
            f"must be 0 (all) to MNIST's 10,000 test images, got {d.test_limit}")  # fmt: skip
     _check(where, c.sampler.name in ("tpe", "random"), "sampler.name", f"must be tpe or random, got {toml_value(c.sampler.name)}")
-    _check(where, c.sampler.n_startup_trials >= 0, "sampler.n_startup_trials", "must be >= 0")
+    _check(where, c.sampler.n_startup_trials >= 0, "sampler.n_startup_trials", f"must be >= 0, got {c.sampler.n_startup_trials}")
     _check(where, c.pruner.name in PRUNERS, "pruner.name", f"must be one of {', '.join(PRUNERS)}, got {toml_value(c.pruner.name)}")
     if c.pruner.name in ("halving", "hyperband"):
         _check(where, c.pruner.min_resource == 0 or 1 <= c.pruner.min_resource < t.epochs, "pruner.min_resource",
                f"must be 0 (auto) or in [1, train.epochs) = [1, {t.epochs}) epochs, got {c.pruner.min_resource}")  # fmt: skip
         _check(where, c.pruner.reduction_factor >= 2, "pruner.reduction_factor",
                f"must be >= 2, got {c.pruner.reduction_factor}")  # fmt: skip
-    _check(where, c.pruner.n_startup_trials >= 0, "pruner.n_startup_trials", "must be >= 0")
-    _check(where, c.pruner.n_warmup_steps >= 0, "pruner.n_warmup_steps", "must be >= 0")
+    _check(where, c.pruner.n_startup_trials >= 0, "pruner.n_startup_trials", f"must be >= 0, got {c.pruner.n_startup_trials}")
+    _check(where, c.pruner.n_warmup_steps >= 0, "pruner.n_warmup_steps", f"must be >= 0, got {c.pruner.n_warmup_steps}")
 
 
 def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None) -> StudyConfig:

@@ -88,7 +88,7 @@ def plan_run(
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise HarnessError(f"{flag} must be a number >= 0, got {value}")
     if jobs < 1:
-        raise HarnessError(f"--jobs must be >= 1, got {jobs}")
+        raise HarnessError(f"--jobs (--workers) must be >= 1, got {jobs}")
     cfg = with_overrides(cfg, device=device)
     url = storage or cfg.storage
     if url:

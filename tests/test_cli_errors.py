@@ -482,6 +482,23 @@ def test_a_study_never_run_is_named_so_when_its_results_folder_is_missing_too(tm
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("table,value,said", [
+    ("[sampler]\nn_startup_trials = -5", None, "sampler.n_startup_trials must be >= 0, got -5"),
+    ('[pruner]\nname = "median"\nn_startup_trials = -1', None, "pruner.n_startup_trials must be >= 0, got -1"),
+    ('[pruner]\nname = "median"\nn_warmup_steps = -2', None, "pruner.n_warmup_steps must be >= 0, got -2"),
+    ("", ["--workers", "0"], "--jobs (--workers) must be >= 1, got 0"),
+], ids=["sampler-startup", "pruner-startup", "pruner-warmup", "workers-zero"])  # fmt: skip
+def test_a_value_out_of_range_is_named_with_the_value_given(tmp_path, capsys, table, value, said):
+    """Every range refusal says what it got; --workers, the alias of --jobs, is named too."""
+    study = tmp_path / "s.toml"
+    study.write_text(GOOD + table + "\n")
+    before = _snapshot(tmp_path)
+    assert main(["run", str(study), "--trials", "1", *(value or [])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"harness: error: {f'{study}: ' if table else ''}{said}"], err
+    assert _snapshot(tmp_path) == before
+
+
 def test_missing_data_leaves_the_artifact_folder_untouched(trained_study, tmp_path, capsys):
     """A run refused for its data has not probed the artifact folder yet (the probe makes and
     removes a folder there, which changes the folder's modification time)."""
