@@ -652,7 +652,8 @@ class Progress:
             from tqdm import tqdm
 
             # tqdm's own rate and ETA would count millisecond rejections like trainings: ours is in desc
-            fmt = "|{bar:20}| {n_fmt}/{total_fmt} trials, {desc}" if total else "{n_fmt} trials, {desc}"
+            # (no total: the count is in desc, where "1 trial" can be spelled)
+            fmt = "|{bar:20}| {n_fmt}/{total_fmt} trials, {desc}" if total else "{desc}"
             self.bar = tqdm(total=total, dynamic_ncols=True, file=sys.stderr, bar_format=fmt)
 
     # --- events, where the trials run -------------------------------------------------------
@@ -706,7 +707,7 @@ class Progress:
         if not event.outcome:
             self.running[key] = event
             if self.bar is not None:
-                self.bar.set_description_str(self.status(), refresh=True)
+                self.bar.set_description_str(self._bar_text(), refresh=True)
             elif self.plain and time.monotonic() - self.plain_at >= self.PLAIN_EVERY:
                 self._plain_status()
             return
@@ -722,14 +723,22 @@ class Progress:
                 self._plain_status()
         else:
             self.bar.write(event.line)
-            self.bar.set_description_str(self.status(), refresh=False)
+            self.bar.set_description_str(self._bar_text(), refresh=False)
             self.bar.update(1)
 
     def _plain_status(self) -> None:
-        done = sum(self.counts.values())
-        print(f"{done}/{self.total} trials, " if self.total else f"{done} trials, ", self.status(),
-              sep="", file=sys.stderr, flush=True)  # fmt: skip
+        print(self.counted_status(), file=sys.stderr, flush=True)
         self.plain_at = time.monotonic()
+
+    def _bar_text(self) -> str:  # the bar shows "n/total trials" itself
+        return self.status() if self.total else self.counted_status()
+
+    def counted_status(self) -> str:
+        """``2/3 trials, `` (no total: ``1 trial, ``) and :meth:`status`."""
+        from harness.study import counted
+
+        done = sum(self.counts.values())
+        return (f"{done}/{self.total} trials, " if self.total else f"{counted(done, 'trial')}, ") + self.status()
 
     def status(self) -> str:
         """``trained 3, rejected 9 | trial 12 epoch 4/15 val 0.9812, ~1 min left | ETA ~25 min``."""

@@ -71,7 +71,9 @@ def test_off_a_terminal_the_bar_is_one_plain_line_per_finished_trial(capsys, mon
     ]
     endless = Progress(total=None, epochs=2, quiet=False)  # n_trials = 0: no total to show
     endless.show(_done(0, "complete", 2.0))
-    assert capsys.readouterr().err == "1 trials, trained 1, rejected 0\n"
+    assert capsys.readouterr().err == "1 trial, trained 1, rejected 0\n"
+    endless.show(_done(1, "over_budget", 0.0))
+    assert capsys.readouterr().err == "2 trials, trained 1, rejected 1\n"
     assert Progress(total=3, epochs=2, quiet=True).plain is False  # --quiet: no bar of either kind
 
 
@@ -90,6 +92,10 @@ def test_on_a_terminal_the_bar_is_drawn_live(monkeypatch):
     p.show(ProgressEvent("", 0, epoch=1, val_acc=0.5, seconds=1.0))
     p.close()
     assert "\r" in terminal.getvalue() and "trial 0 epoch 1/2 val 0.5000" in terminal.getvalue()
+    endless = Progress(total=None, epochs=2, quiet=False)  # n_trials = 0: the count in words
+    endless.show(_done(0, "complete", 2.0))
+    endless.close()
+    assert "1 trial, trained 1, rejected 0" in terminal.getvalue() and "1 trials" not in terminal.getvalue()
 
 
 def test_eta_counts_what_the_running_trial_has_left_and_ends_without_one():
