@@ -415,10 +415,17 @@ def run_retrain(
         # All 60,000 training images, no validation split: nothing is selected any more.
         teachers = load_retrain_teachers(cfg, trials, epochs, torch_device)  # refused before anything is said
         data = load_splits(cfg.data_root(data_dir), torch_device, val_size=0, download=cfg.data.download)
-        check_retrain_protocol(study, trials, cfg, epochs, len(data.train_x), torch_device, teachers)  # before a word
+        same_protocol = check_retrain_protocol(study, trials, cfg, epochs, len(data.train_x), torch_device,
+                                               teachers)  # before a word  # fmt: skip
+        stored = sum(str(s) in record["runs"] for t in trials
+                     if same_protocol(record := study.user_attrs.get(retrain_key(t.number)), _recipe(cfg, t, epochs))
+                     for s in range(seeds))  # fmt: skip
+        runs = len(trials) * seeds
+        kept = ("" if not stored else "; every run is stored already, none is trained" if stored == runs
+                else f"; {stored} of the {runs} runs are stored already and kept")  # fmt: skip
         say(f"retraining {counted(len(trials), 'architecture')} x {counted(seeds, 'seed')} on "
             f"{len(data.train_x):,} training images ({device_name(torch_device)}): trials "
-            f"{', '.join(str(t.number) + (' (baseline)' if t.user_attrs.get('baseline') else '') for t in trials)}")  # fmt: skip
+            f"{', '.join(str(t.number) + (' (baseline)' if t.user_attrs.get('baseline') else '') for t in trials)}{kept}")  # fmt: skip
         records = retrain_trials(study, trials, cfg, seeds=seeds, data=data,
                                  store=open_artifact_store(cfg.artifact_root(url)),
                                  lock=lambda: study_lock(url, cfg.name), device_label=device_name(torch_device),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -117,8 +118,16 @@ def test_retrain_pareto_front_resumes_and_exports(pareto_dir, capsys):
     assert main(["retrain", study_file, "--seeds", "3", "--epochs", "1", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "seed 0:" not in out and out.count("seed 2:") == len(records)
+    n = len(records)
+    assert f"; {2 * n} of the {3 * n} runs are stored already and kept" in out.splitlines()[0], out
     study = _load(pareto_dir, "par")
     assert len(optuna.artifacts.get_all_artifact_meta(study)) == 3 * len(records)
+    # Once more: nothing left to train, and the first line says so (it announced a retraining)
+    assert main(["retrain", study_file, "--seeds", "3", "--epochs", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith("; every run is stored already, none is trained"), out
+    assert not re.search(r"seed \d+:", out), out  # no run trained: only the results
+    assert len(optuna.artifacts.get_all_artifact_meta(_load(pareto_dir, "par"))) == 3 * len(records)
 
     number = next(r["trial"] for r in records.values())
     out_dir = pareto_dir / "exp"
