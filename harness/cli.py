@@ -331,8 +331,8 @@ def _results_command(argv: list[str]) -> str:
 
     def shown(before: str, arg: str) -> str:
         if before == "--note":
-            return "…"
-        if arg.startswith("--note="):
+            return "…" if arg else arg  # an empty note is shown as given: nothing elided
+        if arg.startswith("--note=") and arg != "--note=":
             return "--note=…"
         if before == "--storage":
             return safe_url(arg)

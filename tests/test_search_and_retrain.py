@@ -714,6 +714,8 @@ def test_results_names_its_command_shell_quoted_with_the_note_elided():
     cmd = _results_command(["results", "my studies/a.toml", "--out", "r.md", "--note", "run on 'x'; long"])
     assert shlex.split(cmd) == ["harness", "results", "my studies/a.toml", "--out", "r.md", "--note", "…"]
     assert shlex.split(_results_command(["results", "a.toml", "--note=long text"]))[-1] == "--note=…"
+    assert _results_command(["results", "a.toml", "--note", ""]).endswith("--note ''")  # nothing elided
+    assert _results_command(["results", "a.toml", "--note="]).endswith("--note=")
     assert _results_command(["run", "a.toml"]) == ""  # only `harness results` names itself
     secret = _results_command(["results", "a.toml", "--storage", "postgresql://u:s3cret@h/db", "--out", "r.md",
                                "--storage=postgresql://u:s3cret@h/db"])  # fmt: skip
