@@ -487,7 +487,8 @@ def load_study_config(path: str | os.PathLike[str]) -> StudyConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: malformed TOML: {exc}") from None
     if not doc:  # every default would make an endless search (n_trials = 0) named after the file
-        raise ConfigError(f"{p}: the study file holds no settings (at least a [study] table: see studies/smoke.toml)")
+        raise ConfigError(f"{p}: the study file holds no settings: every one would be a default, an endless search "
+                          "named after the file (start from studies/smoke.toml)")  # fmt: skip
     return parse_study_config(doc, p)
 
 

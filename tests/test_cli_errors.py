@@ -54,7 +54,7 @@ def _enqueue(drop: str = "", **changes) -> str:
 # (id, study-file text, extra CLI args, words the message must contain)
 CASES = [
     ("malformed-toml", "[study\nname = 1", [], ["malformed TOML"]),
-    ("empty-file", "", [], ["bad.toml: the study file holds no settings"]),  # not an endless all-defaults search
+    ("empty-file", "", [], ["bad.toml: the study file holds no settings", "endless search"]),  # not an endless all-defaults search
     ("only-comments", "# to do: a budget\n\n", [], ["bad.toml: the study file holds no settings"]),
     ("unknown-key", _replace(GOOD, "epochs = 1", "epoch = 1"), [], ["unknown key", "train.epoch"]),
     ("unknown-section", GOOD + "\n[trainer]\nx = 1\n", [], ["trainer"]),
