@@ -532,12 +532,14 @@ def _epochs(
 
 
 def seconds_per_step(
-    spec, cfg: TrainConfig, device: torch.device, *, steps: int = 6, threads: int = 0, teacher: nn.Module | None = None
+    spec, cfg: TrainConfig, device: torch.device, *, steps: int = 4, rounds: int = 3, threads: int = 0,
+    teacher: nn.Module | None = None,
 ) -> float:
     """Wall seconds of one training step of ``spec`` under ``cfg`` on ``device``, timed with
-    the real engine (:func:`fit`) on random images: one warm-up epoch of 2 steps, then one
-    of ``steps``; with ``teacher``, distilled from it (else without one, whatever ``cfg`` says).
-    For rough duration estimates, not benchmarks."""
+    the real engine (:func:`fit`) on random images: one warm-up epoch of 2 steps, then the
+    fastest of ``rounds`` epochs of ``steps`` (a moment's load from another process would
+    otherwise set the estimate for the whole run); with ``teacher``, distilled from it (else
+    without one, whatever ``cfg`` says). For rough duration estimates, not benchmarks."""
     from harness.model import build
 
     bs = cfg.batch_size
@@ -555,6 +557,6 @@ def seconds_per_step(
         warm = MnistSplits(images[: 2 * bs], labels[: 2 * bs], empty, labels[:0], empty, labels[:0])
         fit(build(spec), warm, quick, teacher=teacher)
         data = MnistSplits(images, labels, empty, labels[:0], empty, labels[:0])
-        return fit(build(spec), data, quick, teacher=teacher).seconds / steps
+        return min(fit(build(spec), data, quick, teacher=teacher).seconds for _ in range(rounds)) / steps
     finally:
         torch.set_num_threads(saved)

@@ -139,6 +139,31 @@ def test_cpu_estimate_is_timed_here_and_points_to_the_cpu_sized_study(tmp_path, 
     assert not (tmp_path / "big.db").exists()  # planning and estimating create no study
 
 
+def test_the_step_time_behind_the_estimate_is_not_set_by_a_moments_load(monkeypatch):
+    """Another process's burst during one timed epoch (helper-42 saw "~5 min" for a 31 s trial):
+    the step time is the fastest timed epoch's, not the slowed one's."""
+    import dataclasses
+
+    import torch
+
+    import harness.train
+    from harness.config import TrainConfig
+    from search_spaces import baseline_spec
+
+    real_fit, timed = harness.train.fit, []
+
+    def fit_slowed_once(model, data, cfg, **kwargs):
+        result = real_fit(model, data, cfg, **kwargs)
+        if len(data.train_x) == 2 * cfg.batch_size:  # the warm-up epoch
+            return result
+        timed.append(result.seconds * (100 if not timed else 1))  # the first timed epoch ran under load
+        return dataclasses.replace(result, seconds=timed[-1])
+
+    monkeypatch.setattr(harness.train, "fit", fit_slowed_once)
+    step = harness.train.seconds_per_step(baseline_spec(), TrainConfig(batch_size=32), torch.device("cpu"), steps=4)
+    assert len(timed) >= 2 and step == pytest.approx(min(timed) / 4) and step < timed[0] / 4 / 10, (step, timed)
+
+
 def test_cpu_estimate_counts_every_seed_of_a_repeated_candidate(tmp_path, synthetic_root, monkeypatch):
     """study.repeats = 3 trains each candidate three times: the estimate per trial is three
     times one run's (the step time pinned here, so the arithmetic is what is checked)."""
