@@ -181,7 +181,7 @@ def _sqlite_tables(path: Path) -> set[str] | None:
     """The table names of the SQLite file at ``path``, read without writing; None if it is not SQLite."""
     import sqlite3
 
-    with open(path, "rb") as f:
+    with open(path, "rb") as f:  # not _is_sqlite_file: an unreadable file is said so by the caller
         if f.read(16) != b"SQLite format 3\x00":
             return None
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=SQLITE_READ_TIMEOUT_S)
@@ -276,7 +276,7 @@ def check_outputs(outputs: dict[str, Path], protected: list[Path]) -> None:
     for p in protected:
         r = p.resolve()
         guarded.append(r)
-        if r.suffix == ".db" or r.name.endswith((".sqlite", ".sqlite3")) or _is_sqlite_file(r):
+        if r.suffix in _DATABASE_SUFFIXES or _is_sqlite_file(r):  # not there yet, or any name
             guarded += [r.with_name(r.name + x) for x in _SQLITE_SIBLINGS]
     for flag, path in outputs.items():
         r = path.resolve()
@@ -287,6 +287,12 @@ def check_outputs(outputs: dict[str, Path], protected: list[Path]) -> None:
         if r in seen:
             raise StorageError(f"{flag} {path} is also given to {seen[r]}: one output would overwrite the other")
         seen[r] = flag
+        # A database's lock, journal, WAL and shared-memory files, there or not yet: SQLite would
+        # take a file written there for its own (and delete it, or roll the database back from it)
+        base = next((r.with_name(r.name[: -len(x)]) for x in _SQLITE_SIBLINGS if r.name.endswith(x)), None)
+        if base is not None and _is_database(base):
+            raise StorageError(f"{flag} {path}: refusing to write over the {r.name[len(base.name):]} file of the "
+                               f"database {base}")  # fmt: skip
         if not r.is_file():
             continue
         if r.suffix in _NEVER_OVERWRITTEN:
@@ -295,24 +301,31 @@ def check_outputs(outputs: dict[str, Path], protected: list[Path]) -> None:
                                "output of the harness is (a study file, a database, code or data)")  # fmt: skip
         if _is_sqlite_file(r):  # a database under any name (storage = "sqlite:///studydb")
             raise StorageError(f"{flag} {path}: refusing to overwrite an existing SQLite database")
-        base = next((r.with_name(r.name[: -len(x)]) for x in _SQLITE_SIBLINGS if r.name.endswith(x)), None)
-        if base is not None and base.is_file() and (base.suffix in _NEVER_OVERWRITTEN or _is_sqlite_file(base)):
-            raise StorageError(f"{flag} {path}: refusing to overwrite the lock or journal file of the database {base}")
 
 
 #: File kinds no output is, never overwritten where they exist: study files, databases, code, data.
 _NEVER_OVERWRITTEN = {".toml", ".db", ".sqlite", ".sqlite3", ".py", ".gz"}
+_DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 #: Files beside a SQLite database: the study lock's (study_lock) and SQLite's own.
 _SQLITE_SIBLINGS = (".lock", "-journal", "-wal", "-shm")
 
 
 def _is_sqlite_file(path: Path) -> bool:
-    """Whether ``path`` is a file that starts with SQLite's header (whatever its name). Reads 16 bytes."""
+    """Whether ``path`` is a regular file that starts with SQLite's header (whatever its name).
+    Reads 16 bytes; never opens anything else (a named pipe would block the read)."""
+    if not path.is_file():
+        return False
     try:
         with open(path, "rb") as f:
             return f.read(16) == b"SQLite format 3\x00"
-    except OSError:  # missing, a folder, unreadable
+    except OSError:  # unreadable
         return False
+
+
+def _is_database(path: Path) -> bool:
+    """An existing SQLite database: a file with its header, or an empty one with a database suffix
+    (SQLite writes the header with the first table)."""
+    return _is_sqlite_file(path) or (path.is_file() and path.suffix in _DATABASE_SUFFIXES)
 
 
 def heartbeat_ages(study: optuna.Study) -> dict[int, float]:

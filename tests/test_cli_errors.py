@@ -7,6 +7,7 @@ import dataclasses
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -430,30 +431,65 @@ def test_an_output_never_overwrites_another_studys_file(trained_study, tmp_path,
     assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
 
 
-@pytest.mark.parametrize("name", ["studydb", "other.csv", "studydb.lock", "other.csv-wal"])
-def test_an_output_never_overwrites_a_database_whatever_its_name(trained_study, tmp_path, capsys, name):
+@pytest.mark.parametrize("name,there", [("studydb", True), ("other.csv", True), ("studydb.lock", True),
+                                        ("other.csv-wal", True), ("other.db-journal", False), ("studydb-shm", False),
+                                        ("studydb-wal", False), ("other.db.lock", False)])  # fmt: skip
+def test_an_output_never_overwrites_a_database_whatever_its_name(trained_study, tmp_path, capsys, name, there):
     """A SQLite database is known by its header, not its name (a study file may say
-    `storage = "sqlite:///studydb"`), and so are its lock and WAL files: report --csv given one
-    is refused in one line, the file byte-identical."""
-    import shutil
-
+    `storage = "sqlite:///studydb"`), and so are its lock, journal, WAL and shared-memory files,
+    there or not yet (an idle database has no journal: a table written there would be taken for
+    one, and deleted or rolled back by SQLite's next write): report --csv given one is refused
+    in one line, every file byte-identical and none made."""
     study, _ = trained_study
-    base = name.removesuffix(".lock").removesuffix("-wal")
+    base = re.sub(r"(\.lock|-journal|-wal|-shm)$", "", name)
     shutil.copyfile(study.parent / "bad-input.db", tmp_path / base)
-    if name != base:
+    if name != base and there:
         (tmp_path / name).write_bytes(b"")  # as study_lock's flock leaves it
     before = _snapshot(study.parent), _snapshot(tmp_path)
     assert main(["report", str(study), "--csv", str(tmp_path / name)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    said = "an existing SQLite database" if name == base else f"the lock or journal file of the database {tmp_path / base}"
-    assert len(err) == 1 and f"{tmp_path / name}: refusing to overwrite {said}" in err[0], err
+    said = ("overwrite an existing SQLite database" if name == base
+            else f"write over the {name[len(base):]} file of the database {tmp_path / base}")  # fmt: skip
+    assert len(err) == 1 and f"{tmp_path / name}: refusing to {said}" in err[0], err
     assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
+
+
+def test_a_lock_file_beside_what_is_no_database_is_an_output_like_any_other(tmp_path):
+    """Only a database's siblings are guarded: notes.toml.lock is no database's lock file."""
+    from harness.storage import check_outputs
+
+    (tmp_path / "notes.toml").write_text("x = 1\n")
+    (tmp_path / "notes.toml.lock").write_bytes(b"")
+    check_outputs({"--csv": tmp_path / "notes.toml.lock"}, [])  # not refused
+
+
+def test_a_named_pipe_among_the_study_files_is_never_read_by_the_output_check(tmp_path):
+    """The header sniff opens regular files only: a named pipe (a study file given as a FIFO)
+    would block the read until a writer came (the check hung)."""
+    import signal
+
+    from harness.storage import check_outputs
+
+    fifo = tmp_path / "s.toml"
+    os.mkfifo(fifo)
+
+    class Hung(Exception):  # not an OSError, which the sniff would take for an unreadable file
+        pass
+
+    def hung(signum, frame):
+        raise Hung("check_outputs blocked on the named pipe")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        check_outputs({"--csv": tmp_path / "t.csv"}, [fifo, tmp_path / "s.db"])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_an_output_never_overwrites_the_studys_own_database_files_whatever_their_name(trained_study, tmp_path, capsys):
     """The study's own database named without a database suffix: its lock file is the study's too."""
-    import shutil
-
     study, data = trained_study
     shutil.copyfile(study.parent / "bad-input.db", tmp_path / "studydb")
     url = f"sqlite:///{tmp_path / 'studydb'}"
