@@ -426,6 +426,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stopped_as_by_ctrl_c(handler):
+    """``handler`` with SIGTERM raising KeyboardInterrupt, as Ctrl-C does (runner.stop_on_signals),
+    so its clean-up runs (an export's temporary folder, the folders made for it); SIGTERM's
+    default ends the process without it. run and retrain install the same themselves."""
+
+    def handle(args: argparse.Namespace) -> int:
+        from harness.runner import restore_signals, stop_on_signals
+
+        previous = stop_on_signals()
+        try:
+            return handler(args)
+        finally:
+            restore_signals(previous)
+
+    return handle
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
@@ -435,11 +452,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*", category=UserWarning)
     args = _parser().parse_args(argv)
+    from harness.runner import exit_status_after_stop, forget_stop
+
+    forget_stop()
     handlers = {
         "run": _cmd_run, "worker": _cmd_run, "status": _cmd_status, "export": _cmd_export,
         "dashboard": _cmd_dashboard, "report": _cmd_report, "data": _cmd_data_import,
         "retrain": _cmd_retrain, "results": _cmd_results,
     }  # fmt: skip
+    if args.command in ("export", "results"):  # they write model files: SIGTERM cleans up as Ctrl-C does
+        handlers[args.command] = _stopped_as_by_ctrl_c(handlers[args.command])
     import sqlalchemy
 
     from harness.storage import redact  # a driver's message may echo a storage password
@@ -462,8 +484,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return EXIT_USAGE
     except KeyboardInterrupt:
-        from harness.runner import exit_status_after_stop
-
         print("harness: interrupted", file=sys.stderr)
         return exit_status_after_stop()
     except BrokenPipeError:  # `harness status ... | head`: the reader left; not an error of ours

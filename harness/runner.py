@@ -20,8 +20,8 @@ from pathlib import Path
 from harness.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, HarnessError
 
 __all__ = [
-    "Progress", "ProgressEvent", "RunOutcome", "RunPlan", "exit_status_after_stop", "interrupts_held", "plan_run",
-    "restore_signals", "run_study", "run_trials", "stop_on_signals",
+    "Progress", "ProgressEvent", "RunOutcome", "RunPlan", "exit_status_after_stop", "forget_stop", "interrupts_held",
+    "plan_run", "restore_signals", "run_study", "run_trials", "stop_on_signals",
 ]
 
 
@@ -288,7 +288,12 @@ class _StopGate:
 
 
 _STOP_GATE = _StopGate()
-_STOPPED_BY: list[int] = []  # the signal that stopped this process, once stop_on_signals' handler ran
+_STOPPED_BY: list[int] = []  # the signal that stopped this run, once stop_on_signals' handler ran
+
+
+def forget_stop() -> None:
+    """Start a command with no stop recorded (a process may run several: tests, library callers)."""
+    _STOPPED_BY.clear()
 
 
 def exit_status_after_stop() -> int:
@@ -488,12 +493,7 @@ def _run_and_summarize(plan: RunPlan, cfg, procs: list) -> RunOutcome:
         finally:
             progress.close()
             publisher(force=True)
-        codes = [p.exitcode for p in procs]
-        outcome = RunOutcome(
-            interrupted=interrupted or any(c in (EXIT_INTERRUPTED, EXIT_TERMINATED) for c in codes),
-            workers=len(procs),
-            bad_codes=tuple(c for c in codes if c not in (0, EXIT_INTERRUPTED, EXIT_TERMINATED)),
-        )
+        outcome = _workers_outcome([p.exitcode for p in procs], stopped_here=interrupted)
     for line in summarize(open_study(cfg, plan.url, create=False), cfg.stale_after, cfg.n_trials).lines():
         print(line)
     return outcome
@@ -511,6 +511,23 @@ class ProgressEvent:
     outcome: str = ""  # a finished trial: harness.study.classify()
     line: str = ""
     trained_val: float = math.nan  # with weight averaging: the trained weights' score (what the pruner sees)
+
+
+def _workers_outcome(codes: list[int | None], stopped_here: bool) -> RunOutcome:
+    """The run's outcome from its --jobs workers' exit codes (None: never started; -N: ended by
+    signal N). Stopped here (this process's Ctrl-C or SIGTERM, passed on as SIGTERM): a worker
+    the signal ended before its handler was installed, or one never started, was stopped, not
+    failed. Not stopped here but a worker was (a `kill` of its own): the run is stopped too, and
+    ends with that worker's status (:func:`exit_status_after_stop`)."""
+    import signal
+
+    stopped = {EXIT_INTERRUPTED, EXIT_TERMINATED}
+    if stopped_here:
+        stopped |= {-signal.SIGINT, -signal.SIGTERM, None}
+    elif any(c in stopped for c in codes):
+        _STOPPED_BY[:] = [signal.SIGTERM if EXIT_TERMINATED in codes else signal.SIGINT]
+    return RunOutcome(interrupted=stopped_here or any(c in stopped for c in codes), workers=len(codes),
+                      bad_codes=tuple(c for c in codes if c != 0 and c not in stopped))  # fmt: skip
 
 
 def _follow(procs, events: list, progress: Progress, publisher, interruptible: bool = True) -> None:

@@ -158,6 +158,62 @@ def _cli(args: list[str]) -> int:
         return int(exc.code)
 
 
+def test_sigterm_stops_an_export_as_ctrl_c_does(tiny_study, tmp_path, monkeypatch, capsys):
+    """SIGTERM (a scheduler's stop, `kill`) while an export verifies its files: the export's
+    clean-up runs as for Ctrl-C (no temporary folder, no folder made for it left), exit 143;
+    SIGTERM's default ended the process without it. Then a Ctrl-C in a later command of the
+    same process ends it with 130: no stop of an earlier command is carried over."""
+    import harness.report
+    from harness.runner import _workers_outcome
+
+    out = tmp_path / "new" / "exp"
+    code = ("import os, signal, sys\n"
+            "import harness.export\n"
+            "from harness.cli import main\n"
+            "real = harness.export.verify_file\n"
+            "harness.export.verify_file = lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM) or real(*a, **k)\n"
+            f"sys.exit(main(['export', {str(tiny_study / 'tiny.toml')!r}, '--out', {str(out)!r}]))\n")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 143 and proc.stderr.strip().splitlines()[-1] == "harness: interrupted", (
+        proc.returncode, proc.stderr)
+    assert not (tmp_path / "new").exists()  # neither the temporary folder nor the folders made for it
+
+    _workers_outcome([143, 0], stopped_here=False)  # as a --jobs run whose worker was sent SIGTERM records it
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness.report, "write_report", ctrl_c)  # a command that installs no handler of its own
+    assert main(["report", str(tiny_study / "tiny.toml"), "--out", str(tmp_path / "r.html"),
+                 "--csv", str(tmp_path / "r.csv")]) == 130  # fmt: skip
+    capsys.readouterr()
+
+
+def test_the_run_of_k_workers_is_stopped_not_failed_by_what_its_signal_did_to_them():
+    """The --jobs parent's outcome from its workers' exit codes. Stopped here: workers that
+    exited 130 or 143, that the signal ended before their handler was installed (-2, -15), or
+    that never started (None) were stopped, not failed; a worker's own failure still counts.
+    Not stopped here: a worker stopped by a `kill` of its own stops the run with its status."""
+    import signal
+
+    from harness.runner import _workers_outcome, exit_status_after_stop, forget_stop
+
+    forget_stop()
+    stopped = _workers_outcome([130, 143, -signal.SIGTERM, -signal.SIGINT, None], stopped_here=True)
+    assert (stopped.interrupted, stopped.bad_codes) == (True, ())
+    assert _workers_outcome([143, 1], stopped_here=True).bad_codes == (1,)
+    assert exit_status_after_stop() == 130  # the parent's own signal sets its status (none recorded here)
+    killed = _workers_outcome([143, 0], stopped_here=False)
+    assert (killed.interrupted, killed.bad_codes, exit_status_after_stop()) == (True, (), 143)
+    forget_stop()
+    interrupted = _workers_outcome([130, 0], stopped_here=False)
+    assert (interrupted.interrupted, exit_status_after_stop()) == (True, 130)
+    forget_stop()
+    died = _workers_outcome([-signal.SIGTERM, None, 0], stopped_here=False)  # no handler ran: a failure
+    assert (died.interrupted, died.bad_codes) == (False, (-signal.SIGTERM, None))
+    assert _workers_outcome([0, 0], stopped_here=False) == type(died)(interrupted=False, workers=2)
+
+
 def test_an_export_stopped_half_way_leaves_the_previous_files_as_they_were(tiny_study, tmp_path, monkeypatch, capsys):
     """Ctrl-C while the second format is verified: no new file and no temporary file is left,
     and an earlier export of the same trial stays byte for byte (never a model without its
@@ -214,7 +270,7 @@ def test_an_export_stopped_half_way_leaves_the_previous_files_as_they_were(tiny_
         f.write_bytes(before[f.name])
     capsys.readouterr()
 
-
+    # A full disk while writing (an OSError with no file name, as ENOSPC is): one line, exit 2,
     # the earlier files as they were, no temporary folder left
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")

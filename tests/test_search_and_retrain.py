@@ -127,6 +127,9 @@ def test_retrain_pareto_front_resumes_and_exports(pareto_dir, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].endswith("; every run is stored already, none is trained"), out
     assert not re.search(r"seed \d+:", out), out  # no run trained: only the results
+    assert main(["retrain", study_file, "--seeds", "2", "--epochs", "1", "--device", "cpu"]) == 0  # fewer than stored
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith("; every run is stored already, none is trained"), out
     assert len(optuna.artifacts.get_all_artifact_meta(_load(pareto_dir, "par"))) == 3 * len(records)
 
     number = next(r["trial"] for r in records.values())
