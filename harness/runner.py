@@ -672,6 +672,8 @@ class Progress:
             # (no total: the count is in desc, where "1 trial" can be spelled)
             fmt = "|{bar:20}| {n_fmt}/{total_fmt} trials, {desc}" if total else "{desc}"
             self.bar = tqdm(total=total, dynamic_ncols=True, file=sys.stderr, bar_format=fmt)
+            if not total:  # not a blank line until the first event
+                self.bar.set_description_str(self._bar_text(), refresh=True)
 
     # --- events, where the trials run -------------------------------------------------------
     def epoch(self, trial, epoch: int, val_acc: float, trained_val: float = math.nan) -> None:

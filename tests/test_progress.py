@@ -93,6 +93,7 @@ def test_on_a_terminal_the_bar_is_drawn_live(monkeypatch):
     p.close()
     assert "\r" in terminal.getvalue() and "trial 0 epoch 1/2 val 0.5000" in terminal.getvalue()
     endless = Progress(total=None, epochs=2, quiet=False)  # n_trials = 0: the count in words
+    assert "0 trials, trained 0, rejected 0" in terminal.getvalue()  # from the start, not a blank line
     endless.show(_done(0, "complete", 2.0))
     endless.close()
     assert "1 trial, trained 1, rejected 0" in terminal.getvalue() and "1 trials" not in terminal.getvalue()
