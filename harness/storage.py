@@ -303,9 +303,9 @@ def check_outputs(outputs: dict[str, Path], protected: list[Path]) -> None:
             raise StorageError(f"{flag} {path}: refusing to overwrite an existing SQLite database")
 
 
-#: File kinds no output is, never overwritten where they exist: study files, databases, code, data.
-_NEVER_OVERWRITTEN = {".toml", ".db", ".sqlite", ".sqlite3", ".py", ".gz"}
 _DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+#: File kinds no output is, never overwritten where they exist: study files, databases, code, data.
+_NEVER_OVERWRITTEN = {".toml", *_DATABASE_SUFFIXES, ".py", ".gz"}
 #: Files beside a SQLite database: the study lock's (study_lock) and SQLite's own.
 _SQLITE_SIBLINGS = (".lock", "-journal", "-wal", "-shm")
 
@@ -323,8 +323,8 @@ def _is_sqlite_file(path: Path) -> bool:
 
 
 def _is_database(path: Path) -> bool:
-    """An existing SQLite database: a file with its header, or an empty one with a database suffix
-    (SQLite writes the header with the first table)."""
+    """An existing SQLite database: a file with its header, or any file with a database suffix
+    (an empty one is a database SQLite has not written its header to yet)."""
     return _is_sqlite_file(path) or (path.is_file() and path.suffix in _DATABASE_SUFFIXES)
 
 
