@@ -70,14 +70,17 @@ class Publisher:
     def __init__(self, study: optuna.Study, storage_url: str, every: float = PUBLISH_EVERY_S) -> None:
         self.study, self.url, self.every, self.last = study, storage_url, every, -float("inf")
 
-    def __call__(self, force: bool = False) -> None:
+    def __call__(self, force: bool = False, wait: bool = True) -> None:
+        """``wait`` False (a stopped run's last publication): skipped if another process holds
+        the study lock, rather than waiting for it with the stop ignored."""
         from harness.storage import study_lock
 
         now = time.monotonic()
         if force or now - self.last >= self.every:
             self.last = now
-            with study_lock(self.url, self.study.study_name):
-                publish(self.study)
+            with study_lock(self.url, self.study.study_name, wait=wait) as held:
+                if held:
+                    publish(self.study)
 
 
 def read_only_app(storage, artifact_store):

@@ -239,8 +239,8 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
         return True
     finally:
         progress.close()
-        if publisher is not None:
-            publisher(force=True)
+        if publisher is not None:  # once stopped, not waiting (a stop more is ignored) for another process's lock
+            publisher(force=True, wait=not _STOPPED_BY)
     return _STOP_GATE.pending  # a stop after the last trial was told: the run still ends as stopped
 
 
@@ -327,6 +327,10 @@ def stop_on_signals(children=lambda: ()):
                 os.kill(p.pid, signal.SIGTERM)
         if not _STOP_GATE.hold_stop():  # held while Optuna creates or tells a trial (_StopGate)
             raise KeyboardInterrupt
+        from harness.storage import waiting_for_study_lock  # imported by then: the study is open
+
+        if waiting_for_study_lock():  # held, but in a wait another process's lock may make long:
+            raise KeyboardInterrupt  # the stale-trial check or a callback, before a trial or after it
 
     _STOPPED_BY.clear()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -492,7 +496,7 @@ def _run_and_summarize(plan: RunPlan, cfg, procs: list) -> RunOutcome:
             _follow(procs, events, progress, publisher, interruptible=False)
         finally:
             progress.close()
-            publisher(force=True)
+            publisher(force=True, wait=not _STOPPED_BY)
         outcome = _workers_outcome([p.exitcode for p in procs], stopped_here=interrupted)
     for line in summarize(open_study(cfg, plan.url, create=False), cfg.stale_after, cfg.n_trials).lines():
         print(line)

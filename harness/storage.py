@@ -12,8 +12,9 @@
   heartbeat interval set, the next worker to start a trial marks it FAIL and re-enqueues the
   same parameters (:class:`RetryStaleTrial`).
 * :func:`study_lock` serialises study creation and the baseline enqueue across processes
-  (a file lock beside a SQLite database; ``pg_advisory_lock`` on PostgreSQL), since Optuna's
-  own "enqueue unless present" check is not atomic.
+  (a file lock beside a SQLite database; an advisory lock on PostgreSQL; both taken by
+  polling, so that a stop can end the wait), since Optuna's own "enqueue unless present"
+  check is not atomic.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import datetime
 import fcntl
 import hashlib
 import re
+import time
 import urllib.parse
 import warnings
 from collections.abc import Iterator
@@ -477,9 +479,47 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
     return storage
 
 
+_LOCK_WAITS = [0]  # study_lock waits under way in this process
+
+
+def waiting_for_study_lock() -> bool:
+    """Whether this process is waiting for a study lock now: a stop that runner's handler would
+    hold for later (while Optuna creates or tells a trial) ends the wait instead, since it could
+    last as long as another process holds the lock."""
+    return _LOCK_WAITS[0] > 0
+
+
+def _wait_for_lock(acquire, wait: bool = True) -> bool:
+    """Call ``acquire`` (non-blocking: True once the lock is taken) until it takes the lock, in
+    Python, where a signal handler can end the wait (a blocking flock or pg_advisory_lock would
+    be resumed after each signal). ``wait`` False: one try. Returns whether the lock is taken."""
+    if acquire():
+        return True
+    if not wait:
+        return False
+    _LOCK_WAITS[0] += 1
+    try:
+        pause = 0.005
+        while not acquire():
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+    finally:
+        _LOCK_WAITS[0] -= 1
+    return True
+
+
+def _try_flock(f) -> bool:
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
-def study_lock(url: str, study_name: str) -> Iterator[None]:
-    """Hold an inter-process lock for ``study_name`` in ``url``.
+def study_lock(url: str, study_name: str, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an inter-process lock for ``study_name`` in ``url``; yields True. ``wait`` False:
+    yields False at once, holding nothing, when another process holds it.
 
     Held while the storage's tables, the study and its baseline are created; a file lock
     beside a SQLite database, a PostgreSQL advisory lock, nothing elsewhere.
@@ -489,9 +529,11 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
     if path is not None:
         lock_file = path.with_name(path.name + ".lock")
         with open(lock_file, "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+            if not _wait_for_lock(lambda: _try_flock(f), wait):
+                yield False
+                return
             try:
-                yield
+                yield True
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
         return
@@ -501,9 +543,12 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
         engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
         try:
             with engine.connect() as conn:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                if not _wait_for_lock(lambda: conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"),
+                                                           {"k": key}).scalar(), wait):  # fmt: skip
+                    yield False
+                    return
                 try:
-                    yield
+                    yield True
                 finally:
                     conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
         except sqlalchemy.exc.OperationalError as exc:
@@ -511,5 +556,5 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
         finally:
             engine.dispose()
         return
-    yield  # in-memory SQLite and other databases: one process, or no portable lock
+    yield True  # in-memory SQLite and other databases: one process, or no portable lock
 

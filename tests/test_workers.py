@@ -352,6 +352,52 @@ def test_a_stop_while_optuna_creates_or_tells_a_trial_leaves_none_running(tmp_pa
         assert retry.state == TrialState.COMPLETE and retry.params
 
 
+def test_a_stop_while_waiting_for_the_study_lock_ends_the_wait(tmp_path, synthetic_root, monkeypatch, capsys):
+    """A stop that arrives while Optuna's stale-trial check, before it creates a trial, waits
+    for the study lock (to enqueue a dead trial's retry) ends the wait instead of being held
+    for as long as another process holds the lock (a hung worker: the stop, and a second
+    Ctrl-C, did nothing until then). The run ends as stopped with the lock still held
+    elsewhere, and no trial is left RUNNING."""
+    import threading
+
+    from harness.cli import main
+    from harness.storage import study_lock
+
+    study = _study_file(tmp_path, "l")
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    args = ["run", str(study), "--quiet", "--data-dir", str(synthetic_root), "--device", "cpu"]
+    assert main([*args, "--trials", "1"]) == 0  # the study (its baseline) and its lock file
+    real_check, released, holder = optuna.storages.fail_stale_trials, threading.Event(), []
+
+    def release():
+        released.set()
+        fcntl.flock(holder[0], fcntl.LOCK_UN)
+
+    def check_waiting_for_the_lock(study_):
+        holder.append(open(tmp_path / "l.db.lock", "a+"))  # another open file: flock conflicts as across processes
+        fcntl.flock(holder[0], fcntl.LOCK_EX)
+        timers = [threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)), threading.Timer(60, release)]
+        holder.extend(timers)
+        for t in timers:
+            t.start()
+        with study_lock(url, "l"):  # as RetryStaleTrial does for a dead trial
+            pass
+        return real_check(study_)
+
+    monkeypatch.setattr(optuna.storages, "fail_stale_trials", check_waiting_for_the_lock)
+    try:
+        assert main([*args, "--trials", "1"]) == 130
+        assert not released.is_set(), "the run waited until the lock was released"
+    finally:
+        for t in holder[1:]:
+            t.cancel()
+        if holder:
+            holder[0].close()
+    assert "interrupted" in capsys.readouterr().err
+    trials = optuna.load_study(study_name="l", storage=url).get_trials()
+    assert len(trials) == 1 and trials[0].state == TrialState.COMPLETE  # none created, none RUNNING
+
+
 def test_a_stop_after_the_last_trial_is_recorded_still_ends_the_run_as_stopped(tmp_path, synthetic_root, monkeypatch,
                                                                                 capsys):
     """SIGINT after the last trial's callbacks, while Optuna winds down: nothing is left to
