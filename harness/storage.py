@@ -24,6 +24,7 @@ import datetime
 import fcntl
 import hashlib
 import re
+import threading
 import time
 import urllib.parse
 import warnings
@@ -37,7 +38,7 @@ from sqlalchemy import event
 from harness.errors import StorageError, innermost_message
 
 __all__ = [
-    "SQLITE_BUSY_TIMEOUT_S", "RetryStaleTrial", "check_optuna_sqlite", "check_outputs", "check_storage_url",
+    "SQLITE_BUSY_TIMEOUT_S", "STALE_RETRIES", "RetryStaleTrial", "check_optuna_sqlite", "check_outputs", "check_storage_url",
     "check_study_storage",
     "heartbeat_ages", "make_storage", "redact", "safe_url",
     "sqlalchemy_backend", "sqlite_path", "storage_beside", "study_lock",
@@ -369,6 +370,9 @@ def _sqlite_immediate(engine: sqlalchemy.engine.Engine) -> None:
     engine.dispose()  # connections made before the hooks were attached are dropped
 
 
+STALE_RETRIES = 3  # a dead trial (its worker killed) is retried up to this many times, retries of retries included
+
+
 class RetryStaleTrial:
     """Heartbeat-stale trial callback: enqueue the dead trial's parameters again, up to
     ``max_retry`` times, as a fresh trial.
@@ -387,7 +391,7 @@ class RetryStaleTrial:
 
     KEEP_USER_ATTRS = ("baseline", "enqueued")
 
-    def __init__(self, max_retry: int = 3, lock_url: str | None = None):
+    def __init__(self, max_retry: float = STALE_RETRIES, lock_url: str | None = None):
         self.max_retry = max_retry
         self.lock_url = lock_url
 
@@ -398,14 +402,14 @@ class RetryStaleTrial:
         with study_lock(self.lock_url, study.study_name):
             self.enqueue_once(study, trial)
 
-    def enqueue_once(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    def enqueue_once(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         """Enqueue the retry unless the trial has one already or ran out of retries (call it
-        under the study lock)."""
+        under the study lock). Returns whether it enqueued one."""
         history = [*trial.system_attrs.get("retry_history", []), trial.number]
         if len(history) > self.max_retry:
-            return
+            return False
         if any(t.system_attrs.get("failed_trial") == trial.number for t in study.get_trials(deepcopy=False)):
-            return
+            return False
         system_attrs = {"failed_trial": trial.number, "retry_history": history}
         if "fixed_params" in trial.system_attrs:
             system_attrs["fixed_params"] = trial.system_attrs["fixed_params"]
@@ -418,6 +422,7 @@ class RetryStaleTrial:
                 system_attrs=system_attrs,
             )
         )
+        return True
 
 
 def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *,
@@ -462,7 +467,7 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
         kwargs.update(
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period or 2 * heartbeat_interval,
-            heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=3, lock_url=url),
+            heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=STALE_RETRIES, lock_url=url),
         )
     try:
         with warnings.catch_warnings():
@@ -479,13 +484,14 @@ def make_storage(url: str, heartbeat_interval: int = 0, grace_period: int = 0, *
     return storage
 
 
-_LOCK_WAITS = [0]  # study_lock waits under way in this process
+_LOCK_WAITS = [0]  # study_lock waits under way in this process's main thread
 
 
 def waiting_for_study_lock() -> bool:
-    """Whether this process is waiting for a study lock now: a stop that runner's handler would
-    hold for later (while Optuna creates or tells a trial) ends the wait instead, since it could
-    last as long as another process holds the lock."""
+    """Whether this process's main thread, where signal handlers run, is waiting for a study
+    lock now: a stop that runner's handler would hold for later (while Optuna creates or tells
+    a trial) ends the wait instead, since it could last as long as another process holds the
+    lock. (Another thread's wait does not count: the stop would land wherever the main thread is.)"""
     return _LOCK_WAITS[0] > 0
 
 
@@ -497,14 +503,15 @@ def _wait_for_lock(acquire, wait: bool = True) -> bool:
         return True
     if not wait:
         return False
-    _LOCK_WAITS[0] += 1
+    counted = int(threading.current_thread() is threading.main_thread())
+    _LOCK_WAITS[0] += counted
     try:
         pause = 0.005
         while not acquire():
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
     finally:
-        _LOCK_WAITS[0] -= 1
+        _LOCK_WAITS[0] -= counted
     return True
 
 

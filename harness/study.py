@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.config import StudyConfig, toml_value
 from harness.errors import MissingStudyError, StorageError, innermost_message
 from harness.objective import PARAM_COUNT_ATTR, SamplerStream
-from harness.storage import RetryStaleTrial, check_optuna_sqlite, make_storage, redact, safe_url, sqlite_path, study_lock
+from harness.storage import STALE_RETRIES, RetryStaleTrial, check_optuna_sqlite, make_storage, redact, safe_url, sqlite_path, study_lock
 from search_spaces import SearchSpace, enqueue_params, get_search_space
 
 __all__ = [
@@ -396,10 +396,12 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
     that left no reason) and of a failed baseline whatever its reason, the baseline first.
 
     A trial is retried at most once: not if a retry of it exists already (heartbeat retries
-    included), nor if it is itself a retry, except a baseline while the study has no completed
-    one: interrupted, at every start; killed, up to BASELINE_KILLED_ATTEMPTS attempts. A trial
-    that failed for a reason of its own (diverged, out of memory) is a result and stays
-    failed. Returns the retried numbers.
+    included), nor if it is itself an interrupted retry, except a baseline while the study has
+    no completed one: interrupted, at every start; killed, up to BASELINE_KILLED_ATTEMPTS
+    attempts. A killed retry is retried as the heartbeat's check does (up to STALE_RETRIES in
+    its history): that check fails a dead trial before it enqueues the retry, and a stop or a
+    kill between the two leaves the retry to this. A trial that failed for a reason of its own
+    (diverged, out of memory) is a result and stays failed. Returns the retried numbers.
     Called under the study lock, so concurrent runs enqueue each retry once.
     """
     trials = study.get_trials(deepcopy=False)
@@ -412,17 +414,20 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
         # The baseline is the study's reference: an attempt interrupted (Ctrl-C, SIGTERM) is
         # retried again at each start, however often, until one completes; one killed (a crash
         # leaves no reason) too, up to BASELINE_KILLED_ATTEMPTS attempts in all (one that kills
-        # its process every time must not take every run down with it). Other retries are not
-        # retried, nor a baseline that failed for a reason of its own.
+        # its process every time must not take every run down with it). A killed retry has
+        # the heartbeat's retries; other retries are not retried, nor a baseline that failed
+        # for a reason of its own.
         again = baseline and not done_baseline and _baseline_again(t)
-        if t.state != TrialState.FAIL or t.number in retried or (t.system_attrs.get("retry_history") and not again):
+        killed = "fail_reason" not in ua and not ua.get("interrupted")
+        if t.state != TrialState.FAIL or t.number in retried:
             continue
-        if (baseline and not done_baseline) or ua.get("interrupted") or "fail_reason" not in ua:
-            todo.append((t, again))
+        if t.system_attrs.get("retry_history") and not again and not killed:
+            continue
+        if (baseline and not done_baseline) or ua.get("interrupted") or killed:
+            todo.append((t, math.inf if again else STALE_RETRIES if killed else 1))
     todo.sort(key=lambda item: (not item[0].user_attrs.get("baseline"), item[0].number))
-    for t, again in todo:  # no lock_url: the caller holds the study lock
-        RetryStaleTrial(max_retry=math.inf if again else 1).enqueue_once(study, t)
-    return [t.number for t, _ in todo]
+    # no lock_url: the caller holds the study lock
+    return [t.number for t, limit in todo if RetryStaleTrial(max_retry=limit).enqueue_once(study, t)]
 
 
 def claim_sampler_stream(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> SamplerStream:

@@ -361,7 +361,7 @@ def test_a_stop_while_waiting_for_the_study_lock_ends_the_wait(tmp_path, synthet
     import threading
 
     from harness.cli import main
-    from harness.storage import study_lock
+    from harness.storage import study_lock, waiting_for_study_lock
 
     study = _study_file(tmp_path, "l")
     url = f"sqlite:///{tmp_path / 'l.db'}"
@@ -396,6 +396,9 @@ def test_a_stop_while_waiting_for_the_study_lock_ends_the_wait(tmp_path, synthet
     assert "interrupted" in capsys.readouterr().err
     trials = optuna.load_study(study_name="l", storage=url).get_trials()
     assert len(trials) == 1 and trials[0].state == TrialState.COMPLETE  # none created, none RUNNING
+    assert not waiting_for_study_lock()  # the ended wait is not counted any more
+    with study_lock(url, "l", wait=False) as held:
+        assert held  # and nothing of it holds the lock
 
 
 def test_a_stop_after_the_last_trial_is_recorded_still_ends_the_run_as_stopped(tmp_path, synthetic_root, monkeypatch,
@@ -940,13 +943,43 @@ def test_two_runs_at_once_stop_at_the_studys_n_trials(tmp_path, synthetic_root):
     assert 7 <= len(_finished(url, "c")) <= 8
 
 
+def test_a_killed_retry_is_retried_again_as_the_heartbeat_would(tmp_path):
+    """Optuna's stale-trial check fails a dead trial, then enqueues its retry in a callback; a
+    stop that ends the callback's wait for the study lock, or a kill, comes between the two. A
+    dead retry left so is retried by the next run's start, as the callback would have, up to
+    STALE_RETRIES retries in all; an interrupted retry is not retried again (the run that
+    stopped it said so)."""
+    from harness.storage import STALE_RETRIES, make_storage
+    from harness.study import retry_interrupted
+
+    study = optuna.create_study(study_name="k", storage=make_storage(f"sqlite:///{tmp_path / 'k.db'}", 1, 2))
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions=dist))  # 0: killed
+    assert retry_interrupted(study) == [0]
+    chain = [0]
+    for _ in range(STALE_RETRIES):  # each retry dies too, its own retry not enqueued by the callback
+        trial = study.ask()  # pops the retry
+        frozen = study._storage.get_trial(trial._trial_id)
+        assert frozen.params == {"x": 0.5} and frozen.system_attrs["retry_history"] == chain
+        study.tell(trial, state=TrialState.FAIL)
+        chain.append(trial.number)
+        retried = retry_interrupted(study)
+        assert retried == ([trial.number] if len(chain) <= STALE_RETRIES else []), (retried, chain)
+    assert len(study.trials) == 1 + STALE_RETRIES  # the first attempt and its 3 retries, no more
+    # an interrupted retry is not retried again
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"x": 0.1}, distributions=dist,
+                                        user_attrs={"interrupted": True, "fail_reason": "interrupted"},
+                                        system_attrs={"failed_trial": 0, "retry_history": [0]}))  # fmt: skip
+    assert retry_interrupted(study) == []
+
+
 def test_a_stale_trial_failed_meanwhile_is_retried_once_whoever_gets_there_first(tmp_path):
     """Optuna marks a stale trial FAIL, then calls the heartbeat callback. A run that starts in
     between retries the same trial under the study lock (retry_interrupted). The callback then
     finds that retry and adds none; and it waits for the lock while another process holds it."""
     import threading
 
-    from harness.storage import make_storage, study_lock
+    from harness.storage import make_storage, study_lock, waiting_for_study_lock
     from harness.study import retry_interrupted
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
@@ -967,6 +1000,7 @@ def test_a_stale_trial_failed_meanwhile_is_retried_once_whoever_gets_there_first
         waiter.start()
         waiter.join(timeout=1.0)
         assert waiter.is_alive() and retries() == []  # blocked on the lock, nothing enqueued
+        assert not waiting_for_study_lock()  # a thread's wait: a stop must not be raised in the main thread for it
         assert retry_interrupted(study) == [number]  # the starting run retries it first
     waiter.join(timeout=60)
     assert not waiter.is_alive()
