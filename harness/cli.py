@@ -427,18 +427,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _stopped_as_by_ctrl_c(handler):
-    """``handler`` with SIGTERM raising KeyboardInterrupt, as Ctrl-C does (runner.stop_on_signals),
+    """``handler`` with SIGTERM raising KeyboardInterrupt, as Ctrl-C does (runner.stops_on_signals),
     so its clean-up runs (an export's temporary folder, the folders made for it); SIGTERM's
     default ends the process without it. run and retrain install the same themselves."""
 
     def handle(args: argparse.Namespace) -> int:
-        from harness.runner import restore_signals, stop_on_signals
+        from harness.runner import stops_on_signals
 
-        previous = stop_on_signals()
-        try:
+        with stops_on_signals():
             return handler(args)
-        finally:
-            restore_signals(previous)
 
     return handle
 

@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial
 import harness
 from harness.config import StudyConfig, TrainConfig
 from harness.errors import HarnessError
-from harness.runner import interrupts_held
+from harness.runner import interrupts_held, stops_on_signals
 from harness.study import counted, param_count, plus_minus
 
 __all__ = [
@@ -392,7 +392,6 @@ def run_retrain(
     """
     from harness.artifacts import open_artifact_store
     from harness.data import load_splits
-    from harness.runner import restore_signals, stop_on_signals
     from harness.storage import study_lock
     from harness.study import open_existing_study
     from harness.train import device_name, resolve_device
@@ -402,8 +401,7 @@ def run_retrain(
             raise HarnessError(f"{flag} must be >= 1, got {value}")
     if top is not None and spread is not None:
         raise HarnessError("--top and --spread choose the trials in two different ways: give one")
-    previous = stop_on_signals()
-    try:
+    with stops_on_signals():
         cfg, url, study = open_existing_study(study_file, storage, writable=True)
         try:
             torch_device = resolve_device(device or cfg.device)
@@ -430,8 +428,6 @@ def run_retrain(
                                  store=open_artifact_store(cfg.artifact_root(url)),
                                  lock=lambda: study_lock(url, cfg.name), device_label=device_name(torch_device),
                                  epochs=epochs, teachers=teachers, say=say)  # fmt: skip
-    finally:
-        restore_signals(previous)
     for number, r in records.items():
         say(f"trial {number}{' (baseline)' if r['baseline'] else ''}: {r['params']:,} params, test "
             f"{r['mean']:.4%} {plus_minus(r['std'], r['seeds'], '.4%')} over {counted(r['seeds'], 'seed')}, {counted(r['epochs'], 'epoch')}  "

@@ -21,7 +21,7 @@ from harness.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Harnes
 
 __all__ = [
     "Progress", "ProgressEvent", "RunOutcome", "RunPlan", "exit_status_after_stop", "forget_stop", "interrupts_held",
-    "plan_run", "restore_signals", "run_study", "run_trials", "stop_on_signals",
+    "plan_run", "restore_signals", "run_study", "run_trials", "stop_on_signals", "stops_on_signals",
 ]
 
 
@@ -354,6 +354,16 @@ def restore_signals(previous) -> None:
 
 
 @contextlib.contextmanager
+def stops_on_signals(children=lambda: ()):
+    """:func:`stop_on_signals` for the block, the replaced handlers restored after it."""
+    previous = stop_on_signals(children)
+    try:
+        yield
+    finally:
+        restore_signals(previous)
+
+
+@contextlib.contextmanager
 def interrupts_held():
     """Ctrl-C and SIGTERM wait until the block ends, then interrupt as usual (sent again to
     this process): what the block writes lands whole, such as a retrain's weights file and the
@@ -372,8 +382,7 @@ def interrupts_held():
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore_signals(previous)
         if pending:
             os.kill(os.getpid(), pending[0])
 
@@ -443,11 +452,8 @@ def run_study(plan: RunPlan) -> RunOutcome:
         if estimate:
             print(estimate, flush=True)
     procs: list = []  # the --jobs workers, once started
-    previous = stop_on_signals(lambda: procs)
-    try:
+    with stops_on_signals(lambda: procs):
         return _run_and_summarize(plan, cfg, procs)
-    finally:
-        restore_signals(previous)
 
 
 def _run_and_summarize(plan: RunPlan, cfg, procs: list) -> RunOutcome:
