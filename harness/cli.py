@@ -194,12 +194,16 @@ def _print_summary(study, stale_after: float | None = None, n_trials: int = 0) -
 
 def _study_files(args: argparse.Namespace, cfg, url: str) -> list:
     """The files and folders a command must never write over: the study file, its SQLite
-    database (with lock/journal/WAL, via check_outputs), its artifact folder."""
+    database (with lock/journal/WAL, via check_outputs), its artifact folder, its distillation
+    teacher and the teacher's model card."""
     from pathlib import Path
 
     from harness.storage import sqlite_path
 
     files = [Path(args.study_file), cfg.artifact_root(url)]
+    teacher = cfg.teacher_path()
+    if teacher is not None:  # a changed teacher file would end the study (its sha256 is recorded)
+        files += [teacher, teacher.with_suffix(".json")]
     db = sqlite_path(url)
     return files + ([db] if db is not None else [])
 
@@ -245,7 +249,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     # The files written inside --out, checked like --out itself (a study file or database of
     # that name, or a link to one, is never overwritten); a folder in their place is refused.
     paths = output_paths(out, cfg.name, trial.number, args.seed, formats)
-    check_outputs({f"--out file {p.relative_to(out)}": p for p in paths.values()}, protected)
+    check_outputs({f"--out file {p.relative_to(out)}": p for p in paths.values()}, protected, models=True)
     for p in paths.values():
         if p.is_dir():
             raise HarnessError(f"--out {out}: {p.relative_to(out)} exists and is a folder; nothing was exported")

@@ -265,11 +265,12 @@ def check_optuna_sqlite(url: str, *, for_writing: bool) -> None:
                            f"{'add tables to' if for_writing else 'read'} it")  # fmt: skip
 
 
-def check_outputs(outputs: dict[str, Path], protected: list[Path]) -> None:
+def check_outputs(outputs: dict[str, Path], protected: list[Path], *, models: bool = False) -> None:
     """Output files of a command (flag -> path) must differ from each other and from the
     study's own files (``protected``: the study file, the database with its lock, journal and
-    WAL files, the artifact folder and anything in it), and must not be an existing file of a
-    kind no output is (another study's file, a database, code, data).
+    WAL files, the artifact folder and anything in it, a distillation teacher and its card), and
+    must not be an existing file of a kind no output is (another study's file, a database,
+    code, MNIST's files, and unless ``models`` (an export's files) a model file).
 
     Raises:
         StorageError: naming the flag, the path and what it would overwrite.
@@ -298,17 +299,33 @@ def check_outputs(outputs: dict[str, Path], protected: list[Path]) -> None:
                                f"database {base}")  # fmt: skip
         if not r.is_file():
             continue
-        if r.suffix in _NEVER_OVERWRITTEN:
-            # another study's file, a database, code or data: never a report's, table's or export's
-            raise StorageError(f"{flag} {path}: refusing to overwrite an existing {r.suffix} file, which no "
-                               "output of the harness is (a study file, a database, code or data)")  # fmt: skip
+        kind = _kind_never_overwritten(r, models)
+        if kind is not None:  # never a report's, table's or export's
+            raise StorageError(f"{flag} {path}: refusing to overwrite an existing {kind}")
         if _is_sqlite_file(r):  # a database under any name (storage = "sqlite:///studydb")
             raise StorageError(f"{flag} {path}: refusing to overwrite an existing SQLite database")
 
 
 _DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-#: File kinds no output is, never overwritten where they exist: study files, databases, code, data.
-_NEVER_OVERWRITTEN = {".toml", *_DATABASE_SUFFIXES, ".py", ".gz"}
+#: File kinds no output is, never overwritten where they exist (suffix -> what it is).
+_NEVER_OVERWRITTEN = {".toml": "study file (.toml)", **{s: f"database ({s})" for s in _DATABASE_SUFFIXES},
+                      ".py": "Python file (.py)", ".gz": "compressed data file (.gz)"}  # fmt: skip
+#: Written only by `harness export`, into its --out folder: no report or table goes there.
+_MODEL_SUFFIXES = {".pt2": "model file (.pt2), which only `harness export` writes",
+                   ".onnx": "model file (.onnx), which only `harness export` writes"}  # fmt: skip
+
+
+def _kind_never_overwritten(path: Path, models: bool) -> str | None:
+    """What an existing file is, when it is of a kind no output of this command is, else None."""
+    from harness.data import MNIST_FILES
+
+    if path.suffix in _NEVER_OVERWRITTEN:
+        return _NEVER_OVERWRITTEN[path.suffix]
+    if not models and path.suffix in _MODEL_SUFFIXES:
+        return _MODEL_SUFFIXES[path.suffix]
+    if path.name in MNIST_FILES:
+        return f"MNIST file ({path.name})"
+    return None
 #: Files beside a SQLite database: the study lock's (study_lock) and SQLite's own.
 _SQLITE_SIBLINGS = (".lock", "-journal", "-wal", "-shm")
 

@@ -427,8 +427,51 @@ def test_an_output_never_overwrites_another_studys_file(trained_study, tmp_path,
     before = _snapshot(study.parent), _snapshot(tmp_path)
     assert main([a.format(study=study, other=other) for a in argv] + ["--data-dir", str(data)] * (argv[0] == "results")) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"{other}: refusing to overwrite an existing .toml file" in err[0], err
+    assert len(err) == 1 and f"{other}: refusing to overwrite an existing study file (.toml)" in err[0], err
     assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
+
+
+@pytest.mark.parametrize("name,kind", [("train-images-idx3-ubyte", "MNIST file (train-images-idx3-ubyte)"),
+                                       ("model.pt2", "model file (.pt2)"), ("model.onnx", "model file (.onnx)")])
+@pytest.mark.parametrize("command", ["report", "results"])
+def test_a_report_or_table_never_overwrites_mnist_or_a_model(trained_study, tmp_path, capsys, name, kind, command):
+    """An installed MNIST file or an exported model given to report --csv or results --out:
+    refused in one line, every file byte-identical (the MNIST file was overwritten)."""
+    study, data = trained_study
+    (tmp_path / name).write_bytes(b"\x00\x00\x08\x03 not a table")
+    before = _snapshot(study.parent), _snapshot(tmp_path)
+    flag = "--csv" if command == "report" else "--out"
+    assert main([command, str(study), flag, str(tmp_path / name)] + ["--data-dir", str(data)] * (command == "results")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / name}: refusing to overwrite an existing {kind}" in err[0], err
+    assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
+
+
+@pytest.fixture(scope="module")
+def distilled_study(trained_study, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A study distilled from trial 0 of ``trained_study``, exported as its teacher; one trial run."""
+    study, data = trained_study
+    folder = tmp_path_factory.mktemp("distilled")
+    assert main(["export", str(study), "--trial", "0", "--out", str(folder / "teacher"), "--data-dir", str(data)]) == 0
+    teacher = folder / "teacher" / "bad-input-trial0.pt2"
+    (folder / "d.toml").write_text(_replace(_replace(GOOD, 'name = "bad-input"', 'name = "distilled"'),
+                                            "[train]", f'[train]\nteacher = "{teacher}"'))  # fmt: skip
+    assert main(["run", str(folder / "d.toml"), "--trials", "1", "--data-dir", str(data), "--quiet", "--device", "cpu"]) == 0
+    return folder / "d.toml", teacher, data
+
+
+@pytest.mark.parametrize("suffix", [".pt2", ".json"])
+def test_an_output_never_overwrites_the_studys_teacher_or_its_card(distilled_study, capsys, suffix):
+    """A study's distillation teacher and its model card are the study's own files: report
+    --csv given either is refused in one line (the table overwrote the teacher, and the next
+    run refused the study for its changed teacher); every file byte-identical."""
+    study, teacher, _ = distilled_study
+    target = teacher.with_suffix(suffix)
+    before = _snapshot(study.parent)
+    assert main(["report", str(study), "--csv", str(target), "--out", str(study.parent / "r.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--csv {target} would overwrite the study's file {target}" in err[0], err
+    assert _snapshot(study.parent) == before
 
 
 @pytest.mark.parametrize("name,there", [("studydb", True), ("other.csv", True), ("studydb.lock", True),
