@@ -164,8 +164,9 @@ def _parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="manage the MNIST files")
     data_sub = data.add_subparsers(dest="data_command", metavar="{import}", required=True, parser_class=_Parser)
-    imp = data_sub.add_parser("import", help="check and install the four MNIST *-ubyte.gz files from DIR")
-    imp.add_argument("source", type=_nonempty, metavar="DIR")
+    imp = data_sub.add_parser("import", help="check and install the four MNIST files from DIR (*-ubyte.gz or uncompressed *-ubyte)")
+    imp.add_argument("source", type=_nonempty, metavar="DIR", help="folder holding the four MNIST files, each as the "
+                     "downloaded *-ubyte.gz or the uncompressed *-ubyte (the .gz where both are)")  # fmt: skip
     imp.add_argument("--data-dir", type=_nonempty, metavar="ROOT", help="where to install (default: $HARNESS_DATA_DIR or ~/.cache/harness/data)")
     return parser
 
@@ -179,8 +180,10 @@ def _version() -> str:
 def _cmd_data_import(args: argparse.Namespace) -> int:
     from harness.config import default_data_root
     from harness.data import import_mnist
+    from harness.runner import stops_on_signals
 
-    dest = import_mnist(args.source, default_data_root(args.data_dir))
+    with stops_on_signals():  # SIGTERM stops it as Ctrl-C does: the import's clean-up runs
+        dest = import_mnist(args.source, default_data_root(args.data_dir))
     print(f"MNIST checked (md5) and installed in {dest}")
     return 0
 

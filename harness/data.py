@@ -10,6 +10,7 @@ test images (scored for the record only).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import DataError, one_line
+from harness.runner import interrupts_held
 
 __all__ = ["MNIST_FILES", "MnistSplits", "check_mnist_files", "import_mnist", "load_mnist", "load_splits", "raw_folder"]
 
@@ -34,6 +36,9 @@ MNIST_FILES = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
+
+#: What `harness data import DIR` takes, for its messages.
+_ACCEPTED = "each as the downloaded *-ubyte.gz or the uncompressed *-ubyte"
 
 _HOWTO = (
     "import the four *-ubyte.gz files with `harness data import DIR`, "
@@ -102,19 +107,24 @@ def _read_gz(path: Path) -> bytes:
 def import_mnist(source: str | os.PathLike[str], root: str | os.PathLike[str]) -> Path:
     """Check the four MNIST files in ``source`` and install them under ``root``.
 
-    ``source`` holds ``<name>.gz`` (or the uncompressed ``<name>``) for each of the four files.
-    Every file is decompressed and checked against its canonical md5 before anything is
-    written; files are then written atomically, so a failure leaves ``root`` as it was.
+    ``source`` holds ``<name>.gz`` (or the uncompressed ``<name>``) for each of the four files
+    (the .gz where both are). Every file is decompressed and checked against its canonical md5
+    before anything is written; files are then written atomically, so a failure leaves ``root``
+    as it was. So does a stop (Ctrl-C; SIGTERM where the caller turns it into a KeyboardInterrupt,
+    as the CLI does) part way: what the import wrote (temporary files, backups, the folders it
+    made) is removed. The final renames are held against a stop (they take moments): an earlier
+    install is left byte for byte or fully replaced, never a mix.
 
     Returns:
         The raw folder the files were installed in.
 
     Raises:
         DataError: a file is missing, not valid gzip, truncated or fails its checksum.
+        KeyboardInterrupt: stopped (re-raised once the clean-up is done).
     """
     src = Path(source)
     if not src.is_dir():
-        raise DataError(f"{src}: not a folder (expected the four MNIST *-ubyte.gz files in it)")
+        raise DataError(f"{src}: not a folder (expected the four MNIST files in it, {_ACCEPTED})")
     contents: dict[str, bytes] = {}
     for name, md5 in MNIST_FILES.items():
         gz, plain = src / f"{name}.gz", src / name
@@ -124,7 +134,7 @@ def import_mnist(source: str | os.PathLike[str], root: str | os.PathLike[str]) -
         elif plain.is_file():
             data, shown = plain.read_bytes(), plain
         else:
-            raise DataError(f"{src}: missing {name}.gz (MNIST needs all four *-ubyte.gz files)")
+            raise DataError(f"{src}: missing {name}.gz or {name} (MNIST needs all four files, {_ACCEPTED})")
         digest = hashlib.md5(data).hexdigest()
         if digest != md5:
             raise DataError(f"{shown}: checksum mismatch (md5 of content {digest}, expected {md5}); file corrupted?")
@@ -137,15 +147,17 @@ def import_mnist(source: str | os.PathLike[str], root: str | os.PathLike[str]) -
     temps: dict[str, str] = {}
     backups: dict[str, str] = {}  # name -> a hard link to the file it replaces
     replaced: list[str] = []
+    installed = False
     mask = os.umask(0o022)
     os.umask(mask)  # read the umask: mkstemp's files are 0600, installed data is not private
     try:
         dest.mkdir(parents=True, exist_ok=True)
         # All four written beside their targets first, then renamed: a failed write (disk full)
-        # replaces nothing and leaves no temporary file behind. A failed rename (a permission
-        # on one target) puts back the files already replaced, from hard links made first.
+        # or a stop replaces nothing and leaves no temporary file behind. A failed rename (a
+        # permission on one target) puts back the files already replaced, from hard links made first.
         for name, data in contents.items():
-            fd, temps[name] = tempfile.mkstemp(dir=dest, prefix=f".{name}.")
+            with interrupts_held():  # the file made and its name recorded together: a stop never leaves one unknown
+                fd, temps[name] = tempfile.mkstemp(dir=dest, prefix=f".{name}.")
             with os.fdopen(fd, "wb") as f:
                 os.fchmod(f.fileno(), 0o666 & ~mask)
                 f.write(data)
@@ -156,28 +168,37 @@ def import_mnist(source: str | os.PathLike[str], root: str | os.PathLike[str]) -
                     os.link(dest / name, backups[name])
                 except OSError:  # no hard links here (vfat, some network mounts): a copy
                     shutil.copy2(dest / name, backups[name])
-        for name, tmp in temps.items():
-            os.replace(tmp, dest / name)
-            replaced.append(name)
-    except OSError as exc:
-        stuck = []  # replaced files that could not be put back: their old content stays in the backup
-        for name in reversed(replaced):  # undo, newest first
-            try:
-                if name in backups:
-                    os.replace(backups[name], dest / name)
-                    del backups[name]
-                else:
-                    (dest / name).unlink()
-            except OSError:
-                stuck.append(name)
-        for tmp in [*temps.values(), *(b for n, b in backups.items() if n not in stuck)]:
-            Path(tmp).unlink(missing_ok=True)
-        _remove_if_empty(created)
+        with interrupts_held():  # renames and unlinks only: a stop waits until all four are in place
+            for name, tmp in temps.items():
+                os.replace(tmp, dest / name)
+                replaced.append(name)
+            installed = True
+            for backup in backups.values():
+                with contextlib.suppress(OSError):  # a backup left over is no reason to fail the import
+                    Path(backup).unlink(missing_ok=True)
+    except BaseException as exc:  # OSError, or a stop (KeyboardInterrupt)
+        if installed:  # a stop held during the renames, raised once they were done: all four are new
+            raise
+        with interrupts_held():  # a second Ctrl-C (no handler of the CLI's) must not cut the clean-up short
+            stuck = []  # replaced files that could not be put back: their old content stays in the backup
+            for name in reversed(replaced):  # undo, newest first
+                try:
+                    if name in backups:
+                        os.replace(backups[name], dest / name)
+                        del backups[name]
+                    else:
+                        (dest / name).unlink()
+                except OSError:
+                    stuck.append(name)
+            for tmp in [*temps.values(), *(b for n, b in backups.items() if n not in stuck)]:
+                with contextlib.suppress(OSError):
+                    Path(tmp).unlink(missing_ok=True)
+            _remove_if_empty(created)
+        if not isinstance(exc, OSError):
+            raise
         outcome = ("nothing was imported" if not stuck else "could not put back " + ", ".join(
             f"{n} (old content in {Path(backups[n]).name})" if n in backups else n for n in stuck))  # fmt: skip
         raise DataError(f"{dest}: cannot write MNIST files ({exc.strerror or exc}); {outcome}") from None
-    for backup in backups.values():
-        Path(backup).unlink(missing_ok=True)
     return dest
 
 
@@ -218,10 +239,13 @@ def _missing_parents(folder: Path) -> list[Path]:
 
 
 def _remove_if_empty(folders: list[Path]) -> None:
-    """Undo folders this process created (deepest first), where nothing was put in them."""
+    """Undo folders this process created (deepest first), where nothing was put in them; one not
+    made yet (stopped part way through making them) is passed over."""
     for p in folders:
         try:
             p.rmdir()
+        except FileNotFoundError:
+            continue
         except OSError:
             return
 

@@ -898,6 +898,36 @@ def test_import_rejects_damaged_files_and_writes_nothing(tmp_path, real_mnist_so
     assert not root.exists()
 
 
+def test_import_says_it_takes_gzipped_or_uncompressed_files(tmp_path, real_mnist_source, capsys):
+    """What the message and --help say is what is accepted: each file as `<name>.gz` or as the
+    uncompressed `<name>` (so an empty folder's message names both), mixed freely."""
+    src = tmp_path / "src"
+    src.mkdir()
+    root = tmp_path / "root"
+    assert main(["data", "import", str(src), "--data-dir", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing train-images-idx3-ubyte.gz or train-images-idx3-ubyte" in err[0], err
+    assert "*-ubyte.gz" in err[0] and "uncompressed" in err[0], err
+    assert list(tmp_path.iterdir()) == [src] and not any(src.iterdir())
+    for command in (["data", "--help"], ["data", "import", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(command)
+        assert exit_.value.code == 0
+        help_text = " ".join(capsys.readouterr().out.split())
+        assert "*-ubyte.gz" in help_text and "uncompressed *-ubyte" in help_text, (command, help_text)
+    # accepted as said: three uncompressed files and one gzipped (the message names only what is missing)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        (src / name).write_bytes(gzip.decompress((real_mnist_source / f"{name}.gz").read_bytes()))
+    assert main(["data", "import", str(src), "--data-dir", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing t10k-labels-idx1-ubyte.gz or t10k-labels-idx1-ubyte" in err[0], err
+    assert not root.exists()
+    shutil.copy(real_mnist_source / "t10k-labels-idx1-ubyte.gz", src)
+    assert main(["data", "import", str(src), "--data-dir", str(root)]) == 0
+    installed = sorted(p.name for p in (root / "MNIST" / "raw").iterdir())
+    assert installed == sorted(f.name.removesuffix(".gz") for f in src.iterdir())
+
+
 def _old_install(tmp_path: Path) -> Path:
     """A data root holding four stale 'MNIST' files (any bytes): what a failed import must keep."""
     root = tmp_path / "root"
