@@ -7,6 +7,7 @@ status 2, checked before anything is written.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -294,9 +295,16 @@ def _same_storage(a: str, b: str) -> bool:
 def _cmd_results(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from harness.report import check_writable, temporary_path
     from harness.results import write_results
     from harness.storage import check_outputs, safe_url
 
+    if "\n" in args.note or "\r" in args.note:  # the file shows it as one bold line
+        raise HarnessError("--note must be one line")
+    try:
+        args.note.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the shell passed that are no text
+        raise HarnessError("--note is not UTF-8 text") from None
     out = Path(args.out)
     if not out.parent.is_dir():
         raise HarnessError(f"{out}: folder {out.parent} does not exist")
@@ -316,9 +324,11 @@ def _cmd_results(args: argparse.Namespace) -> int:
         named[cfg.name] = url
         studies.append((cfg, url, study))
         protected += _study_files(ns, cfg, url)
-    check_outputs({"--out": out, "--exports": Path(args.exports)}, protected)
+    check_outputs({"--out": out, "--out (while written)": temporary_path(out), "--exports": Path(args.exports)},
+                  protected)  # fmt: skip
     if Path(args.exports).resolve() in out.resolve().parents:  # an exported model could be --out
         raise HarnessError(f"--out {out} is inside --exports {args.exports}: an export could overwrite it, or it an export")
+    check_writable(out)  # before any winner is exported
     retrained = write_results(studies, out, Path(args.exports), note=args.note, data_dir=args.data_dir,
                               command=_results_command(sys.argv[1:]))  # fmt: skip
     print(f"results: {out}")
@@ -345,7 +355,10 @@ def _results_command(argv: list[str]) -> str:
             return safe_url(arg)
         return "--storage=" + safe_url(arg.split("=", 1)[1]) if arg.startswith("--storage=") else arg
 
-    return shlex.join(["harness", *(shown(argv[i - 1] if i else "", a) for i, a in enumerate(argv))])
+    def text(arg: str) -> str:  # a file name's bytes that are no UTF-8, escaped as \xff
+        return os.fsencode(arg).decode("utf-8", "backslashreplace")
+
+    return shlex.join(["harness", *(text(shown(argv[i - 1] if i else "", a)) for i, a in enumerate(argv))])
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
@@ -455,6 +468,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*", category=UserWarning)
+    for stream in (sys.stdout, sys.stderr):  # a file name's bytes that are no UTF-8 print as they are (as ls shows them), not a traceback
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     args = _parser().parse_args(argv)
     from harness.runner import exit_status_after_stop, forget_stop
 

@@ -11,6 +11,7 @@ values (pruning), parameter importances, and a table of the top trials.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import math
 import warnings
@@ -378,7 +379,7 @@ never selected on. Rejected candidates were counted over the budget and never tr
 {"".join(parts[1:])}
 </body></html>
 """
-    _write_all({out_html: page, **files})
+    write_whole({out_html: page, **files})
     return frame
 
 
@@ -387,10 +388,29 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
-def _write_all(files: dict[Path, str]) -> None:
+def check_writable(path: Path) -> None:
+    """Refuse ``path`` now when its temporary file cannot be made there (a read-only folder or
+    file system), before a command does work whose output it could not write. Nothing is
+    left: the probe is removed.
+
+    Raises:
+        HarnessError: naming the file and the reason.
+    """
+    tmp = temporary_path(path)
+    there = tmp.exists()  # a stopped run's leftover: written over later anyway, left as it is now
+    try:
+        tmp.open("a").close()
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    if not there:
+        tmp.unlink()
+
+
+def write_whole(files: dict[Path, str]) -> None:
     """Write each file to a temporary file beside it, then move them all into place: an output
     that cannot be written (or a Ctrl-C while writing) leaves every output as it was and no
     temporary file (only a stop between the final renames could move one and not the other).
+    Text that UTF-8 cannot encode (a file name's undecodable bytes) is written escaped.
 
     Raises:
         HarnessError: a file cannot be written, naming it.
@@ -400,10 +420,11 @@ def _write_all(files: dict[Path, str]) -> None:
         for path, text in files.items():
             tmp = temporary_path(path)
             written.append((tmp, path))
-            tmp.write_text(text, encoding="utf-8")
+            tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
     except BaseException as exc:
         for tmp, _ in written:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # on a read-only file system unlink fails too
+                tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise HarnessError(f"{written[-1][1]}: cannot write: {exc.strerror or exc}") from None
         raise

@@ -26,7 +26,6 @@ from typing import Any
 import torch
 
 import harness
-from harness.errors import HarnessError
 from harness.study import origin_of, param_count, plus_minus
 
 __all__ = ["SMALL_TARGET_PARAMS", "TOP_TARGET_ACC", "write_results"]
@@ -397,7 +396,6 @@ def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str =
 
 
 def _write(out: Path, lines: list[str]) -> None:
-    try:
-        out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise HarnessError(f"{out}: cannot write: {exc.strerror or exc}") from None
+    from harness.report import write_whole
+
+    write_whole({out: "\n".join(lines) + "\n"})

@@ -420,7 +420,7 @@ def run_retrain(
                      for s in range(seeds))  # fmt: skip
         runs = len(trials) * seeds
         kept = ("" if not stored else "; every run is stored already, none is trained" if stored == runs
-                else f"; {stored} of the {runs} runs are stored already and kept")  # fmt: skip
+                else f"; {stored} of the {runs} runs {'is' if stored == 1 else 'are'} stored already and kept")  # fmt: skip
         say(f"retraining {counted(len(trials), 'architecture')} x {counted(seeds, 'seed')} on "
             f"{len(data.train_x):,} training images ({device_name(torch_device)}): trials "
             f"{', '.join(str(t.number) + (' (baseline)' if t.user_attrs.get('baseline') else '') for t in trials)}{kept}")  # fmt: skip

@@ -1494,3 +1494,89 @@ def test_database_errors_wrapped_by_optuna_are_sorted_by_what_is_inside(trained_
     monkeypatch.setattr(harness.cli, "_cmd_status", wrapped(clash))
     with pytest.raises(optuna.exceptions.StorageInternalError):
         main(["status", str(study)])
+
+
+@pytest.fixture(scope="module")
+def retrained_study(tmp_path_factory) -> tuple[Path, Path]:
+    """One trained trial (the baseline), retrained with one seed: what `results` exports."""
+    from tests.conftest import make_synthetic_mnist
+
+    folder = tmp_path_factory.mktemp("retrained")
+    data = make_synthetic_mnist(tmp_path_factory.mktemp("data"))
+    (folder / "s.toml").write_text(GOOD)
+    assert main(["run", str(folder / "s.toml"), "--trials", "1", "--data-dir", str(data), "--quiet", "--device", "cpu"]) == 0
+    assert main(["retrain", str(folder / "s.toml"), "--seeds", "1", "--epochs", "1", "--data-dir", str(data),
+                 "--device", "cpu"]) == 0  # fmt: skip
+    return folder / "s.toml", data
+
+
+def test_results_refuses_an_out_it_cannot_write_before_exporting(retrained_study, tmp_path, capsys):
+    """An --out that cannot be written (here a file in /proc) is refused in one line before the
+    winners are exported: no --exports folder, nothing in the study's folder changed (the
+    exports were written and verified, then the table failed)."""
+    study, data = retrained_study
+    before = _snapshot(study.parent), _snapshot(tmp_path)
+    assert main(["results", str(study), "--out", "/proc/harness-results.md", "--exports", str(tmp_path / "exports"),
+                 "--data-dir", str(data)]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("harness: error: /proc/harness-results.md: cannot write: "), err
+    assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
+    assert not (tmp_path / "exports").exists()
+
+
+@pytest.mark.parametrize("note,said", [("line one\n# a heading\nline two", "--note must be one line"),
+                                       (os.fsdecode(b"caf\xe9"), "--note is not UTF-8 text")])
+def test_results_refuses_a_note_it_cannot_show_and_keeps_the_old_file(trained_study, tmp_path, capsys, note, said):
+    """A note of several lines (the bold ran across paragraphs and headings) or of bytes that are
+    no UTF-8 text (the file was emptied by a traceback): one line, exit 2, the earlier results
+    file byte-identical."""
+    study, data = trained_study
+    out = tmp_path / "results.md"
+    assert main(["results", str(study), "--out", str(out), "--data-dir", str(data)]) == 0
+    capsys.readouterr()
+    before = _snapshot(study.parent), _snapshot(tmp_path)
+    assert main(["results", str(study), "--out", str(out), "--data-dir", str(data), "--note", note]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"harness: error: {said}"], err
+    assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
+
+
+def test_results_records_an_out_name_that_is_no_utf8_escaped(trained_study, tmp_path):
+    """A results file whose name holds bytes that are no UTF-8 is written (it was a traceback
+    and an empty file): its recorded command line shows those bytes escaped (the file is UTF-8
+    text), and the command prints the name as given, byte for byte."""
+    study, data = trained_study
+    out = bytes(tmp_path) + b"/r\xff.md"
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "results", str(study), "--out", os.fsdecode(out),
+                           "--data-dir", str(data)], capture_output=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0 and done.stdout == b"results: " + out + b"\n", done
+    text = Path(os.fsdecode(out)).read_bytes().decode("utf-8")  # raises if the file is not UTF-8
+    assert "r\\xff.md" in text and "Nothing is retrained yet" in text
+    assert sorted(os.listdir(bytes(tmp_path))) == [b"r\xff.md"]  # no temporary file left
+
+
+def test_an_output_write_that_fails_leaves_no_temporary_file_and_one_line(monkeypatch, tmp_path):
+    """When the temporary file cannot be written and its clean-up fails too (a read-only file
+    system refuses the unlink as well), the error is the write's, in one line (the clean-up's
+    OSError escaped as a traceback)."""
+    import errno
+
+    from harness.errors import HarnessError
+    from harness.report import write_whole
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(HarnessError, match=r"r\.html: cannot write: Read-only file system"):
+        write_whole({tmp_path / "r.html": "<html>"})
+
+
+def test_a_resumed_retrain_counts_one_stored_run_in_the_singular(retrained_study, capsys):
+    """The first line of a retrain that keeps one stored run says "1 of the 2 runs is"."""
+    study, data = retrained_study
+    capsys.readouterr()
+    assert main(["retrain", str(study), "--seeds", "2", "--epochs", "1", "--data-dir", str(data), "--device", "cpu"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith("; 1 of the 2 runs is stored already and kept"), first
