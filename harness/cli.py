@@ -273,12 +273,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from harness.retrain import run_retrain
-    from harness.runner import exit_status_after_stop
+    from harness.runner import exit_status_after_stop, output_the_reader_may_leave
 
     try:
-        run_retrain(args.study_file, storage=args.storage, top=args.top, spread=args.spread, seeds=args.seeds,
-                    epochs=args.epochs, include_baseline=not args.no_baseline, device=args.device,
-                    data_dir=args.data_dir, say=lambda line: print(line, flush=True))  # fmt: skip
+        with output_the_reader_may_leave():  # `harness retrain ... | head`: the retrain goes on
+            run_retrain(args.study_file, storage=args.storage, top=args.top, spread=args.spread, seeds=args.seeds,
+                        epochs=args.epochs, include_baseline=not args.no_baseline, device=args.device,
+                        data_dir=args.data_dir, say=lambda line: print(line, flush=True))  # fmt: skip
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM
         print("interrupted: the finished runs are kept; the same command goes on from them", file=sys.stderr)
         return exit_status_after_stop()
@@ -428,13 +429,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from harness.runner import exit_status_after_stop, plan_run, run_study
+    from harness.runner import exit_status_after_stop, output_the_reader_may_leave, plan_run, run_study
 
     plan = plan_run(
         args.study_file, trials=args.trials, timeout=args.timeout, storage=args.storage, device=args.device,
         data_dir=args.data_dir, download=args.download, jobs=args.jobs, quiet=args.quiet,
     )  # fmt: skip
-    outcome = run_study(plan)
+    with output_the_reader_may_leave():  # `harness run ... | head`: the study goes on
+        outcome = run_study(plan)
     if outcome.failed_workers:
         print(f"harness: error: {outcome.failed_workers} of {outcome.workers} workers failed "
               f"(exit codes {outcome.bad_codes})", file=sys.stderr)  # fmt: skip

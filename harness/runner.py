@@ -387,6 +387,55 @@ def interrupts_held():
             os.kill(os.getpid(), pending[0])
 
 
+class _OutputTheReaderMayLeave:
+    """``sys.stdout`` for a long command: once its reader has left (a closed pipe, as in
+    `harness run ... | head`), the command goes on with its lines discarded and says so once on
+    stderr. A write raised BrokenPipeError out of whatever printed, a trial's callback
+    included, which ended the run there with exit status 0."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._reader_left()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._reader_left()
+
+    def _reader_left(self) -> None:
+        import os
+
+        self._gone = True
+        # what is still buffered, and Python's own flush at exit, go nowhere instead of failing again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        print("harness: note: standard output was closed (its reader left); going on without it", file=sys.stderr,
+              flush=True)  # fmt: skip
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def output_the_reader_may_leave():
+    """Within the block, ``sys.stdout`` outlives its reader (:class:`_OutputTheReaderMayLeave`)."""
+    stream = sys.stdout
+    sys.stdout = _OutputTheReaderMayLeave(stream)
+    try:
+        yield
+    finally:
+        sys.stdout = stream
+
+
 def _worker_process(plan: RunPlan, forward) -> None:  # entry point of a --jobs child (spawned)
     stop_on_signals()
     try:

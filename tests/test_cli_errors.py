@@ -1580,3 +1580,40 @@ def test_a_resumed_retrain_counts_one_stored_run_in_the_singular(retrained_study
     assert main(["retrain", str(study), "--seeds", "2", "--epochs", "1", "--data-dir", str(data), "--device", "cpu"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.endswith("; 1 of the 2 runs is stored already and kept"), first
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_run_whose_output_reader_leaves_goes_on_to_the_end(tmp_path, synthetic_root, jobs):
+    """`harness run ... | head -1`: the study still runs every trial (it ended after the first
+    trial's line, exit status 0, nothing said), with one note on stderr; exit status 0."""
+    study = tmp_path / "p.toml"
+    study.write_text(_replace(GOOD, "budget = 20000", "budget = 20000\nn_trials = 4"))
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(study), "--data-dir", str(synthetic_root),
+                             "--device", "cpu", "--jobs", jobs], stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.readline()  # the reader takes one line and leaves, as head -1 does
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    notes = [line for line in err.splitlines() if "standard output was closed" in line]
+    assert notes == ["harness: note: standard output was closed (its reader left); going on without it"], err
+    trials = optuna.load_study(study_name="bad-input", storage=f"sqlite:///{tmp_path / 'bad-input.db'}").get_trials()
+    assert len(trials) == 4 and all(t.state.is_finished() and t.state.name != "FAIL" for t in trials), trials
+
+
+def test_a_retrain_whose_output_reader_leaves_goes_on_to_the_end(tmp_path, synthetic_root):
+    """`harness retrain ... | head -1`: every seed is still retrained, one note on stderr, exit 0."""
+    from harness.retrain import stored_retrains
+
+    study = tmp_path / "s.toml"
+    study.write_text(GOOD)
+    assert main(["run", str(study), "--trials", "1", "--data-dir", str(synthetic_root), "--quiet", "--device", "cpu"]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "retrain", str(study), "--seeds", "3", "--epochs", "1",
+                             "--data-dir", str(synthetic_root), "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert err.count("standard output was closed (its reader left)") == 1, err
+    records = stored_retrains(optuna.load_study(study_name="bad-input", storage=f"sqlite:///{tmp_path / 'bad-input.db'}"))
+    assert [r["seeds"] for r in records.values()] == [3], records
