@@ -448,6 +448,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _storage_named(args: argparse.Namespace) -> str:
+    """" <the study's database>" for an error about it (its file, or its URL without a password),
+    or "" where the command names no single study or its file cannot be read."""
+    from harness.config import load_study_config
+    from harness.storage import safe_url, sqlite_path
+
+    if not getattr(args, "study_file", None):
+        return ""
+    try:
+        cfg = load_study_config(args.study_file)
+    except HarnessError:
+        return ""
+    url = getattr(args, "storage", None) or cfg.storage or cfg.default_storage()
+    return f" {sqlite_path(url) or safe_url(url)}"
+
+
 def _stopped_as_by_ctrl_c(handler):
     """``handler`` with SIGTERM raising KeyboardInterrupt, as Ctrl-C does (runner.stops_on_signals),
     so its clean-up runs (an export's temporary folder, the folders made for it); SIGTERM's
@@ -499,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         operational = next((e for e in inner if isinstance(e, sqlalchemy.exc.OperationalError)), None)
         text = innermost_message(exc)
         if any(w in text for w in ("malformed", "not a database", "disk I/O error")):  # a damaged file
-            print(redact(f"harness: error: storage: {text}"), file=sys.stderr)
+            print(redact(f"harness: error: storage{_storage_named(args)}: {text}"), file=sys.stderr)
         elif operational is not None:  # e.g. a read that waited out another process's write
             print(redact(f"harness: error: storage: {text} (another process may be writing; try again)"), file=sys.stderr)
         else:  # not the database's state: a bug of ours or the driver's, shown in full
