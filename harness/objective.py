@@ -12,13 +12,17 @@ Trial outcomes, as recorded in the storage:
   or trained; ``trainable_params`` and ``reject_reason`` recorded, and the constraint
   ``params_over_budget > 0`` tells the sampler the region is infeasible.
 * PRUNED with ``rejected = "invalid"``: the sampled layout is not buildable (feature map
-  shrinks to nothing); also infeasible, also never built.
+  shrinks to nothing), or the search space rejected the candidate itself (a user's space
+  raising ``optuna.TrialPruned``); also infeasible, also never built.
 * ``duplicate_of = N``: the sampler proposed exactly the parameters of an earlier trial N,
   which was already trained (or is training); not trained again. COMPLETE with trial N's
   value when N completed, else PRUNED with N's validation curve, so the sampler still
   learns what that point scored; never counted as a trained result.
 * PRUNED without ``rejected``: stopped by the pruner after ``epochs_run`` epochs.
-* FAIL: an error during training (``fail_reason`` recorded).
+* FAIL: an error during training (``fail_reason`` recorded). Or a user's search space
+  failed on the trial's proposal (raised, or returned no valid ArchSpec): ``fail_reason``
+  names the space's file and the error, and the run stops with :class:`SearchSpaceFailure`
+  (a failure of its own: not retried on resume).
 
 Every trial records where its parameters came from in ``origin``: ``baseline`` (the seed
 network), ``enqueued`` (a study file's ``[[enqueue]]``), ``retry`` (re-run of a dead
@@ -40,11 +44,17 @@ import harness
 from harness.config import StudyConfig
 from harness.dashboard import note_rejection
 from harness.data import MnistSplits
+from harness.errors import HarnessError, one_line
 from harness.spec import ArchSpec, InvalidSpecError, count_params
-from search_spaces import baseline_spec, get_search_space
+from search_spaces import SpaceResultError, baseline_spec, changed_distributions, get_search_space
 from search_spaces.recipe import suggest_recipe
 
-__all__ = ["BUDGET_CONSTRAINT", "PARAM_COUNT_ATTR", "TRAINING_FAILURES", "Objective", "SamplerStream", "repeat_seeds"]
+__all__ = ["BUDGET_CONSTRAINT", "PARAM_COUNT_ATTR", "TRAINING_FAILURES", "Objective", "SamplerStream",
+           "SearchSpaceFailure", "repeat_seeds"]
+
+
+class SearchSpaceFailure(HarnessError):
+    """A user's search space failed on a trial's proposal: the trial is FAIL, the run stops."""
 
 
 def repeat_seeds(seed: int, repeats: int) -> list[int]:
@@ -101,6 +111,21 @@ def _origin(trial: optuna.Trial) -> TrialOrigin:
     # an enqueued trial's parameters in its "fixed_params" system attribute.
     attrs = frozen.system_attrs
     return TrialOrigin(origin_of(frozen), attrs.get("failed_trial"), bool(attrs.get("fixed_params")))
+
+
+def _drawing(exc: BaseException) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The parameter (name: distribution) a trial was drawing when ``exc`` was raised, read from
+    the traceback's innermost ``Trial._suggest`` frame; empty where there is none."""
+    drawing: dict[str, optuna.distributions.BaseDistribution] = {}
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        name, dist = frame.f_locals.get("name"), frame.f_locals.get("distribution")
+        if (frame.f_code.co_name == "_suggest" and isinstance(name, str)
+                and isinstance(dist, optuna.distributions.BaseDistribution)):  # fmt: skip
+            drawing = {name: dist}
+        tb = tb.tb_next
+    return drawing
 
 
 def _mean_curve(curves: list[list[float]]) -> list[float]:
@@ -167,11 +192,7 @@ class Objective:
             # before the space declared it one: built directly, nothing sampled
             spec = baseline_spec()
         else:
-            try:
-                spec = self.space.suggest(trial)
-            except SystemExit as exc:  # a user's space: Optuna would let it end the process, the trial left RUNNING
-                raise RuntimeError(f"search space {self.space.name!r} called sys.exit({exc.code!r}) "
-                                   f"on trial {trial.number}'s parameters") from None  # fmt: skip
+            spec = self._suggest(trial)
         train_cfg = self.cfg.train
         if self.cfg.search_recipe and not is_baseline:  # the baseline keeps the study's recipe
             train_cfg = suggest_recipe(trial, train_cfg, self.cfg.recipe_fields)
@@ -298,17 +319,58 @@ class Objective:
             self._teacher = (teacher, teacher_record(path))
         return self._teacher
 
+    def _suggest(self, trial: optuna.Trial) -> ArchSpec:
+        """The space's architecture for ``trial``. A user's space that rejects the candidate
+        (``optuna.TrialPruned``) prunes it as invalid; one that fails (raises, calls sys.exit,
+        returns no valid ArchSpec) fails the trial and stops the run (SearchSpaceFailure):
+        every later proposal would likely fail alike, and it is the space's to fix."""
+        import sqlalchemy
+
+        try:
+            return self.space.suggest(trial)
+        except optuna.TrialPruned as exc:
+            raise self._reject_invalid(trial, "the search space rejected it" + (f": {exc}" if str(exc) else "")) from None
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
+            raise  # the storage's, not the space's
+        except (Exception, SystemExit) as exc:  # SystemExit: Optuna would let it end the process, the trial RUNNING
+            if not self.space.where and not isinstance(exc, SystemExit):
+                raise  # a registered space's bug: in full
+            raise self._space_failed(trial, exc) from None
+
+    def _space_failed(self, trial: optuna.Trial, exc: BaseException) -> SearchSpaceFailure:
+        """Record why the space failed on ``trial`` (its ``fail_reason``) and say it in one line."""
+        where = self.space.where or f"search space {self.space.name!r}"
+        if isinstance(exc, SpaceResultError):
+            what = f"{where} {exc}"
+        else:
+            what = f"{where} failed: {exc.__class__.__name__}: {exc}"
+            drawing = _drawing(exc)
+            if drawing:  # Optuna's "Cannot set different distribution kind ..." names no parameter: say which
+                earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number != trial.number]
+                what += "".join(f"; {c}" for c in changed_distributions(drawing, earlier))
+        what = one_line(what, limit=1000)
+        trial.set_user_attr("fail_reason", f"search space: {what}"[:500])
+        return SearchSpaceFailure(
+            f"{self.cfg.path}: study.search_space: trial {trial.number}: {what} (trial {trial.number} is marked "
+            "failed and is not retried; fix the space and run again)"
+        )
+
+    def _reject_invalid(self, trial: optuna.Trial, reason: str) -> optuna.TrialPruned:
+        """Record ``trial`` as rejected before anything is built (``invalid``, infeasible for
+        the sampler); the caller raises what this returns, which makes it PRUNED."""
+        trial.set_user_attr("rejected", "invalid")
+        trial.set_user_attr("reject_reason", reason)
+        note_rejection(trial, f"invalid layout: {reason}")
+        trial.set_constraint(BUDGET_CONSTRAINT, 1.0)
+        trial.set_user_attr(BUDGET_CONSTRAINT, 1.0)  # mirrored for optuna-dashboard (see _gate)
+        return optuna.TrialPruned(f"invalid architecture: {reason}")
+
     def _gate(self, trial: optuna.Trial, spec: ArchSpec) -> int:
         """Count parameters; reject (PRUNED, infeasible) over budget or unbuildable specs."""
         try:
             params = count_params(spec)
         except InvalidSpecError as exc:
-            trial.set_user_attr("rejected", "invalid")
-            trial.set_user_attr("reject_reason", str(exc))
-            note_rejection(trial, f"invalid layout: {exc}")
-            trial.set_constraint(BUDGET_CONSTRAINT, 1.0)
-            trial.set_user_attr(BUDGET_CONSTRAINT, 1.0)  # mirrored for optuna-dashboard (below)
-            raise optuna.TrialPruned(f"invalid architecture: {exc}") from None
+            raise self._reject_invalid(trial, str(exc)) from None
         trial.set_user_attr(PARAM_COUNT_ATTR, params)
         trial.set_constraint(BUDGET_CONSTRAINT, float(params - self.cfg.budget))
         # The same value as a user attribute: optuna-dashboard 0.21 shows "constraints: []" for

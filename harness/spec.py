@@ -22,6 +22,7 @@ __all__ = [
     "BlockSpec",
     "ConvSpec",
     "InvalidSpecError",
+    "check_fields",
     "check_names",
     "count_params",
     "feature_shapes",
@@ -151,6 +152,60 @@ def check_names(spec: ArchSpec) -> None:
         raise InvalidSpecError(f"unknown bn placement {spec.bn!r}; valid: {', '.join(BN_PLACEMENTS)}")
     if spec.activation not in ACTIVATIONS:
         raise InvalidSpecError(f"unknown activation {spec.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+
+
+#: The images and classes the harness trains on (MNIST): what ``in_channels``, ``input_size``
+#: and ``num_classes`` must be (harness.data, harness.train and harness.export assume them).
+DATA_FIELDS = {"in_channels": 1, "input_size": 28, "num_classes": 10}
+
+
+def _type_name(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if isinstance(value, (int, float, str)) else type(value).__name__
+
+
+def _check_field(where: str, value: Any, kind: type) -> None:
+    if kind is bool:
+        ok = isinstance(value, bool)
+    else:  # True is an int to Python, not a width; a dropout of 0 is a number too
+        ok = isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
+    if not ok:
+        what = {bool: "true or false (a bool)", int: "an integer", float: "a number", str: "a string"}[kind]
+        raise InvalidSpecError(f"{where} must be {what}, got {_type_name(value)}")
+
+
+def check_fields(spec: Any) -> None:
+    """Raise InvalidSpecError naming the field if ``spec`` is not an ArchSpec made of BlockSpecs
+    and ConvSpecs whose fields have the types they declare (an int width, a bool flag), or
+    describes other images than the harness trains on (:data:`DATA_FIELDS`). What a space
+    that builds a spec by hand can get wrong and no layout check would catch: a float width
+    is counted, then fails in torch; a 3-channel input fails on 1-channel images. Lists stand
+    for tuples. Layouts (sizes, shapes) are :func:`feature_shapes`' to check."""
+    if not isinstance(spec, ArchSpec):
+        raise InvalidSpecError(f"not a harness.spec.ArchSpec: {type(spec).__name__}")
+    if not isinstance(spec.blocks, (tuple, list)):
+        raise InvalidSpecError(f"blocks must be a tuple of BlockSpec, got {type(spec.blocks).__name__}")
+    for i, block in enumerate(spec.blocks):
+        if not isinstance(block, BlockSpec):
+            raise InvalidSpecError(f"blocks[{i}] must be a BlockSpec, got {type(block).__name__}")
+        if not isinstance(block.convs, (tuple, list)):
+            raise InvalidSpecError(f"blocks[{i}].convs must be a tuple of ConvSpec, got {type(block.convs).__name__}")
+        for j, conv in enumerate(block.convs):
+            if not isinstance(conv, ConvSpec):
+                raise InvalidSpecError(f"blocks[{i}].convs[{j}] must be a ConvSpec, got {type(conv).__name__}")
+            for name in ("out_channels", "kernel", "stride", "padding"):
+                _check_field(f"blocks[{i}].convs[{j}].{name}", getattr(conv, name), int)
+            for name in ("residual", "separable"):
+                _check_field(f"blocks[{i}].convs[{j}].{name}", getattr(conv, name), bool)
+        _check_field(f"blocks[{i}].pool", block.pool, bool)
+        _check_field(f"blocks[{i}].dropout", block.dropout, float)
+    for name in ("head", "bn", "activation"):
+        _check_field(name, getattr(spec, name), str)
+    _check_field("conv_bias", spec.conv_bias, bool)
+    for name, value in DATA_FIELDS.items():
+        _check_field(name, getattr(spec, name), int)
+        if getattr(spec, name) != value:
+            raise InvalidSpecError(f"{name} = {getattr(spec, name)}: the harness trains on MNIST's 1-channel "
+                                   f"28x28 images of 10 classes ({name} must be {value})")  # fmt: skip
 
 
 def feature_shapes(spec: ArchSpec) -> list[tuple[int, int]]:

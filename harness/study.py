@@ -23,7 +23,7 @@ from harness.config import StudyConfig, toml_value
 from harness.errors import MissingStudyError, StorageError, innermost_message
 from harness.objective import PARAM_COUNT_ATTR, SamplerStream
 from harness.storage import STALE_RETRIES, RetryStaleTrial, check_optuna_sqlite, make_storage, redact, safe_url, sqlite_path, study_lock
-from search_spaces import SearchSpace, enqueue_params, get_search_space
+from search_spaces import SearchSpace, changed_distributions, enqueue_params, get_search_space
 
 __all__ = [
     "StoredStudy",
@@ -317,8 +317,10 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> StoredSt
     A storage that does not exist yet, or holds no such study, passes (None).
 
     Raises:
-        StorageError: as :func:`open_study` would for this study file, a precision mismatch, or
-            trials distilled from another teacher file than ``train.teacher`` holds now.
+        StorageError: as :func:`open_study` would for this study file, a user's search space
+            that now draws a parameter from a distribution Optuna will not mix with the stored
+            trials' (another kind, say), a precision mismatch, or trials distilled from another
+            teacher file than ``train.teacher`` holds now.
     """
     from harness.train import precision_settings
 
@@ -343,6 +345,7 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> StoredSt
         trials = study.get_trials(deepcopy=False)
     finally:
         storage.engine.dispose()
+    _check_space_distributions(cfg, storage_url, trials)
     stored = StoredStudy(sum(t.state in FINISHED_STATES for t in trials),
                          changed_search_settings(cfg, study.user_attrs.get(SEARCH_SETTINGS_ATTR),
                                                  study.user_attrs.get(LAST_SEARCH_SETTINGS_ATTR)))  # fmt: skip
@@ -370,6 +373,21 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> StoredSt
             f"{now}; refusing to mix them (set train.amp to match, or use another study name)"
         )
     return stored
+
+
+def _check_space_distributions(cfg: StudyConfig, storage_url: str, trials: list[FrozenTrial]) -> None:
+    """Refuse a user's search space whose read-time draw takes a parameter from a distribution
+    Optuna will not mix with the one the stored trials drew it from (another kind, another log
+    setting, other categorical choices): the first trial drawing it would fail. A parameter
+    that draw does not reach is caught when a trial draws it (the objective stops the run)."""
+    space = get_search_space(cfg.search_space, cfg.path.parent)
+    changed = changed_distributions(space.probe_distributions, trials)
+    if changed:
+        raise StorageError(
+            f"{cfg.path}: study.search_space: {space.where}: {'; '.join(changed)}: study {cfg.name!r} in "
+            f"{safe_url(storage_url)} cannot mix them (keep the parameter's distribution, draw the new one under "
+            "another name, or use another study name)"
+        )
 
 
 def _recorded(trials: list[FrozenTrial], attr: str, key: str) -> set[Any]:

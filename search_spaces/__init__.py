@@ -9,9 +9,11 @@ which every study enqueues as its first trial.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
+import inspect
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,15 +21,18 @@ from typing import Any
 import optuna
 
 from harness.config import toml_value
-from harness.spec import ArchSpec, InvalidSpecError, check_names
+from harness.spec import ArchSpec, InvalidSpecError, check_fields, check_names
 from search_spaces import compact, modern, seed
 
 __all__ = [
     "DEFAULT_SPACE",
     "SEARCH_SPACES",
     "SearchSpace",
+    "SpaceResultError",
     "UnknownSearchSpaceError",
     "baseline_spec",
+    "changed_distributions",
+    "checked_spec",
     "enqueue_params",
     "get_search_space",
     "is_user_space",
@@ -42,6 +47,11 @@ class SearchSpace:
     suggest: Callable[[optuna.trial.BaseTrial], ArchSpec]
     baseline_params: Mapping[str, Any] | None  # params giving the seed network; None: not in this space
     description: str
+    # A user's space: "/path/to/space.py: suggest(trial)", what its errors are said of ("": registered)
+    where: str = ""
+    # A user's space: the distributions its read-time probe draw used, by parameter name
+    probe_distributions: Mapping[str, optuna.distributions.BaseDistribution] = dataclasses.field(
+        default_factory=dict, compare=False)  # fmt: skip
 
     def baseline_spec(self) -> ArchSpec:
         """The seed network (a point of this space, or built directly)."""
@@ -53,6 +63,11 @@ class SearchSpace:
 class UnknownSearchSpaceError(KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; this reads as a sentence
         return str(self.args[0])
+
+
+class SpaceResultError(ValueError):
+    """A user's space returned something other than a valid ArchSpec (the message says what,
+    after the space's ``where``: "must return a harness.spec.ArchSpec, got str")."""
 
 
 def baseline_spec() -> ArchSpec:
@@ -80,10 +95,14 @@ def get_search_space(name: str, base_dir: str | Path = ".") -> SearchSpace:
     an Optuna trial and returns an :class:`~harness.spec.ArchSpec`; it is checked by drawing
     one architecture from it with a throw-away in-memory study.
 
+    A user's function is wrapped so that every architecture it returns, at trial time too,
+    is checked (:func:`checked_spec`: SpaceResultError otherwise).
+
     Raises:
         UnknownSearchSpaceError: no such registered space (the message lists the valid names),
-            or a user's file that is missing, does not import, lacks the function, or whose
-            function does not return an ArchSpec.
+            or a user's file that is missing, does not import, lacks the function (or names a
+            class or a non-callable), or whose function fails or does not return a valid
+            ArchSpec (fields of the wrong type, unknown names, images other than MNIST's).
     """
     if not is_user_space(name):
         try:
@@ -121,12 +140,18 @@ def _load_user_space(name: str, base_dir: Path) -> SearchSpace:
             raise UnknownSearchSpaceError(f"{path}: import failed: {exc.__class__.__name__}: {exc}") from None
         finally:
             sys.dont_write_bytecode = no_bytecode
-    suggest = getattr(module, func_name, None)
-    if not callable(suggest):
+    if not hasattr(module, func_name):
         raise UnknownSearchSpaceError(f"{path}: no function {func_name!r}")
-    _check_suggest(path, func_name, suggest)
-    doc = (getattr(suggest, "__doc__", None) or f"user space {func_name} in {path.name}").strip().splitlines()[0]
-    space = SearchSpace(name, suggest, None, doc)
+    func = getattr(module, func_name)
+    if inspect.isclass(func):  # ArchSpec(trial) would "return an ArchSpec" whose blocks are the trial
+        raise UnknownSearchSpaceError(f"{path}: {func_name!r} is a class, not a function (suggest(trial) -> ArchSpec)")
+    if not callable(func):
+        raise UnknownSearchSpaceError(f"{path}: {func_name!r} is not a function ({type(func).__name__})")
+    where = f"{path}: {func_name}(trial)"
+    suggest = _checked_results(func)
+    doc = (getattr(func, "__doc__", None) or f"user space {func_name} in {path.name}").strip().splitlines()[0]
+    space = SearchSpace(name, suggest, None, doc, where)
+    space = dataclasses.replace(space, probe_distributions=_check_suggest(space))
     if not hasattr(module, "BASELINE_PARAMS"):
         return space
     return dataclasses.replace(space, baseline_params=_check_baseline_params(path, space, module.BASELINE_PARAMS))
@@ -146,29 +171,93 @@ def _check_baseline_params(path: Path, space: SearchSpace, params: Any) -> dict[
     return full
 
 
-def _check_suggest(path: Path, func_name: str, suggest: Callable[..., Any]) -> None:
-    """Draw one architecture from ``suggest`` in a throw-away study: it must return an ArchSpec."""
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-        try:
-            result = suggest(study.ask())
-        except (Exception, SystemExit) as exc:
-            raise UnknownSearchSpaceError(
-                f"{path}: {func_name}(trial) failed: {exc.__class__.__name__}: {exc}"
-            ) from None
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+def _checked_results(func: Callable[[optuna.trial.BaseTrial], Any]) -> Callable[[optuna.trial.BaseTrial], ArchSpec]:
+    """A user's ``suggest`` whose every result is checked: an ArchSpec, its fields of the types
+    they declare, its names known (:func:`checked_spec`); lists made tuples."""
+
+    @functools.wraps(func)
+    def suggest(trial: optuna.trial.BaseTrial) -> ArchSpec:
+        return checked_spec(func(trial))
+
+    return suggest
+
+
+def checked_spec(result: Any) -> ArchSpec:
+    """``result`` if it is a valid ArchSpec (lists of blocks or convs made tuples), else
+    SpaceResultError saying what is wrong. A misspelt name is the space's mistake, not a
+    layout to reject trial after trial as invalid."""
     if not isinstance(result, ArchSpec):
-        raise UnknownSearchSpaceError(
-            f"{path}: {func_name}(trial) must return a harness.spec.ArchSpec, got {type(result).__name__}"
-        )
-    # A misspelt name is the space's mistake, not a layout to reject trial after trial as invalid
+        raise SpaceResultError(f"must return a harness.spec.ArchSpec, got {type(result).__name__}")
     try:
+        check_fields(result)
         check_names(result)
     except InvalidSpecError as exc:
-        raise UnknownSearchSpaceError(f"{path}: {func_name}(trial) returned an invalid ArchSpec: {exc}") from None
+        raise SpaceResultError(f"returned an invalid ArchSpec: {exc}") from None
+    blocks = tuple(dataclasses.replace(b, convs=tuple(b.convs)) for b in result.blocks)
+    return result if blocks == result.blocks else dataclasses.replace(result, blocks=blocks)
+
+
+#: Random draws the read-time check makes while the space rejects them (optuna.TrialPruned).
+PROBE_DRAWS = 20
+
+
+def _check_suggest(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Draw one architecture from a user's space in a throw-away study: it must return a valid
+    ArchSpec (:func:`checked_spec`). A draw the space rejects (optuna.TrialPruned, its way to
+    refuse a candidate) is drawn again. Returns the distributions the draws used."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    drawn: dict[str, optuna.distributions.BaseDistribution] = {}
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        for _ in range(PROBE_DRAWS):
+            trial = study.ask()
+            try:
+                space.suggest(trial)
+                return {**drawn, **trial.distributions}
+            except optuna.TrialPruned:
+                drawn.update(trial.distributions)
+            except SpaceResultError as exc:
+                raise UnknownSearchSpaceError(f"{space.where} {exc}") from None
+            except (Exception, SystemExit) as exc:
+                raise UnknownSearchSpaceError(f"{space.where} failed: {exc.__class__.__name__}: {exc}") from None
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    raise UnknownSearchSpaceError(f"{space.where} rejected (optuna.TrialPruned) each of {PROBE_DRAWS} random draws")
+
+
+def _call(dist: optuna.distributions.BaseDistribution) -> str:
+    """The ``trial.suggest_*`` call drawing from ``dist``: ``suggest_int(4, 16)``."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return f"suggest_categorical({list(dist.choices)!r})"
+    if isinstance(dist, (optuna.distributions.IntDistribution, optuna.distributions.FloatDistribution)):
+        kind = "int" if isinstance(dist, optuna.distributions.IntDistribution) else "float"
+        step = f", step={dist.step}" if dist.step not in (None, 1) else ""
+        return f"suggest_{kind}({dist.low}, {dist.high}{step}{', log=True' if dist.log else ''})"
+    return repr(dist)
+
+
+def changed_distributions(drawn: Mapping[str, optuna.distributions.BaseDistribution],
+                          trials: Iterable[optuna.trial.FrozenTrial]) -> list[str]:
+    """``parameter 'w' is suggest_categorical([4, 8]) now, suggest_int(4, 16) in the study's trials
+    (...)`` for each parameter of ``drawn`` that the stored ``trials`` drew from a distribution
+    Optuna refuses to mix it with (another kind, another log setting, other categorical
+    choices; a new range is allowed). Compared with the first trial that drew it, as Optuna's
+    storage does."""
+    stored: dict[str, optuna.distributions.BaseDistribution] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        for name, dist in t.distributions.items():
+            stored.setdefault(name, dist)
+    changed = []
+    for name, dist in drawn.items():
+        if name not in stored:
+            continue
+        try:
+            optuna.distributions.check_distribution_compatibility(stored[name], dist)
+        except ValueError as exc:
+            changed.append(f"parameter {name!r} is {_call(dist)} now, {_call(stored[name])} in the study's trials "
+                           f"(Optuna: {exc})")  # fmt: skip
+    return changed
 
 
 class _BadParam(ValueError):
@@ -252,6 +341,8 @@ def enqueue_params(
         if exc.name in filled:
             raise ValueError(f"{exc}: taken from the study's train.{exc.name}; give {exc.name} in the table") from None
         raise ValueError(f"{exc} (search space {space.name!r})") from None
+    except SpaceResultError as exc:
+        raise ValueError(f"search space {space.name!r} {exc} for these parameters") from None
     except (Exception, SystemExit) as exc:  # a user's space may fail its own way on a given value
         raise ValueError(f"search space {space.name!r} failed on these parameters: "
                          f"{exc.__class__.__name__}: {exc}") from None  # fmt: skip

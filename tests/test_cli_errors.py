@@ -1271,16 +1271,19 @@ USER_SPACES = [
 ]
 
 
-def test_a_user_space_exiting_during_a_trial_fails_that_trial_loudly(tmp_path, synthetic_root):
+def test_a_user_space_exiting_during_a_trial_fails_that_trial_loudly(tmp_path, capsys, synthetic_root):
     """A user's space that calls sys.exit only on some proposal (past the check-time draw):
-    an error naming the space and the trial, the trial FAIL; not a silent exit with the
-    space's code and the trial left RUNNING until its heartbeat goes stale."""
+    one line naming the space and the trial, exit 2, the trial FAIL; not a silent exit with
+    the space's code and the trial left RUNNING until its heartbeat goes stale (more such
+    failures: tests/test_user_space_errors.py)."""
     (tmp_path / "space.py").write_text(SEED_DROPOUT_SPACE.replace(
         "def suggest(trial):\n", "def suggest(trial):\n    if trial.number >= 1:\n        import sys\n        sys.exit(3)\n"))
     study = tmp_path / "x.toml"
     study.write_text(_replace(GOOD, "budget = 20000", 'search_space = "space.py:suggest"\nbudget = 20000'))
-    with pytest.raises(RuntimeError, match=r"search space '.*space.py:suggest' called sys.exit\(3\) on trial 1's"):
-        main(["run", str(study), "--data-dir", str(synthetic_root), "--trials", "2", "--quiet"])
+    assert main(["run", str(study), "--data-dir", str(synthetic_root), "--trials", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"harness: error: .*study\.search_space: trial 1: .*space\.py: suggest\(trial\) failed: "
+                        r"SystemExit: 3 \(.*\)\n", err), err  # fmt: skip
     trials = optuna.load_study(study_name="bad-input", storage=f"sqlite:///{tmp_path / 'bad-input.db'}").get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"], [(t.number, t.state) for t in trials]
 
