@@ -437,6 +437,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     with output_the_reader_may_leave():  # `harness run ... | head`: the study goes on
         outcome = run_study(plan)
+    if outcome.failed_workers and set(outcome.bad_codes) == {EXIT_USAGE}:  # bad input, each worker said which
+        return EXIT_USAGE
     if outcome.failed_workers:
         print(f"harness: error: {outcome.failed_workers} of {outcome.workers} workers failed "
               f"(exit codes {outcome.bad_codes})", file=sys.stderr)  # fmt: skip

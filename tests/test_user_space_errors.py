@@ -202,3 +202,23 @@ def test_a_changed_distribution_the_probe_does_not_draw_stops_the_run_at_its_tri
     trials = _trials(tmp_path)
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
     assert "distribution kind" in trials[2].user_attrs["fail_reason"]
+
+
+def test_with_jobs_a_space_failing_in_every_worker_is_bad_input_said_once_by_each(tmp_path):
+    """--jobs 2, a space that fails on every proposal after the baseline: each worker stops with
+    its one line, and the run's exit status is 2, as with one process (it added "2 of 2 workers
+    failed", exit 1, as for a crash); no trial left RUNNING."""
+    import subprocess
+
+    from tests.conftest import make_synthetic_mnist
+
+    data = make_synthetic_mnist(tmp_path / "data")
+    study = _write(tmp_path, _space("    if trial.number >= 1:\n        raise RuntimeError('not this one')\n"),
+                   STUDY.replace("budget = 20000", "budget = 20000\nn_trials = 6"))
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(study), "--data-dir", str(data), "--jobs", "2",
+                           "--device", "cpu", "--quiet"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("harness: error:")]
+    assert sorted(line[:21] for line in errors) == ["harness: error: [w0] ", "harness: error: [w1] "], done.stderr
+    assert all("suggest(trial) failed: RuntimeError: not this one" in line for line in errors), errors
+    assert not [t.number for t in _trials(tmp_path) if t.state == TrialState.RUNNING]
