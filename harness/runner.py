@@ -462,7 +462,7 @@ def run_study(plan: RunPlan) -> RunOutcome:
 
     from harness.config import load_study_config
     from harness.storage import sqlite_path
-    from harness.study import summarize
+    from harness.study import counted, not_yet_enqueued, summarize
 
     # Our own lines say what happens; Optuna's info lines ("A new study created ...") would
     # interleave with them.
@@ -487,6 +487,11 @@ def run_study(plan: RunPlan) -> RunOutcome:
             stored = optuna.load_study(study_name=cfg.name, storage=storage)
             for line in summarize(stored, cfg.stale_after, cfg.n_trials).lines():
                 print(line)
+            waiting = len(not_yet_enqueued(stored, cfg))
+            if waiting and plan.n_trials == 0 and plan.study_trials:  # added to a full study: never run unless asked
+                print(f"note: {counted(waiting, 'architecture')} of the study file's [[enqueue]] "
+                      f"{'is' if waiting == 1 else 'are'} not in the study yet: --trials {waiting} runs "
+                      f"{'it' if waiting == 1 else 'them'} first", file=sys.stderr)  # fmt: skip
         finally:
             storage.engine.dispose()
         return RunOutcome(interrupted=False)

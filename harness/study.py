@@ -466,13 +466,23 @@ def claim_sampler_stream(study: optuna.Study, cfg: StudyConfig, storage_url: str
 
 def _enqueue_known(study: optuna.Study, cfg: StudyConfig, space: SearchSpace) -> None:
     """Enqueue the study file's ``[[enqueue]]`` architectures not yet in the study (any state)."""
+    for params in not_yet_enqueued(study, cfg, space):
+        study.enqueue_trial(params, user_attrs={"enqueued": True})
+
+
+def not_yet_enqueued(study: optuna.Study, cfg: StudyConfig, space: SearchSpace | None = None) -> list[dict[str, Any]]:
+    """The full parameters of the study file's ``[[enqueue]]`` tables that the study does not
+    hold yet (in any state), each once, in the file's order. Reads only."""
+    space = space or get_search_space(cfg.search_space, cfg.path.parent)
     # What was enqueued (baseline included), as enqueued: a running trial's params may be partial.
     have = [t.system_attrs["fixed_params"] for t in study.get_trials(deepcopy=False) if "fixed_params" in t.system_attrs]
+    pending = []
     for entry in cfg.enqueue:
         params = enqueue_params(space, entry, *cfg.recipe_search)
         if params not in have:
-            study.enqueue_trial(params, user_attrs={"enqueued": True})
+            pending.append(params)
             have.append(params)
+    return pending
 
 
 def _check_study_attrs(cfg: StudyConfig, storage_url: str, attrs: dict[str, Any]) -> None:

@@ -1620,3 +1620,27 @@ def test_a_retrain_whose_output_reader_leaves_goes_on_to_the_end(tmp_path, synth
     assert err.count("standard output was closed (its reader left)") == 1, err
     records = stored_retrains(optuna.load_study(study_name="bad-input", storage=f"sqlite:///{tmp_path / 'bad-input.db'}"))
     assert [r["seeds"] for r in records.values()] == [3], records
+
+
+def test_a_full_study_says_which_enqueued_architectures_wait(tmp_path, synthetic_root, capsys):
+    """[[enqueue]] tables added to a study whose study.n_trials is reached: the run has nothing
+    to do (nothing written), and says how many tables wait and that --trials N runs them (it
+    said only "nothing to run"); that run runs them first."""
+    study = tmp_path / "s.toml"
+    study.write_text(_replace(SEED_GOOD, "budget = 20000", "budget = 20000\nn_trials = 3"))
+    args = ["--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]
+    assert main(["run", str(study), *args]) == 0
+    study.write_text(study.read_text() + _enqueue(dropout=0.1) + _enqueue(dropout=0.15))
+    capsys.readouterr()
+    before = _snapshot(tmp_path)
+    assert main(["run", str(study), *args]) == 0
+    out, err = capsys.readouterr()
+    assert "nothing to run" in out and _snapshot(tmp_path) == before
+    assert ("note: 2 architectures of the study file's [[enqueue]] are not in the study yet: --trials 2 runs them "
+            "first") in err.splitlines(), err  # fmt: skip
+    assert main(["run", str(study), "--trials", "2", *args]) == 0
+    trials = optuna.load_study(study_name="bad-input", storage=f"sqlite:///{tmp_path / 'bad-input.db'}").get_trials()
+    assert [t.params.get("dropout") for t in trials[3:]] == [0.1, 0.15] and all(t.user_attrs.get("enqueued") for t in trials[3:])
+    capsys.readouterr()
+    assert main(["run", str(study), *args]) == 0  # none waits now: no note
+    assert "[[enqueue]]" not in capsys.readouterr().err
