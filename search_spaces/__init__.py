@@ -271,7 +271,13 @@ class _CheckingTrial(optuna.trial.FixedTrial):
 
     def _given(self, name: str) -> Any:
         if name not in self.params_given:
-            raise _BadParam(name, f"missing parameter {name!r}")
+            import difflib
+
+            # a key given that no suggest has read yet and reads like this one: a misspelling
+            unread = [k for k in self.params_given if k not in self.used]
+            like = [k for k in unread if k.lower() == name.lower()] or difflib.get_close_matches(name, unread, n=1)
+            hint = f" (given: {like[0]!r}, which the space does not read: a misspelling?)" if like else ""
+            raise _BadParam(name, f"missing parameter {name!r}{hint}")
         self.used.add(name)
         return self.params_given[name]
 
@@ -301,6 +307,10 @@ class _CheckingTrial(optuna.trial.FixedTrial):
         if ok and step is not None:
             k = (value - low) / step
             ok = abs(k - round(k)) < 1e-6
+            if ok:  # on the grid within rounding: stored as the grid's value, as a table giving it would be
+                # (0.25000000001 and 0.25 are one architecture: the check for repeats compares values)
+                value = float(f"{round(k) * step + low:.10g}")
+                self.params_given[name] = self._params[name] = value
         if not ok:
             grid = f" in steps of {step}" if step is not None else ""
             raise _BadParam(name, f"parameter {name!r} = {toml_value(value)} must be a number in [{low}, {high}]{grid}")

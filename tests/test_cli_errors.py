@@ -1644,3 +1644,32 @@ def test_a_full_study_says_which_enqueued_architectures_wait(tmp_path, synthetic
     capsys.readouterr()
     assert main(["run", str(study), *args]) == 0  # none waits now: no note
     assert "[[enqueue]]" not in capsys.readouterr().err
+
+
+def test_an_enqueued_value_within_rounding_of_the_grid_is_the_grids_value(tmp_path, synthetic_root, capsys):
+    """dropout = 0.25000000001 is accepted as on the 0.05 grid, and so is the seed network's
+    0.25: the table repeats the baseline and is refused as such (it was stored unrounded,
+    passed the repeat check, and the seed network trained twice); nothing written."""
+    study = tmp_path / "s.toml"
+    study.write_text(SEED_GOOD + _enqueue(dropout="0.25000000001"))
+    before = _snapshot(tmp_path)
+    assert main(["run", str(study), "--trials", "2", "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "enqueue #1: its parameters are the baseline's" in err[0], err
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_misspelt_enqueue_key_is_named_beside_the_missing_one(tmp_path, capsys):
+    """`Dropout = 0.1` for `dropout`: the message names the missing parameter and the given key
+    that reads like it (it named only the missing one)."""
+    from search_spaces.seed import REFERENCE_PARAMS
+
+    study = tmp_path / "s.toml"
+    study.write_text(SEED_GOOD + _enqueue(drop="dropout", Dropout=0.1))
+    before = _snapshot(tmp_path)
+    assert "dropout" in REFERENCE_PARAMS
+    assert main(["status", str(study)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("enqueue #1: missing parameter 'dropout' (given: 'Dropout', which the space does not "
+                              "read: a misspelling?)") in err[0], err  # fmt: skip
+    assert _snapshot(tmp_path) == before
