@@ -296,6 +296,7 @@ def _same_storage(a: str, b: str) -> bool:
 def _cmd_results(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from harness.export import check_out_dir
     from harness.report import check_writable, temporary_path
     from harness.results import write_results
     from harness.storage import check_outputs, safe_url
@@ -330,6 +331,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
     if Path(args.exports).resolve() in out.resolve().parents:  # an exported model could be --out
         raise HarnessError(f"--out {out} is inside --exports {args.exports}: an export could overwrite it, or it an export")
     check_writable(out)  # before any winner is exported
+    check_out_dir(Path(args.exports))
     retrained = write_results(studies, out, Path(args.exports), note=args.note, data_dir=args.data_dir,
                               command=_results_command(sys.argv[1:]))  # fmt: skip
     print(f"results: {out}")

@@ -114,7 +114,13 @@ def check_formats(formats: list[str]) -> None:
 
 
 def check_out_dir(out: Path) -> None:
-    """The output folder must be (or become) a writable folder; checked by writing a probe."""
+    """The output folder must be (or become) a writable folder whose path is text; checked by
+    writing a probe."""
+    try:
+        os.fsencode(out.absolute()).decode("utf-8")
+    except UnicodeDecodeError:  # torch.export's writer aborted the process on one (exit 134)
+        raise HarnessError(f"output folder {out}: its path holds bytes that are no UTF-8 text, which torch.export "
+                           "and onnxruntime cannot write to; choose another folder") from None  # fmt: skip
     probe_dir = out
     while not probe_dir.exists():
         probe_dir = probe_dir.parent

@@ -1673,3 +1673,21 @@ def test_a_misspelt_enqueue_key_is_named_beside_the_missing_one(tmp_path, capsys
     assert len(err) == 1 and ("enqueue #1: missing parameter 'dropout' (given: 'Dropout', which the space does not "
                               "read: a misspelling?)") in err[0], err  # fmt: skip
     assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["export", "results"])
+def test_an_export_folder_whose_name_is_no_utf8_is_refused_in_one_line(retrained_study, tmp_path, command):
+    """export --out or results --exports naming a folder whose bytes are no UTF-8: torch's
+    writer aborted the process (exit 134, a C++ terminate); now one line, exit 2, nothing written."""
+    study, data = retrained_study
+    folder = os.fsdecode(bytes(tmp_path) + b"/ex\xff")
+    args = (["export", str(study), "--trial", "0", "--out", folder] if command == "export" else
+            ["results", str(study), "--out", str(tmp_path / "r.md"), "--exports", folder])  # fmt: skip
+    before = _snapshot(study.parent), sorted(os.listdir(bytes(tmp_path)))
+    done = subprocess.run([sys.executable, "-m", "harness.cli", *args, "--data-dir", str(data)], capture_output=True,
+                          timeout=300)  # fmt: skip
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1, (done.returncode, done.stderr)
+    assert err[0].endswith(b"ex\xff: its path holds bytes that are no UTF-8 text, which torch.export and onnxruntime "
+                           b"cannot write to; choose another folder"), err  # fmt: skip
+    assert (_snapshot(study.parent), sorted(os.listdir(bytes(tmp_path)))) == before
