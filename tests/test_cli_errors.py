@@ -385,15 +385,20 @@ _ARGPARSE_CASES = {"status-unknown-option", "report-top-not-int", "export-bad-fo
                    *(c[0] for c in COMMAND_CASES if c[0].startswith(("empty-", "nul-")))}  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def trained_study(tmp_path_factory) -> tuple[Path, Path]:
+def _one_trained_trial(tmp_path_factory, folder: str) -> tuple[Path, Path]:
+    """A study of GOOD in a new folder with one trained trial (the baseline), and its data."""
     from tests.conftest import make_synthetic_mnist
 
-    folder = tmp_path_factory.mktemp("trained")
+    folder = tmp_path_factory.mktemp(folder)
     data = make_synthetic_mnist(tmp_path_factory.mktemp("data"))
     (folder / "s.toml").write_text(GOOD)
     assert main(["run", str(folder / "s.toml"), "--trials", "1", "--data-dir", str(data), "--quiet", "--device", "cpu"]) == 0
     return folder / "s.toml", data
+
+
+@pytest.fixture(scope="module")
+def trained_study(tmp_path_factory) -> tuple[Path, Path]:
+    return _one_trained_trial(tmp_path_factory, "trained")
 
 
 @pytest.mark.parametrize("case_id,argv,words", COMMAND_CASES, ids=[c[0] for c in COMMAND_CASES])
@@ -1502,15 +1507,9 @@ def test_database_errors_wrapped_by_optuna_are_sorted_by_what_is_inside(trained_
 @pytest.fixture(scope="module")
 def retrained_study(tmp_path_factory) -> tuple[Path, Path]:
     """One trained trial (the baseline), retrained with one seed: what `results` exports."""
-    from tests.conftest import make_synthetic_mnist
-
-    folder = tmp_path_factory.mktemp("retrained")
-    data = make_synthetic_mnist(tmp_path_factory.mktemp("data"))
-    (folder / "s.toml").write_text(GOOD)
-    assert main(["run", str(folder / "s.toml"), "--trials", "1", "--data-dir", str(data), "--quiet", "--device", "cpu"]) == 0
-    assert main(["retrain", str(folder / "s.toml"), "--seeds", "1", "--epochs", "1", "--data-dir", str(data),
-                 "--device", "cpu"]) == 0  # fmt: skip
-    return folder / "s.toml", data
+    study, data = _one_trained_trial(tmp_path_factory, "retrained")
+    assert main(["retrain", str(study), "--seeds", "1", "--epochs", "1", "--data-dir", str(data), "--device", "cpu"]) == 0
+    return study, data
 
 
 def test_results_refuses_an_out_it_cannot_write_before_exporting(retrained_study, tmp_path, capsys):
