@@ -7,6 +7,7 @@ status 2, checked before anything is written.
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
 import shlex
 import sys
@@ -482,6 +483,20 @@ def _stopped_as_by_ctrl_c(handler):
     return handle
 
 
+def _unencodable_output(exc: UnicodeError) -> tuple[str | bytes, int]:
+    """What the console cannot encode, one character at a time: a file name's bytes that are no
+    UTF-8 (Python's surrogate escapes) written as they are, as ls shows them; any other
+    character escaped (\\xe9 on an ASCII console), as Python's stderr does by default. (stdout
+    raised UnicodeEncodeError on either, and stderr escaped the file name's bytes.)"""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    char = exc.object[exc.start]
+    if 0xDC80 <= ord(char) <= 0xDCFF:
+        return bytes([ord(char) - 0xDC00]), exc.start + 1
+    one = UnicodeEncodeError(exc.encoding, exc.object, exc.start, exc.start + 1, exc.reason)
+    return codecs.backslashreplace_errors(one)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
@@ -490,9 +505,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*", category=UserWarning)
-    for stream in (sys.stdout, sys.stderr):  # a file name's bytes that are no UTF-8 print as they are (as ls shows them), not a traceback
+    codecs.register_error("harness-output", _unencodable_output)
+    for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="surrogateescape")
+            stream.reconfigure(errors="harness-output")
     args = _parser().parse_args(argv)
     from harness.runner import exit_status_after_stop, forget_stop
 
@@ -529,9 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("harness: interrupted", file=sys.stderr)
         return exit_status_after_stop()
     except BrokenPipeError:  # `harness status ... | head`: the reader left; not an error of ours
-        import os
+        from harness.runner import discard_output
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        discard_output(sys.stdout)  # no second error at exit
         return 0
 
 

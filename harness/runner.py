@@ -387,14 +387,28 @@ def interrupts_held():
             os.kill(os.getpid(), pending[0])
 
 
-class _OutputTheReaderMayLeave:
-    """``sys.stdout`` for a long command: once its reader has left (a closed pipe, as in
-    `harness run ... | head`), the command goes on with its lines discarded and says so once on
-    stderr. A write raised BrokenPipeError out of whatever printed, a trial's callback
-    included, which ended the run there with exit status 0."""
+def discard_output(stream) -> None:
+    """Point ``stream``'s file descriptor at /dev/null: what is still buffered, and Python's own
+    flush at exit, go nowhere instead of failing again once a pipe's reader has left."""
+    import os
 
-    def __init__(self, stream) -> None:
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, stream.fileno())
+    finally:
+        os.close(null)
+
+
+class _OutputTheReaderMayLeave:
+    """``sys.stdout`` or ``sys.stderr`` for a long command: once its reader has left (a closed
+    pipe, as in `harness run ... | head`, or `2>&1 | head`), the command goes on with those
+    lines discarded, and a closed stdout says so once on stderr (where that is still read). A
+    write raised BrokenPipeError out of whatever printed, a trial's callback included, which
+    ended the run there with exit status 0."""
+
+    def __init__(self, stream, note: str = "") -> None:
         self._stream = stream
+        self._note = note
         self._gone = False
 
     def write(self, text: str) -> int:
@@ -413,13 +427,10 @@ class _OutputTheReaderMayLeave:
                 self._reader_left()
 
     def _reader_left(self) -> None:
-        import os
-
         self._gone = True
-        # what is still buffered, and Python's own flush at exit, go nowhere instead of failing again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
-        print("harness: note: standard output was closed (its reader left); going on without it", file=sys.stderr,
-              flush=True)  # fmt: skip
+        discard_output(self._stream)
+        if self._note:
+            print(self._note, file=sys.stderr, flush=True)  # stderr is guarded too: a closed one says nothing
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
@@ -427,13 +438,16 @@ class _OutputTheReaderMayLeave:
 
 @contextlib.contextmanager
 def output_the_reader_may_leave():
-    """Within the block, ``sys.stdout`` outlives its reader (:class:`_OutputTheReaderMayLeave`)."""
-    stream = sys.stdout
-    sys.stdout = _OutputTheReaderMayLeave(stream)
+    """Within the block, ``sys.stdout`` and ``sys.stderr`` outlive their readers
+    (:class:`_OutputTheReaderMayLeave`)."""
+    streams = sys.stdout, sys.stderr
+    sys.stderr = _OutputTheReaderMayLeave(streams[1])
+    sys.stdout = _OutputTheReaderMayLeave(
+        streams[0], "harness: note: standard output was closed (its reader left); going on without it")
     try:
         yield
     finally:
-        sys.stdout = stream
+        sys.stdout, sys.stderr = streams
 
 
 def _worker_process(plan: RunPlan, forward) -> None:  # entry point of a --jobs child (spawned)

@@ -1584,20 +1584,22 @@ def test_a_resumed_retrain_counts_one_stored_run_in_the_singular(retrained_study
     assert first.endswith("; 1 of the 2 runs is stored already and kept"), first
 
 
-@pytest.mark.parametrize("jobs", ["1", "2"])
-def test_a_run_whose_output_reader_leaves_goes_on_to_the_end(tmp_path, synthetic_root, jobs):
-    """`harness run ... | head -1`: the study still runs every trial (it ended after the first
-    trial's line, exit status 0, nothing said), with one note on stderr; exit status 0."""
+@pytest.mark.parametrize("jobs,merged", [("1", False), ("2", False), ("1", True)])
+def test_a_run_whose_output_reader_leaves_goes_on_to_the_end(tmp_path, synthetic_root, jobs, merged):
+    """`harness run ... | head -1` (and `2>&1 | head -1`, stderr's reader gone too): the study
+    still runs every trial (it ended after the first trial's line, exit status 0, nothing
+    said), with one note on stderr where stderr is still read; exit status 0."""
     study = tmp_path / "p.toml"
     study.write_text(_replace(GOOD, "budget = 20000", "budget = 20000\nn_trials = 4"))
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(study), "--data-dir", str(synthetic_root),
-                             "--device", "cpu", "--jobs", jobs], stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                             "--device", "cpu", "--jobs", jobs], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT if merged else subprocess.PIPE)  # fmt: skip
     proc.stdout.readline()  # the reader takes one line and leaves, as head -1 does
     proc.stdout.close()
-    err = proc.stderr.read().decode()
+    err = "" if merged else proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 0, err
     notes = [line for line in err.splitlines() if "standard output was closed" in line]
-    assert notes == ["harness: note: standard output was closed (its reader left); going on without it"], err
+    assert notes == ([] if merged else ["harness: note: standard output was closed (its reader left); going on without it"]), err
     trials = optuna.load_study(study_name="bad-input", storage=f"sqlite:///{tmp_path / 'bad-input.db'}").get_trials()
     assert len(trials) == 4 and all(t.state.is_finished() and t.state.name != "FAIL" for t in trials), trials
 
@@ -1690,3 +1692,16 @@ def test_an_export_folder_whose_name_is_no_utf8_is_refused_in_one_line(retrained
     assert err[0].endswith(b"ex\xff: its path holds bytes that are no UTF-8 text, which torch.export and onnxruntime "
                            b"cannot write to; choose another folder"), err  # fmt: skip
     assert (_snapshot(study.parent), sorted(os.listdir(bytes(tmp_path)))) == before
+
+
+def test_an_error_naming_a_file_the_console_cannot_encode_is_still_one_line(tmp_path):
+    """On an ASCII console a study file named josé.toml is named with \\xe9 in the one-line
+    error (exit 2), as Python's stderr escapes; a name's bytes that are no UTF-8 are written as
+    they are (ls's way). Neither may turn the error into a traceback."""
+    for name, env, shown in ((b"jos\xc3\xa9.toml", {"PYTHONIOENCODING": "ascii"}, b"jos\\xe9.toml"),
+                             (b"jos\xe9.toml", {}, b"jos\xe9.toml")):  # fmt: skip
+        path = os.fsdecode(bytes(tmp_path) + b"/" + name)
+        done = subprocess.run([sys.executable, "-m", "harness.cli", "status", path], capture_output=True, timeout=120,
+                              env={**os.environ, **env})  # fmt: skip
+        assert done.returncode == 2 and done.stdout == b"", done
+        assert done.stderr == b"harness: error: " + bytes(tmp_path) + b"/" + shown + b": study file not found\n", done
