@@ -479,10 +479,21 @@ def not_yet_enqueued(study: optuna.Study, cfg: StudyConfig, space: SearchSpace |
     pending = []
     for entry in cfg.enqueue:
         params = enqueue_params(space, entry, *cfg.recipe_search)
-        if params not in have:
+        if not any(_same_params(params, other) for other in have):
             pending.append(params)
             have.append(params)
     return pending
+
+
+def _same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """One point of the space: the same names, and values equal or numbers within float noise
+    (a table enqueued as 0.10000000001 before such values were stored as their grid's 0.1)."""
+
+    def same(x: Any, y: Any) -> bool:
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y))
+        return x == y or (numbers and math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9))
+
+    return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
 
 
 def _check_study_attrs(cfg: StudyConfig, storage_url: str, attrs: dict[str, Any]) -> None:

@@ -266,16 +266,28 @@ class _BadParam(ValueError):
         self.name = name
 
 
+def _grid_value(x: float) -> float:
+    """``x`` (a grid point computed as index * step + low, 0.15000000000000002) as it is written:
+    the shortest decimal that is ``x`` within float rounding (0.15); never another grid point."""
+    for digits in range(1, 18):
+        short = float(f"{x:.{digits}g}")
+        if abs(short - x) <= sys.float_info.epsilon * abs(x):
+            return short
+    return x
+
+
+def _spelling(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
 class _CheckingTrial(optuna.trial.FixedTrial):
     """A FixedTrial that names the parameter whose given value the space does not allow."""
 
     def _given(self, name: str) -> Any:
         if name not in self.params_given:
-            import difflib
-
-            # a key given that no suggest has read yet and reads like this one: a misspelling
-            unread = [k for k in self.params_given if k not in self.used]
-            like = [k for k in unread if k.lower() == name.lower()] or difflib.get_close_matches(name, unread, n=1)
+            # a key given that is this name but for case, dashes or underscores: a misspelling
+            # (a merely similar key may be a parameter the space reads later: s3_width for s2_width)
+            like = [k for k in self.params_given if _spelling(k) == _spelling(name)]
             hint = f" (given: {like[0]!r}, which the space does not read: a misspelling?)" if like else ""
             raise _BadParam(name, f"missing parameter {name!r}{hint}")
         self.used.add(name)
@@ -309,7 +321,7 @@ class _CheckingTrial(optuna.trial.FixedTrial):
             ok = abs(k - round(k)) < 1e-6
             if ok:  # on the grid within rounding: stored as the grid's value, as a table giving it would be
                 # (0.25000000001 and 0.25 are one architecture: the check for repeats compares values)
-                value = float(f"{round(k) * step + low:.10g}")
+                value = _grid_value(round(k) * step + low)
                 self.params_given[name] = self._params[name] = value
         if not ok:
             grid = f" in steps of {step}" if step is not None else ""

@@ -1705,3 +1705,37 @@ def test_an_error_naming_a_file_the_console_cannot_encode_is_still_one_line(tmp_
                               env={**os.environ, **env})  # fmt: skip
         assert done.returncode == 2 and done.stdout == b"", done
         assert done.stderr == b"harness: error: " + bytes(tmp_path) + b"/" + shown + b": study file not found\n", done
+
+
+def test_a_misspelling_hint_names_only_a_key_spelt_like_the_missing_one():
+    """A compact point without s2_width: s3_width (read by the space later in the same draw) is
+    no misspelling of it, so the message offers none (it offered s3_width)."""
+    from search_spaces import enqueue_params, get_search_space
+
+    space = get_search_space("compact")
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    space.suggest(trial)
+    params = dict(trial.params)
+    assert {"s2_width", "s3_width"} <= params.keys()
+    for missing in ("s2_width", "s1_convs"):
+        with pytest.raises(ValueError, match=rf"^missing parameter '{missing}' \(search space 'compact'\)$"):
+            enqueue_params(space, {k: v for k, v in params.items() if k != missing})
+
+
+def test_a_table_enqueued_off_grid_before_the_grid_rounding_is_not_enqueued_again(tmp_path):
+    """A study that stored an [[enqueue]] table's dropout as 0.10000000001 (before such values
+    were stored as their grid's 0.1): the same table is held, not listed as waiting (it would
+    have been enqueued and trained a second time)."""
+    from harness.config import load_study_config
+    from harness.study import not_yet_enqueued
+    from search_spaces import get_search_space
+    from search_spaces.seed import REFERENCE_PARAMS
+
+    study_file = tmp_path / "s.toml"
+    study_file.write_text(SEED_GOOD + _enqueue(dropout="0.10000000001"))
+    cfg = load_study_config(study_file)
+    study = optuna.create_study()
+    study.enqueue_trial({**REFERENCE_PARAMS, "dropout": 0.10000000001}, user_attrs={"enqueued": True})  # as stored then
+    assert not_yet_enqueued(study, cfg, get_search_space("seed")) == []
+    study_file.write_text(SEED_GOOD + _enqueue(dropout="0.15"))  # another point: waits
+    assert [p["dropout"] for p in not_yet_enqueued(study, load_study_config(study_file), get_search_space("seed"))] == [0.15]
