@@ -432,17 +432,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from harness.runner import exit_status_after_stop, output_the_reader_may_leave, plan_run, run_study
+    from harness.runner import output_the_reader_may_leave, plan_run, run_study
 
     plan = plan_run(
         args.study_file, trials=args.trials, timeout=args.timeout, storage=args.storage, device=args.device,
         data_dir=args.data_dir, download=args.download, jobs=args.jobs, quiet=args.quiet,
     )  # fmt: skip
     with output_the_reader_may_leave():  # `harness run ... | head`: the study goes on
-        outcome = run_study(plan)
-    if outcome.failed_workers and set(outcome.bad_codes) == {EXIT_USAGE}:  # bad input, each worker said which
-        return EXIT_USAGE
-    if outcome.failed_workers:
+        return _run_exit_status(run_study(plan))
+
+
+def _run_exit_status(outcome) -> int:
+    """A run's exit status from its outcome, with its last line: 1 when a worker failed other than
+    on bad input ("N of K workers failed"), else 130/143 when stopped, else 2 when workers
+    stopped on bad input (each said which in its own line), else 0."""
+    from harness.runner import exit_status_after_stop
+
+    bad_input_only = bool(outcome.failed_workers) and set(outcome.bad_codes) == {EXIT_USAGE}
+    if outcome.failed_workers and not bad_input_only:
         print(f"harness: error: {outcome.failed_workers} of {outcome.workers} workers failed "
               f"(exit codes {outcome.bad_codes})", file=sys.stderr)  # fmt: skip
         return 1
@@ -450,7 +457,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print("interrupted: a trial still running is marked FAIL (interrupted) and retried when the study resumes; "
               "run again to resume", file=sys.stderr)  # fmt: skip
         return exit_status_after_stop()
-    return 0
+    return EXIT_USAGE if bad_input_only else 0
 
 
 def _storage_named(args: argparse.Namespace) -> str:

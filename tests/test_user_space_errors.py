@@ -222,3 +222,23 @@ def test_with_jobs_a_space_failing_in_every_worker_is_bad_input_said_once_by_eac
     assert sorted(line[:21] for line in errors) == ["harness: error: [w0] ", "harness: error: [w1] "], done.stderr
     assert all("suggest(trial) failed: RuntimeError: not this one" in line for line in errors), errors
     assert not [t.number for t in _trials(tmp_path) if t.state == TrialState.RUNNING]
+
+
+@pytest.mark.parametrize("codes,interrupted,status,line", [
+    ((2, 2), False, 2, None),  # every failed worker stopped on bad input and said so: nothing more
+    ((2, 1), False, 1, "harness: error: 2 of 3 workers failed (exit codes (2, 1))"),  # a crash is not hidden
+    ((1,), False, 1, "harness: error: 1 of 3 workers failed (exit codes (1,))"),
+    ((2,), True, 130, "interrupted: "),  # stopped: the stop's status, as without the bad input
+    ((), False, 0, None),
+])  # fmt: skip
+def test_a_jobs_runs_exit_status_from_its_workers(capsys, codes, interrupted, status, line):
+    """The run's status and last line from its workers' exit codes: bad input (2) alone is 2;
+    with any other failure it is 1 and says how many workers failed; a stop takes precedence
+    over bad input."""
+    from harness.cli import _run_exit_status
+    from harness.runner import RunOutcome, forget_stop
+
+    forget_stop()
+    assert _run_exit_status(RunOutcome(interrupted=interrupted, workers=3, bad_codes=codes)) == status
+    err = capsys.readouterr().err.splitlines()
+    assert (err == []) if line is None else (len(err) == 1 and err[0].startswith(line)), err
