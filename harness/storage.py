@@ -313,6 +313,8 @@ _NEVER_OVERWRITTEN = {".toml": "study file (.toml)", **{s: f"database ({s})" for
 #: Written only by `harness export`, into its --out folder: no report or table goes there.
 _MODEL_SUFFIXES = {".pt2": "model file (.pt2), which only `harness export` writes",
                    ".onnx": "model file (.onnx), which only `harness export` writes"}  # fmt: skip
+#: Files beside a SQLite database: the study lock's (study_lock) and SQLite's own.
+_SQLITE_SIBLINGS = (".lock", "-journal", "-wal", "-shm")
 
 
 def _kind_never_overwritten(path: Path, models: bool) -> str | None:
@@ -326,8 +328,6 @@ def _kind_never_overwritten(path: Path, models: bool) -> str | None:
     if path.name in MNIST_FILES:
         return f"MNIST file ({path.name})"
     return None
-#: Files beside a SQLite database: the study lock's (study_lock) and SQLite's own.
-_SQLITE_SIBLINGS = (".lock", "-journal", "-wal", "-shm")
 
 
 def _is_sqlite_file(path: Path) -> bool:
