@@ -466,10 +466,11 @@ def _storage_named(args: argparse.Namespace) -> str:
     from harness.config import load_study_config
     from harness.storage import safe_url, sqlite_path
 
-    if not getattr(args, "study_file", None):
+    files = getattr(args, "study_files", None) or [getattr(args, "study_file", None)]  # results takes several
+    if len(files) != 1 or not files[0]:
         return ""
     try:
-        cfg = load_study_config(args.study_file)
+        cfg = load_study_config(files[0])
     except HarnessError:
         return ""
     url = getattr(args, "storage", None) or cfg.storage or cfg.default_storage()

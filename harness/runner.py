@@ -406,31 +406,32 @@ class _OutputTheReaderMayLeave:
     write raised BrokenPipeError out of whatever printed, a trial's callback included, which
     ended the run there with exit status 0."""
 
-    def __init__(self, stream, note: str = "") -> None:
+    def __init__(self, stream, name: str = "") -> None:
         self._stream = stream
-        self._note = note
+        self._name = name  # said on stderr when it goes ("": nothing said)
         self._gone = False
 
     def write(self, text: str) -> int:
         if not self._gone:
             try:
                 return self._stream.write(text)
-            except BrokenPipeError:
-                self._reader_left()
+            except OSError as exc:  # a pipe's reader gone; or a full disk, /dev/full
+                self._reader_left(exc)
         return len(text)
 
     def flush(self) -> None:
         if not self._gone:
             try:
                 self._stream.flush()
-            except BrokenPipeError:
-                self._reader_left()
+            except OSError as exc:
+                self._reader_left(exc)
 
-    def _reader_left(self) -> None:
+    def _reader_left(self, exc: OSError) -> None:
         self._gone = True
         discard_output(self._stream)
-        if self._note:
-            print(self._note, file=sys.stderr, flush=True)  # stderr is guarded too: a closed one says nothing
+        if self._name:  # stderr is guarded too: a closed one says nothing
+            why = "was closed (its reader left)" if isinstance(exc, BrokenPipeError) else f"cannot be written ({exc.strerror or exc})"
+            print(f"harness: note: {self._name} {why}; going on without it", file=sys.stderr, flush=True)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
@@ -440,14 +441,17 @@ class _OutputTheReaderMayLeave:
 def output_the_reader_may_leave():
     """Within the block, ``sys.stdout`` and ``sys.stderr`` outlive their readers
     (:class:`_OutputTheReaderMayLeave`)."""
+    import os
+
     streams = sys.stdout, sys.stderr
-    sys.stderr = _OutputTheReaderMayLeave(streams[1])
-    sys.stdout = _OutputTheReaderMayLeave(
-        streams[0], "harness: note: standard output was closed (its reader left); going on without it")
-    try:
-        yield
-    finally:
-        sys.stdout, sys.stderr = streams
+    with contextlib.ExitStack() as closed:  # a stream closed from the start (`>&-`) is None: nowhere
+        usable = [s if s is not None else closed.enter_context(open(os.devnull, "w")) for s in streams]
+        sys.stderr = _OutputTheReaderMayLeave(usable[1])
+        sys.stdout = _OutputTheReaderMayLeave(usable[0], "standard output")
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = streams
 
 
 def _worker_process(plan: RunPlan, forward) -> None:  # entry point of a --jobs child (spawned)
@@ -470,13 +474,30 @@ def _split(total: int | None, parts: int) -> list[int | None]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
+def _say_what_waits(study, cfg) -> None:
+    """A note on stderr when trials wait in a full study: [[enqueue]] tables added to the study
+    file since, and trials enqueued in it (tables, retries) that no run has taken yet."""
+    from optuna.trial import TrialState
+
+    from harness.study import counted, not_yet_enqueued
+
+    added = len(not_yet_enqueued(study, cfg))
+    queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    parts = ([f"{added} of the study file's [[enqueue]] not in it yet"] if added else []) + (
+        [f"{queued} enqueued in it"] if queued else [])  # fmt: skip
+    if parts:
+        total = added + queued
+        print(f"note: {counted(total, 'trial')} {'waits' if total == 1 else 'wait'} to run ({'; '.join(parts)}): "
+              f"--trials {total} runs {'it' if total == 1 else 'them'} first", file=sys.stderr)  # fmt: skip
+
+
 def run_study(plan: RunPlan) -> RunOutcome:
     """Run the plan's trials (in ``plan.jobs`` processes) and print the study's summary."""
     import optuna
 
     from harness.config import load_study_config
     from harness.storage import sqlite_path
-    from harness.study import counted, not_yet_enqueued, summarize
+    from harness.study import summarize
 
     # Our own lines say what happens; Optuna's info lines ("A new study created ...") would
     # interleave with them.
@@ -501,11 +522,8 @@ def run_study(plan: RunPlan) -> RunOutcome:
             stored = optuna.load_study(study_name=cfg.name, storage=storage)
             for line in summarize(stored, cfg.stale_after, cfg.n_trials).lines():
                 print(line)
-            waiting = len(not_yet_enqueued(stored, cfg))
-            if waiting and plan.n_trials == 0 and plan.study_trials:  # added to a full study: never run unless asked
-                print(f"note: {counted(waiting, 'architecture')} of the study file's [[enqueue]] "
-                      f"{'is' if waiting == 1 else 'are'} not in the study yet: --trials {waiting} runs "
-                      f"{'it' if waiting == 1 else 'them'} first", file=sys.stderr)  # fmt: skip
+            if plan.n_trials == 0 and plan.study_trials:  # a full study: what waits is never run unless asked
+                _say_what_waits(stored, cfg)
         finally:
             storage.engine.dispose()
         return RunOutcome(interrupted=False)

@@ -321,10 +321,14 @@ def _kind_never_overwritten(path: Path, models: bool) -> str | None:
     """What an existing file is, when it is of a kind no output of this command is, else None."""
     from harness.data import MNIST_FILES
 
-    if path.suffix in _NEVER_OVERWRITTEN:
-        return _NEVER_OVERWRITTEN[path.suffix]
-    if not models and path.suffix in _MODEL_SUFFIXES:
-        return _MODEL_SUFFIXES[path.suffix]
+    suffix = path.suffix.lower()  # M.PT2 is a model too
+    if suffix in _NEVER_OVERWRITTEN:
+        return _NEVER_OVERWRITTEN[suffix]
+    if not models and suffix in _MODEL_SUFFIXES:
+        return _MODEL_SUFFIXES[suffix]
+    if not models and suffix == ".json" and any(path.with_suffix(s).is_file() for s in _MODEL_SUFFIXES):
+        # an export's model card: a study distilling from the model beside it reads it
+        return "model card (.json) of the exported model beside it, which only `harness export` writes"
     if path.name in MNIST_FILES:
         return f"MNIST file ({path.name})"
     return None

@@ -315,7 +315,8 @@ class _CheckingTrial(optuna.trial.FixedTrial):
 
     def suggest_float(self, name, low, high, *, step=None, log=False):  # type: ignore[override]
         value = self._given(name)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+        slack = 1e-6 * step if step is not None else 0.0  # the grid's rounding, at its ends too
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low - slack <= value <= high + slack
         if ok and step is not None:
             k = (value - low) / step
             ok = abs(k - round(k)) < 1e-6

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -437,13 +438,17 @@ def test_an_output_never_overwrites_another_studys_file(trained_study, tmp_path,
 
 
 @pytest.mark.parametrize("name,kind", [("train-images-idx3-ubyte", "MNIST file (train-images-idx3-ubyte)"),
-                                       ("model.pt2", "model file (.pt2)"), ("model.onnx", "model file (.onnx)")])
+                                       ("model.pt2", "model file (.pt2)"), ("model.onnx", "model file (.onnx)"),
+                                       ("M.PT2", "model file (.pt2)"), ("notes.TOML", "study file (.toml)"),
+                                       ("model.json", "model card (.json) of the exported model beside it")])
 @pytest.mark.parametrize("command", ["report", "results"])
 def test_a_report_or_table_never_overwrites_mnist_or_a_model(trained_study, tmp_path, capsys, name, kind, command):
     """An installed MNIST file or an exported model given to report --csv or results --out:
     refused in one line, every file byte-identical (the MNIST file was overwritten)."""
     study, data = trained_study
     (tmp_path / name).write_bytes(b"\x00\x00\x08\x03 not a table")
+    if name == "model.json":  # a card: the export's model beside it (another study's teacher, say)
+        (tmp_path / "model.pt2").write_bytes(b"PK model")
     before = _snapshot(study.parent), _snapshot(tmp_path)
     flag = "--csv" if command == "report" else "--out"
     assert main([command, str(study), flag, str(tmp_path / name)] + ["--data-dir", str(data)] * (command == "results")) == 2
@@ -1637,9 +1642,13 @@ def test_a_full_study_says_which_enqueued_architectures_wait(tmp_path, synthetic
     assert main(["run", str(study), *args]) == 0
     out, err = capsys.readouterr()
     assert "nothing to run" in out and _snapshot(tmp_path) == before
-    assert ("note: 2 architectures of the study file's [[enqueue]] are not in the study yet: --trials 2 runs them "
+    assert ("note: 2 trials wait to run (2 of the study file's [[enqueue]] not in it yet): --trials 2 runs them "
             "first") in err.splitlines(), err  # fmt: skip
-    assert main(["run", str(study), "--trials", "2", *args]) == 0
+    assert main(["run", str(study), "--trials", "1", *args]) == 0  # both enqueued, one run: the other waits in it
+    capsys.readouterr()
+    assert main(["run", str(study), *args]) == 0
+    assert "note: 1 trial waits to run (1 enqueued in it): --trials 1 runs it first" in capsys.readouterr().err
+    assert main(["run", str(study), "--trials", "1", *args]) == 0
     trials = optuna.load_study(study_name="bad-input", storage=f"sqlite:///{tmp_path / 'bad-input.db'}").get_trials()
     assert [t.params.get("dropout") for t in trials[3:]] == [0.1, 0.15] and all(t.user_attrs.get("enqueued") for t in trials[3:])
     capsys.readouterr()
@@ -1739,3 +1748,57 @@ def test_a_table_enqueued_off_grid_before_the_grid_rounding_is_not_enqueued_agai
     assert not_yet_enqueued(study, cfg, get_search_space("seed")) == []
     study_file.write_text(SEED_GOOD + _enqueue(dropout="0.15"))  # another point: waits
     assert [p["dropout"] for p in not_yet_enqueued(study, load_study_config(study_file), get_search_space("seed"))] == [0.15]
+
+
+def test_a_json_without_a_model_beside_it_is_an_output_like_any_other(tmp_path):
+    """Only an export's card is guarded: notes.json with no .pt2 or .onnx of its stem is not."""
+    from harness.storage import check_outputs
+
+    (tmp_path / "notes.json").write_text("{}")
+    check_outputs({"--csv": tmp_path / "notes.json"}, [])  # not refused
+
+
+def test_results_on_a_damaged_database_names_it(tmp_path, capsys):
+    """results given one study file whose database is damaged: the one line names the file (it
+    said "storage:" only, as every command did before)."""
+    db = tmp_path / "d.db"
+    study = optuna.create_study(study_name="bad-input", storage=f"sqlite:///{db}")
+    study.optimize(lambda t: t.suggest_float("a", 0, 1), n_trials=30)
+    damaged = bytearray(db.read_bytes())
+    damaged[5000:9000] = b"\xff" * 4000
+    db.write_bytes(bytes(damaged))
+    path = tmp_path / "s.toml"
+    path.write_text(_replace(GOOD, "budget = 20000", f'budget = 20000\nstorage = "sqlite:///{db}"'))
+    assert main(["results", str(path), "--out", str(tmp_path / "r.md")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"harness: error: storage {db}: database disk image is malformed"]
+
+
+@pytest.mark.parametrize("redirect", [">&-", pytest.param(">/dev/full", marks=pytest.mark.skipif(
+    not Path("/dev/full").exists(), reason="no /dev/full here"))])  # fmt: skip
+def test_a_run_whose_output_is_closed_or_full_goes_on(tmp_path, synthetic_root, redirect):
+    """stdout closed from the start (`>&-`: sys.stdout is None) or unwritable (/dev/full): the
+    run goes on to the end, exit 0 (an AttributeError or OSError traceback, exit 1)."""
+    study = tmp_path / "p.toml"
+    study.write_text(_replace(GOOD, "budget = 20000", "budget = 20000\nn_trials = 2"))
+    command = shlex.join([sys.executable, "-m", "harness.cli", "run", str(study), "--data-dir", str(synthetic_root),
+                          "--device", "cpu"])  # fmt: skip
+    done = subprocess.run(f"{command} {redirect}", shell=True, capture_output=False, stderr=subprocess.PIPE, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("harness: note: standard output")]
+    assert said == ([] if redirect == ">&-" else
+                    ["harness: note: standard output cannot be written (No space left on device); going on without it"])
+    trials = optuna.load_study(study_name="bad-input", storage=f"sqlite:///{tmp_path / 'bad-input.db'}").get_trials()
+    assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials), trials
+
+
+def test_an_enqueued_value_just_outside_the_range_at_a_grid_end_is_that_end():
+    """dropout = 0.30000000001 or -0.0000000001 on a [0, 0.3] grid in steps of 0.05: within
+    rounding of its ends, stored as 0.3 and 0.0 (refused as out of range, while 0.25000000001
+    was taken as 0.25); 0.3001 is still refused."""
+    from search_spaces import _CheckingTrial
+
+    assert _CheckingTrial({"x": 0.30000000001}).suggest_float("x", 0.0, 0.3, step=0.05) == 0.3
+    assert _CheckingTrial({"x": -0.0000000001}).suggest_float("x", 0.0, 0.3, step=0.05) == 0.0
+    with pytest.raises(ValueError, match=r"must be a number in \[0.0, 0.3\] in steps of 0.05"):
+        _CheckingTrial({"x": 0.3001}).suggest_float("x", 0.0, 0.3, step=0.05)
