@@ -1179,17 +1179,23 @@ def test_a_leftover_journal_does_not_let_run_take_over_a_foreign_database(tmp_pa
     check_optuna_sqlite(f"sqlite:///{hot}", for_writing=True)  # run's read-write open rolls it back
 
 
-def test_a_damaged_database_is_one_line_and_left_as_it_is(tmp_path, capsys):
-    """Bytes overwritten in the middle of a study's SQLite file: every command says the database
-    is malformed in one line naming it, exit 2 (no traceback), and the file stays as it was."""
-    db = tmp_path / "d.db"
+def _damaged_study(folder: Path) -> tuple[Path, Path]:
+    """A study file whose SQLite database (30 trials) has bytes overwritten in its middle."""
+    db = folder / "d.db"
     study = optuna.create_study(study_name="bad-input", storage=f"sqlite:///{db}")
     study.optimize(lambda t: t.suggest_float("a", 0, 1), n_trials=30)
     damaged = bytearray(db.read_bytes())
     damaged[5000:9000] = b"\xff" * 4000
     db.write_bytes(bytes(damaged))
-    path = tmp_path / "s.toml"
+    path = folder / "s.toml"
     path.write_text(_replace(GOOD, "budget = 20000", f'budget = 20000\nstorage = "sqlite:///{db}"'))
+    return path, db
+
+
+def test_a_damaged_database_is_one_line_and_left_as_it_is(tmp_path, capsys):
+    """Bytes overwritten in the middle of a study's SQLite file: every command says the database
+    is malformed in one line naming it, exit 2 (no traceback), and the file stays as it was."""
+    path, db = _damaged_study(tmp_path)
     before = _snapshot(tmp_path)
     for argv in (["status", str(path)], ["report", str(path), "--out", str(tmp_path / "r.html")],
                  ["run", str(path), "--trials", "1"]):  # fmt: skip
@@ -1761,14 +1767,7 @@ def test_a_json_without_a_model_beside_it_is_an_output_like_any_other(tmp_path):
 def test_results_on_a_damaged_database_names_it(tmp_path, capsys):
     """results given one study file whose database is damaged: the one line names the file (it
     said "storage:" only, as every command did before)."""
-    db = tmp_path / "d.db"
-    study = optuna.create_study(study_name="bad-input", storage=f"sqlite:///{db}")
-    study.optimize(lambda t: t.suggest_float("a", 0, 1), n_trials=30)
-    damaged = bytearray(db.read_bytes())
-    damaged[5000:9000] = b"\xff" * 4000
-    db.write_bytes(bytes(damaged))
-    path = tmp_path / "s.toml"
-    path.write_text(_replace(GOOD, "budget = 20000", f'budget = 20000\nstorage = "sqlite:///{db}"'))
+    path, db = _damaged_study(tmp_path)
     assert main(["results", str(path), "--out", str(tmp_path / "r.md")]) == 2
     assert capsys.readouterr().err.splitlines() == [f"harness: error: storage {db}: database disk image is malformed"]
 
