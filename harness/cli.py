@@ -137,6 +137,10 @@ def _parser() -> argparse.ArgumentParser:
     retrain.add_argument("--spread", type=int, metavar="K",
                          help="Pareto study: K points of the front spread evenly over log parameter count, "
                               "its most accurate and its smallest included")  # fmt: skip
+    retrain.add_argument("--trial", type=int, action="append", metavar="N",
+                         help="retrain trial N (repeat for several), chosen by hand: only the trials named, the "
+                              "baseline too only if named (several retrains of one study may run at once, one "
+                              "per trial: a GPU runs small networks side by side)")  # fmt: skip
     retrain.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per architecture (default 3)")
     retrain.add_argument("--epochs", type=int, metavar="E", help="epochs (default: the study's train.epochs)")
     retrain.add_argument("--no-baseline", action="store_true",
@@ -278,7 +282,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
     try:
         with output_the_reader_may_leave():  # `harness retrain ... | head`: the retrain goes on
-            run_retrain(args.study_file, storage=args.storage, top=args.top, spread=args.spread, seeds=args.seeds,
+            run_retrain(args.study_file, storage=args.storage, top=args.top, spread=args.spread, numbers=args.trial,
+                        seeds=args.seeds,
                         epochs=args.epochs, include_baseline=not args.no_baseline, device=args.device,
                         data_dir=args.data_dir, say=lambda line: print(line, flush=True))  # fmt: skip
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM

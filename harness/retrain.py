@@ -142,6 +142,31 @@ def select_for_retrain(
     return chosen
 
 
+def named_for_retrain(study: optuna.Study, numbers: list[int]) -> list[FrozenTrial]:
+    """The trials ``numbers`` (--trial), in the order given, each once.
+
+    Raises:
+        HarnessError: a number that is no trial, or a trial that is not trained within the
+            budget (a rejected, pruned, failed or waiting one, or a repeat: its original is named).
+    """
+    from harness.study import classify, feasible_trials, outcome_text
+
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    feasible = {t.number for t in feasible_trials(study)}
+    chosen = []
+    for n in dict.fromkeys(numbers):
+        if n not in trials:
+            last = f"its trials are 0 to {max(trials)}" if trials else "it has no trials"
+            raise HarnessError(f"--trial {n}: study {study.study_name!r} has no trial {n} ({last})")
+        if n not in feasible:
+            t = trials[n]
+            why = (f"{counted(param_count(t.user_attrs), 'parameter')}, over the budget"
+                   if classify(t) == "complete" else outcome_text(t))  # fmt: skip
+            raise HarnessError(f"--trial {n}: trial {n} is not a trained trial within the budget ({why})")
+        chosen.append(trials[n])
+    return chosen
+
+
 def spread_over_params(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
     """``k`` of ``trials`` (all of them if fewer) nearest to ``k`` parameter counts evenly
     spaced in log scale from the smallest to the largest; the result keeps the input order."""
@@ -372,6 +397,7 @@ def run_retrain(
     storage: str | None = None,
     top: int | None = None,
     spread: int | None = None,
+    numbers: list[int] | None = None,
     seeds: int = 3,
     epochs: int | None = None,
     include_baseline: bool = True,
@@ -380,8 +406,8 @@ def run_retrain(
     say: Callable[[str], None] = print,
 ) -> dict[int, dict[str, Any]]:
     """``harness retrain``: open the study, choose its trials (the ``top`` best by validation,
-    or ``spread`` points of a Pareto study's front; neither: the 3 best, a Pareto study's
-    whole front), retrain each ``seeds`` times on all training images on ``device`` (else the
+    or ``spread`` points of a Pareto study's front, or the trial ``numbers`` given, those only;
+    none of them: the 3 best, a Pareto study's whole front), retrain each ``seeds`` times on all training images on ``device`` (else the
     study file's), store the runs, and ``say`` what it does and each trial's result. SIGTERM
     (a scheduler's stop) ends it as Ctrl-C does, from its start: a KeyboardInterrupt, the
     finished runs kept. Returns :func:`retrain_trials`' records.
@@ -399,17 +425,21 @@ def run_retrain(
     for flag, value in (("--top", top), ("--spread", spread), ("--seeds", seeds), ("--epochs", epochs)):
         if value is not None and value < 1:
             raise HarnessError(f"{flag} must be >= 1, got {value}")
-    if top is not None and spread is not None:
-        raise HarnessError("--top and --spread choose the trials in two different ways: give one")
+    ways = [flag for flag, value in (("--top", top), ("--spread", spread), ("--trial", numbers)) if value is not None]
+    if len(ways) > 1:
+        raise HarnessError(f"{ways[0]} and {ways[1]} choose the trials in two different ways: give one")
     with stops_on_signals():
         cfg, url, study = open_existing_study(study_file, storage, writable=True)
         try:
             torch_device = resolve_device(device or cfg.device)
         except RuntimeError as exc:  # named as given: --device, else the study file's
             raise HarnessError(f"device {device or cfg.device!r}: {exc}") from None
-        if top is None and cfg.mode != "pareto":
-            top = 3
-        trials = select_for_retrain(study, top, include_baseline=include_baseline, spread=spread)
+        if numbers is not None:
+            trials = named_for_retrain(study, numbers)
+        else:
+            if top is None and cfg.mode != "pareto":
+                top = 3
+            trials = select_for_retrain(study, top, include_baseline=include_baseline, spread=spread)
         # All 60,000 training images, no validation split: nothing is selected any more.
         teachers = load_retrain_teachers(cfg, trials, epochs, torch_device)  # refused before anything is said
         data = load_splits(cfg.data_root(data_dir), torch_device, val_size=0, download=cfg.data.download)

@@ -1055,3 +1055,35 @@ def test_a_retrain_says_how_each_run_goes_at_most_once_a_minute(tmp_path, capsys
     assert main(["retrain", str(study_file), "--top", "1", "--seeds", "2", "--epochs", "2", "--no-baseline",
                  "--device", "cpu", "--data-dir", str(tmp_path / "data")]) == 0  # fmt: skip
     assert not [line for line in capsys.readouterr().out.splitlines() if " epoch " in line]  # a second's run: none
+
+
+def test_retrain_of_named_trials_trains_those_only_and_refuses_any_other(tmp_path, capsys):
+    """--trial N (repeatable): exactly the trials named, in that order, each once, the baseline
+    only if named; a number that is no trial, or a trial that was not trained within the
+    budget, is refused in one line before anything trains (nothing written)."""
+    from tests.conftest import snapshot
+
+    path = _write(tmp_path, "named", "pareto")
+    path.write_text(path.read_text().replace("budget = 20000", "budget = 15000"))  # the baseline: over it
+    assert main(["run", str(path), "--device", "cpu", "--quiet", "--trials", "8"]) == 0
+    trials = _load(tmp_path, "named").get_trials()
+    trained = [t.number for t in trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    rejected = [t.number for t in trials if t.user_attrs.get("rejected")]
+    assert len(trained) >= 2 and rejected and 0 in rejected, [(t.number, t.state) for t in trials]
+    before = snapshot(tmp_path)
+    for args, words in [(["--trial", "99"], "--trial 99: study 'named' has no trial 99 (its trials are 0 to 7)"),
+                        (["--trial", str(trained[0]), "--trial", "0"],
+                         "--trial 0: trial 0 is not a trained trial within the budget (rejected before training (19,290"),
+                        (["--trial", str(trained[0]), "--top", "2"], "--top and --trial choose the trials in two different ways")]:  # fmt: skip
+        capsys.readouterr()
+        assert _cli(["retrain", str(path), *args, "--device", "cpu", "--epochs", "1", "--seeds", "1"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, (args, err)
+    assert snapshot(tmp_path) == before
+    named = [trained[1], trained[0], trained[1]]  # out of order, one twice
+    assert main(["retrain", str(path), *[a for n in named for a in ("--trial", str(n))], "--device", "cpu",
+                 "--epochs", "1", "--seeds", "1"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"trials {trained[1]}, {trained[0]}" in out.splitlines()[0], out
+    records = {k for k in _load(tmp_path, "named").user_attrs if k.startswith("retrain:")}
+    assert records == {f"retrain:trial{trained[1]}", f"retrain:trial{trained[0]}"}  # no baseline, nothing else
