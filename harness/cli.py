@@ -1,4 +1,5 @@
-"""Command line: ``harness run | worker | status | export | dashboard | report | data import``.
+"""Command line: ``harness run | worker | status | export | dashboard | retrain | results | report |
+restore | data import``.
 
 Every user error (bad study file, missing data, bad storage) is one line on stderr and exit
 status 2, checked before anything is written.
@@ -168,6 +169,20 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--top", type=int, default=15, metavar="K", help="rows in the top-trials table (default 15)")
     _add_storage(report)
 
+    restore = sub.add_parser(
+        "restore",
+        help="rebuild a study whose database is gone from the CSV of its trials (harness report --csv)",
+        description="Create the study of STUDY.toml from TRIALS.csv, trial by trial under the same numbers, "
+        "checked against the study file; `harness run` then resumes it. A CSV holds no trained weights, "
+        "learning curves or retrains: retrain what you export.",
+    )
+    restore.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
+    restore.add_argument("trials_csv", type=_nonempty, metavar="TRIALS.csv",
+                         help="the study's trials, as `harness report --csv` wrote them")  # fmt: skip
+    restore.add_argument("--storage", type=_nonempty, metavar="URL",
+                         help="where to create the study (default: the study file's study.storage, else "
+                              "sqlite:///<results_dir>/<study name>.db beside the study file)")  # fmt: skip
+
     data = sub.add_parser("data", help="manage the MNIST files")
     data_sub = data.add_subparsers(dest="data_command", metavar="{import}", required=True, parser_class=_Parser)
     imp = data_sub.add_parser("import", help="check and install the four MNIST files from DIR (*-ubyte.gz or uncompressed *-ubyte)")
@@ -289,6 +304,35 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM
         print("interrupted: the finished runs are kept; the same command goes on from them", file=sys.stderr)
         return exit_status_after_stop()
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.config import load_study_config
+    from harness.restore import restore_study
+    from harness.storage import check_optuna_sqlite, check_study_storage, safe_url, sqlite_path
+    from harness.study import counted
+
+    cfg = load_study_config(args.study_file)
+    url = args.storage or cfg.storage
+    if url:
+        check_study_storage(url, args.study_file, from_study_file=not args.storage)
+    else:
+        url = cfg.default_storage()
+    check_optuna_sqlite(url, for_writing=True)
+    if url.startswith("sqlite") and sqlite_path(url) is None:
+        raise HarnessError(f"storage {url!r}: in-memory SQLite keeps nothing; give a file (sqlite:///study.db)")
+    restored = restore_study(cfg, url, Path(args.trials_csv))
+    kinds = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(restored.outcomes.items()))
+    print(f"restored study {cfg.name!r} in {safe_url(url)}: {counted(restored.trials, 'trial')} from "
+          f"{args.trials_csv} ({kinds})")  # fmt: skip
+    if restored.left_out:
+        print(f"note: {counted(restored.left_out, 'waiting trial')} at the CSV's end left out: the next run "
+              "enqueues what the study file asks for again")  # fmt: skip
+    print("note: a CSV holds no trained weights, learning curves or retrains: `harness retrain` what you "
+          "will export; `harness run` resumes the study")  # fmt: skip
     return 0
 
 
@@ -529,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "run": _cmd_run, "worker": _cmd_run, "status": _cmd_status, "export": _cmd_export,
         "dashboard": _cmd_dashboard, "report": _cmd_report, "data": _cmd_data_import,
-        "retrain": _cmd_retrain, "results": _cmd_results,
+        "retrain": _cmd_retrain, "results": _cmd_results, "restore": _cmd_restore,
     }  # fmt: skip
     if args.command in ("export", "results"):  # they write model files: SIGTERM cleans up as Ctrl-C does
         handlers[args.command] = _stopped_as_by_ctrl_c(handlers[args.command])

@@ -49,7 +49,7 @@ from harness.spec import ArchSpec, InvalidSpecError, count_params
 from search_spaces import SpaceResultError, baseline_spec, changed_distributions, get_search_space
 from search_spaces.recipe import suggest_recipe
 
-__all__ = ["BUDGET_CONSTRAINT", "PARAM_COUNT_ATTR", "TRAINING_FAILURES", "Objective", "SamplerStream",
+__all__ = ["BUDGET_CONSTRAINT", "INTERRUPTED_REASON", "PARAM_COUNT_ATTR", "TRAINING_FAILURES", "Objective", "SamplerStream",
            "SearchSpaceFailure", "repeat_seeds"]
 
 
@@ -67,6 +67,8 @@ def repeat_seeds(seed: int, repeats: int) -> list[int]:
     return [seed] + [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(1, repeats)]
 
 
+#: The ``fail_reason`` of a trial a stop ended (with user attr ``interrupted``).
+INTERRUPTED_REASON = "interrupted (Ctrl-C or SIGTERM)"
 BUDGET_CONSTRAINT = "params_over_budget"  # constraint value = params - budget (feasible <= 0)
 #: Trial user attribute holding the trainable parameter count (read it with
 #: harness.study.param_count). Not "params": optuna-dashboard lists Optuna's own trial.params
@@ -177,7 +179,7 @@ class Objective:
     def mark_interrupted(trial: optuna.Trial) -> None:
         """Record that a stop (Ctrl-C, SIGTERM) ended ``trial``: a resumed run retries it."""
         trial.set_user_attr("interrupted", True)
-        trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
+        trial.set_user_attr("fail_reason", INTERRUPTED_REASON)
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         import torch

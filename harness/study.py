@@ -43,6 +43,7 @@ __all__ = [
     "param_count",
     "pareto_front",
     "rank_key",
+    "record_settings",
     "search_settings",
     "stream_seed",
     "summarize",
@@ -222,23 +223,30 @@ def open_study(cfg: StudyConfig, storage_url: str, *, create: bool = True, writa
             pruner=make_pruner(cfg),
             load_if_exists=True,
         )
-        if cfg.name not in names:
-            for key, value in _study_attrs(cfg).items():
-                study.set_user_attr(key, value)
-            study.set_user_attr("train", dataclasses.asdict(cfg.train))  # the recipe: record and fingerprint
-            study.set_metric_names(MODES[cfg.mode][0])  # what optuna-dashboard labels the objectives
-        settings = search_settings(cfg)
-        if SEARCH_SETTINGS_ATTR not in study.user_attrs:  # a study made before they were recorded adopts these
-            study.set_user_attr(SEARCH_SETTINGS_ATTR, settings)
-        if study.user_attrs.get(LAST_SEARCH_SETTINGS_ATTR) != settings:
-            study.set_user_attr(LAST_SEARCH_SETTINGS_ATTR, settings)
-        if "data" not in study.user_attrs:  # a study made before the data fingerprint adopts this file's
-            study.set_user_attr("data", _measured_settings(cfg)["data"])
+        record_settings(study, cfg, new=cfg.name not in names)
         space = get_search_space(cfg.search_space, cfg.path.parent)
         enqueue_baseline(study, space)
         _enqueue_known(study, cfg, space)
         retry_interrupted(study)
     return study
+
+
+def record_settings(study: optuna.Study, cfg: StudyConfig, *, new: bool) -> None:
+    """Record ``cfg``'s settings with ``study``: all of them in a ``new`` study (budget, target,
+    space, recipe, objectives' names), else those an older study lacks and the latest search
+    settings."""
+    if new:
+        for key, value in _study_attrs(cfg).items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("train", dataclasses.asdict(cfg.train))  # the recipe: record and fingerprint
+        study.set_metric_names(MODES[cfg.mode][0])  # what optuna-dashboard labels the objectives
+    settings = search_settings(cfg)
+    if SEARCH_SETTINGS_ATTR not in study.user_attrs:  # a study made before they were recorded adopts these
+        study.set_user_attr(SEARCH_SETTINGS_ATTR, settings)
+    if study.user_attrs.get(LAST_SEARCH_SETTINGS_ATTR) != settings:
+        study.set_user_attr(LAST_SEARCH_SETTINGS_ATTR, settings)
+    if "data" not in study.user_attrs:  # a study made before the data fingerprint adopts this file's
+        study.set_user_attr("data", _measured_settings(cfg)["data"])
 
 
 def open_existing_study(study_file: str | Path, storage: str | None = None, *, writable: bool = False,

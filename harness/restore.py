@@ -1,0 +1,406 @@
+"""Rebuild a study from the CSV of its trials (``harness report --csv``).
+
+A study's database is not committed, but its trial CSV may be (a results file): when the
+database is gone, the study resumes from that record. What the CSV holds comes back, trial by
+trial and under the same numbers: state and outcome (trained, pruned, rejected over the budget
+or as invalid, a repeat, failed, interrupted), the parameters with the distributions the
+search space draws them from (found by replaying the space on them), objective values, the
+parameter count, accuracies, device, seed and start time; the spec, the readable arch and the
+recipe are rebuilt from the parameters and checked against the CSV's arch, parameter count
+and seed, so a CSV of another study file is refused. Retries and repeats get back the trial
+they retry or repeat (the earlier trial with the same parameters).
+
+What a CSV does not hold does not come back: trained weights (export and the results' exports
+need a retrain), learning curves (a trial keeps only its last score, at its last epoch), the
+precision and the torch and harness versions, the sampler stream that proposed each trial,
+the end times (a trial ends as it started), retrains (``harness retrain`` again), and the
+distillation teacher's record (a distilled study is refused). Every restored trial names the
+CSV in its user attribute ``restored_from``. A trial running when the CSV was written comes
+back failed with no reason (as a killed one: the next run retries it); interrupted ones are
+retried by the next run as they would have been. Trials still waiting at the CSV's end are
+left out: the next run enqueues the baseline, ``[[enqueue]]`` tables and retries again.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.config import StudyConfig
+from harness.errors import HarnessError, StorageError
+from harness.spec import InvalidSpecError, count_params
+
+__all__ = ["RESTORED_ATTR", "RestoredStudy", "read_trials_csv", "restore_study"]
+
+#: Trial user attribute: the CSV a restored trial came from.
+RESTORED_ATTR = "restored_from"
+
+#: The columns of ``harness report --csv`` a restore reads (``param_*`` besides).
+_NEEDED = ("number", "outcome", "state", "origin", "baseline", "params", "val_acc", "test_acc", "test_images",
+           "target_met", "epochs_run", "train_seconds", "train_images", "arch", "reject_reason", "fail_reason",
+           "device", "seed", "datetime_start", "teacher")  # fmt: skip
+_OUTCOMES = ("complete", "over_budget", "invalid", "duplicate", "pruned", "failed", "running", "waiting")
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoredStudy:
+    """What :func:`restore_study` wrote."""
+
+    trials: int  # restored, numbered 0 .. trials - 1
+    outcomes: dict[str, int]  # outcome (harness.study.classify) -> count
+    left_out: int  # waiting trials at the CSV's end, not restored
+
+
+def read_trials_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a ``harness report --csv`` file, as text.
+
+    Raises:
+        HarnessError: unreadable, not UTF-8, not a CSV, a column missing, no rows.
+    """
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+    except FileNotFoundError:
+        raise HarnessError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise HarnessError(f"{path}: is a folder, not a CSV file") from None
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise HarnessError(f"{path}: not UTF-8 text (a CSV of harness report --csv is)") from None
+    except csv.Error as exc:
+        raise HarnessError(f"{path}: not a CSV file: {exc}") from None
+    missing = [c for c in _NEEDED if c not in columns]
+    if missing:
+        raise HarnessError(f"{path}: not a trial CSV of `harness report --csv`: no column {missing[0]!r}")
+    if not rows:
+        raise HarnessError(f"{path}: holds no trials")
+    return rows
+
+
+class _ReplayTrial(optuna.trial.FixedTrial):
+    """A FixedTrial over a CSV row's parameter cells: each value is read as the type of the
+    distribution the space draws it from, and must lie in it."""
+
+    def __init__(self, cells: dict[str, str], where: str):
+        super().__init__(dict(cells))
+        self.where = where
+
+    def _suggest(self, name: str, distribution: BaseDistribution) -> Any:
+        if name not in self._params:
+            raise HarnessError(f"{self.where}: the search space draws {name!r}, and column param_{name} is empty")
+        self._params[name] = _value(self._params[name], distribution, f"{self.where}: param_{name}")
+        return super()._suggest(name, distribution)
+
+
+def _value(cell: Any, dist: BaseDistribution, where: str) -> Any:
+    """The CSV text ``cell`` as a value of ``dist`` (already a value: itself)."""
+    if not isinstance(cell, str):
+        return cell
+    value: Any = None
+    if isinstance(dist, CategoricalDistribution):
+        for choice in dist.choices:
+            if str(choice) == cell or (isinstance(choice, (int, float)) and not isinstance(choice, bool)
+                                       and _number(cell) == choice):  # fmt: skip
+                value = choice
+                break
+        if value is None:
+            raise HarnessError(f"{where} = {cell!r} is not one of {list(dist.choices)}")
+        return value
+    number = _number(cell)
+    if isinstance(dist, IntDistribution) and number is not None and number.is_integer():
+        value = int(number)
+    elif isinstance(dist, FloatDistribution):
+        value = number
+    if value is None or not dist._contains(dist.to_internal_repr(value)):
+        raise HarnessError(f"{where} = {cell!r} is not in the search space's {dist}")
+    return value
+
+
+def _number(cell: str) -> float | None:
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _int(row: dict[str, str], column: str, where: str) -> int | None:
+    cell = row[column]
+    if cell == "":
+        return None
+    number = _number(cell)
+    if number is None or not number.is_integer():
+        raise HarnessError(f"{where}: {column} = {cell!r} is not a whole number")
+    return int(number)
+
+
+def _float(row: dict[str, str], column: str, where: str) -> float | None:
+    cell = row[column]
+    if cell == "":
+        return None
+    number = _number(cell)
+    if number is None:
+        raise HarnessError(f"{where}: {column} = {cell!r} is not a number")
+    return number
+
+
+def _bool(row: dict[str, str], column: str, where: str) -> bool | None:
+    cell = row[column]
+    if cell not in ("", "True", "False"):
+        raise HarnessError(f"{where}: {column} = {cell!r} is not True or False")
+    return None if cell == "" else cell == "True"
+
+
+class _Row:
+    """One CSV row read and checked against the study file; ``trial()`` makes its FrozenTrial."""
+
+    def __init__(self, row: dict[str, str], cfg: StudyConfig, space: Any, csv_path: Path):
+        from search_spaces import baseline_spec
+        from search_spaces.recipe import suggest_recipe
+
+        self.row, self.cfg = row, cfg
+        number = _int(row, "number", f"{csv_path}: a row")
+        if number is None:
+            raise HarnessError(f"{csv_path}: a row has no trial number")
+        self.number = number
+        self.where = where = f"{csv_path}: trial {number}"
+        if row["outcome"] not in _OUTCOMES:
+            raise HarnessError(f"{where}: outcome {row['outcome']!r} is not one of {', '.join(_OUTCOMES)}")
+        if row["state"] not in TrialState.__members__:
+            raise HarnessError(f"{where}: state {row['state']!r} is not an Optuna trial state")
+        self.state, self.outcome, self.origin = TrialState[row["state"]], row["outcome"], row["origin"]
+        if self.origin not in ("baseline", "enqueued", "retry", "sampler"):
+            raise HarnessError(f"{where}: origin {self.origin!r} is not one of baseline, enqueued, retry, sampler")
+        if row["teacher"]:
+            raise HarnessError(f"{where} was distilled from {row['teacher']}: its teacher's record is not in a CSV, so "
+                               "a distilled study cannot be restored")  # fmt: skip
+        self.baseline = bool(_bool(row, "baseline", where))
+        cells = {k[len("param_"):]: v for k, v in row.items() if k and k.startswith("param_") and v not in ("", None)}
+        self.spec, self.recipe = None, cfg.train
+        replay = _ReplayTrial(cells, where)
+        self.space_rejected = self.space_failed = False
+        self.retry_history: list[int] = []  # set by trial() for a retry
+        self.intermediate: dict[int, float] = {}  # set by trial()
+        self.fixed = False  # set by trial(): enqueued with its parameters
+        if self.baseline and (space.baseline_params is None or not cells):
+            self.spec = baseline_spec()  # built directly, nothing drawn (as the objective does)
+        else:
+            try:
+                self.spec = space.suggest(replay)
+            except optuna.TrialPruned:  # the space itself rejected the candidate
+                self.space_rejected = True
+            except HarnessError:
+                raise
+            except Exception as exc:
+                if self.state != TrialState.FAIL:  # a space that fails on a trial it once trained
+                    raise HarnessError(f"{where}: search space {space.name!r} fails on its parameters: "
+                                       f"{exc.__class__.__name__}: {exc}") from None  # fmt: skip
+                self.space_failed = True
+            if cfg.search_recipe and not self.baseline and self.spec is not None:
+                self.recipe = suggest_recipe(replay, cfg.train, cfg.recipe_fields)
+        unused = sorted(set(cells) - set(replay.params))
+        if unused and self.spec is not None:
+            raise HarnessError(f"{where}: param_{unused[0]} = {cells[unused[0]]!r} is not drawn by search space "
+                               f"{space.name!r} for this trial: a CSV of another study's space?")  # fmt: skip
+        self.params, self.distributions = dict(replay.params), dict(replay.distributions)
+        self.count: int | None = None
+        if self.spec is not None:
+            try:
+                self.count = count_params(self.spec)
+            except InvalidSpecError:
+                pass
+            arch = self.spec.describe()
+            if row["arch"] and row["arch"] != arch:
+                raise HarnessError(f"{where}: its parameters make {arch!r} in search space {space.name!r}, but the "
+                                   f"CSV says {row['arch']!r}: not a trial of this study file")  # fmt: skip
+        counted = _int(row, "params", where)
+        if counted is not None and counted != self.count:
+            raise HarnessError(f"{where}: params = {counted:,}, but its architecture has {self.count} parameters")
+        self.seed = _int(row, "seed", where)
+        if self.seed is not None and self.seed != cfg.seed + number:
+            raise HarnessError(f"{where}: seed {self.seed} is not study.seed + the trial number ({cfg.seed} + {number}): "
+                               "a CSV of another study's seed")  # fmt: skip
+        self.epochs = _int(row, "epochs_run", where)
+        self.val = _float(row, "val_acc", where)
+        trained = self.state == TrialState.COMPLETE and self.outcome == "complete"
+        if trained and (self.val is None or self.epochs is None):
+            raise HarnessError(f"{where}: a completed trial without val_acc or epochs_run")
+        if trained and self.epochs != self.recipe.epochs:
+            raise HarnessError(f"{where}: trained {self.epochs} epochs, but the study file trains "
+                               f"train.epochs = {self.recipe.epochs}: a CSV of another study file")  # fmt: skip
+        if self.outcome == "over_budget" and (self.count is None or self.count <= cfg.budget):
+            raise HarnessError(f"{where}: rejected over the budget, but its {self.count} parameters are within "
+                               f"study.budget = {cfg.budget:,}")  # fmt: skip
+
+    def trial(self, earlier: list[_Row], csv_name: str) -> FrozenTrial:
+        """This row's trial; ``earlier``: the rows before it (for the trial a retry or a repeat
+        takes its parameters from)."""
+        from harness.objective import BUDGET_CONSTRAINT, INTERRUPTED_REASON, PARAM_COUNT_ATTR, repeat_seeds
+
+        row, cfg, where = self.row, self.cfg, self.where
+        ua: dict[str, Any] = {RESTORED_ATTR: csv_name, "baseline": self.baseline, "origin": self.origin}
+        system: dict[str, Any] = {}
+        constraints: dict[str, float] | None = None
+        if self.seed is not None:
+            ua["seed"] = self.seed
+        if self.spec is not None:
+            ua["spec"], ua["arch"] = self.spec.to_json(), self.spec.describe()
+            if cfg.search_recipe:
+                ua["recipe"] = dataclasses.asdict(self.recipe)
+        if self.count is not None:
+            ua[PARAM_COUNT_ATTR] = self.count
+            ua[BUDGET_CONSTRAINT] = self.count - cfg.budget
+            constraints = {BUDGET_CONSTRAINT: float(self.count - cfg.budget)}
+        if self.outcome in ("over_budget", "invalid"):
+            ua["rejected"], ua["reject_reason"] = self.outcome, row["reject_reason"]
+            if self.outcome == "invalid":
+                ua[BUDGET_CONSTRAINT], constraints = 1.0, {BUDGET_CONSTRAINT: 1.0}
+        if self.origin in ("baseline", "enqueued") and self.params:  # Optuna keeps an enqueued trial's parameters so
+            system["fixed_params"] = dict(self.params)
+        if self.origin == "retry":
+            failed = next((r for r in earlier if r.state == TrialState.FAIL and r.params == self.params
+                           and r.baseline == self.baseline and r.number not in _retried(earlier)), None)  # fmt: skip
+            if failed is None:
+                raise HarnessError(f"{where}: a retry, but no failed trial before it has its parameters")
+            system["failed_trial"] = failed.number
+            system["retry_history"] = [*failed.retry_history, failed.number]
+            if failed.fixed:
+                system["fixed_params"] = dict(self.params)
+        self.retry_history, self.fixed = system.get("retry_history", []), "fixed_params" in system
+        original = None
+        if self.outcome == "duplicate":  # its score is its original's (the CSV leaves it out)
+            original = next((r for r in earlier if r.params == self.params and r.outcome in ("complete", "pruned")
+                             and r.state != TrialState.FAIL), None)  # fmt: skip
+            if original is None or (self.state == TrialState.COMPLETE and original.state != TrialState.COMPLETE):
+                raise HarnessError(f"{where}: a repeat, but no trained trial before it has its parameters")
+            ua["duplicate_of"] = original.number
+        if self.epochs is not None:
+            ua["epochs_run"] = self.epochs
+        reached_training = self.epochs is not None or self.outcome == "complete"
+        if reached_training and self.outcome != "duplicate":
+            if row["device"]:
+                ua["device"] = row["device"]
+            train_images = _int(row, "train_images", where)
+            if train_images is not None:
+                ua["train_images"] = train_images
+                ua["held_out_train_images"] = cfg.data.val_size
+        values = None
+        intermediate: dict[int, float] = {}
+        multi = cfg.mode == "pareto"
+        if self.state == TrialState.COMPLETE:
+            val = original.val if original is not None else self.val
+            values = [val, float(self.count)] if multi else [val]
+            if self.outcome == "complete":
+                test_acc = _float(row, "test_acc", where)
+                ua.update(val_acc=self.val, test_acc=test_acc, test_images=_int(row, "test_images", where),
+                          target_met=_bool(row, "target_met", where), train_seconds=_float(row, "train_seconds", where))  # fmt: skip
+                repeats = _int(row, "repeats", where) if "repeats" in row else None
+                if repeats and repeats > 1 and self.seed is not None:
+                    ua["repeat_seeds"] = repeat_seeds(self.seed, repeats)
+                    ua["repeat_val_accs"] = [float(v) for v in row.get("repeat_val_accs", "").split()]
+                ua = {k: v for k, v in ua.items() if v is not None}
+        elif self.state == TrialState.PRUNED and self.outcome == "pruned":
+            ua["pruned_at_epoch"] = self.epochs
+            if not multi and self.epochs is not None and self.val is not None:  # the last score: no curve in a CSV
+                intermediate[self.epochs] = self.val
+        elif self.state == TrialState.PRUNED and original is not None and not multi:  # ranks where its original does
+            intermediate.update(original.intermediate)
+        if self.state == TrialState.PRUNED and intermediate:  # Optuna gives a pruned trial its last score
+            values = [intermediate[max(intermediate)]]
+        state = self.state
+        if state == TrialState.FAIL:
+            if row["fail_reason"]:
+                ua["fail_reason"] = row["fail_reason"]
+            if row["fail_reason"] == INTERRUPTED_REASON:
+                ua["interrupted"] = True
+        elif state == TrialState.RUNNING:  # as a killed trial: failed, no reason; the next run retries it
+            state = TrialState.FAIL
+        elif state == TrialState.WAITING:
+            raise HarnessError(f"{where}: a waiting trial before trials that ran: restore keeps trial numbers, "
+                               "and a waiting trial's parameters are not in a CSV")  # fmt: skip
+        self.intermediate = intermediate
+        trial = optuna.trial.create_trial(state=state, values=values, params=self.params,
+                                          distributions=self.distributions, user_attrs=ua, system_attrs=system,
+                                          intermediate_values=intermediate, constraints=constraints)  # fmt: skip
+        if row["datetime_start"]:
+            try:
+                start = datetime.datetime.fromisoformat(row["datetime_start"])
+            except ValueError:
+                raise HarnessError(f"{where}: datetime_start = {row['datetime_start']!r} is not a date and time") from None
+            trial.datetime_start = trial.datetime_complete = start  # the end is not in a CSV
+        return trial
+
+
+def _retried(rows: list[_Row]) -> set[int]:
+    return {r.retry_history[-1] for r in rows if getattr(r, "retry_history", None)}
+
+
+def restore_study(cfg: StudyConfig, storage_url: str, csv_path: Path) -> RestoredStudy:
+    """Create study ``cfg.name`` in ``storage_url`` from the trials in ``csv_path``; a later
+    ``harness run`` resumes it. Everything is read and checked before anything is written.
+
+    Raises:
+        HarnessError: a bad CSV, or one of another study file (the message names the trial
+            and column). StorageError: the storage already holds a study of this name.
+    """
+    from harness.storage import make_storage, safe_url, sqlite_path, study_lock
+    from harness.study import MODES, STREAMS_ATTR, _study_names, check_resumable, classify, make_pruner, make_sampler
+    from harness.study import record_settings
+    from search_spaces import get_search_space
+
+    exists = StorageError(f"{cfg.path}: study {cfg.name!r} already exists in {safe_url(storage_url)}; restore makes "
+                          "a new study (give another --storage, or remove that study)")  # fmt: skip
+    if check_resumable(cfg, storage_url) is not None:
+        raise exists
+    space = get_search_space(cfg.search_space, cfg.path.parent)
+    rows = read_trials_csv(csv_path)
+    checked = [_Row(row, cfg, space, csv_path) for row in rows]
+    checked.sort(key=lambda r: r.number)
+    numbers = [r.number for r in checked]
+    if numbers != list(range(len(numbers))):
+        gap = next(i for i, n in enumerate(numbers) if n != i)
+        raise HarnessError(f"{csv_path}: trial numbers run 0, 1, 2, ... in a study; trial {gap} is "
+                           f"{'twice' if gap in numbers[gap + 1:] or numbers[gap] < gap else 'missing'}")  # fmt: skip
+    left_out = 0
+    while checked and checked[-1].state == TrialState.WAITING:  # queued work: the next run enqueues it again
+        checked.pop()
+        left_out += 1
+    if not checked:
+        raise HarnessError(f"{csv_path}: holds only waiting trials: nothing ran to restore")
+    trials = [r.trial(checked[:i], str(csv_path)) for i, r in enumerate(checked)]
+    path = sqlite_path(storage_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "A new study created" chatter: the CLI says what it did
+    with study_lock(storage_url, cfg.name):
+        storage = make_storage(storage_url, cfg.heartbeat_interval, cfg.grace_period)
+        if cfg.name in _study_names(storage, storage_url):  # made since the check
+            raise exists
+        study = optuna.create_study(storage=storage, study_name=cfg.name, directions=MODES[cfg.mode][1],
+                                    sampler=make_sampler(cfg), pruner=make_pruner(cfg))  # fmt: skip
+        try:
+            record_settings(study, cfg, new=True)
+            study.add_trials(trials)
+            # The random streams that proposed these trials are not in the CSV: later processes
+            # start past as many streams as there are trials (more than the processes a study
+            # ran in practice), so none replays an old stream's proposals.
+            study.set_user_attr(STREAMS_ATTR, len(trials))
+            study.set_user_attr(RESTORED_ATTR, str(csv_path))
+        except BaseException:  # half a study would be resumed as if whole
+            optuna.delete_study(study_name=cfg.name, storage=storage)
+            raise
+    outcomes: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        outcomes[classify(t)] = outcomes.get(classify(t), 0) + 1
+    return RestoredStudy(len(trials), outcomes, left_out)
