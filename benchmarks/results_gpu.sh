@@ -12,13 +12,18 @@
 #          runs only the trials it lacks (study.n_trials is the study's total);
 # retrain  each study's TOP best trials by validation accuracy (a Pareto study: SPREAD points
 #          of its front, default 5), all 60,000 images, 20 epochs, 3 seeds, the studies at
-#          once, each cut after RETRAIN_SECONDS (finished runs are kept);
+#          once and each trial in a process of its own (`harness retrain --trial N`), each cut
+#          after RETRAIN_SECONDS (finished runs are kept);
 # baseline mnist-20k's seed network (19,290 parameters, its baseline trial) retrained the same
 #          way, for comparison on the same device (not selected by the search); only when
 #          mnist-20k is in STUDIES;
 # results  results/<study>-<device>.md for each study in STUDIES (targets,
-#          learning curves, winners exported and verified). Runs on any machine holding the
+#          learning curves, winners exported and verified), and results/<study>-trials.csv, the
+#          record of every trial (`harness report --csv`). Runs on any machine holding the
 #          studies' databases (the GPU machine's come back as files), with `--device` unused.
+# A study whose database is missing while results/<study>-trials.csv exists is restored from
+# that record first (`harness restore`), so a search goes on where the last lease stopped even
+# when its database did not outlive the checkout (a database is not committed; the record is).
 # Default: search, retrain and baseline. Finished steps are skipped when run again
 # (runs/results_gpu-steps.tsv, with wall-clock seconds); the device is recorded in
 # runs/results_gpu-device.txt by the search step.
@@ -69,12 +74,32 @@ search_until() {  # STUDY.toml: harness run, stopped at the hard limit; that sto
   [ $rc -eq 124 ] && { echo "results_gpu: search stopped at its hard limit ($((SEARCH_SECONDS + 60)) s)"; return 0; }
   return $rc
 }
-retrain_until() {  # STUDY.toml: harness retrain of its TOP best (a Pareto study: SPREAD front points)
-  local mode pick=(--top "$TOP")
-  mode=$(study_mode "$1") || { echo "results_gpu: cannot read $1" >&2; return 2; }
-  [ "$mode" = pareto ] && pick=(--spread "$SPREAD")
-  timeout -s INT "$RETRAIN_SECONDS" "${harness[@]}" retrain "${pick[@]}" --seeds 3 --epochs 20 \
-    --no-baseline --device "$device" --data-dir "$data" "$1"
+chosen_for_retrain() {  # STUDY.toml: the trial numbers `harness retrain --top TOP` (a Pareto study:
+  # --spread SPREAD) would retrain, without the baseline
+  python3 - "$1" "$TOP" "$SPREAD" <<'PY'
+import sys
+from harness.retrain import select_for_retrain
+from harness.study import open_existing_study
+cfg, _, study = open_existing_study(sys.argv[1])
+pareto = cfg.mode == "pareto"
+chosen = select_for_retrain(study, None if pareto else int(sys.argv[2]), include_baseline=False,
+                            spread=int(sys.argv[3]) if pareto else None)
+print(" ".join(str(t.number) for t in chosen))
+PY
+}
+retrain_until() {  # STUDY.toml: harness retrain of its TOP best (a Pareto study: SPREAD front points),
+  # one process per trial, side by side (a small network's steps are launch-bound on a GPU, as in
+  # the search), each stopped after RETRAIN_SECONDS (its finished runs are kept)
+  local numbers n pids=() rc=0 r p
+  numbers=$(chosen_for_retrain "$1") || { echo "results_gpu: cannot choose the trials to retrain in $1" >&2; return 2; }
+  echo "results_gpu: retraining trials $numbers of $1 side by side"
+  for n in $numbers; do
+    timeout -s INT "$RETRAIN_SECONDS" "${harness[@]}" retrain --trial "$n" --seeds 3 --epochs 20 \
+      --device "$device" --data-dir "$data" "$1" &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; r=$?; [ $rc -eq 0 ] && rc=$r; done
+  return $rc
 }
 pick_text() {  # STUDY.toml: which trials the retrain step chose, in words
   [ "$(study_mode "$1")" = pareto ] && echo "$SPREAD points of its front" || echo "top $TOP"
@@ -85,6 +110,12 @@ for s in "${todo[@]}"; do
     search)
       python3 -c "import torch; print(f'{torch.cuda.get_device_name(0)}; torch {torch.__version__}, CUDA {torch.version.cuda}; $(date -u +%Y-%m-%d)')" \
         >runs/results_gpu-device.txt 2>/dev/null || echo "$device" >runs/results_gpu-device.txt
+      for st in "${studies[@]}"; do  # a study whose database is gone goes on from its committed trial record
+        db=$(python3 -c "import sys; from harness.config import load_study_config as l; from harness.storage import sqlite_path as p; print(p(l(sys.argv[1]).default_storage()) or '')" "studies/$st.toml")
+        if [ -n "$db" ] && [ ! -e "$db" ] && [ -f "results/$st-trials.csv" ]; then
+          "${harness[@]}" restore "studies/$st.toml" "results/$st-trials.csv" | tee "runs/results_gpu-restored-$st.txt" || status=$?
+        fi
+      done
       both search search_until || status=$? ;;
     retrain)
       both retrain retrain_until || status=$? ;;
@@ -99,9 +130,11 @@ for s in "${todo[@]}"; do
       sec() { awk -F'\t' -v n="$1" '$1 == n {print $2}' "$steps"; }
       for st in "${studies[@]}"; do
         beside=$(printf '%s\n' "${studies[@]}" | grep -vx "$st" | paste -sd, | sed 's/,/, /g')
+        restored=$(head -n 1 "runs/results_gpu-restored-$st.txt" 2>/dev/null | sed 's/ in [^ ]*:/:/')
         "${harness[@]}" results "studies/$st.toml" --out "results/$st-${tag:-gpu}.md" --data-dir "$data" \
-          --note "Run on ${gpu}: search $(sec "search-$st") s ($JOBS worker processes on the GPU, stopped from starting trials after ${SEARCH_SECONDS} s${beside:+, next to the search of $beside}), retrain $(sec "retrain-$st") s ($(pick_text "studies/$st.toml")${beside:+, next to the retrain of $beside})$([ "$st" = mnist-20k ] && echo "; the seed baseline's retrain for comparison $(sec baseline-mnist-20k) s"). Command: STUDIES=\"${studies[*]}\" SEARCH_SECONDS=$SEARCH_SECONDS RETRAIN_SECONDS=$RETRAIN_SECONDS JOBS=$JOBS TOP=$TOP SPREAD=$SPREAD bash benchmarks/results_gpu.sh $data; then bash benchmarks/results_gpu.sh $data results" \
+          --note "Run on ${gpu}: ${restored:+first ${restored} (the trial record of the leases before, with the device of each trial), then }search $(sec "search-$st") s ($JOBS worker processes on the GPU, stopped from starting trials after ${SEARCH_SECONDS} s${beside:+, next to the search of $beside}), retrain $(sec "retrain-$st") s ($(pick_text "studies/$st.toml"), one process per trial${beside:+, next to the retrain of $beside})$([ "$st" = mnist-20k ] && echo "; the seed baseline's retrain for comparison $(sec baseline-mnist-20k) s"). Command: STUDIES=\"${studies[*]}\" SEARCH_SECONDS=$SEARCH_SECONDS RETRAIN_SECONDS=$RETRAIN_SECONDS JOBS=$JOBS TOP=$TOP SPREAD=$SPREAD bash benchmarks/results_gpu.sh $data; then bash benchmarks/results_gpu.sh $data results" \
           || status=$?
+        "${harness[@]}" report "studies/$st.toml" --out "runs/$st-report.html" --csv "results/$st-trials.csv" || status=$?
       done ;;
   esac
 done
