@@ -162,6 +162,9 @@ def named_for_retrain(study: optuna.Study, numbers: list[int]) -> list[FrozenTri
             t = trials[n]
             why = (f"{counted(param_count(t.user_attrs), 'parameter')}, over the budget"
                    if classify(t) == "complete" else outcome_text(t))  # fmt: skip
+            retry = [r.number for r in trials.values() if r.system_attrs.get("failed_trial") == n]
+            if retry:
+                why += f"; it was retried as trial {retry[0]}"
             raise HarnessError(f"--trial {n}: trial {n} is not a trained trial within the budget ({why})")
         chosen.append(trials[n])
     return chosen
@@ -428,6 +431,9 @@ def run_retrain(
     ways = [flag for flag, value in (("--top", top), ("--spread", spread), ("--trial", numbers)) if value is not None]
     if len(ways) > 1:
         raise HarnessError(f"{ways[0]} and {ways[1]} choose the trials in two different ways: give one")
+    if numbers is not None and not include_baseline:
+        raise HarnessError("--no-baseline leaves out the baseline --top and --spread add; --trial retrains the trials "
+                           "named and no other: leave --no-baseline out")  # fmt: skip
     with stops_on_signals():
         cfg, url, study = open_existing_study(study_file, storage, writable=True)
         try:

@@ -1074,7 +1074,8 @@ def test_retrain_of_named_trials_trains_those_only_and_refuses_any_other(tmp_pat
     for args, words in [(["--trial", "99"], "--trial 99: study 'named' has no trial 99 (its trials are 0 to 7)"),
                         (["--trial", str(trained[0]), "--trial", "0"],
                          "--trial 0: trial 0 is not a trained trial within the budget (rejected before training (19,290"),
-                        (["--trial", str(trained[0]), "--top", "2"], "--top and --trial choose the trials in two different ways")]:  # fmt: skip
+                        (["--trial", str(trained[0]), "--top", "2"], "--top and --trial choose the trials in two different ways"),
+                        (["--trial", str(trained[0]), "--no-baseline"], "--trial retrains the trials named and no other")]:  # fmt: skip
         capsys.readouterr()
         assert _cli(["retrain", str(path), *args, "--device", "cpu", "--epochs", "1", "--seeds", "1"]) == 2
         err = capsys.readouterr().err
@@ -1084,6 +1085,7 @@ def test_retrain_of_named_trials_trains_those_only_and_refuses_any_other(tmp_pat
     assert main(["retrain", str(path), *[a for n in named for a in ("--trial", str(n))], "--device", "cpu",
                  "--epochs", "1", "--seeds", "1"]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert f"trials {trained[1]}, {trained[0]}" in out.splitlines()[0], out
+    assert out.splitlines()[0].endswith(f"trials {trained[1]}, {trained[0]}"), out  # each once, as named
+    assert len(re.findall(r"^trial \d+ seed 0: test", out, re.M)) == 2, out  # two runs trained, no third
     records = {k for k in _load(tmp_path, "named").user_attrs if k.startswith("retrain:")}
     assert records == {f"retrain:trial{trained[1]}", f"retrain:trial{trained[0]}"}  # no baseline, nothing else
