@@ -173,8 +173,8 @@ def _parser() -> argparse.ArgumentParser:
         "restore",
         help="rebuild a study whose database is gone from the CSV of its trials (harness report --csv)",
         description="Create the study of STUDY.toml from TRIALS.csv, trial by trial under the same numbers, "
-        "checked against the study file; `harness run` then resumes it. A CSV holds no trained weights, "
-        "learning curves or retrains: retrain what you export.",
+        "checked against the study file; `harness run` then resumes it. A CSV holds no trained weights and "
+        "no retrains: retrain what you export.",
     )
     restore.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
     restore.add_argument("trials_csv", type=_nonempty, metavar="TRIALS.csv",
@@ -328,11 +328,14 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     kinds = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(restored.outcomes.items()))
     print(f"restored study {cfg.name!r} in {safe_url(url)}: {counted(restored.trials, 'trial')} from "
           f"{args.trials_csv} ({kinds})")  # fmt: skip
+    if restored.not_restored:
+        print(f"note: not restored (no restore reads them back): column{'s' if len(restored.not_restored) > 1 else ''} "
+              f"{', '.join(restored.not_restored)}")  # fmt: skip
     if restored.left_out:
         print(f"note: {counted(restored.left_out, 'waiting trial')} at the CSV's end left out: the next run "
               "enqueues what the study file asks for again")  # fmt: skip
-    print("note: a CSV holds no trained weights, learning curves or retrains: `harness retrain` what you "
-          "will export; `harness run` resumes the study")  # fmt: skip
+    print("note: a CSV holds no trained weights and no retrains: `harness retrain` what you will export; "
+          "`harness run` resumes the study")  # fmt: skip
     return 0
 
 

@@ -29,6 +29,7 @@ _COLUMNS = [
     "number", "outcome", "state", "origin", "baseline", "params", "val_acc", "test_acc", "test_images", "target_met",
     "epochs_run", "train_seconds", "train_images", "arch", "reject_reason", "fail_reason", "device", "seed",
     "datetime_start", "teacher", "teacher_sha256", "ema_decay", "trained_val_acc", "repeats", "repeat_val_accs",
+    "intermediate_values",
 ]  # fmt: skip
 
 
@@ -118,6 +119,8 @@ def trials_frame(study: optuna.Study):
             # seeds behind val_acc: 1 for a single run (every study before study.repeats); none untrained
             "repeats": _num(len(ua.get("repeat_seeds") or [0]) if "epochs_run" in ua else None),
             "repeat_val_accs": " ".join(f"{v:.4f}" for v in ua.get("repeat_val_accs") or []),
+            # what the pruner saw, epoch:score, exact (repr): harness restore rebuilds the curves from it
+            "intermediate_values": " ".join(f"{step}:{value!r}" for step, value in sorted(t.intermediate_values.items())),
         }
         if t.number in retrains:  # harness retrain: full training set, several seeds
             r = retrains[t.number]

@@ -11,10 +11,19 @@ and seed, so a CSV of another study file is refused. Retries and repeats get bac
 they retry or repeat (the earlier trial with the same parameters).
 
 What a CSV does not hold does not come back: trained weights (export and the results' exports
-need a retrain), learning curves (a trial keeps only its last score, at its last epoch), the
-precision and the torch and harness versions, the sampler stream that proposed each trial,
-the end times (a trial ends as it started), retrains (``harness retrain`` again), and the
-distillation teacher's record (a distilled study is refused). Every restored trial names the
+need a retrain), the validation curves kept for reading (``val_history``, ``raw_val_history``:
+with weight averaging a pruned trial's averaged score and the trained weights' scores; the
+scores the pruner saw come back from the ``intermediate_values`` column, with the halving
+pruner's rung records rebuilt from them; a CSV written before that column restores a study
+that prunes with no pruner only), each seed's validation score of a repeated trial beyond the
+CSV's 4 decimals, the precision and the torch and harness versions, the sampler stream that proposed each trial,
+the end times (a trial ends as it started), retrains (``harness retrain`` again; the columns
+that no restore reads back and that hold values are named, see RestoredStudy), and the
+distillation teacher's record (a distilled study is refused). Nor does a CSV record the
+settings a study file gives every trial alike (the validation split, the recipe's fields that
+are not searched): they are taken from the study file as it is now, so restore with the file
+the trials ran with (its budget, space, seed, epochs, repeats and weight averaging are checked
+against the CSV). Every restored trial names the
 CSV in its user attribute ``restored_from``. A trial running when the CSV was written comes
 back failed with no reason (as a killed one: the next run retries it); interrupted ones are
 retried by the next run as they would have been. Trials still waiting at the CSV's end are
@@ -47,7 +56,17 @@ RESTORED_ATTR = "restored_from"
 _NEEDED = ("number", "outcome", "state", "origin", "baseline", "params", "val_acc", "test_acc", "test_images",
            "target_met", "epochs_run", "train_seconds", "train_images", "arch", "reject_reason", "fail_reason",
            "device", "seed", "datetime_start", "teacher")  # fmt: skip
-_OUTCOMES = ("complete", "over_budget", "invalid", "duplicate", "pruned", "failed", "running", "waiting")
+#: outcome (harness.study.classify) -> the trial states it is written with
+_OUTCOME_STATES = {"complete": ("COMPLETE",), "over_budget": ("PRUNED",), "invalid": ("PRUNED",),
+                   "duplicate": ("COMPLETE", "PRUNED"), "pruned": ("PRUNED",), "failed": ("FAIL",),
+                   "running": ("RUNNING",), "waiting": ("WAITING",)}  # fmt: skip
+_OUTCOMES = tuple(_OUTCOME_STATES)
+#: Columns of `harness report --csv` that no restore reads back (the note names those holding values).
+_NOT_RESTORED = ("trained_val_acc", "retrain_test_mean", "retrain_test_std", "retrain_seeds", "retrain_epochs",
+                 "retrain_train_images")  # fmt: skip
+#: Columns read, or checked against what is rebuilt (teacher_sha256: a teacher is refused;
+#: ema_decay: the recipe's).
+_READ = (*_NEEDED, "teacher_sha256", "ema_decay", "repeats", "repeat_val_accs", "intermediate_values")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +76,7 @@ class RestoredStudy:
     trials: int  # restored, numbered 0 .. trials - 1
     outcomes: dict[str, int]  # outcome (harness.study.classify) -> count
     left_out: int  # waiting trials at the CSV's end, not restored
+    not_restored: list[str]  # the CSV's columns holding values no restore reads back (retrains, ...)
 
 
 def read_trials_csv(path: Path) -> list[dict[str, str]]:
@@ -155,6 +175,18 @@ def _float(row: dict[str, str], column: str, where: str) -> float | None:
     return number
 
 
+def _curve(row: dict[str, str], where: str) -> dict[int, float]:
+    """The ``intermediate_values`` cell (``1:0.91 2:0.95``) as {epoch: score}."""
+    curve: dict[int, float] = {}
+    for pair in row["intermediate_values"].split():
+        step, _, value = pair.partition(":")
+        number = _number(value)
+        if not step.isdigit() or number is None or int(step) in curve:
+            raise HarnessError(f"{where}: intermediate_values: {pair!r} is not epoch:score")
+        curve[int(step)] = number
+    return curve
+
+
 def _bool(row: dict[str, str], column: str, where: str) -> bool | None:
     cell = row[column]
     if cell not in ("", "True", "False"):
@@ -171,8 +203,8 @@ class _Row:
 
         self.row, self.cfg = row, cfg
         number = _int(row, "number", f"{csv_path}: a row")
-        if number is None:
-            raise HarnessError(f"{csv_path}: a row has no trial number")
+        if number is None or number < 0:
+            raise HarnessError(f"{csv_path}: a row has {'no trial number' if number is None else f'trial number {number}'}")
         self.number = number
         self.where = where = f"{csv_path}: trial {number}"
         if row["outcome"] not in _OUTCOMES:
@@ -180,6 +212,12 @@ class _Row:
         if row["state"] not in TrialState.__members__:
             raise HarnessError(f"{where}: state {row['state']!r} is not an Optuna trial state")
         self.state, self.outcome, self.origin = TrialState[row["state"]], row["outcome"], row["origin"]
+        if row["state"] not in _OUTCOME_STATES[self.outcome]:
+            raise HarnessError(f"{where}: outcome {self.outcome!r} with state {row['state']!r}: a trial of that outcome "
+                               f"is {' or '.join(_OUTCOME_STATES[self.outcome])}")  # fmt: skip
+        if self.outcome == "pruned" and cfg.mode == "pareto":
+            raise HarnessError(f"{where}: pruned, but study.mode = \"pareto\" never prunes (Optuna has no "
+                               "intermediate values with two objectives): a CSV of another study file")  # fmt: skip
         if self.origin not in ("baseline", "enqueued", "retry", "sampler"):
             raise HarnessError(f"{where}: origin {self.origin!r} is not one of baseline, enqueued, retry, sampler")
         if row["teacher"]:
@@ -191,8 +229,14 @@ class _Row:
         replay = _ReplayTrial(cells, where)
         self.space_rejected = self.space_failed = False
         self.retry_history: list[int] = []  # set by trial() for a retry
-        self.intermediate: dict[int, float] = {}  # set by trial()
         self.fixed = False  # set by trial(): enqueued with its parameters
+        self.params: dict[str, Any] = {}
+        self.distributions: dict[str, BaseDistribution] = {}
+        self.count: int | None = None
+        self.seed = self.epochs = None
+        self.val = self.curve = None
+        if self.state == TrialState.WAITING:  # queued, never run: no parameters in the CSV (see restore_study)
+            return
         if self.baseline and (space.baseline_params is None or not cells):
             self.spec = baseline_spec()  # built directly, nothing drawn (as the objective does)
         else:
@@ -200,10 +244,13 @@ class _Row:
                 self.spec = space.suggest(replay)
             except optuna.TrialPruned:  # the space itself rejected the candidate
                 self.space_rejected = True
-            except HarnessError:
-                raise
             except Exception as exc:
-                if self.state != TrialState.FAIL:  # a space that fails on a trial it once trained
+                # A failed (or running) trial may have stopped in the space, part way through its
+                # draws: it keeps the parameters drawn before. Any other trial's must all replay.
+                partial = self.state in (TrialState.FAIL, TrialState.RUNNING)
+                if not partial and isinstance(exc, HarnessError):
+                    raise
+                if not partial:
                     raise HarnessError(f"{where}: search space {space.name!r} fails on its parameters: "
                                        f"{exc.__class__.__name__}: {exc}") from None  # fmt: skip
                 self.space_failed = True
@@ -214,7 +261,6 @@ class _Row:
             raise HarnessError(f"{where}: param_{unused[0]} = {cells[unused[0]]!r} is not drawn by search space "
                                f"{space.name!r} for this trial: a CSV of another study's space?")  # fmt: skip
         self.params, self.distributions = dict(replay.params), dict(replay.distributions)
-        self.count: int | None = None
         if self.spec is not None:
             try:
                 self.count = count_params(self.spec)
@@ -231,6 +277,7 @@ class _Row:
         if self.seed is not None and self.seed != cfg.seed + number:
             raise HarnessError(f"{where}: seed {self.seed} is not study.seed + the trial number ({cfg.seed} + {number}): "
                                "a CSV of another study's seed")  # fmt: skip
+        self.curve = _curve(row, where) if "intermediate_values" in row else None  # a CSV before curves: None
         self.epochs = _int(row, "epochs_run", where)
         self.val = _float(row, "val_acc", where)
         trained = self.state == TrialState.COMPLETE and self.outcome == "complete"
@@ -239,6 +286,22 @@ class _Row:
         if trained and self.epochs != self.recipe.epochs:
             raise HarnessError(f"{where}: trained {self.epochs} epochs, but the study file trains "
                                f"train.epochs = {self.recipe.epochs}: a CSV of another study file")  # fmt: skip
+        ema = _float(row, "ema_decay", where) if row.get("ema_decay") else None
+        if ema is not None and self.count is not None and ema != self.recipe.ema_decay:
+            raise HarnessError(f"{where}: ema_decay = {ema}, but the study file trains with train.ema_decay = "
+                               f"{self.recipe.ema_decay}: a CSV of another study file")  # fmt: skip
+        self.repeat_val_accs: list[float] = []
+        if trained and "repeats" in row:
+            repeats = _int(row, "repeats", where)
+            if repeats != cfg.repeats:
+                raise HarnessError(f"{where}: trained with {repeats} seeds, but the study file has study.repeats = "
+                                   f"{cfg.repeats}: a CSV of another study file")  # fmt: skip
+            for cell in row.get("repeat_val_accs", "").split():
+                if _number(cell) is None:
+                    raise HarnessError(f"{where}: repeat_val_accs: {cell!r} is not a number")
+                self.repeat_val_accs.append(float(cell))
+            if repeats > 1 and len(self.repeat_val_accs) != repeats:
+                raise HarnessError(f"{where}: repeat_val_accs holds {len(self.repeat_val_accs)} scores for {repeats} seeds")
         if self.outcome == "over_budget" and (self.count is None or self.count <= cfg.budget):
             raise HarnessError(f"{where}: rejected over the budget, but its {self.count} parameters are within "
                                f"study.budget = {cfg.budget:,}")  # fmt: skip
@@ -266,8 +329,10 @@ class _Row:
             ua["rejected"], ua["reject_reason"] = self.outcome, row["reject_reason"]
             if self.outcome == "invalid":
                 ua[BUDGET_CONSTRAINT], constraints = 1.0, {BUDGET_CONSTRAINT: 1.0}
-        if self.origin in ("baseline", "enqueued") and self.params:  # Optuna keeps an enqueued trial's parameters so
+        if self.origin in ("baseline", "enqueued"):  # Optuna keeps an enqueued trial's parameters (none: {}) so
             system["fixed_params"] = dict(self.params)
+        if self.origin == "enqueued":  # as enqueued by the study file (a retry of it keeps the mark)
+            ua["enqueued"] = True
         if self.origin == "retry":
             failed = next((r for r in earlier if r.state == TrialState.FAIL and r.params == self.params
                            and r.baseline == self.baseline and r.number not in _retried(earlier)), None)  # fmt: skip
@@ -279,11 +344,15 @@ class _Row:
                 system["fixed_params"] = dict(self.params)
         self.retry_history, self.fixed = system.get("retry_history", []), "fixed_params" in system
         original = None
-        if self.outcome == "duplicate":  # its score is its original's (the CSV leaves it out)
-            original = next((r for r in earlier if r.params == self.params and r.outcome in ("complete", "pruned")
-                             and r.state != TrialState.FAIL), None)  # fmt: skip
-            if original is None or (self.state == TrialState.COMPLETE and original.state != TrialState.COMPLETE):
-                raise HarnessError(f"{where}: a repeat, but no trained trial before it has its parameters")
+        if self.outcome == "duplicate":
+            # The earliest trial before it with its parameters that was not rejected nor a repeat
+            # itself: completed (then this one has its values), or, for a pruned repeat, pruned
+            # or still running when it was proposed (it may have failed since).
+            allowed = ("complete",) if self.state == TrialState.COMPLETE else ("complete", "pruned", "running", "failed")
+            original = next((r for r in earlier if r.params == self.params and r.outcome in allowed
+                             and r.baseline == self.baseline), None)  # fmt: skip
+            if original is None:
+                raise HarnessError(f"{where}: a repeat, but no trial before it that it can repeat has its parameters")
             ua["duplicate_of"] = original.number
         if self.epochs is not None:
             ua["epochs_run"] = self.epochs
@@ -305,17 +374,14 @@ class _Row:
                 test_acc = _float(row, "test_acc", where)
                 ua.update(val_acc=self.val, test_acc=test_acc, test_images=_int(row, "test_images", where),
                           target_met=_bool(row, "target_met", where), train_seconds=_float(row, "train_seconds", where))  # fmt: skip
-                repeats = _int(row, "repeats", where) if "repeats" in row else None
-                if repeats and repeats > 1 and self.seed is not None:
-                    ua["repeat_seeds"] = repeat_seeds(self.seed, repeats)
-                    ua["repeat_val_accs"] = [float(v) for v in row.get("repeat_val_accs", "").split()]
+                if cfg.repeats > 1 and self.seed is not None:
+                    ua["repeat_seeds"] = repeat_seeds(self.seed, cfg.repeats)
+                    ua["repeat_val_accs"] = self.repeat_val_accs
                 ua = {k: v for k, v in ua.items() if v is not None}
         elif self.state == TrialState.PRUNED and self.outcome == "pruned":
             ua["pruned_at_epoch"] = self.epochs
-            if not multi and self.epochs is not None and self.val is not None:  # the last score: no curve in a CSV
-                intermediate[self.epochs] = self.val
-        elif self.state == TrialState.PRUNED and original is not None and not multi:  # ranks where its original does
-            intermediate.update(original.intermediate)
+        if self.curve is not None:  # the scores the pruner saw, epoch by epoch (a repeat: its original's)
+            intermediate.update(self.curve)
         if self.state == TrialState.PRUNED and intermediate:  # Optuna gives a pruned trial its last score
             values = [intermediate[max(intermediate)]]
         state = self.state
@@ -326,10 +392,8 @@ class _Row:
                 ua["interrupted"] = True
         elif state == TrialState.RUNNING:  # as a killed trial: failed, no reason; the next run retries it
             state = TrialState.FAIL
-        elif state == TrialState.WAITING:
-            raise HarnessError(f"{where}: a waiting trial before trials that ran: restore keeps trial numbers, "
-                               "and a waiting trial's parameters are not in a CSV")  # fmt: skip
-        self.intermediate = intermediate
+        if self.curve and self.outcome != "duplicate":  # a repeat never asks the pruner
+            system.update(_rungs(self.cfg, intermediate, self.recipe.epochs))
         trial = optuna.trial.create_trial(state=state, values=values, params=self.params,
                                           distributions=self.distributions, user_attrs=ua, system_attrs=system,
                                           intermediate_values=intermediate, constraints=constraints)  # fmt: skip
@@ -340,6 +404,21 @@ class _Row:
                 raise HarnessError(f"{where}: datetime_start = {row['datetime_start']!r} is not a date and time") from None
             trial.datetime_start = trial.datetime_complete = start  # the end is not in a CSV
         return trial
+
+
+def _rungs(cfg: StudyConfig, curve: dict[int, float], epochs: int) -> dict[str, float]:
+    """The rung records Optuna's successive-halving pruner keeps on a trial (system attributes
+    ``completed_rung_<k>``: the trial's score at rung k's epoch), as the pruner wrote them: the
+    objective asks it after every epoch but the last, and at rung k's epoch it records the
+    score there, whatever it then decides. Later trials are promoted or pruned against these."""
+    if cfg.mode == "pareto" or cfg.pruner.name != "halving":
+        return {}
+    first, factor = cfg.pruner.min_epochs(cfg.train.epochs), cfg.pruner.reduction_factor
+    rungs, k = {}, 0
+    while (step := first * factor**k) < epochs and step in curve:
+        rungs[f"completed_rung_{k}"] = curve[step]
+        k += 1
+    return rungs
 
 
 def _retried(rows: list[_Row]) -> set[int]:
@@ -354,32 +433,49 @@ def restore_study(cfg: StudyConfig, storage_url: str, csv_path: Path) -> Restore
         HarnessError: a bad CSV, or one of another study file (the message names the trial
             and column). StorageError: the storage already holds a study of this name.
     """
-    from harness.storage import make_storage, safe_url, sqlite_path, study_lock
-    from harness.study import MODES, STREAMS_ATTR, _study_names, check_resumable, classify, make_pruner, make_sampler
-    from harness.study import record_settings
+    from harness.storage import check_can_write_in, make_storage, safe_url, sqlite_path, study_lock
+    from harness.study import MODES, STREAMS_ATTR, _study_names, classify, make_pruner, make_sampler
+    from harness.study import record_settings, stored_study_names
     from search_spaces import get_search_space
 
     exists = StorageError(f"{cfg.path}: study {cfg.name!r} already exists in {safe_url(storage_url)}; restore makes "
                           "a new study (give another --storage, or remove that study)")  # fmt: skip
-    if check_resumable(cfg, storage_url) is not None:
+    if cfg.name in stored_study_names(storage_url):
         raise exists
+    path = sqlite_path(storage_url)
+    if path is not None:
+        check_can_write_in(path.parent, "storage")
+    if cfg.mode == "single" and cfg.pruner.name == "hyperband":
+        raise HarnessError(f"{cfg.path}: pruner.name = \"hyperband\": restore rebuilds the records of the \"halving\" "
+                           "and \"median\" pruners, not hyperband's brackets")  # fmt: skip
     space = get_search_space(cfg.search_space, cfg.path.parent)
     rows = read_trials_csv(csv_path)
+    columns = list(rows[0])
+    if cfg.mode == "single" and cfg.pruner.name != "none" and "intermediate_values" not in columns:
+        raise HarnessError(f"{csv_path}: no column 'intermediate_values' (a CSV of an older harness), so the scores "
+                           f"the {cfg.pruner.name} pruner compares new trials with cannot be restored")  # fmt: skip
     checked = [_Row(row, cfg, space, csv_path) for row in rows]
     checked.sort(key=lambda r: r.number)
     numbers = [r.number for r in checked]
+    twice = sorted(n for n in set(numbers) if numbers.count(n) > 1)
+    if twice:
+        raise HarnessError(f"{csv_path}: trial {twice[0]} is in it twice")
     if numbers != list(range(len(numbers))):
-        gap = next(i for i, n in enumerate(numbers) if n != i)
-        raise HarnessError(f"{csv_path}: trial numbers run 0, 1, 2, ... in a study; trial {gap} is "
-                           f"{'twice' if gap in numbers[gap + 1:] or numbers[gap] < gap else 'missing'}")  # fmt: skip
+        gap = next(i for i in range(len(numbers) + 1) if i not in set(numbers))
+        raise HarnessError(f"{csv_path}: trial numbers run 0, 1, 2, ... in a study; trial {gap} is missing")
     left_out = 0
     while checked and checked[-1].state == TrialState.WAITING:  # queued work: the next run enqueues it again
         checked.pop()
         left_out += 1
     if not checked:
         raise HarnessError(f"{csv_path}: holds only waiting trials: nothing ran to restore")
+    waiting = [r.number for r in checked if r.state == TrialState.WAITING]
+    if waiting:
+        raise HarnessError(f"{csv_path}: trial {waiting[0]} was waiting, with trials after it that ran: restore keeps "
+                           "trial numbers, and a waiting trial's parameters are not in a CSV")  # fmt: skip
     trials = [r.trial(checked[:i], str(csv_path)) for i, r in enumerate(checked)]
-    path = sqlite_path(storage_url)
+    not_restored = [c for c in columns if c and any(row.get(c) for row in rows)
+                    and (c in _NOT_RESTORED or (c not in _READ and not c.startswith("param_")))]  # fmt: skip
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "A new study created" chatter: the CLI says what it did
@@ -403,4 +499,4 @@ def restore_study(cfg: StudyConfig, storage_url: str, csv_path: Path) -> Restore
     outcomes: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         outcomes[classify(t)] = outcomes.get(classify(t), 0) + 1
-    return RestoredStudy(len(trials), outcomes, left_out)
+    return RestoredStudy(len(trials), outcomes, left_out, not_restored)

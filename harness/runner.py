@@ -15,7 +15,6 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from harness.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, HarnessError
 
@@ -78,7 +77,7 @@ def plan_run(
 
     from harness.config import check_enqueued_once, load_study_config, with_overrides
     from harness.data import check_mnist_files, load_mnist
-    from harness.storage import check_optuna_sqlite, check_study_storage, sqlite_path
+    from harness.storage import check_can_write_in, check_optuna_sqlite, check_study_storage, sqlite_path
     from harness.study import check_resumable
     from harness.train import resolve_device
 
@@ -129,33 +128,17 @@ def plan_run(
         # The probe writes (and removes) a folder in the artifact folder: before a download (bad
         # input downloads nothing), else after the read-only data check (bad data touches nothing).
         if download:  # last of the checks that need no data
-            _check_can_write_in(artifacts, f"{study_file}: artifact folder")
+            check_can_write_in(artifacts, f"{study_file}: artifact folder")
             load_mnist(root, download=True)  # fetch up front: a failed download writes no study
         n_train = check_mnist_files(root)["train"]  # missing, truncated or bad labels: refused before the study exists
         if cfg.data.val_size >= n_train:
             raise HarnessError(f"{study_file}: data.val_size = {cfg.data.val_size} must be below the {n_train:,} "
                                f"training images in {root}")  # fmt: skip
         if not download:
-            _check_can_write_in(artifacts, f"{study_file}: artifact folder")
+            check_can_write_in(artifacts, f"{study_file}: artifact folder")
     return RunPlan(study_file, url, str(dev) if cfg.device != "auto" else "auto", str(root), download,
                    n_trials, timeout, quiet, jobs=jobs, study_trials=study_trials, finished=finished,
                    changed=stored.changed if stored is not None else ())  # fmt: skip
-
-
-def _check_can_write_in(folder: Path, what: str) -> None:
-    """Refuse a folder that cannot be made, or written in, before the study's database exists
-    (a trial would only find out after training). Probes with a temporary folder, removed."""
-    import tempfile
-
-    base = folder
-    while not base.exists() and base != base.parent:
-        base = base.parent
-    if not base.is_dir():
-        raise HarnessError(f"{what} {folder}: {base} is not a folder")
-    try:
-        Path(tempfile.mkdtemp(prefix=".harness-probe-", dir=base)).rmdir()
-    except OSError as exc:
-        raise HarnessError(f"{what} {folder}: cannot write in {base} ({exc.strerror or exc})") from None
 
 
 def run_trials(plan: RunPlan, forward=None) -> bool:

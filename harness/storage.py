@@ -38,7 +38,7 @@ from sqlalchemy import event
 from harness.errors import StorageError, innermost_message
 
 __all__ = [
-    "SQLITE_BUSY_TIMEOUT_S", "STALE_RETRIES", "RetryStaleTrial", "check_optuna_sqlite", "check_outputs", "check_storage_url",
+    "SQLITE_BUSY_TIMEOUT_S", "STALE_RETRIES", "RetryStaleTrial", "check_can_write_in", "check_optuna_sqlite", "check_outputs", "check_storage_url",
     "check_study_storage",
     "heartbeat_ages", "make_storage", "redact", "safe_url",
     "sqlalchemy_backend", "sqlite_path", "storage_beside", "study_lock",
@@ -586,3 +586,18 @@ def study_lock(url: str, study_name: str, *, wait: bool = True) -> Iterator[bool
         return
     yield True  # in-memory SQLite and other databases: one process, or no portable lock
 
+
+def check_can_write_in(folder: Path, what: str) -> None:
+    """Refuse a folder that cannot be made, or written in, before the study's database exists
+    (a trial would only find out after training). Probes with a temporary folder, removed."""
+    import tempfile
+
+    base = folder
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise StorageError(f"{what} {folder}: {base} is not a folder")
+    try:
+        Path(tempfile.mkdtemp(prefix=".harness-probe-", dir=base)).rmdir()
+    except OSError as exc:
+        raise StorageError(f"{what} {folder}: cannot write in {base} ({exc.strerror or exc})") from None

@@ -45,6 +45,7 @@ __all__ = [
     "rank_key",
     "record_settings",
     "search_settings",
+    "stored_study_names",
     "stream_seed",
     "summarize",
     "val_acc",
@@ -317,6 +318,28 @@ class StoredStudy:
     changed: tuple[str, ...] = ()  # changed_search_settings(): the study file's seed, sampler or pruner since
 
 
+def stored_study_names(storage_url: str) -> set[str]:
+    """The names of the studies ``storage_url`` holds, reading only: none where its SQLite file
+    does not exist yet or is empty, or its database has no Optuna tables yet."""
+    path = sqlite_path(storage_url)
+    if path is not None and (not path.exists() or path.stat().st_size == 0):
+        return set()
+    engine = sqlalchemy.create_engine(storage_url, poolclass=sqlalchemy.pool.NullPool)
+    try:  # a database without Optuna's tables yet (a fresh PostgreSQL one) holds no study
+        with engine.connect() as conn:
+            if not sqlalchemy.inspect(conn).has_table("studies"):
+                return set()
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise StorageError(redact(f"cannot open storage {safe_url(storage_url)!r}: {innermost_message(exc)}")) from None
+    finally:
+        engine.dispose()
+    storage = make_storage(storage_url, read_only=True)
+    try:
+        return _study_names(storage, storage_url)
+    finally:
+        storage.engine.dispose()
+
+
 def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> StoredStudy | None:
     """Refuse, reading only, a study file that the stored study of its name would refuse
     (budget, target, space, measured settings), so that a run says so before it prints or
@@ -332,22 +355,10 @@ def check_resumable(cfg: StudyConfig, storage_url: str, device=None) -> StoredSt
     """
     from harness.train import precision_settings
 
-    path = sqlite_path(storage_url)
-    if path is not None and (not path.exists() or path.stat().st_size == 0):
+    if cfg.name not in stored_study_names(storage_url):
         return None  # a new study: nothing stored to differ from
-    engine = sqlalchemy.create_engine(storage_url, poolclass=sqlalchemy.pool.NullPool)
-    try:  # a database without Optuna's tables yet (a fresh PostgreSQL one) holds no study
-        with engine.connect() as conn:
-            if not sqlalchemy.inspect(conn).has_table("studies"):
-                return None
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise StorageError(redact(f"cannot open storage {safe_url(storage_url)!r}: {innermost_message(exc)}")) from None
-    finally:
-        engine.dispose()
     storage = make_storage(storage_url, read_only=True)
     try:
-        if cfg.name not in _study_names(storage, storage_url):
-            return None
         study = optuna.load_study(study_name=cfg.name, storage=storage)
         _check_study_attrs(cfg, storage_url, study.user_attrs)
         trials = study.get_trials(deepcopy=False)

@@ -19,6 +19,8 @@ import pytest
 from optuna.trial import TrialState
 
 from harness.cli import main
+from harness.config import load_study_config
+from harness.study import make_pruner, open_study
 from tests.conftest import ROOT, make_synthetic_mnist, snapshot
 
 GPU_CSV = ROOT / "results" / "mnist-pareto-trials.csv"
@@ -58,6 +60,11 @@ batch_size = 50
 rotation = 0.0
 translate = 0.0
 scale = 0.0
+[[enqueue]]
+w = 2
+k = 3
+drop = 0.0
+label_smoothing = 0.1
 """
 
 
@@ -94,6 +101,7 @@ def test_a_restored_study_writes_the_same_csv_for_every_outcome(kept_study, tmp_
     outcomes = set(pd.read_csv(study.parent / "kept.csv")["outcome"])
     # the study whose record is restored holds what a restore must bring back
     assert {"complete", "over_budget", "invalid", "pruned", "duplicate"} <= outcomes, outcomes
+    assert any(len(t.intermediate_values) > 1 for t in _trials(study.parent, "kept"))  # curves, not last scores
     home = _new_home(tmp_path, study)
     (tmp_path / "trials.csv").write_bytes(csv)
     capsys.readouterr()
@@ -103,16 +111,41 @@ def test_a_restored_study_writes_the_same_csv_for_every_outcome(kept_study, tmp_
     assert _csv(home, tmp_path / "again.csv") == csv  # byte for byte
     old, new = _trials(study.parent, "kept"), _trials(tmp_path, "kept")
     for a, b in zip(old, new, strict=True):
-        assert (a.number, a.state, a.values, a.params, a.distributions) == (b.number, b.state, b.values, b.params, b.distributions)
+        assert (a.number, a.state, a.values, a.params, a.distributions, a.intermediate_values) == (
+            b.number, b.state, b.values, b.params, b.distributions, b.intermediate_values)
         for key in ("spec", "arch", "recipe", "duplicate_of", "rejected", "trainable_params", "seed"):
             assert a.user_attrs.get(key) == b.user_attrs.get(key), (a.number, key)
-        assert a.system_attrs.get("constraints:params_over_budget") == b.system_attrs.get("constraints:params_over_budget")
+        kept = ("constraints:params_over_budget", "failed_trial", "fixed_params")
+        rungs = {k: v for k, v in a.system_attrs.items() if k.startswith("completed_rung_")}
+        assert {k: a.system_attrs.get(k) for k in kept} == {k: b.system_attrs.get(k) for k in kept}
+        assert rungs == {k: v for k, v in b.system_attrs.items() if k.startswith("completed_rung_")}, a.number
         assert b.user_attrs["restored_from"] == str(tmp_path / "trials.csv")
+    assert any("completed_rung_0" in t.system_attrs for t in old)  # the halving pruner's record, rebuilt
+    assert any(t.user_attrs.get("origin") == "enqueued" for t in new)
+    # The pruner judges a new trial alike in both (it ranks a new score among the rung records)
+    cfg = load_study_config(home)
+    shutil.copy(study.parent / "kept.db", tmp_path / "original-copy.db")
+    shutil.copy(tmp_path / "kept.db", tmp_path / "restored-copy.db")
+    decisions = []
+    for url in (f"sqlite:///{tmp_path / 'original-copy.db'}", f"sqlite:///{tmp_path / 'restored-copy.db'}"):
+        pruning = optuna.load_study(study_name="kept", storage=url, pruner=make_pruner(cfg))
+        said = []
+        for score in sorted({v for t in old for v in t.intermediate_values.values()}):
+            trial = pruning.ask()
+            trial.report(score, 1)
+            said.append(trial.should_prune())
+            pruning.tell(trial, state=TrialState.FAIL)
+        decisions.append(said)
+    assert decisions[0] == decisions[1] and True in decisions[0] and False in decisions[0]
+    # what a run does first adds nothing: no [[enqueue]] table or baseline again, nothing to retry
+    before = len(_trials(tmp_path, "kept"))
+    open_study(cfg, f"sqlite:///{tmp_path / 'kept.db'}")
+    assert len(_trials(tmp_path, "kept")) == before
     # and it resumes: the next trials are new numbers, trained and recorded as a run's are
     assert main(["run", str(home), "--trials", "2", "--data-dir", str(data), "--device", "cpu", "--quiet"]) == 0
     resumed = _trials(tmp_path, "kept")
-    assert [t.number for t in resumed] == list(range(18))
-    assert all("restored_from" not in t.user_attrs for t in resumed[16:])
+    assert [t.number for t in resumed] == list(range(before + 2))
+    assert all("restored_from" not in t.user_attrs for t in resumed[before:])
 
 
 def test_the_gpu_leases_trial_record_restores_to_the_study_it_recorded(tmp_path, capsys):
@@ -128,7 +161,10 @@ def test_the_gpu_leases_trial_record_restores_to_the_study_it_recorded(tmp_path,
     assert main(["restore", str(home), str(GPU_CSV)]) == 0
     back = pd.read_csv(io.BytesIO(_csv(home, tmp_path / "back.csv")))
     committed = pd.read_csv(GPU_CSV)
-    assert list(back.columns) == list(committed.columns) and len(back) == len(committed) > 0
+    assert len(back) == len(committed) > 0
+    # a record written before a column existed (intermediate_values) lacks it; nothing else differs
+    assert [c for c in back.columns if c in committed.columns] == list(committed.columns)
+    assert set(back.columns) - set(committed.columns) <= {"intermediate_values"}
     for column in committed.columns:
         for a, b in zip(committed[column], back[column], strict=True):
             same = (a == b) or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
@@ -141,6 +177,10 @@ def test_the_gpu_leases_trial_record_restores_to_the_study_it_recorded(tmp_path,
             assert failed.number < t.number and failed.state == TrialState.FAIL and failed.params == t.params
             retried[failed.number] = t.number
     assert len(retried) == (committed["origin"] == "retry").sum()  # each retry of its own failed trial
+    for failed, retry in list(retried.items())[:1]:  # retrain --trial of a retried trial names its retry
+        capsys.readouterr()
+        assert main(["retrain", str(home), "--trial", str(failed), "--device", "cpu"]) == 2
+        assert f"(failed; it was retried as trial {retry})" in capsys.readouterr().err
     cfg = load_study_config(home)
     url = f"sqlite:///{tmp_path / 'mnist-pareto.db'}"
     finished = committed["state"].isin(["COMPLETE", "PRUNED"]).sum()
@@ -153,6 +193,60 @@ def test_the_gpu_leases_trial_record_restores_to_the_study_it_recorded(tmp_path,
     assert study.user_attrs[STREAMS_ATTR] >= len(trials)  # new processes draw from streams none of these used
 
 
+def _rows(csv: bytes) -> list[dict[str, str]]:
+    import csv as csvlib
+
+    return list(csvlib.DictReader(io.StringIO(csv.decode())))
+
+
+def _written(rows: list[dict[str, str]]) -> str:
+    import csv as csvlib
+
+    out = io.StringIO()
+    writer = csvlib.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _waiting(number: int, fields: list[str]) -> dict[str, str]:
+    """A trial waiting to run, as report --csv writes one (no parameters, no results)."""
+    row = dict.fromkeys(fields, "")
+    row.update(number=str(number), outcome="waiting", state="WAITING", origin="sampler", baseline="False")
+    return row
+
+
+def test_running_and_waiting_trials_come_back_as_a_run_would_find_them(kept_study, tmp_path, capsys):
+    """A trial running when the CSV was written comes back failed with no reason (as a killed
+    trial), and the next run retries it with its parameters; a trial waiting at the CSV's end
+    is left out (said), one waiting before trials that ran is refused (nothing written)."""
+    study, _, csv = kept_study
+    n = _first_trained(csv)
+    rows = _rows(csv)
+    rows[n].update(state="RUNNING", outcome="running")
+    home = _new_home(tmp_path, study)
+    (tmp_path / "trials.csv").write_text(_written([*rows, _waiting(len(rows), list(rows[0]))]))
+    capsys.readouterr()
+    assert main(["restore", str(home), str(tmp_path / "trials.csv")]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(rows)} trials" in out and "note: 1 waiting trial at the CSV's end left out" in out, out
+    trials = _trials(tmp_path, "kept")
+    assert len(trials) == len(rows) and trials[n].state == TrialState.FAIL and "fail_reason" not in trials[n].user_attrs
+    study_now = open_study(load_study_config(home), f"sqlite:///{tmp_path / 'kept.db'}")
+    (retry,) = [t for t in study_now.get_trials() if t.state == TrialState.WAITING]
+    assert retry.system_attrs["failed_trial"] == n and retry.params == trials[n].params
+
+    middle = tmp_path / "middle"
+    middle.mkdir()
+    home = _new_home(middle, study)
+    last = dict(rows[-1], number=str(len(rows)), seed=str(int(float(rows[-1]["seed"])) + 1) if rows[-1]["seed"] else "")
+    (middle / "trials.csv").write_text(_written([*rows[:-1], _waiting(len(rows) - 1, list(rows[0])), last]))
+    before = snapshot(middle)
+    assert main(["restore", str(home), str(middle / "trials.csv")]) == 2
+    assert f"trial {len(rows) - 1} was waiting, with trials after it that ran" in capsys.readouterr().err
+    assert snapshot(middle) == before
+
+
 def _first_trained(csv: bytes) -> int:
     """The number of the CSV's first trained trial (its cells name an architecture)."""
     return int(pd.read_csv(io.BytesIO(csv)).query("outcome == 'complete'")["number"].iloc[0])
@@ -160,15 +254,9 @@ def _first_trained(csv: bytes) -> int:
 
 def _edited(csv: bytes, column: str, value: str) -> bytes:
     """``csv`` with ``column`` of its first trained trial set to ``value``."""
-    import csv as csvlib
-
-    rows = list(csvlib.DictReader(io.StringIO(csv.decode())))
+    rows = _rows(csv)
     rows[_first_trained(csv)][column] = value
-    out = io.StringIO()
-    writer = csvlib.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue().encode()
+    return _written(rows).encode()
 
 
 def _damaged(csv: bytes, case: str) -> bytes:
@@ -176,6 +264,7 @@ def _damaged(csv: bytes, case: str) -> bytes:
     return {
         "no-number-column": "".join(lines).replace("number,", "nummer,", 1).encode(),
         "a-trial-missing": "".join(lines[:3] + lines[4:]).encode(),
+        "a-trial-twice": "".join(lines[:3] + lines[2:]).encode(),
         "not-utf8": b"\xff\xfe" + csv,
         "no-rows": lines[0].encode(),
         "another-seed": _edited(csv, "seed", "99"),
@@ -183,12 +272,21 @@ def _damaged(csv: bytes, case: str) -> bytes:
         "another-space": _edited(csv, "param_w", "3"),
         "wrong-param-count": _edited(csv, "params", "12345"),
         "distilled": _edited(csv, "teacher", "teacher.pt2"),
+        "bad-curve": _edited(csv, "intermediate_values", "1:0.5 1:0.6"),
+        "state-not-outcome": _edited(csv, "state", "PRUNED"),
+        "other-repeats": _edited(csv, "repeats", "2"),
+        "other-ema": _edited(csv, "ema_decay", "0.5"),
     }[case]
 
 
 @pytest.mark.parametrize("case,words", [
     ("no-number-column", ["not a trial CSV", "'number'"]),
     ("a-trial-missing", ["trial 2 is missing"]),
+    ("a-trial-twice", ["trial 1 is in it twice"]),
+    ("bad-curve", ["trial {n}", "intermediate_values: '1:0.6' is not epoch:score"]),
+    ("state-not-outcome", ["trial {n}", "outcome 'complete' with state 'PRUNED'"]),
+    ("other-repeats", ["trial {n}", "trained with 2 seeds", "study.repeats = 1"]),
+    ("other-ema", ["trial {n}", "ema_decay = 0.5", "train.ema_decay = 0.0"]),
     ("not-utf8", ["not UTF-8"]),
     ("no-rows", ["holds no trials"]),
     ("another-seed", ["trial {n}", "seed 99", "another study"]),
