@@ -78,27 +78,38 @@ chosen_for_retrain() {  # STUDY.toml: the trial numbers `harness retrain --top T
   # --spread SPREAD) would retrain, without the baseline
   python3 - "$1" "$TOP" "$SPREAD" <<'PY'
 import sys
+from harness.errors import HarnessError
 from harness.retrain import select_for_retrain
 from harness.study import open_existing_study
-cfg, _, study = open_existing_study(sys.argv[1])
-pareto = cfg.mode == "pareto"
-chosen = select_for_retrain(study, None if pareto else int(sys.argv[2]), include_baseline=False,
-                            spread=int(sys.argv[3]) if pareto else None)
+try:
+    cfg, _, study = open_existing_study(sys.argv[1])
+    pareto = cfg.mode == "pareto"
+    chosen = select_for_retrain(study, None if pareto else int(sys.argv[2]), include_baseline=False,
+                                spread=int(sys.argv[3]) if pareto else None)
+except HarnessError as exc:
+    sys.exit(f"results_gpu: cannot choose the trials to retrain: {exc}")
 print(" ".join(str(t.number) for t in chosen))
 PY
 }
 retrain_until() {  # STUDY.toml: harness retrain of its TOP best (a Pareto study: SPREAD front points),
   # one process per trial, side by side (a small network's steps are launch-bound on a GPU, as in
   # the search), each stopped after RETRAIN_SECONDS (its finished runs are kept)
-  local numbers n pids=() rc=0 r p
-  numbers=$(chosen_for_retrain "$1") || { echo "results_gpu: cannot choose the trials to retrain in $1" >&2; return 2; }
+  local numbers n pids=() rc=0 r p cut=
+  numbers=$(chosen_for_retrain "$1") || return 2
   echo "results_gpu: retraining trials $numbers of $1 side by side"
   for n in $numbers; do
     timeout -s INT "$RETRAIN_SECONDS" "${harness[@]}" retrain --trial "$n" --seeds 3 --epochs 20 \
       --device "$device" --data-dir "$data" "$1" &
     pids+=($!)
   done
-  for p in "${pids[@]}"; do wait "$p"; r=$?; [ $rc -eq 0 ] && rc=$r; done
+  for p in "${pids[@]}"; do
+    wait "$p"; r=$?
+    # cut at RETRAIN_SECONDS (timeout's SIGINT: 124): its finished runs are stored, the results
+    # say how many seeds each trial has; not a failure
+    [ $r -eq 124 ] && { cut=1; r=0; }
+    [ $rc -eq 0 ] && rc=$r
+  done
+  [ -n "${cut:-}" ] && echo "results_gpu: retrain of $1 cut at RETRAIN_SECONDS ($RETRAIN_SECONDS s); its finished runs are kept"
   return $rc
 }
 pick_text() {  # STUDY.toml: which trials the retrain step chose, in words
@@ -110,13 +121,24 @@ for s in "${todo[@]}"; do
     search)
       python3 -c "import torch; print(f'{torch.cuda.get_device_name(0)}; torch {torch.__version__}, CUDA {torch.version.cuda}; $(date -u +%Y-%m-%d)')" \
         >runs/results_gpu-device.txt 2>/dev/null || echo "$device" >runs/results_gpu-device.txt
+      searched=()
       for st in "${studies[@]}"; do  # a study whose database is gone goes on from its committed trial record
+        rm -f "runs/results_gpu-restored-$st.txt"
         db=$(python3 -c "import sys; from harness.config import load_study_config as l; from harness.storage import sqlite_path as p; print(p(l(sys.argv[1]).default_storage()) or '')" "studies/$st.toml")
         if [ -n "$db" ] && [ ! -e "$db" ] && [ -f "results/$st-trials.csv" ]; then
-          "${harness[@]}" restore "studies/$st.toml" "results/$st-trials.csv" | tee "runs/results_gpu-restored-$st.txt" || status=$?
+          # a restore that fails leaves that study out: a search from trial 0 would end in a
+          # results step writing its record over the committed one
+          "${harness[@]}" restore "studies/$st.toml" "results/$st-trials.csv" >"runs/results_gpu-restored-$st.txt" \
+            || { status=2; echo "results_gpu: $st left out: its restore failed (above)" >&2; rm -f "runs/results_gpu-restored-$st.txt"; continue; }
+          cat "runs/results_gpu-restored-$st.txt"
         fi
+        searched+=("$st")
       done
-      both search search_until || status=$? ;;
+      if [ ${#searched[@]} -gt 0 ]; then
+        all=("${studies[@]}"); studies=("${searched[@]}")
+        both search search_until || status=$?
+        studies=("${all[@]}")
+      fi ;;
     retrain)
       both retrain retrain_until || status=$? ;;
     baseline)
