@@ -27,6 +27,7 @@ __all__ = [
     "save_weights",
     "upload_state_dict",
     "weights_filename",
+    "weights_id",
 ]
 
 #: Trial user attribute holding the artifact id of the trial's trained weights.
@@ -113,13 +114,27 @@ def load_state_dict(store: FileSystemArtifactStore, artifact_id: str, what: str)
     return state
 
 
+def weights_id(trial: FrozenTrial) -> str:
+    """The artifact id of the weights ``trial`` stored.
+
+    Raises:
+        HarnessError: it stored none (and why: a study restored from a CSV, or one older than
+            stored weights).
+    """
+    artifact_id = trial.user_attrs.get(WEIGHTS_ATTR)
+    if not artifact_id:
+        restored = trial.user_attrs.get("restored_from")  # harness.restore: a CSV holds no weights
+        why = (f"the study was restored from {restored}, which holds none: `harness retrain --trial {trial.number}`, "
+               f"then export it with --seed" if restored else "it ran before weights were kept")
+        raise HarnessError(f"trial {trial.number} has no stored weights ({why})")
+    return artifact_id
+
+
 def load_weights(trial: FrozenTrial, store: FileSystemArtifactStore) -> dict:
     """The state dict stored by ``trial``.
 
     Raises:
         HarnessError: the trial stored no weights, or the artifact is missing or unreadable.
     """
-    artifact_id = trial.user_attrs.get(WEIGHTS_ATTR)
-    if not artifact_id:
-        raise HarnessError(f"trial {trial.number} has no stored weights (it ran before weights were kept)")
+    artifact_id = weights_id(trial)
     return load_state_dict(store, artifact_id, f"trial {trial.number}")

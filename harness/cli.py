@@ -248,7 +248,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from harness.artifacts import load_weights, open_artifact_store
+    from harness.artifacts import load_weights, open_artifact_store, weights_id
     from harness.data import load_mnist
     from harness.export import DEFAULT_FORMATS, check_formats, check_out_dir, export_trial, output_paths, select_trial
     from harness.retrain import retrained_weights
@@ -263,6 +263,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     protected = _study_files(args, cfg, url)
     check_outputs({"--out": out}, protected)
     trial = select_trial(study, args.trial)
+    if args.seed is None:
+        weights_id(trial)  # none stored: said before the artifact folder is looked for
     store = open_artifact_store(cfg.artifact_root(url), create=False)
     retrained = None
     if args.seed is None:

@@ -36,6 +36,7 @@ import csv
 import dataclasses
 import datetime
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +87,14 @@ def read_trials_csv(path: Path) -> list[dict[str, str]]:
         HarnessError: unreadable, not UTF-8, not a CSV, a column missing, no rows.
     """
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a spreadsheet's byte-order mark
             reader = csv.DictReader(f)
-            rows = list(reader)
-            columns = reader.fieldnames or []
+            columns = list(reader.fieldnames or [])
+            rows = []
+            for row in reader:
+                if None in row:  # DictReader's key for cells past the header's
+                    raise HarnessError(f"{path}: line {reader.line_num} has more cells than the header has columns")
+                rows.append(row)
     except FileNotFoundError:
         raise HarnessError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -100,6 +105,11 @@ def read_trials_csv(path: Path) -> list[dict[str, str]]:
         raise HarnessError(f"{path}: not UTF-8 text (a CSV of harness report --csv is)") from None
     except csv.Error as exc:
         raise HarnessError(f"{path}: not a CSV file: {exc}") from None
+    twice = [c for c in columns if columns.count(c) > 1]
+    if twice:
+        raise HarnessError(f"{path}: column {twice[0]!r} is in the header twice")
+    if "" in columns:
+        raise HarnessError(f"{path}: the header has a column with no name (column {columns.index('') + 1})")
     missing = [c for c in _NEEDED if c not in columns]
     if missing:
         raise HarnessError(f"{path}: not a trial CSV of `harness report --csv`: no column {missing[0]!r}")
@@ -147,11 +157,13 @@ def _value(cell: Any, dist: BaseDistribution, where: str) -> Any:
     return value
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)  # as a CSV writer writes one
+
+
 def _number(cell: str) -> float | None:
-    try:
-        value = float(cell)
-    except ValueError:
+    if not _NUMBER.fullmatch(cell):
         return None
+    value = float(cell)
     return value if math.isfinite(value) else None
 
 
@@ -181,7 +193,7 @@ def _curve(row: dict[str, str], where: str) -> dict[int, float]:
     for pair in row["intermediate_values"].split():
         step, _, value = pair.partition(":")
         number = _number(value)
-        if not step.isdigit() or number is None or int(step) in curve:
+        if not (step.isascii() and step.isdigit()) or len(step) > 6 or number is None or int(step) in curve:
             raise HarnessError(f"{where}: intermediate_values: {pair!r} is not epoch:score")
         curve[int(step)] = number
     return curve
@@ -224,6 +236,9 @@ class _Row:
             raise HarnessError(f"{where} was distilled from {row['teacher']}: its teacher's record is not in a CSV, so "
                                "a distilled study cannot be restored")  # fmt: skip
         self.baseline = bool(_bool(row, "baseline", where))
+        if (self.origin == "baseline") != self.baseline and not (self.baseline and self.origin == "retry"):
+            raise HarnessError(f"{where}: origin {self.origin!r} with baseline = {self.baseline}: only the baseline "
+                               "(or a retry of it) is the baseline")  # fmt: skip
         cells = {k[len("param_"):]: v for k, v in row.items() if k and k.startswith("param_") and v not in ("", None)}
         self.spec, self.recipe = None, cfg.train
         replay = _ReplayTrial(cells, where)
@@ -272,14 +287,28 @@ class _Row:
                                    f"CSV says {row['arch']!r}: not a trial of this study file")  # fmt: skip
         counted = _int(row, "params", where)
         if counted is not None and counted != self.count:
-            raise HarnessError(f"{where}: params = {counted:,}, but its architecture has {self.count} parameters")
+            has = f"{self.count:,} parameters" if self.count is not None else "no parameter count (it is not buildable)"
+            raise HarnessError(f"{where}: params = {row['params']}, but its architecture has {has}")
         self.seed = _int(row, "seed", where)
         if self.seed is not None and self.seed != cfg.seed + number:
             raise HarnessError(f"{where}: seed {self.seed} is not study.seed + the trial number ({cfg.seed} + {number}): "
                                "a CSV of another study's seed")  # fmt: skip
         self.curve = _curve(row, where) if "intermediate_values" in row else None  # a CSV before curves: None
         self.epochs = _int(row, "epochs_run", where)
+        if self.epochs is not None and not 1 <= self.epochs <= self.recipe.epochs:
+            raise HarnessError(f"{where}: epochs_run = {row['epochs_run']}, but the study file trains "
+                               f"train.epochs = {self.recipe.epochs}")  # fmt: skip
         self.val = _float(row, "val_acc", where)
+        for column in ("val_acc", "test_acc"):
+            if (value := _float(row, column, where)) is not None and not 0 <= value <= 1:
+                raise HarnessError(f"{where}: {column} = {row[column]} is not an accuracy (0 to 1)")
+        for column, most in (("train_images", 60_000), ("test_images", 10_000)):  # MNIST's
+            if (value := _int(row, column, where)) is not None and not 0 < value <= most:
+                raise HarnessError(f"{where}: {column} = {row[column]} is not a number of MNIST images (1 to {most:,})")
+        if (value := _float(row, "train_seconds", where)) is not None and value < 0:
+            raise HarnessError(f"{where}: train_seconds = {row['train_seconds']} is negative")
+        if self.curve is not None:
+            self._check_curve(cfg)
         trained = self.state == TrialState.COMPLETE and self.outcome == "complete"
         if trained and (self.val is None or self.epochs is None):
             raise HarnessError(f"{where}: a completed trial without val_acc or epochs_run")
@@ -303,8 +332,25 @@ class _Row:
             if repeats > 1 and len(self.repeat_val_accs) != repeats:
                 raise HarnessError(f"{where}: repeat_val_accs holds {len(self.repeat_val_accs)} scores for {repeats} seeds")
         if self.outcome == "over_budget" and (self.count is None or self.count <= cfg.budget):
-            raise HarnessError(f"{where}: rejected over the budget, but its {self.count} parameters are within "
-                               f"study.budget = {cfg.budget:,}")  # fmt: skip
+            has = f"its {self.count:,} parameters are" if self.count is not None else "it has no parameter count, so is not"
+            raise HarnessError(f"{where}: rejected over the budget, but {has} within study.budget = {cfg.budget:,}")
+
+    def _check_curve(self, cfg: StudyConfig) -> None:
+        """The pruner's scores as the objective reports them: none with two objectives or before
+        training; else one each epoch from the first (a repeat: its original's), up to epochs_run
+        (a failed trial: maybe one less, stopped before its last report)."""
+        steps, where = sorted(self.curve or {}), self.where
+        bad = ""
+        if steps and (cfg.mode == "pareto" or (self.epochs is None and self.outcome != "duplicate")):
+            bad = "scores of a trial that reported none (two objectives, or not trained)"
+        elif steps and steps != list(range(1, steps[-1] + 1)):
+            bad = "not one score each epoch from epoch 1"
+        elif cfg.mode == "single" and self.epochs is not None and self.outcome != "duplicate":
+            last = steps[-1] if steps else 0
+            if not (last == self.epochs or (self.state == TrialState.FAIL and last in (self.epochs - 1, self.epochs))):
+                bad = f"scores up to epoch {last}, but epochs_run = {self.epochs}"
+        if bad:
+            raise HarnessError(f"{where}: intermediate_values: {bad}")
 
     def trial(self, earlier: list[_Row], csv_name: str) -> FrozenTrial:
         """This row's trial; ``earlier``: the rows before it (for the trial a retry or a repeat
@@ -339,6 +385,7 @@ class _Row:
             if failed is None:
                 raise HarnessError(f"{where}: a retry, but no failed trial before it has its parameters")
             system["failed_trial"] = failed.number
+            ua["retry_of"] = failed.number
             system["retry_history"] = [*failed.retry_history, failed.number]
             if failed.fixed:
                 system["fixed_params"] = dict(self.params)
@@ -421,13 +468,33 @@ def _rungs(cfg: StudyConfig, curve: dict[int, float], epochs: int) -> dict[str, 
     return rungs
 
 
+def _undo(name: str, storage: Any, created: bool, files: list[Path], made: list[Path]) -> None:
+    """Remove what a restore that did not finish wrote: its study, and the files and folders
+    it created (a database that held other studies keeps them)."""
+    import contextlib
+
+    if created and storage is not None:
+        with contextlib.suppress(Exception):  # the error that brought us here is the one to report
+            optuna.delete_study(study_name=name, storage=storage)
+    if storage is not None:
+        storage.engine.dispose()
+    for f in files:
+        with contextlib.suppress(OSError):
+            f.unlink()
+    for folder in made:  # deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def _retried(rows: list[_Row]) -> set[int]:
     return {r.retry_history[-1] for r in rows if getattr(r, "retry_history", None)}
 
 
 def restore_study(cfg: StudyConfig, storage_url: str, csv_path: Path) -> RestoredStudy:
     """Create study ``cfg.name`` in ``storage_url`` from the trials in ``csv_path``; a later
-    ``harness run`` resumes it. Everything is read and checked before anything is written.
+    ``harness run`` resumes it. Everything is read and checked before anything is written; a
+    stop (Ctrl-C, SIGTERM) while it is written waits for the write, then undoes it, so the
+    storage never holds half a study.
 
     Raises:
         HarnessError: a bad CSV, or one of another study file (the message names the trial
@@ -476,27 +543,45 @@ def restore_study(cfg: StudyConfig, storage_url: str, csv_path: Path) -> Restore
     trials = [r.trial(checked[:i], str(csv_path)) for i, r in enumerate(checked)]
     not_restored = [c for c in columns if c and any(row.get(c) for row in rows)
                     and (c in _NOT_RESTORED or (c not in _READ and not c.startswith("param_")))]  # fmt: skip
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    from harness.runner import interrupts_held
+
+    # What the write may create, to be removed again if it does not finish: the database's
+    # missing folders, and its files (database, journal, lock) that are not there yet.
+    made = [] if path is None else [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    files = [] if path is None else [p for p in (path, *(path.with_name(path.name + x)
+                                                         for x in ("-journal", "-wal", "-shm", ".lock")))
+                                     if not p.exists()]  # fmt: skip
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "A new study created" chatter: the CLI says what it did
-    with study_lock(storage_url, cfg.name):
-        storage = make_storage(storage_url, cfg.heartbeat_interval, cfg.grace_period)
-        if cfg.name in _study_names(storage, storage_url):  # made since the check
-            raise exists
-        study = optuna.create_study(storage=storage, study_name=cfg.name, directions=MODES[cfg.mode][1],
-                                    sampler=make_sampler(cfg), pruner=make_pruner(cfg))  # fmt: skip
+    storage = None
+    created = False
+    with interrupts_held() as stops:  # a stop waits, then undoes the write: never half a study
         try:
-            record_settings(study, cfg, new=True)
-            study.add_trials(trials)
-            # The random streams that proposed these trials are not in the CSV: later processes
-            # start past as many streams as there are trials (more than the processes a study
-            # ran in practice), so none replays an old stream's proposals.
-            study.set_user_attr(STREAMS_ATTR, len(trials))
-            study.set_user_attr(RESTORED_ATTR, str(csv_path))
-        except BaseException:  # half a study would be resumed as if whole
-            optuna.delete_study(study_name=cfg.name, storage=storage)
-            raise
-    outcomes: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        outcomes[classify(t)] = outcomes.get(classify(t), 0) + 1
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            with study_lock(storage_url, cfg.name):
+                storage = make_storage(storage_url, cfg.heartbeat_interval, cfg.grace_period)
+                if cfg.name in _study_names(storage, storage_url):  # made since the check
+                    raise exists
+                study = optuna.create_study(storage=storage, study_name=cfg.name, directions=MODES[cfg.mode][1],
+                                            sampler=make_sampler(cfg), pruner=make_pruner(cfg))  # fmt: skip
+                created = True
+                record_settings(study, cfg, new=True)
+                study.add_trials(trials)
+                # The random streams that proposed these trials are not in the CSV: later processes
+                # start past as many streams as there are trials (more than the processes a study
+                # ran in practice), so none replays an old stream's proposals.
+                study.set_user_attr(STREAMS_ATTR, len(trials))
+                study.set_user_attr(RESTORED_ATTR, str(csv_path))
+                outcomes: dict[str, int] = {}
+                for t in study.get_trials(deepcopy=False):
+                    outcomes[classify(t)] = outcomes.get(classify(t), 0) + 1
+                if stops:
+                    raise KeyboardInterrupt  # undone below; the held stop then ends the command
+        except BaseException:
+            _undo(cfg.name, storage, created, files, made)
+            if not stops:
+                raise
+        finally:
+            if storage is not None:
+                storage.engine.dispose()
     return RestoredStudy(len(trials), outcomes, left_out, not_restored)

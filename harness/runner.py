@@ -351,19 +351,20 @@ def interrupts_held():
     """Ctrl-C and SIGTERM wait until the block ends, then interrupt as usual (sent again to
     this process): what the block writes lands whole, such as a retrain's weights file and the
     record that names it, or an export's files and their card. Keep the block to writes that
-    end in moments. (Not a signal mask: torch's threads would take the signal.)"""
+    end in moments. Yields the list of stops held so far (signal numbers). (Not a signal mask:
+    torch's threads would take the signal.)"""
     import os
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():  # handlers can be set there only
-        yield
+        yield []
         return
     pending: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
                 for sig in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
     try:
-        yield
+        yield pending  # the stops held so far: a block may undo its writes when there are any
     finally:
         restore_signals(previous)
         if pending:

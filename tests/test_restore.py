@@ -177,6 +177,11 @@ def test_the_gpu_leases_trial_record_restores_to_the_study_it_recorded(tmp_path,
             assert failed.number < t.number and failed.state == TrialState.FAIL and failed.params == t.params
             retried[failed.number] = t.number
     assert len(retried) == (committed["origin"] == "retry").sum()  # each retry of its own failed trial
+    best = next(t.number for t in trials if t.state == TrialState.COMPLETE)  # export says why it cannot
+    capsys.readouterr()
+    assert main(["export", str(home), "--trial", str(best), "--out", str(tmp_path / "exports")]) == 2
+    assert f"(the study was restored from {GPU_CSV}, which holds none: `harness retrain --trial {best}`" in capsys.readouterr().err
+    assert not (tmp_path / "exports").exists()
     for failed, retry in list(retried.items())[:1]:  # retrain --trial of a retried trial names its retry
         capsys.readouterr()
         assert main(["retrain", str(home), "--trial", str(failed), "--device", "cpu"]) == 2
@@ -247,6 +252,49 @@ def test_running_and_waiting_trials_come_back_as_a_run_would_find_them(kept_stud
     assert snapshot(middle) == before
 
 
+def test_a_stop_while_restoring_writes_nothing_and_a_byte_order_mark_is_read(kept_study, tmp_path, monkeypatch, capsys):
+    """Ctrl-C (twice, even) while the trials are written: the restore finishes its write, then
+    undoes it: no database, no lock file, exit 130; into a database that holds another study,
+    that study is untouched. A CSV saved with a byte-order mark (a spreadsheet's) restores."""
+    import os
+    import signal
+
+    study, _, csv = kept_study
+    home = _new_home(tmp_path, study)
+    (tmp_path / "trials.csv").write_bytes(b"\xef\xbb\xbf" + csv)  # UTF-8 with a byte-order mark
+    before = snapshot(tmp_path)
+    add_trials = optuna.Study.add_trials
+
+    def stopped_part_way(self, trials):
+        add_trials(self, trials[: len(trials) // 2])
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C, during the undo's turn
+        add_trials(self, trials[len(trials) // 2 :])
+
+    monkeypatch.setattr(optuna.Study, "add_trials", stopped_part_way)
+    assert main(["restore", str(home), str(tmp_path / "trials.csv")]) == 130
+    assert "harness: interrupted" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before  # nothing left: no half study, no database or lock file
+
+    other = tmp_path / "other"  # a database holding another study keeps it whole
+    other.mkdir()
+    home_b = _new_home(other, study)
+    home_b.write_text(home_b.read_text().replace('name = "kept"', 'name = "kept-b"'))
+    monkeypatch.setattr(optuna.Study, "add_trials", add_trials)
+    assert main(["restore", str(home_b), str(tmp_path / "trials.csv"), "--storage", f"sqlite:///{tmp_path / 'both.db'}"]) == 0
+    monkeypatch.setattr(optuna.Study, "add_trials", stopped_part_way)
+    assert main(["restore", str(home), str(tmp_path / "trials.csv"), "--storage", f"sqlite:///{tmp_path / 'both.db'}"]) == 130
+    names = {s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'both.db'}")}
+    assert names == {"kept-b"} and len(_trials_at(tmp_path / "both.db", "kept-b")) == len(_rows(csv))
+    monkeypatch.setattr(optuna.Study, "add_trials", add_trials)
+    assert main(["restore", str(home), str(tmp_path / "trials.csv")]) == 0  # the BOM: read as the CSV it is
+    assert len(_trials(tmp_path, "kept")) == len(_rows(csv))
+
+
+def _trials_at(db: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}").get_trials()
+
+
 def _first_trained(csv: bytes) -> int:
     """The number of the CSV's first trained trial (its cells name an architecture)."""
     return int(pd.read_csv(io.BytesIO(csv)).query("outcome == 'complete'")["number"].iloc[0])
@@ -274,6 +322,14 @@ def _damaged(csv: bytes, case: str) -> bytes:
         "distilled": _edited(csv, "teacher", "teacher.pt2"),
         "bad-curve": _edited(csv, "intermediate_values", "1:0.5 1:0.6"),
         "state-not-outcome": _edited(csv, "state", "PRUNED"),
+        "curve-gap": _edited(csv, "intermediate_values", "1:0.5 3:0.6"),
+        "curve-huge-epoch": _edited(csv, "intermediate_values", "99999999999999999999999:0.1"),
+        "accuracy-above-1": _edited(csv, "val_acc", "5.0"),
+        "too-many-images": _edited(csv, "test_images", "1e30"),
+        "epochs-run-huge": _edited(csv, "epochs_run", "999999999999"),
+        "origin-not-baseline": _edited(csv, "origin", "baseline"),
+        "extra-cell": csv.replace(b"\n", b",surplus\n", 2).replace(b",surplus\n", b"\n", 1),
+        "column-twice": csv.replace(b"number,", b"number,number,", 1),
         "other-repeats": _edited(csv, "repeats", "2"),
         "other-ema": _edited(csv, "ema_decay", "0.5"),
     }[case]
@@ -285,6 +341,14 @@ def _damaged(csv: bytes, case: str) -> bytes:
     ("a-trial-twice", ["trial 1 is in it twice"]),
     ("bad-curve", ["trial {n}", "intermediate_values: '1:0.6' is not epoch:score"]),
     ("state-not-outcome", ["trial {n}", "outcome 'complete' with state 'PRUNED'"]),
+    ("curve-gap", ["trial {n}", "intermediate_values: not one score each epoch from epoch 1"]),
+    ("curve-huge-epoch", ["trial {n}", "'99999999999999999999999:0.1' is not epoch:score"]),
+    ("accuracy-above-1", ["trial {n}", "val_acc = 5.0 is not an accuracy"]),
+    ("too-many-images", ["trial {n}", "test_images = 1e30 is not a number of MNIST images"]),
+    ("epochs-run-huge", ["trial {n}", "epochs_run = 999999999999, but the study file trains train.epochs = 3"]),
+    ("origin-not-baseline", ["trial {n}", "origin 'baseline' with baseline = False"]),
+    ("extra-cell", ["line 2 has more cells than the header has columns"]),
+    ("column-twice", ["column 'number' is in the header twice"]),
     ("other-repeats", ["trial {n}", "trained with 2 seeds", "study.repeats = 1"]),
     ("other-ema", ["trial {n}", "ema_decay = 0.5", "train.ema_decay = 0.0"]),
     ("not-utf8", ["not UTF-8"]),
@@ -292,7 +356,7 @@ def _damaged(csv: bytes, case: str) -> bytes:
     ("another-seed", ["trial {n}", "seed 99", "another study"]),
     ("another-arch", ["trial {n}", "'[8] | gap'", "not a trial of this study file"]),
     ("another-space", ["trial {n}", "param_w = '3'", "not one of"]),
-    ("wrong-param-count", ["trial {n}", "params = 12,345"]),
+    ("wrong-param-count", ["trial {n}", "params = 12345, but its architecture has"]),
     ("distilled", ["trial {n}", "teacher.pt2", "distilled"]),
     ("missing-file", ["nothing.csv", "no such file"]),
     ("study-exists", ["already exists"]),
