@@ -242,7 +242,6 @@ class _Row:
         cells = {k[len("param_"):]: v for k, v in row.items() if k and k.startswith("param_") and v not in ("", None)}
         self.spec, self.recipe = None, cfg.train
         replay = _ReplayTrial(cells, where)
-        self.space_rejected = self.space_failed = False
         self.retry_history: list[int] = []  # set by trial() for a retry
         self.fixed = False  # set by trial(): enqueued with its parameters
         self.params: dict[str, Any] = {}
@@ -257,8 +256,8 @@ class _Row:
         else:
             try:
                 self.spec = space.suggest(replay)
-            except optuna.TrialPruned:  # the space itself rejected the candidate
-                self.space_rejected = True
+            except optuna.TrialPruned:  # the space itself rejected the candidate (invalid): no spec
+                pass
             except Exception as exc:
                 # A failed (or running) trial may have stopped in the space, part way through its
                 # draws: it keeps the parameters drawn before. Any other trial's must all replay.
@@ -268,7 +267,6 @@ class _Row:
                 if not partial:
                     raise HarnessError(f"{where}: search space {space.name!r} fails on its parameters: "
                                        f"{exc.__class__.__name__}: {exc}") from None  # fmt: skip
-                self.space_failed = True
             if cfg.search_recipe and not self.baseline and self.spec is not None:
                 self.recipe = suggest_recipe(replay, cfg.train, cfg.recipe_fields)
         unused = sorted(set(cells) - set(replay.params))
@@ -487,7 +485,8 @@ def _undo(name: str, storage: Any, created: bool, files: list[Path], made: list[
 
 
 def _retried(rows: list[_Row]) -> set[int]:
-    return {r.retry_history[-1] for r in rows if getattr(r, "retry_history", None)}
+    """The numbers of the failed trials that ``rows`` retry."""
+    return {r.retry_history[-1] for r in rows if r.retry_history}
 
 
 def restore_study(cfg: StudyConfig, storage_url: str, csv_path: Path) -> RestoredStudy:
@@ -500,6 +499,7 @@ def restore_study(cfg: StudyConfig, storage_url: str, csv_path: Path) -> Restore
         HarnessError: a bad CSV, or one of another study file (the message names the trial
             and column). StorageError: the storage already holds a study of this name.
     """
+    from harness.runner import interrupts_held
     from harness.storage import check_can_write_in, make_storage, safe_url, sqlite_path, study_lock
     from harness.study import MODES, STREAMS_ATTR, _study_names, classify, make_pruner, make_sampler
     from harness.study import record_settings, stored_study_names
@@ -543,8 +543,6 @@ def restore_study(cfg: StudyConfig, storage_url: str, csv_path: Path) -> Restore
     trials = [r.trial(checked[:i], str(csv_path)) for i, r in enumerate(checked)]
     not_restored = [c for c in columns if c and any(row.get(c) for row in rows)
                     and (c in _NOT_RESTORED or (c not in _READ and not c.startswith("param_")))]  # fmt: skip
-    from harness.runner import interrupts_held
-
     # What the write may create, to be removed again if it does not finish: the database's
     # missing folders, and its files (database, journal, lock) that are not there yet.
     made = [] if path is None else [p for p in (path.parent, *path.parent.parents) if not p.exists()]
