@@ -13,7 +13,8 @@
 # retrain  each study's TOP best trials by validation accuracy (a Pareto study: SPREAD points
 #          of its front, default 5), all 60,000 images, 20 epochs, 3 seeds, the studies at
 #          once and each trial in a process of its own (`harness retrain --trial N`), each cut
-#          after RETRAIN_SECONDS (finished runs are kept);
+#          after RETRAIN_SECONDS (finished runs are kept; a cut step counts as done, with its
+#          seconds: `harness retrain --trial N` goes on from the kept runs);
 # baseline mnist-20k's seed network (19,290 parameters, its baseline trial) retrained the same
 #          way, for comparison on the same device (not selected by the search); only when
 #          mnist-20k is in STUDIES;

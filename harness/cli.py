@@ -300,9 +300,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     try:
         with output_the_reader_may_leave():  # `harness retrain ... | head`: the retrain goes on
             run_retrain(args.study_file, storage=args.storage, top=args.top, spread=args.spread, numbers=args.trial,
-                        seeds=args.seeds,
-                        epochs=args.epochs, include_baseline=not args.no_baseline, device=args.device,
-                        data_dir=args.data_dir, say=lambda line: print(line, flush=True))  # fmt: skip
+                        seeds=args.seeds, epochs=args.epochs, include_baseline=not args.no_baseline,
+                        device=args.device, data_dir=args.data_dir, say=lambda line: print(line, flush=True))  # fmt: skip
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM
         print("interrupted: the finished runs are kept; the same command goes on from them", file=sys.stderr)
         return exit_status_after_stop()

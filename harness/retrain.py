@@ -410,8 +410,8 @@ def run_retrain(
 ) -> dict[int, dict[str, Any]]:
     """``harness retrain``: open the study, choose its trials (the ``top`` best by validation,
     or ``spread`` points of a Pareto study's front, or the trial ``numbers`` given, those only;
-    none of them: the 3 best, a Pareto study's whole front), retrain each ``seeds`` times on all training images on ``device`` (else the
-    study file's), store the runs, and ``say`` what it does and each trial's result. SIGTERM
+    none of them: the 3 best, a Pareto study's whole front), retrain each ``seeds`` times on
+    all training images on ``device`` (else the study file's), store the runs, and ``say`` what it does and each trial's result. SIGTERM
     (a scheduler's stop) ends it as Ctrl-C does, from its start: a KeyboardInterrupt, the
     finished runs kept. Returns :func:`retrain_trials`' records.
 
