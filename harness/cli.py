@@ -313,16 +313,11 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
     from harness.config import load_study_config
     from harness.restore import restore_study
-    from harness.storage import check_optuna_sqlite, check_study_storage, safe_url, sqlite_path
-    from harness.study import counted
+    from harness.storage import safe_url, sqlite_path
+    from harness.study import counted, storage_to_write
 
     cfg = load_study_config(args.study_file)
-    url = args.storage or cfg.storage
-    if url:
-        check_study_storage(url, args.study_file, from_study_file=not args.storage)
-    else:
-        url = cfg.default_storage()
-    check_optuna_sqlite(url, for_writing=True)
+    url = storage_to_write(args.study_file, cfg, args.storage)
     if url.startswith("sqlite") and sqlite_path(url) is None:
         raise HarnessError(f"storage {url!r}: in-memory SQLite keeps nothing; give a file (sqlite:///study.db)")
     restored = restore_study(cfg, url, Path(args.trials_csv))

@@ -378,8 +378,9 @@ class _Row:
         if self.origin == "enqueued":  # as enqueued by the study file (a retry of it keeps the mark)
             ua["enqueued"] = True
         if self.origin == "retry":
+            taken = _retried(earlier)
             failed = next((r for r in earlier if r.state == TrialState.FAIL and r.params == self.params
-                           and r.baseline == self.baseline and r.number not in _retried(earlier)), None)  # fmt: skip
+                           and r.baseline == self.baseline and r.number not in taken), None)  # fmt: skip
             if failed is None:
                 raise HarnessError(f"{where}: a retry, but no failed trial before it has its parameters")
             system["failed_trial"] = failed.number
@@ -500,7 +501,7 @@ def restore_study(cfg: StudyConfig, storage_url: str, csv_path: Path) -> Restore
             and column). StorageError: the storage already holds a study of this name.
     """
     from harness.runner import interrupts_held
-    from harness.storage import check_can_write_in, make_storage, safe_url, sqlite_path, study_lock
+    from harness.storage import check_can_write_in, make_storage, safe_url, sqlite_files, sqlite_path, study_lock
     from harness.study import MODES, STREAMS_ATTR, _study_names, classify, make_pruner, make_sampler
     from harness.study import record_settings, stored_study_names
     from search_spaces import get_search_space
@@ -546,9 +547,7 @@ def restore_study(cfg: StudyConfig, storage_url: str, csv_path: Path) -> Restore
     # What the write may create, to be removed again if it does not finish: the database's
     # missing folders, and its files (database, journal, lock) that are not there yet.
     made = [] if path is None else [p for p in (path.parent, *path.parent.parents) if not p.exists()]
-    files = [] if path is None else [p for p in (path, *(path.with_name(path.name + x)
-                                                         for x in ("-journal", "-wal", "-shm", ".lock")))
-                                     if not p.exists()]  # fmt: skip
+    files = [] if path is None else [p for p in sqlite_files(path) if not p.exists()]
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "A new study created" chatter: the CLI says what it did
     storage = None
     created = False

@@ -77,8 +77,8 @@ def plan_run(
 
     from harness.config import check_enqueued_once, load_study_config, with_overrides
     from harness.data import check_mnist_files, load_mnist
-    from harness.storage import check_can_write_in, check_optuna_sqlite, check_study_storage, sqlite_path
-    from harness.study import check_resumable
+    from harness.storage import check_can_write_in, sqlite_path
+    from harness.study import check_resumable, storage_to_write
     from harness.train import resolve_device
 
     cfg = load_study_config(study_file)
@@ -89,12 +89,7 @@ def plan_run(
     if jobs < 1:
         raise HarnessError(f"--jobs (--workers) must be >= 1, got {jobs}")
     cfg = with_overrides(cfg, device=device)
-    url = storage or cfg.storage
-    if url:
-        check_study_storage(url, study_file, from_study_file=not storage)
-    else:  # the default file: its folder is made by run_study, once there are trials to run
-        url = cfg.default_storage()
-    check_optuna_sqlite(url, for_writing=True)
+    url = storage_to_write(study_file, cfg, storage)  # its folder is made by run_study, once there are trials to run
     if jobs > 1 and url.startswith("sqlite") and sqlite_path(url) is None:
         raise HarnessError("--jobs > 1 needs a storage the worker processes share: in-memory SQLite is one process's")
     if url.startswith("sqlite") and sqlite_path(url) is None:

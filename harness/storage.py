@@ -41,7 +41,7 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT_S", "STALE_RETRIES", "RetryStaleTrial", "check_can_write_in", "check_optuna_sqlite", "check_outputs", "check_storage_url",
     "check_study_storage",
     "heartbeat_ages", "make_storage", "redact", "safe_url",
-    "sqlalchemy_backend", "sqlite_path", "storage_beside", "study_lock",
+    "sqlalchemy_backend", "sqlite_files", "sqlite_path", "storage_beside", "study_lock",
 ]  # fmt: skip
 
 SQLITE_BUSY_TIMEOUT_S = 600.0  # seconds a SQLite connection waits for the write lock
@@ -281,7 +281,7 @@ def check_outputs(outputs: dict[str, Path], protected: list[Path], *, models: bo
         r = p.resolve()
         guarded.append(r)
         if r.suffix in _DATABASE_SUFFIXES or _is_sqlite_file(r):  # not there yet, or any name
-            guarded += [r.with_name(r.name + x) for x in _SQLITE_SIBLINGS]
+            guarded += sqlite_files(r)[1:]
     for flag, path in outputs.items():
         r = path.resolve()
         for g in guarded:
@@ -315,6 +315,11 @@ _MODEL_SUFFIXES = {".pt2": "model file (.pt2), which only `harness export` write
                    ".onnx": "model file (.onnx), which only `harness export` writes"}  # fmt: skip
 #: Files beside a SQLite database: the study lock's (study_lock) and SQLite's own.
 _SQLITE_SIBLINGS = (".lock", "-journal", "-wal", "-shm")
+
+
+def sqlite_files(path: Path) -> list[Path]:
+    """A SQLite database ``path`` and the files beside it (lock, journal, WAL, shared memory)."""
+    return [path, *(path.with_name(path.name + x) for x in _SQLITE_SIBLINGS)]
 
 
 def _kind_never_overwritten(path: Path, models: bool) -> str | None:

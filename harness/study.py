@@ -45,6 +45,7 @@ __all__ = [
     "rank_key",
     "record_settings",
     "search_settings",
+    "storage_to_write",
     "stored_study_names",
     "stream_seed",
     "summarize",
@@ -248,6 +249,21 @@ def record_settings(study: optuna.Study, cfg: StudyConfig, *, new: bool) -> None
         study.set_user_attr(LAST_SEARCH_SETTINGS_ATTR, settings)
     if "data" not in study.user_attrs:  # a study made before the data fingerprint adopts this file's
         study.set_user_attr("data", _measured_settings(cfg)["data"])
+
+
+def storage_to_write(study_file: str | Path, cfg: StudyConfig, storage: str | None) -> str:
+    """The storage URL a command that writes a study uses: ``storage`` (--storage), else the study
+    file's ``study.storage``, else its default SQLite file; checked before anything is written
+    (the URL, and an existing SQLite file must be an Optuna storage)."""
+    from harness.storage import check_study_storage
+
+    url = storage or cfg.storage
+    if url:
+        check_study_storage(url, study_file, from_study_file=not storage)
+    else:  # the default file: its folder is made once there is something to write
+        url = cfg.default_storage()
+    check_optuna_sqlite(url, for_writing=True)
+    return url
 
 
 def open_existing_study(study_file: str | Path, storage: str | None = None, *, writable: bool = False,
