@@ -553,6 +553,38 @@ def _unencodable_output(exc: UnicodeError) -> tuple[str | bytes, int]:
     return codecs.backslashreplace_errors(one)
 
 
+class _OutputError(OSError):
+    """Standard output cannot take what a command prints (a full disk, /dev/full)."""
+
+
+class _StandardOutput:
+    """``sys.stdout`` while a command runs: a write or flush that fails other than on a closed
+    pipe raises :class:`_OutputError`, which :func:`main` reports in one line (it was a
+    traceback). run and retrain wrap it in turn and go on without their output
+    (``runner.output_the_reader_may_leave``), as they do once a pipe's reader has left."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._guarded(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    @staticmethod
+    def _guarded(call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:  # the reader left: main ends quietly
+            raise
+        except OSError as exc:
+            raise _OutputError(exc.errno, exc.strerror or str(exc)) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
@@ -580,8 +612,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from harness.storage import redact  # a driver's message may echo a storage password
 
+    stdout = sys.stdout
+    if stdout is not None:  # None: closed from the start (`>&-`), print() writes nothing
+        sys.stdout = _StandardOutput(stdout)
     try:
-        return handlers[args.command](args)
+        status = handlers[args.command](args)
+        if sys.stdout is not None:  # what is still buffered fails here, not in Python's flush at exit
+            sys.stdout.flush()
+        return status
+    except _OutputError as exc:
+        from harness.runner import discard_output
+
+        discard_output(stdout)  # nothing more is tried, and no second error at exit
+        print(f"harness: error: standard output: cannot write: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     except HarnessError as exc:
         print(redact(f"harness: error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
@@ -603,8 +647,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `harness status ... | head`: the reader left; not an error of ours
         from harness.runner import discard_output
 
-        discard_output(sys.stdout)  # no second error at exit
+        discard_output(stdout)  # no second error at exit
         return 0
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":  # pragma: no cover

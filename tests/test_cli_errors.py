@@ -1801,3 +1801,18 @@ def test_an_enqueued_value_just_outside_the_range_at_a_grid_end_is_that_end():
     assert _CheckingTrial({"x": -0.0000000001}).suggest_float("x", 0.0, 0.3, step=0.05) == 0.0
     with pytest.raises(ValueError, match=r"must be a number in \[0.0, 0.3\] in steps of 0.05"):
         _CheckingTrial({"x": 0.3001}).suggest_float("x", 0.0, 0.3, step=0.05)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+@pytest.mark.parametrize("command", ["status", "report"])
+def test_a_short_command_whose_output_is_full_says_so_in_one_line(trained_study, tmp_path, command):
+    """`harness status > /dev/full`: one line naming standard output and why, exit 2 (it was an
+    OSError traceback from print, exit 1)."""
+    study, _ = trained_study
+    argv = ["status", str(study)] if command == "status" else \
+        ["report", str(study), "--out", str(tmp_path / "r.html"), "--csv", str(tmp_path / "t.csv")]  # fmt: skip
+    done = subprocess.run(f"{shlex.join([sys.executable, '-m', 'harness.cli', *argv])} >/dev/full", shell=True,
+                          stderr=subprocess.PIPE, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == ["harness: error: standard output: cannot write: No space left on device"]
+
