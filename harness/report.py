@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import html
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -386,19 +387,38 @@ never selected on. Rejected candidates were counted over the budget and never tr
     return frame
 
 
+def written_path(path: Path) -> Path:
+    """The file an output named ``path`` replaces: through a link, the file it points to (the
+    link stays a link; a rename onto the link would have put a plain file in its place)."""
+    return path.resolve() if path.is_symlink() else path
+
+
 def temporary_path(path: Path) -> Path:
     """Where ``path`` is written before it is moved into place (checked as an output too)."""
-    return path.with_name(path.name + ".tmp")
+    target = written_path(path)
+    return target.with_name(target.name + ".tmp")
+
+
+def written_in_place(path: Path) -> bool:
+    """Whether the output ``path`` is written into as it is rather than replaced: an existing
+    path that is no regular file or folder (a device such as /dev/stdout or /dev/null, a named
+    pipe). A rename would put a plain file where the device or pipe was."""
+    return path.exists() and not path.is_file() and not path.is_dir()
 
 
 def check_writable(path: Path) -> None:
     """Refuse ``path`` now when its temporary file cannot be made there (a read-only folder or
     file system), before a command does work whose output it could not write. Nothing is
-    left: the probe is removed.
+    left: the probe is removed. A device or pipe is not opened (a pipe's reader would take the
+    probe's close for the end of the output): only its permission is checked.
 
     Raises:
         HarnessError: naming the file and the reason.
     """
+    if written_in_place(path):
+        if not os.access(path, os.W_OK):
+            raise HarnessError(f"{path}: cannot write: Permission denied")
+        return
     tmp = temporary_path(path)
     there = tmp.exists()  # a stopped run's leftover: written over later anyway, left as it is now
     try:
@@ -413,23 +433,31 @@ def write_whole(files: dict[Path, str]) -> None:
     """Write each file to a temporary file beside it, then move them all into place: an output
     that cannot be written (or a Ctrl-C while writing) leaves every output as it was and no
     temporary file (only a stop between the final renames could move one and not the other).
+    A device or pipe (:func:`written_in_place`) is written into directly, after the files.
     Text that UTF-8 cannot encode (a file name's undecodable bytes) is written escaped.
 
     Raises:
         HarnessError: a file cannot be written, naming it.
     """
     written: list[tuple[Path, Path]] = []
+    in_place = [path for path in files if written_in_place(path)]
+    current = None
     try:
         for path, text in files.items():
-            tmp = temporary_path(path)
-            written.append((tmp, path))
-            tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
+            if path not in in_place:
+                current, tmp = path, temporary_path(path)
+                written.append((tmp, path))
+                tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
+        for path in in_place:
+            current = path
+            with path.open("w", encoding="utf-8", errors="backslashreplace") as stream:
+                stream.write(files[path])
     except BaseException as exc:
         for tmp, _ in written:
             with contextlib.suppress(OSError):  # on a read-only file system unlink fails too
                 tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise HarnessError(f"{written[-1][1]}: cannot write: {exc.strerror or exc}") from None
+            raise HarnessError(f"{current}: cannot write: {exc.strerror or exc}") from None
         raise
     for tmp, path in written:
-        tmp.replace(path)
+        tmp.replace(written_path(path))

@@ -1816,3 +1816,28 @@ def test_a_short_command_whose_output_is_full_says_so_in_one_line(trained_study,
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines() == ["harness: error: standard output: cannot write: No space left on device"]
 
+
+def test_report_writes_into_a_named_pipe_and_through_a_link_without_replacing_them(trained_study, tmp_path, capsys):
+    """--csv a named pipe (or a device: /dev/stdout) is written into, and stays a pipe: the
+    report's rename put a plain file in its place (the reader waited for ever; run as root
+    with --csv /dev/stdout it replaced the system's /dev/stdout). --out a link writes the file
+    it points to and the link stays a link (it was replaced by a plain file)."""
+    import stat
+    import threading
+
+    study, _ = trained_study
+    assert main(["report", str(study), "--out", str(tmp_path / "plain.html"), "--csv", str(tmp_path / "plain.csv")]) == 0
+    fifo, target, link = tmp_path / "pipe.csv", tmp_path / "real.html", tmp_path / "link.html"
+    os.mkfifo(fifo)
+    link.symlink_to(target.name)
+    read = []
+    reader = threading.Thread(target=lambda: read.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    assert main(["report", str(study), "--out", str(link), "--csv", str(fifo)]) == 0, capsys.readouterr().err
+    reader.join(timeout=60)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode), "the named pipe was replaced"
+    assert read == [(tmp_path / "plain.csv").read_bytes()]
+    assert link.is_symlink() and os.readlink(link) == target.name
+    plotly_ids = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # drawn anew each time
+    assert plotly_ids.sub("", target.read_text()) == plotly_ids.sub("", (tmp_path / "plain.html").read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.html", "pipe.csv", "plain.csv", "plain.html", "real.html"]
