@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import os
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -54,6 +55,19 @@ def _nonempty(value: str) -> str:
     return value
 
 
+def _integer(value: str) -> int:
+    """A whole-number option: ASCII digits with an optional sign, within 64 bits (what a study
+    file and the database hold). Python's int() also took other scripts' digits ("３"),
+    underscores ("1_0") and numbers of any size (--epochs 10**20 trained for ever)."""
+    text = value.strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        raise argparse.ArgumentTypeError(f"invalid int value: {value!r}")
+    number = int(text)
+    if abs(number) >= 2**63:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (a 64-bit whole number)")
+    return number
+
+
 STORAGE_HELP = ("Optuna storage URL (default: the study file's study.storage, else "
                 "sqlite:///<results_dir>/<study name>.db beside the study file)")  # fmt: skip
 DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps (default: the study file's study.device, else auto)"
@@ -67,7 +81,7 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
 
 def _add_run_args(run: argparse.ArgumentParser, storage_required: bool = False) -> None:
     run.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
-    run.add_argument("--trials", type=int, metavar="N",
+    run.add_argument("--trials", type=_integer, metavar="N",
                      help="trials to run now, rejections included (default: until the study holds study.n_trials "
                           "finished trials)")  # fmt: skip
     run.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
@@ -77,7 +91,7 @@ def _add_run_args(run: argparse.ArgumentParser, storage_required: bool = False) 
     run.add_argument("--device", type=_nonempty, metavar="D", help=DEVICE_HELP)
     run.add_argument("--data-dir", type=_nonempty, metavar="DIR", help=DATA_DIR_HELP)
     run.add_argument("--download", action="store_true", help="let torchvision download MNIST if it is missing")
-    run.add_argument("--jobs", "--workers", type=int, default=1, metavar="K",
+    run.add_argument("--jobs", "--workers", type=_integer, default=1, metavar="K",
                      help="run K worker processes on this machine against the same study (default 1)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-trial lines")
 
@@ -104,11 +118,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
     which = export.add_mutually_exclusive_group()
-    which.add_argument("--trial", type=int, metavar="N", help="export trial number N (must be COMPLETE)")
+    which.add_argument("--trial", type=_integer, metavar="N", help="export trial number N (must be COMPLETE)")
     which.add_argument("--best", action="store_true",
                        help="export the best feasible trial: completed, within the budget, highest "
                             "VALIDATION accuracy (ties: fewer parameters). The default")  # fmt: skip
-    export.add_argument("--seed", type=int, metavar="S",
+    export.add_argument("--seed", type=_integer, metavar="S",
                         help="with --trial: export the model of retrain seed S (0 to --seeds - 1) of `harness retrain`, "
                              "as its lines number them (not the torch seed it trained with)")  # fmt: skip
     export.add_argument("--out", type=_nonempty, metavar="DIR", help="output folder (default: exports/<study name>)")
@@ -120,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
 
     dash = sub.add_parser("dashboard", help="browse the study (trials, attributes, weights) in optuna-dashboard")
     dash.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
-    dash.add_argument("--port", type=int, default=8080, metavar="P", help="TCP port (default 8080)")
+    dash.add_argument("--port", type=_integer, default=8080, metavar="P", help="TCP port (default 8080)")
     dash.add_argument("--host", default="127.0.0.1", type=_nonempty, metavar="H",
                       help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for all)")  # fmt: skip
     _add_storage(dash)
@@ -132,18 +146,18 @@ def _parser() -> argparse.ArgumentParser:
         "each, and record per-seed test accuracy, mean and std in the study storage.",
     )
     retrain.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
-    retrain.add_argument("--top", type=int, metavar="K",
+    retrain.add_argument("--top", type=_integer, metavar="K",
                          help="the K best feasible trials by validation accuracy (default 3; Pareto study: "
                               "the whole front)")  # fmt: skip
-    retrain.add_argument("--spread", type=int, metavar="K",
+    retrain.add_argument("--spread", type=_integer, metavar="K",
                          help="Pareto study: K points of the front spread evenly over log parameter count, "
                               "its most accurate and its smallest included")  # fmt: skip
-    retrain.add_argument("--trial", type=int, action="append", metavar="N",
+    retrain.add_argument("--trial", type=_integer, action="append", metavar="N",
                          help="retrain trial N (repeat for several), chosen by hand: only the trials named, the "
                               "baseline too only if named (several retrains of one study may run at once, one "
                               "per trial: a GPU runs small networks side by side)")  # fmt: skip
-    retrain.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per architecture (default 3)")
-    retrain.add_argument("--epochs", type=int, metavar="E", help="epochs (default: the study's train.epochs)")
+    retrain.add_argument("--seeds", type=_integer, default=3, metavar="S", help="seeds per architecture (default 3)")
+    retrain.add_argument("--epochs", type=_integer, metavar="E", help="epochs (default: the study's train.epochs)")
     retrain.add_argument("--no-baseline", action="store_true",
                          help="do not add the baseline for comparison (retrained all the same when it is among the "
                               "trials chosen)")  # fmt: skip
@@ -166,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
     report.add_argument("--out", type=_nonempty, metavar="FILE.html", help="HTML report (default: <study name>-report.html)")
     report.add_argument("--csv", type=_nonempty, metavar="FILE.csv", help="CSV of all trials (default: <study name>-trials.csv)")
-    report.add_argument("--top", type=int, default=15, metavar="K", help="rows in the top-trials table (default 15)")
+    report.add_argument("--top", type=_integer, default=15, metavar="K", help="rows in the top-trials table (default 15)")
     _add_storage(report)
 
     restore = sub.add_parser(

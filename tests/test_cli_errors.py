@@ -1841,3 +1841,25 @@ def test_report_writes_into_a_named_pipe_and_through_a_link_without_replacing_th
     plotly_ids = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # drawn anew each time
     assert plotly_ids.sub("", target.read_text()) == plotly_ids.sub("", (tmp_path / "plain.html").read_text())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.html", "pipe.csv", "plain.csv", "plain.html", "real.html"]
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["retrain", "{study}", "--trial", "３"], ["argument --trial: invalid int value: '３'"]),  # a full-width digit
+    (["retrain", "{study}", "--top", "1_0"], ["argument --top: invalid int value: '1_0'"]),
+    (["retrain", "{study}", "--epochs", str(10**20)], ["argument --epochs", "out of range"]),
+    (["run", "{study}", "--trials", str(-(2**63))], ["argument --trials", "out of range"]),
+    (["export", "{study}", "--trial", "٣"], ["argument --trial: invalid int value"]),  # an Arabic-Indic digit
+])  # fmt: skip
+def test_whole_number_options_take_ascii_digits_within_64_bits_only(trained_study, tmp_path, capsys, monkeypatch, argv,
+                                                                    words):  # fmt: skip
+    """Python's int() took other scripts' digits, underscores and numbers of any size: --epochs
+    10**20 trained for ever, --trial ３ retrained trial 3. Now one line, exit 2, nothing written."""
+    study, _ = trained_study
+    monkeypatch.chdir(tmp_path)
+    before = _snapshot(study.parent), _snapshot(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main([a.format(study=study) for a in argv])
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and all(w in lines[0] for w in words), lines
+    assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
