@@ -34,7 +34,7 @@ _COLUMNS = [
 ]  # fmt: skip
 
 
-_INT_COLUMNS = ("params", "test_images", "epochs_run", "train_images", "retrain_seeds", "retrain_epochs",
+_INT_COLUMNS = ("params", "test_images", "epochs_run", "train_images", "val_images", "retrain_seeds", "retrain_epochs",
                 "retrain_train_images", "repeats")  # fmt: skip
 
 
@@ -107,6 +107,7 @@ def trials_frame(study: optuna.Study):
             "epochs_run": _num(ua.get("epochs_run")),
             "train_seconds": _num(ua.get("train_seconds")),
             "train_images": _num(ua.get("train_images")),
+            "val_images": _num(ua.get("held_out_train_images")),  # the validation split it was scored on
             "arch": ua.get("arch", ""),
             "reject_reason": ua.get("reject_reason", ""),
             "fail_reason": ua.get("fail_reason", ""),

@@ -20,10 +20,10 @@ CSV's 4 decimals, the precision and the torch and harness versions, the sampler 
 the end times (a trial ends as it started), retrains (``harness retrain`` again; the columns
 that no restore reads back and that hold values are named, see RestoredStudy), and the
 distillation teacher's record (a distilled study is refused). Nor does a CSV record the
-settings a study file gives every trial alike (the validation split, the recipe's fields that
-are not searched): they are taken from the study file as it is now, so restore with the file
-the trials ran with (its budget, space, seed, epochs, repeats and weight averaging are checked
-against the CSV). Every restored trial names the
+recipe's fields a study file gives every trial alike (those not searched): they are taken from
+the study file as it is now, so restore with the file the trials ran with (its budget, space,
+seed, epochs, repeats, weight averaging and data split are checked against the CSV; the
+validation split only where the CSV has ``val_images``). Every restored trial names the
 CSV in its user attribute ``restored_from``. A trial running when the CSV was written comes
 back failed with no reason (as a killed one: the next run retries it); interrupted ones are
 retried by the next run as they would have been. Trials still waiting at the CSV's end are
@@ -67,7 +67,7 @@ _NOT_RESTORED = ("trained_val_acc", "retrain_test_mean", "retrain_test_std", "re
                  "retrain_train_images")  # fmt: skip
 #: Columns read, or checked against what is rebuilt (teacher_sha256: a teacher is refused;
 #: ema_decay: the recipe's).
-_READ = (*_NEEDED, "teacher_sha256", "ema_decay", "repeats", "repeat_val_accs", "intermediate_values")
+_READ = (*_NEEDED, "teacher_sha256", "ema_decay", "repeats", "repeat_val_accs", "intermediate_values", "val_images")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,6 +303,7 @@ class _Row:
         for column, most in (("train_images", 60_000), ("test_images", 10_000)):  # MNIST's
             if (value := _int(row, column, where)) is not None and not 0 < value <= most:
                 raise HarnessError(f"{where}: {column} = {row[column]} is not a number of MNIST images (1 to {most:,})")
+        self._check_split(row, cfg)
         if (value := _float(row, "train_seconds", where)) is not None and value < 0:
             raise HarnessError(f"{where}: train_seconds = {row['train_seconds']} is negative")
         if self.curve is not None:
@@ -332,6 +333,22 @@ class _Row:
         if self.outcome == "over_budget" and (self.count is None or self.count <= cfg.budget):
             has = f"its {self.count:,} parameters are" if self.count is not None else "it has no parameter count, so is not"
             raise HarnessError(f"{where}: rejected over the budget, but {has} within study.budget = {cfg.budget:,}")
+
+    def _check_split(self, row: dict[str, str], cfg: StudyConfig) -> None:
+        """A trial scored on the study file's validation split (``val_images``, a column CSVs
+        before it lack) and trained and tested on no more images than its limits allow: the
+        restored study takes the file's data settings, and a changed data.val_size ranked old
+        trials, scored on another split, with new ones."""
+        d, where = cfg.data, self.where
+        val_images = _int(row, "val_images", where) if "val_images" in row else None
+        if val_images is not None and val_images != d.val_size:
+            raise HarnessError(f"{where}: scored on val_images = {val_images:,}, but the study file's data.val_size = "
+                               f"{d.val_size:,}: a CSV of another study file")  # fmt: skip
+        for column, limit in (("train_images", d.train_limit), ("test_images", d.test_limit)):
+            value = _int(row, column, where)
+            if limit and value is not None and value > limit:
+                raise HarnessError(f"{where}: {column} = {value:,}, but the study file's data."
+                                   f"{column.split('_')[0]}_limit = {limit:,}: a CSV of another study file")  # fmt: skip
 
     def _check_curve(self, cfg: StudyConfig) -> None:
         """The pruner's scores as the objective reports them: none with two objectives or before

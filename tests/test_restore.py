@@ -162,9 +162,9 @@ def test_the_gpu_leases_trial_record_restores_to_the_study_it_recorded(tmp_path,
     back = pd.read_csv(io.BytesIO(_csv(home, tmp_path / "back.csv")))
     committed = pd.read_csv(GPU_CSV)
     assert len(back) == len(committed) > 0
-    # a record written before a column existed (intermediate_values) lacks it; nothing else differs
+    # a record written before a column existed (intermediate_values, val_images) lacks it; nothing else differs
     assert [c for c in back.columns if c in committed.columns] == list(committed.columns)
-    assert set(back.columns) - set(committed.columns) <= {"intermediate_values"}
+    assert set(back.columns) - set(committed.columns) <= {"intermediate_values", "val_images"}
     for column in committed.columns:
         for a, b in zip(committed[column], back[column], strict=True):
             same = (a == b) or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
@@ -382,3 +382,25 @@ def test_a_bad_csv_or_an_existing_study_is_refused_and_nothing_is_written(kept_s
         w = w.format(n=_first_trained(csv))
         assert w in lines[0], (w, lines[0])
     assert snapshot(tmp_path) == before  # byte for byte: no database made, none changed
+
+
+@pytest.mark.parametrize("edit,words", [
+    (("val_size = 100", "val_size = 150"), ["val_images = 100", "data.val_size = 150"]),
+    (("[data]", "[data]\ntrain_limit = 150"), ["train_images = 200", "data.train_limit = 150"]),
+    (("[data]", "[data]\ntest_limit = 50"), ["test_images = 100", "data.test_limit = 50"]),
+])  # fmt: skip
+def test_a_study_file_whose_data_split_changed_is_refused(kept_study, tmp_path, capsys, edit, words):
+    """The CSV's trials were scored on a validation split of 100 images (its val_images column)
+    and trained and tested on 200 and 100: a study file that now carves another split, or
+    limits training or testing below what they used, is not theirs (the restored study took
+    the file's data settings, and ranked old trials with new ones scored on another split)."""
+    study, _, csv = kept_study
+    home = _new_home(tmp_path, study)
+    home.write_text(home.read_text().replace(*edit))
+    (tmp_path / "trials.csv").write_bytes(csv)
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    assert main(["restore", str(home), str(tmp_path / "trials.csv")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and all(w in lines[0] for w in [f"trial {_first_trained(csv)}", *words]), lines
+    assert snapshot(tmp_path) == before
