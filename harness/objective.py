@@ -46,7 +46,7 @@ from harness.dashboard import note_rejection
 from harness.data import MnistSplits
 from harness.errors import HarnessError, one_line
 from harness.spec import ArchSpec, InvalidSpecError, count_params
-from search_spaces import SpaceResultError, baseline_spec, changed_distributions, get_search_space
+from search_spaces import SpaceResultError, baseline_spec, changed_distributions, get_search_space, outside_space
 from search_spaces.recipe import suggest_recipe
 
 __all__ = ["BUDGET_CONSTRAINT", "INTERRUPTED_REASON", "PARAM_COUNT_ATTR", "TRAINING_FAILURES", "Objective", "SamplerStream",
@@ -87,6 +87,9 @@ def _training_failures() -> tuple[type[BaseException], ...]:
 #: Failures that end one trial as FAIL (reason recorded) while the study goes on.
 TRAINING_FAILURES = _training_failures()
 
+
+#: The reject_reason of a retry whose parameters the search space no longer allows begins so.
+OUTSIDE_SPACE = "outside the search space"
 
 @dataclasses.dataclass(frozen=True)
 class SamplerStream:
@@ -194,6 +197,8 @@ class Objective:
             # before the space declared it one: built directly, nothing sampled
             spec = baseline_spec()
         else:
+            if origin.retry_of is not None:
+                self._check_retry_in_space(trial, origin.retry_of)
             spec = self._suggest(trial)
         train_cfg = self.cfg.train
         if self.cfg.search_recipe and not is_baseline:  # the baseline keeps the study's recipe
@@ -339,6 +344,18 @@ class Objective:
                 raise  # a registered space's bug: in full
             raise self._space_failed(trial, exc) from None
 
+    def _check_retry_in_space(self, trial: optuna.Trial, retry_of: int) -> None:
+        """A retry trains the parameters of the trial it retries. Where the space (a user's file,
+        edited since) no longer allows them, the retry is rejected as invalid, not trained: it
+        trained a network outside the search space, under the distributions of the old one."""
+        recipe = self.cfg.train if self.cfg.search_recipe else None
+        why = outside_space(self.space, trial.params, recipe, self.cfg.recipe_fields)
+        if why is not None:
+            trial.set_user_attr("origin", "retry")
+            trial.set_user_attr("retry_of", retry_of)
+            raise self._reject_invalid(trial, f"{OUTSIDE_SPACE}, changed since trial {retry_of} was proposed: {why}",
+                                       kind=None)  # fmt: skip
+
     def _space_failed(self, trial: optuna.Trial, exc: BaseException) -> SearchSpaceFailure:
         """Record why the space failed on ``trial`` (its ``fail_reason``) and say it in one line."""
         where = self.space.where or f"search space {self.space.name!r}"
@@ -357,12 +374,13 @@ class Objective:
             "failed and is not retried; fix the space and run again)"
         )
 
-    def _reject_invalid(self, trial: optuna.Trial, reason: str) -> optuna.TrialPruned:
+    def _reject_invalid(self, trial: optuna.Trial, reason: str, kind: str | None = "invalid layout") -> optuna.TrialPruned:
         """Record ``trial`` as rejected before anything is built (``invalid``, infeasible for
-        the sampler); the caller raises what this returns, which makes it PRUNED."""
+        the sampler); the caller raises what this returns, which makes it PRUNED. ``kind``:
+        what the dashboard's note calls it before the reason (None: the reason says)."""
         trial.set_user_attr("rejected", "invalid")
         trial.set_user_attr("reject_reason", reason)
-        note_rejection(trial, f"invalid layout: {reason}")
+        note_rejection(trial, f"{kind}: {reason}" if kind else reason)
         trial.set_constraint(BUDGET_CONSTRAINT, 1.0)
         trial.set_user_attr(BUDGET_CONSTRAINT, 1.0)  # mirrored for optuna-dashboard (see _gate)
         return optuna.TrialPruned(f"invalid architecture: {reason}")

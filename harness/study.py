@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import StudyConfig, toml_value
 from harness.errors import MissingStudyError, StorageError, innermost_message
-from harness.objective import PARAM_COUNT_ATTR, SamplerStream
+from harness.objective import OUTSIDE_SPACE, PARAM_COUNT_ATTR, SamplerStream
 from harness.storage import STALE_RETRIES, RetryStaleTrial, check_optuna_sqlite, make_storage, redact, safe_url, sqlite_path, study_lock
 from search_spaces import SearchSpace, changed_distributions, enqueue_params, get_search_space
 
@@ -628,7 +628,8 @@ def outcome_text(t: FrozenTrial) -> str:
     if kind == "over_budget":
         return f"rejected before training ({t.user_attrs.get('reject_reason', 'over the budget')})"
     if kind == "invalid":
-        return f"rejected before training (invalid layout: {t.user_attrs.get('reject_reason', 'unbuildable')})"
+        reason = t.user_attrs.get("reject_reason", "unbuildable")
+        return f"rejected before training ({'' if reason.startswith(OUTSIDE_SPACE) else 'invalid layout: '}{reason})"
     if kind == "duplicate":
         return f"a repeat of trial {t.user_attrs['duplicate_of']}, not trained again"
     if kind == "pruned":

@@ -36,6 +36,7 @@ __all__ = [
     "enqueue_params",
     "get_search_space",
     "is_user_space",
+    "outside_space",
 ]
 
 
@@ -379,3 +380,25 @@ def enqueue_params(
             f"(its parameters: {', '.join(sorted(trial.used))})"
         )
     return trial.params_given
+
+
+def outside_space(
+    space: SearchSpace, params: Mapping[str, Any], recipe_base: Any = None, recipe_fields: Sequence[str] | None = None
+) -> str | None:
+    """Why ``params`` (drawn for a trial before) are no point of ``space`` as it is now: the
+    first value it no longer allows ("parameter 'w' = 4 must be an integer in [8, 16] in steps
+    of 4"). None where it allows every value it draws, where it draws one ``params`` lack (a
+    trial draws that one anew), or where it fails its own way (said when the trial runs).
+    ``recipe_base``/``recipe_fields``: as for :func:`enqueue_params`, the searched recipe."""
+    from search_spaces.recipe import DEFAULT_FIELDS, suggest_recipe
+
+    trial = _CheckingTrial(params)
+    try:
+        space.suggest(trial)
+        if recipe_base is not None:
+            suggest_recipe(trial, recipe_base, DEFAULT_FIELDS if recipe_fields is None else recipe_fields)
+    except _BadParam as exc:
+        return str(exc) if exc.name in params else None
+    except (Exception, SystemExit):
+        return None
+    return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -642,3 +644,56 @@ def test_counts_are_singular_for_one():
     from harness.study import counted
 
     assert [counted(n, "epoch") for n in (0, 1, 2, 1500)] == ["0 epochs", "1 epoch", "2 epochs", "1,500 epochs"]
+
+
+_SHRINKING_SPACE = """
+from harness.spec import ArchSpec, BlockSpec, ConvSpec
+
+def suggest(trial):
+    w = trial.suggest_int("w", LOW, 16, step=4)
+    k = trial.suggest_categorical("k", [3, 5])
+    return ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(w, kernel=k),)),), head="gap")
+"""
+
+
+@pytest.mark.parametrize("low", [4, 8])
+def test_a_retry_of_parameters_the_edited_space_no_longer_allows_is_rejected_not_trained(tmp_path, synthetic_root,
+                                                                                         low):  # fmt: skip
+    """Trial 1 (w = 4) was interrupted; the user's space then narrowed w to [8, 16]. Its retry
+    is rejected as invalid, saying why, and trains nothing (it trained w = 4 under the old
+    space's distribution, with Optuna's "Inconsistent parameter values" warning). Where the
+    space still allows it (low = 4), the retry trains the same parameters."""
+    from harness.cli import main
+    from harness.objective import INTERRUPTED_REASON
+
+    space, study_file = tmp_path / "space.py", tmp_path / "shrink.toml"
+    space.write_text(_SHRINKING_SPACE.replace("LOW", "4"))
+    study_file.write_text('[study]\nname = "shrink"\nsearch_space = "space.py:suggest"\nbudget = 20000\nseed = 3\n'
+                          '[sampler]\nname = "random"\n[pruner]\nname = "none"\n[data]\nval_size = 100\n'
+                          '[train]\nepochs = 1\nbatch_size = 50\n')  # fmt: skip
+    run = ["run", str(study_file), "--trials", "1", "--data-dir", str(synthetic_root), "--device", "cpu"]
+    assert main(run) == 0  # the baseline
+    study = optuna.load_study(study_name="shrink", storage=f"sqlite:///{tmp_path / 'shrink.db'}")
+    study.enqueue_trial({"w": 4, "k": 5})
+    interrupted = study.ask()  # as a Ctrl-C during its training leaves it
+    interrupted.suggest_int("w", 4, 16, step=4)
+    interrupted.suggest_categorical("k", [3, 5])
+    interrupted.set_user_attr("interrupted", True)
+    interrupted.set_user_attr("fail_reason", INTERRUPTED_REASON)
+    study.tell(interrupted, state=TrialState.FAIL)
+    space.write_text(_SHRINKING_SPACE.replace("LOW", str(low)))
+    # a new process, as a user's next run is (this one holds the space as it first loaded it)
+    done = subprocess.run([sys.executable, "-m", "harness.cli", *run], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    retry = study.get_trials()[2]
+    assert retry.system_attrs["failed_trial"] == 1 and retry.params == {"w": 4, "k": 5}
+    if low == 4:
+        assert retry.state == TrialState.COMPLETE and retry.user_attrs["arch"] == "[4k5p1] M | gap", retry.user_attrs
+        return
+    reason = ("outside the search space, changed since trial 1 was proposed: parameter 'w' = 4 must be an integer "
+              "in [8, 16] in steps of 4")  # fmt: skip
+    assert retry.state == TrialState.PRUNED and retry.user_attrs["rejected"] == "invalid"
+    assert retry.user_attrs["reject_reason"] == reason and retry.user_attrs["retry_of"] == 1
+    assert "train_images" not in retry.user_attrs and "spec" not in retry.user_attrs  # nothing built or trained
+    assert f"trial 2 (retry of trial 1): rejected before training ({reason})" in out, out
