@@ -419,7 +419,8 @@ class _Row:
             ua["duplicate_of"] = original.number
         if self.epochs is not None:
             ua["epochs_run"] = self.epochs
-        reached_training = self.epochs is not None or self.outcome == "complete"
+        # a trial stopped before its first epoch ended (interrupted) has its data and device too
+        reached_training = self.epochs is not None or self.outcome == "complete" or row["train_images"] != ""
         if reached_training and self.outcome != "duplicate":
             if row["device"]:
                 ua["device"] = row["device"]

@@ -404,3 +404,22 @@ def test_a_study_file_whose_data_split_changed_is_refused(kept_study, tmp_path, 
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and all(w in lines[0] for w in [f"trial {_first_trained(csv)}", *words]), lines
     assert snapshot(tmp_path) == before
+
+
+def test_a_trial_interrupted_in_its_first_epoch_keeps_its_data_and_device(kept_study, tmp_path):
+    """A trial stopped before its first epoch ended has no epochs_run but did load its data on
+    its device: the restore kept neither (train_images, val_images and device came back empty)."""
+    study, _, csv = kept_study
+    rows = _rows(csv)
+    row = rows[_first_trained(csv)]
+    for column in ("val_acc", "test_acc", "test_images", "target_met", "epochs_run", "train_seconds", "trained_val_acc",
+                   "repeats", "repeat_val_accs", "intermediate_values"):  # fmt: skip
+        row[column] = ""  # as report --csv writes such a trial
+    row.update(outcome="failed", state="FAIL", fail_reason="interrupted (Ctrl-C or SIGTERM)")
+    assert row["train_images"] and row["val_images"] and row["device"]
+    given = tmp_path / "given.csv"
+    given.write_text(_written(rows))
+    home = _new_home(tmp_path, study)
+    assert main(["restore", str(home), str(given)]) == 0
+    back = _rows(_csv(home, tmp_path / "back.csv"))
+    assert back[int(row["number"])] == row
