@@ -45,6 +45,7 @@ from harness.config import StudyConfig
 from harness.dashboard import note_rejection
 from harness.data import MnistSplits
 from harness.errors import HarnessError, one_line
+from harness.runner import raise_if_stop_was_lost
 from harness.spec import ArchSpec, InvalidSpecError, count_params
 from search_spaces import SpaceResultError, baseline_spec, changed_distributions, get_search_space, outside_space
 from search_spaces.recipe import suggest_recipe
@@ -235,6 +236,7 @@ class Objective:
         averaged_scores: list[float] = []
 
         def report(epoch: int, val_acc: float) -> None:
+            raise_if_stop_was_lost()
             trial.set_user_attr("epochs_run", epoch)
             averaged_scores.append(val_acc)
             if self.on_epoch is not None:

@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial
 import harness
 from harness.config import StudyConfig, TrainConfig
 from harness.errors import HarnessError
-from harness.runner import interrupts_held, stops_on_signals
+from harness.runner import interrupts_held, raise_if_stop_was_lost, stops_on_signals
 from harness.study import counted, param_count, plus_minus
 
 __all__ = [
@@ -341,6 +341,7 @@ def retrain_trials(
 
             def on_epoch(epoch: int, val: float, score=test_scorer(curve), number=t.number, s=s, total=recipe.epochs):
                 nonlocal said_at
+                raise_if_stop_was_lost()
                 score(epoch, val)
                 if time.monotonic() - said_at >= EPOCH_LINE_EVERY:  # a sign of life, at most once a minute
                     say(f"trial {number} seed {s}: epoch {epoch}/{total}, test {curve[-1]:.4f}")

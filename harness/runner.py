@@ -20,7 +20,7 @@ from harness.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Harnes
 
 __all__ = [
     "Progress", "ProgressEvent", "RunOutcome", "RunPlan", "exit_status_after_stop", "forget_stop", "interrupts_held",
-    "plan_run", "restore_signals", "run_study", "run_trials", "stop_on_signals", "stops_on_signals",
+    "plan_run", "raise_if_stop_was_lost", "restore_signals", "run_study", "run_trials", "stop_on_signals", "stops_on_signals",
 ]
 
 
@@ -311,10 +311,33 @@ def stop_on_signals(children=lambda: ()):
             raise KeyboardInterrupt  # the stale-trial check or a callback, before a trial or after it
 
     _STOPPED_BY.clear()
+    if sys.unraisablehook is not _quiet_lost_stop:
+        _quiet_lost_stop.previous = sys.unraisablehook  # type: ignore[attr-defined]
+        sys.unraisablehook = _quiet_lost_stop
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
         signal.signal(sig, stop)
     return previous
+
+
+def raise_if_stop_was_lost() -> None:
+    """Raise the KeyboardInterrupt of a stop :func:`stop_on_signals`' handler saw while its
+    command still runs. The handler's exception is lost where it lands inside a callback of the
+    garbage collector (Python prints "Exception ignored" and goes on), and the handler ignores
+    later signals: the run trained to its end, exit 0, and no Ctrl-C or SIGTERM could stop it.
+    Called at each epoch of a trial and of a retrain run."""
+    import signal
+
+    if _STOPPED_BY and signal.getsignal(signal.SIGINT) is _ignore_signal:
+        raise KeyboardInterrupt
+
+
+def _quiet_lost_stop(unraisable) -> None:
+    """``sys.unraisablehook``: the stop handler's KeyboardInterrupt lost inside a callback is
+    not shown as an error (:func:`raise_if_stop_was_lost` raises it again); anything else is."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _STOPPED_BY:
+        return
+    _quiet_lost_stop.previous(unraisable)  # type: ignore[attr-defined]
 
 
 def _ignore_signal(signum, frame) -> None:

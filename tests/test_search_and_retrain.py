@@ -1089,3 +1089,37 @@ def test_retrain_of_named_trials_trains_those_only_and_refuses_any_other(tmp_pat
     assert len(re.findall(r"^trial \d+ seed 0: test", out, re.M)) == 2, out  # two runs trained, no third
     records = {k for k in _load(tmp_path, "named").user_attrs if k.startswith("retrain:")}
     assert records == {f"retrain:trial{trained[1]}", f"retrain:trial{trained[0]}"}  # no baseline, nothing else
+
+
+def test_a_stop_lost_inside_a_garbage_collector_callback_still_stops_a_retrain(pareto_dir, tmp_path, monkeypatch,
+                                                                                capsys):  # fmt: skip
+    """Ctrl-C landing while the garbage collector runs a callback: the stop handler's exception
+    is lost there and later signals are ignored, so the retrain trained every seed and exited 0.
+    Now it stops at the next epoch (exit 130), keeping what finished before it."""
+    import os
+    import shutil
+    import signal
+    import weakref
+
+    import harness.train
+
+    folder = tmp_path / "copy"
+    shutil.copytree(pareto_dir, folder)
+    real_fit, calls = harness.train.fit, []
+
+    class Garbage:
+        pass
+
+    def fit_stopped_in_a_callback(*args, **kwargs):
+        calls.append(kwargs["seed"])
+        garbage = Garbage()
+        weakref.finalize(garbage, os.kill, os.getpid(), signal.SIGINT)
+        del garbage  # the handler runs inside the finalizer: its KeyboardInterrupt is "ignored"
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(harness.train, "fit", fit_stopped_in_a_callback)
+    capsys.readouterr()
+    assert _cli(["retrain", str(folder / "par.toml"), "--seeds", "9", "--epochs", "2", "--device", "cpu"]) == 130
+    assert len(calls) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "interrupted: the finished runs are kept; the same command goes on from them"]

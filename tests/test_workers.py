@@ -1008,3 +1008,47 @@ def test_a_stale_trial_failed_meanwhile_is_retried_once_whoever_gets_there_first
     assert retry.params == frozen.params and retry.state == TrialState.WAITING
     callback(study, frozen)  # called again: still one
     assert retry_interrupted(study) == [] and len(retries()) == 1
+
+
+_STOP_IN_A_GC_CALLBACK = """
+import os
+import signal
+import weakref
+
+import optuna
+from harness.spec import ArchSpec, BlockSpec, ConvSpec
+
+
+class _Garbage:
+    pass
+
+
+def suggest(trial):
+    w = trial.suggest_int("w", 4, 8, step=4)
+    if isinstance(trial, optuna.Trial) and trial.number == 1:
+        # a Ctrl-C that lands while the garbage collector runs a callback: the handler's exception is lost there
+        garbage = _Garbage()
+        weakref.finalize(garbage, os.kill, os.getpid(), signal.SIGINT)
+        del garbage
+    return ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(w),)),), head="gap")
+"""
+
+
+def test_a_stop_lost_inside_a_garbage_collector_callback_still_stops_the_run(tmp_path, synthetic_root):
+    """The stop handler's KeyboardInterrupt raised inside a weakref callback is swallowed by
+    Python ("Exception ignored"), and the handler ignores every later signal: the run trained
+    all its trials and exited 0, and no Ctrl-C or SIGTERM could stop it. Now the trial it
+    landed in stops at its next epoch, marked interrupted, the run exits 130 and says so once."""
+    (tmp_path / "space.py").write_text(_STOP_IN_A_GC_CALLBACK)
+    study = tmp_path / "lost.toml"
+    study.write_text('[study]\nname = "lost"\nsearch_space = "space.py:suggest"\nbudget = 20000\nn_trials = 4\n'
+                     'seed = 3\n[sampler]\nname = "random"\n[pruner]\nname = "none"\n[data]\nval_size = 100\n'
+                     '[train]\nepochs = 3\nbatch_size = 50\n')  # fmt: skip
+    done = subprocess.run(_cmd("run", str(study), "--quiet", "--data-dir", str(synthetic_root), "--device", "cpu"),
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert done.stderr.splitlines() == ["interrupted: a trial still running is marked FAIL (interrupted) and retried "
+                                        "when the study resumes; run again to resume"], done.stderr  # fmt: skip
+    trials = optuna.load_study(study_name="lost", storage=f"sqlite:///{tmp_path / 'lost.db'}").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert trials[1].user_attrs["interrupted"] is True and "epochs_run" not in trials[1].user_attrs
