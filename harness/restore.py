@@ -336,9 +336,10 @@ class _Row:
 
     def _check_split(self, row: dict[str, str], cfg: StudyConfig) -> None:
         """A trial scored on the study file's validation split (``val_images``, a column CSVs
-        before it lack) and trained and tested on no more images than its limits allow: the
-        restored study takes the file's data settings, and a changed data.val_size ranked old
-        trials, scored on another split, with new ones."""
+        before it lack) and, where the file limits them, trained and tested on as many images as
+        its limits (MNIST has more than any limit allows): the restored study takes the file's
+        data settings, and a changed one ranked old trials, scored on other images, with new
+        ones (and refused the file they ran with afterwards)."""
         d, where = cfg.data, self.where
         val_images = _int(row, "val_images", where) if "val_images" in row else None
         if val_images is not None and val_images != d.val_size:
@@ -346,7 +347,7 @@ class _Row:
                                f"{d.val_size:,}: a CSV of another study file")  # fmt: skip
         for column, limit in (("train_images", d.train_limit), ("test_images", d.test_limit)):
             value = _int(row, column, where)
-            if limit and value is not None and value > limit:
+            if limit and value is not None and value != limit:
                 raise HarnessError(f"{where}: {column} = {value:,}, but the study file's data."
                                    f"{column.split('_')[0]}_limit = {limit:,}: a CSV of another study file")  # fmt: skip
 

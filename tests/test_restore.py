@@ -388,12 +388,14 @@ def test_a_bad_csv_or_an_existing_study_is_refused_and_nothing_is_written(kept_s
     (("val_size = 100", "val_size = 150"), ["val_images = 100", "data.val_size = 150"]),
     (("[data]", "[data]\ntrain_limit = 150"), ["train_images = 200", "data.train_limit = 150"]),
     (("[data]", "[data]\ntest_limit = 50"), ["test_images = 100", "data.test_limit = 50"]),
+    (("[data]", "[data]\ntest_limit = 150"), ["test_images = 100", "data.test_limit = 150"]),
 ])  # fmt: skip
 def test_a_study_file_whose_data_split_changed_is_refused(kept_study, tmp_path, capsys, edit, words):
     """The CSV's trials were scored on a validation split of 100 images (its val_images column)
     and trained and tested on 200 and 100: a study file that now carves another split, or
-    limits training or testing below what they used, is not theirs (the restored study took
-    the file's data settings, and ranked old trials with new ones scored on another split)."""
+    limits training or testing to another count, is not theirs (the restored study took the
+    file's data settings, ranked old trials with new ones scored on other images, and refused
+    the file they ran with afterwards)."""
     study, _, csv = kept_study
     home = _new_home(tmp_path, study)
     home.write_text(home.read_text().replace(*edit))
