@@ -35,7 +35,7 @@ _COLUMNS = [
 
 
 _INT_COLUMNS = ("params", "test_images", "epochs_run", "train_images", "val_images", "retrain_seeds", "retrain_epochs",
-                "retrain_train_images", "repeats")  # fmt: skip
+                "retrain_train_images", "repeats", "seed")  # fmt: skip
 
 
 def _integer_param_columns(study: optuna.Study) -> set[str]:

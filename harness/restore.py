@@ -288,9 +288,9 @@ class _Row:
             has = f"{self.count:,} parameters" if self.count is not None else "no parameter count (it is not buildable)"
             raise HarnessError(f"{where}: params = {row['params']}, but its architecture has {has}")
         self.seed = _int(row, "seed", where)
-        if self.seed is not None and self.seed != cfg.seed + number:
-            raise HarnessError(f"{where}: seed {self.seed} is not study.seed + the trial number ({cfg.seed} + {number}): "
-                               "a CSV of another study's seed")  # fmt: skip
+        if self.seed is not None and not 0 <= self.seed - number < 2**32:
+            raise HarnessError(f"{where}: seed {self.seed} is not a study.seed (0 to 2**32 - 1) + the trial number "
+                               f"{number}")  # fmt: skip
         self.curve = _curve(row, where) if "intermediate_values" in row else None  # a CSV before curves: None
         self.epochs = _int(row, "epochs_run", where)
         if self.epochs is not None and not 1 <= self.epochs <= self.recipe.epochs:
@@ -509,6 +509,18 @@ def _retried(rows: list[_Row]) -> set[int]:
     return {r.retry_history[-1] for r in rows if r.retry_history}
 
 
+def _check_latest_seed(rows: list[_Row], cfg: StudyConfig) -> None:
+    """Each trial trained with seed study.seed + its number, study.seed as it was when it ran:
+    the latest trial's is the study file's, earlier ones may be an earlier study.seed's (`run`
+    takes a changed study.seed, with a note). A CSV of another study's seed is refused."""
+    seeded = [r for r in rows if r.seed is not None]
+    if seeded and seeded[-1].seed != cfg.seed + seeded[-1].number:
+        last = seeded[-1]
+        raise HarnessError(f"{last.where}: seed {last.seed} is not study.seed + the trial number ({cfg.seed} + "
+                           f"{last.number}): a CSV of another study's seed (the latest trial ran with the study "
+                           "file's study.seed)")  # fmt: skip
+
+
 def restore_study(cfg: StudyConfig, storage_url: str, csv_path: Path) -> RestoredStudy:
     """Create study ``cfg.name`` in ``storage_url`` from the trials in ``csv_path``; a later
     ``harness run`` resumes it. Everything is read and checked before anything is written; a
@@ -550,6 +562,7 @@ def restore_study(cfg: StudyConfig, storage_url: str, csv_path: Path) -> Restore
     if numbers != list(range(len(numbers))):
         gap = next(i for i in range(len(numbers) + 1) if i not in set(numbers))
         raise HarnessError(f"{csv_path}: trial numbers run 0, 1, 2, ... in a study; trial {gap} is missing")
+    _check_latest_seed(checked, cfg)
     left_out = 0
     while checked and checked[-1].state == TrialState.WAITING:  # queued work: the next run enqueues it again
         checked.pop()

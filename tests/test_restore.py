@@ -307,6 +307,18 @@ def _edited(csv: bytes, column: str, value: str) -> bytes:
     return _written(rows).encode()
 
 
+def _last_seeded(csv: bytes) -> int:
+    """The number of the CSV's last trial with a seed (the latest run's)."""
+    return int(pd.read_csv(io.BytesIO(csv)).dropna(subset=["seed"])["number"].iloc[-1])
+
+
+def _edited_last(csv: bytes, column: str, value: str) -> bytes:
+    """``csv`` with ``column`` of its last trial with a seed set to ``value``."""
+    rows = _rows(csv)
+    rows[_last_seeded(csv)][column] = value
+    return _written(rows).encode()
+
+
 def _damaged(csv: bytes, case: str) -> bytes:
     lines = csv.decode().splitlines(keepends=True)
     return {
@@ -315,7 +327,7 @@ def _damaged(csv: bytes, case: str) -> bytes:
         "a-trial-twice": "".join(lines[:3] + lines[2:]).encode(),
         "not-utf8": b"\xff\xfe" + csv,
         "no-rows": lines[0].encode(),
-        "another-seed": _edited(csv, "seed", "99"),
+        "another-seed": _edited_last(csv, "seed", "99"),
         "another-arch": _edited(csv, "arch", "[8] | gap"),
         "another-space": _edited(csv, "param_w", "3"),
         "wrong-param-count": _edited(csv, "params", "12345"),
@@ -353,7 +365,7 @@ def _damaged(csv: bytes, case: str) -> bytes:
     ("other-ema", ["trial {n}", "ema_decay = 0.5", "train.ema_decay = 0.0"]),
     ("not-utf8", ["not UTF-8"]),
     ("no-rows", ["holds no trials"]),
-    ("another-seed", ["trial {n}", "seed 99", "another study"]),
+    ("another-seed", ["trial {last}", "seed 99", "another study's seed"]),
     ("another-arch", ["trial {n}", "'[8] | gap'", "not a trial of this study file"]),
     ("another-space", ["trial {n}", "param_w = '3'", "not one of"]),
     ("wrong-param-count", ["trial {n}", "params = 12345, but its architecture has"]),
@@ -379,7 +391,7 @@ def test_a_bad_csv_or_an_existing_study_is_refused_and_nothing_is_written(kept_s
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("harness: error: ") and "Traceback" not in err, err
     for w in words:
-        w = w.format(n=_first_trained(csv))
+        w = w.format(n=_first_trained(csv), last=_last_seeded(csv))
         assert w in lines[0], (w, lines[0])
     assert snapshot(tmp_path) == before  # byte for byte: no database made, none changed
 
@@ -425,3 +437,29 @@ def test_a_trial_interrupted_in_its_first_epoch_keeps_its_data_and_device(kept_s
     assert main(["restore", str(home), str(given)]) == 0
     back = _rows(_csv(home, tmp_path / "back.csv"))
     assert back[int(row["number"])] == row
+
+
+def test_a_study_whose_seed_was_changed_between_runs_restores_with_its_latest_seed(kept_study, tmp_path):
+    """`run` takes a changed study.seed (with a note): the trials before the change trained with
+    the old seed + their number. Restore takes that CSV with the study file the study last ran
+    with (it refused every study file: the earlier trials' seeds and the later ones' differ),
+    and writes it back byte for byte; the file of the old seed is refused at the latest trial."""
+    study, data, _ = kept_study
+    ran = tmp_path / "ran"
+    shutil.copytree(study.parent, ran)
+    (ran / study.name).write_text(STUDY.replace("seed = 5", "seed = 9"))
+    assert main(["run", str(ran / study.name), "--trials", "1", "--data-dir", str(data), "--device", "cpu", "--quiet"]) == 0
+    csv = _csv(ran / study.name, tmp_path / "ran.csv")
+    rows = _rows(csv)
+    assert rows[-1]["seed"] == str(9 + len(rows) - 1) and rows[1]["seed"] == str(5 + 1)
+    home = tmp_path / "home"
+    home.mkdir()
+    new = _new_home(home, ran / study.name)
+    assert main(["restore", str(new), str(tmp_path / "ran.csv")]) == 0
+    assert _csv(new, tmp_path / "back.csv") == csv
+    old = tmp_path / "old"
+    old.mkdir()
+    old_file = _new_home(old, study)  # seed = 5
+    before = snapshot(old)
+    assert main(["restore", str(old_file), str(tmp_path / "ran.csv")]) == 2
+    assert snapshot(old) == before  # no database made
