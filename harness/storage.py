@@ -417,6 +417,15 @@ class RetryStaleTrial:
 
     KEEP_USER_ATTRS = ("baseline", "enqueued")
 
+    @staticmethod
+    def proposal_whole(trial: optuna.trial.FrozenTrial) -> bool:
+        """Whether ``trial`` holds the whole of what it was to train: its architecture was built
+        from its parameters (``spec``), or they were given (the baseline, an enqueued table).
+        One stopped while the sampler was still drawing holds a part: a "retry" of it drew the
+        rest afresh, another network under the retry's name (the next run proposes anew)."""
+        ua = trial.user_attrs
+        return "spec" in ua or bool(ua.get("baseline")) or "fixed_params" in trial.system_attrs
+
     def __init__(self, max_retry: float = STALE_RETRIES, lock_url: str | None = None):
         self.max_retry = max_retry
         self.lock_url = lock_url
@@ -429,10 +438,13 @@ class RetryStaleTrial:
             self.enqueue_once(study, trial)
 
     def enqueue_once(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        """Enqueue the retry unless the trial has one already or ran out of retries (call it
-        under the study lock). Returns whether it enqueued one."""
+        """Enqueue the retry unless the trial has one already, ran out of retries, or stopped
+        before its proposal was whole (call it under the study lock). Returns whether it
+        enqueued one."""
         history = [*trial.system_attrs.get("retry_history", []), trial.number]
         if len(history) > self.max_retry:
+            return False
+        if not self.proposal_whole(trial):
             return False
         if any(t.system_attrs.get("failed_trial") == trial.number for t in study.get_trials(deepcopy=False)):
             return False

@@ -697,3 +697,35 @@ def test_a_retry_of_parameters_the_edited_space_no_longer_allows_is_rejected_not
     assert retry.user_attrs["reject_reason"] == reason and retry.user_attrs["retry_of"] == 1
     assert "train_images" not in retry.user_attrs and "spec" not in retry.user_attrs  # nothing built or trained
     assert f"trial 2 (retry of trial 1): rejected before training ({reason})" in out, out
+
+
+def test_a_trial_stopped_while_its_parameters_were_drawn_is_not_retried(tmp_path, synthetic_root):
+    """A stop inside the sampler's proposal leaves a failed, interrupted trial holding part of
+    its parameters (w, not k). Its "retry" fixed those and drew the rest afresh: another network
+    labelled a retry of it. The next run proposes a new candidate instead; a trial whose
+    proposal was whole (trial 2) is still retried."""
+    from harness.cli import main
+    from harness.objective import INTERRUPTED_REASON
+
+    (tmp_path / "space.py").write_text(_SHRINKING_SPACE.replace("LOW", "4"))
+    study_file = tmp_path / "part.toml"
+    study_file.write_text('[study]\nname = "part"\nsearch_space = "space.py:suggest"\nbudget = 20000\nseed = 3\n'
+                          '[sampler]\nname = "random"\n[pruner]\nname = "none"\n[data]\nval_size = 100\n'
+                          '[train]\nepochs = 1\nbatch_size = 50\n')  # fmt: skip
+    run = ["run", str(study_file), "--trials", "1", "--data-dir", str(synthetic_root), "--device", "cpu", "--quiet"]
+    assert main(run) == 0  # the baseline
+    study = optuna.load_study(study_name="part", storage=f"sqlite:///{tmp_path / 'part.db'}")
+    for whole in (False, True):  # trial 1: stopped between its two draws; trial 2: stopped in training
+        trial = study.ask()
+        trial.suggest_int("w", 4, 16, step=4)
+        if whole:
+            trial.suggest_categorical("k", [3, 5])
+            trial.set_user_attr("spec", "built")
+        trial.set_user_attr("interrupted", True)
+        trial.set_user_attr("fail_reason", INTERRUPTED_REASON)
+        study.tell(trial, state=TrialState.FAIL)
+    assert main([*run[:3], "2", *run[4:]]) == 0
+    trials = study.get_trials()
+    assert len(trials) == 5 and [t.system_attrs.get("failed_trial") for t in trials[3:]] == [2, None]
+    assert trials[3].params == trials[2].params and trials[4].user_attrs["origin"] == "sampler"
+    assert not any(t.system_attrs.get("failed_trial") == 1 for t in trials)
