@@ -370,11 +370,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
         args.note.encode("utf-8")
     except UnicodeEncodeError:  # bytes the shell passed that are no text
         raise HarnessError("--note is not UTF-8 text") from None
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise HarnessError(f"{out}: folder {out.parent} does not exist")
-    if out.is_dir():  # refused before any winner is exported
-        raise HarnessError(f"--out {out} is a folder, not a file")
+    out = _output_file("--out", args.out)  # refused before any winner is exported
     if Path(args.exports).exists() and not Path(args.exports).is_dir():
         raise HarnessError(f"--exports {args.exports} is a file, not a folder")
     studies, protected, named = [], [], {}
@@ -469,6 +465,22 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_file(option: str, value: str):
+    """The Path of an output file option, refused when it names a folder (one that exists, or
+    any name ending in "/": `--out r.html/` wrote a file r.html; `--out .` was a traceback) or
+    its folder does not exist."""
+    from pathlib import Path
+
+    path = Path(value)
+    if path.is_dir():
+        raise HarnessError(f"{option} {value} is a folder, not a file")
+    if value.endswith(("/", os.sep)):
+        raise HarnessError(f"{option} {value} names a folder (it ends in /), not a file")
+    if not path.parent.is_dir():
+        raise HarnessError(f"{option} {value}: folder {path.parent} does not exist")
+    return path
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -479,15 +491,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise HarnessError(f"--top must be >= 1, got {args.top}")
     cfg, url, study = _open_existing(args)
-    out = Path(args.out or f"{cfg.name}-report.html")
-    csv = Path(args.csv or f"{cfg.name}-trials.csv")
+    out = _output_file("--out", args.out or f"{cfg.name}-report.html")
+    csv = _output_file("--csv", args.csv or f"{cfg.name}-trials.csv")
     check_outputs({"--out": out, "--csv": csv, "--out (while written)": temporary_path(out),
                    "--csv (while written)": temporary_path(csv)}, _study_files(args, cfg, url))  # fmt: skip
-    for p in (out, csv):
-        if not p.parent.is_dir():
-            raise HarnessError(f"{p}: folder {p.parent} does not exist")
-        if p.is_dir():
-            raise HarnessError(f"{p} is a folder, not a file")
     frame = write_report(study, out, csv, top=args.top, stale_after=cfg.stale_after)
     print(f"report: {out} ({counted(len(frame), 'trial')}); table: {csv}")
     return 0

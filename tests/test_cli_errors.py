@@ -1863,3 +1863,22 @@ def test_whole_number_options_take_ascii_digits_within_64_bits_only(trained_stud
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and all(w in lines[0] for w in words), lines
     assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
+
+
+@pytest.mark.parametrize("argv,line", [
+    (["report", "{study}", "--out", ".", "--csv", "t.csv"], "--out . is a folder, not a file"),  # a traceback
+    (["report", "{study}", "--csv", "/", "--out", "r.html"], "--csv / is a folder, not a file"),
+    (["report", "{study}", "--out", "r.html/", "--csv", "t.csv"], "--out r.html/ names a folder (it ends in /), not a file"),
+    (["results", "{study}", "--out", "r.md/"], "--out r.md/ names a folder (it ends in /), not a file"),
+    (["report", "{study}", "--csv", "nowhere/t.csv"], "--csv nowhere/t.csv: folder nowhere does not exist"),
+])  # fmt: skip
+def test_an_output_file_option_naming_a_folder_is_refused_in_one_line(trained_study, tmp_path, capsys, monkeypatch,
+                                                                      argv, line):  # fmt: skip
+    """`--out .` raised ValueError from the temporary file's name (a traceback); `--out r.html/`
+    (a trailing slash: a folder) wrote a file r.html. One line, exit 2, nothing written."""
+    study, _ = trained_study
+    monkeypatch.chdir(tmp_path)
+    before = _snapshot(study.parent), _snapshot(tmp_path)
+    assert main([a.format(study=study) for a in argv]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"harness: error: {line}"]
+    assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
