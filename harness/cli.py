@@ -147,8 +147,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     retrain.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
     retrain.add_argument("--top", type=_integer, metavar="K",
-                         help="the K best feasible trials by validation accuracy (default 3; Pareto study: "
-                              "the whole front)")  # fmt: skip
+                         help="the K best feasible trials by validation accuracy (default 3); Pareto study: the "
+                              "K most accurate points of its front (default: the whole front)")  # fmt: skip
     retrain.add_argument("--spread", type=_integer, metavar="K",
                          help="Pareto study: K points of the front spread evenly over log parameter count, "
                               "its most accurate and its smallest included")  # fmt: skip
@@ -548,8 +548,9 @@ def _storage_named(args: argparse.Namespace) -> str:
 
 def _stopped_as_by_ctrl_c(handler):
     """``handler`` with SIGTERM raising KeyboardInterrupt, as Ctrl-C does (runner.stops_on_signals),
-    so its clean-up runs (an export's temporary folder, the folders made for it); SIGTERM's
-    default ends the process without it. run and retrain install the same themselves."""
+    so its clean-up runs (an export's temporary folder, the folders made for it, a report's
+    temporary files); SIGTERM's default ends the process without it. run and retrain install
+    the same themselves."""
 
     def handle(args: argparse.Namespace) -> int:
         from harness.runner import stops_on_signals
@@ -627,7 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dashboard": _cmd_dashboard, "report": _cmd_report, "data": _cmd_data_import,
         "retrain": _cmd_retrain, "results": _cmd_results, "restore": _cmd_restore,
     }  # fmt: skip
-    if args.command in ("export", "results"):  # they write model files: SIGTERM cleans up as Ctrl-C does
+    if args.command in ("export", "results", "report"):  # they write files: SIGTERM cleans up as Ctrl-C does
         handlers[args.command] = _stopped_as_by_ctrl_c(handlers[args.command])
     import sqlalchemy
 

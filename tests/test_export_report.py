@@ -562,3 +562,26 @@ def test_export_of_a_repeat_proposal_names_the_trial_it_repeats():
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={"duplicate_of": 0}))
     with pytest.raises(HarnessError, match="trial 1 repeats trial 0 and was not trained itself: export trial 0"):
         select_trial(study, 1)
+
+
+def test_sigterm_stops_a_report_as_ctrl_c_does_and_leaves_no_temporary_file(tiny_study, tmp_path):
+    """SIGTERM while report writes its files: the temporary files are removed, the outputs not
+    made, "harness: interrupted", exit 143 (SIGTERM's default ended the process with r.html.tmp
+    left beside the output)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    code = ("import os, pathlib, signal, sys\n"
+            "from harness.cli import main\n"
+            "real = pathlib.Path.write_text\n"
+            "def write_then_stop(self, *a, **k):\n"
+            "    written = real(self, *a, **k)\n"
+            "    if self.name.endswith('.tmp'):\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    return written\n"
+            "pathlib.Path.write_text = write_then_stop\n"
+            f"sys.exit(main(['report', {str(tiny_study / 'tiny.toml')!r}, '--out', {str(out / 'r.html')!r}, "
+            f"'--csv', {str(out / 't.csv')!r}]))\n")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 143 and proc.stderr.strip().splitlines() == ["harness: interrupted"], (
+        proc.returncode, proc.stderr)
+    assert list(out.iterdir()) == []
