@@ -474,16 +474,15 @@ def _output_file(option: str, value: str):
     path = Path(value)
     if path.is_dir():
         raise HarnessError(f"{option} {value} is a folder, not a file")
-    if value.endswith(("/", os.sep)):
-        raise HarnessError(f"{option} {value} names a folder (it ends in /), not a file")
+    if value.endswith(("/", os.sep)) or os.path.basename(value) in (".", ".."):  # Path() drops a last "/" or "/."
+        raise HarnessError(f"{option} {value} names a folder (it ends in {'/' if value.endswith('/') else '/.'}), "
+                           "not a file")  # fmt: skip
     if not path.parent.is_dir():
         raise HarnessError(f"{option} {value}: folder {path.parent} does not exist")
     return path
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from harness.report import temporary_path, write_report
     from harness.storage import check_outputs
     from harness.study import counted
@@ -575,38 +574,6 @@ def _unencodable_output(exc: UnicodeError) -> tuple[str | bytes, int]:
     return codecs.backslashreplace_errors(one)
 
 
-class _OutputError(OSError):
-    """Standard output cannot take what a command prints (a full disk, /dev/full)."""
-
-
-class _StandardOutput:
-    """``sys.stdout`` while a command runs: a write or flush that fails other than on a closed
-    pipe raises :class:`_OutputError`, which :func:`main` reports in one line (it was a
-    traceback). run and retrain wrap it in turn and go on without their output
-    (``runner.output_the_reader_may_leave``), as they do once a pipe's reader has left."""
-
-    def __init__(self, stream) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        return self._guarded(self._stream.write, text)
-
-    def flush(self) -> None:
-        self._guarded(self._stream.flush)
-
-    @staticmethod
-    def _guarded(call, *args):
-        try:
-            return call(*args)
-        except BrokenPipeError:  # the reader left: main ends quietly
-            raise
-        except OSError as exc:
-            raise _OutputError(exc.errno, exc.strerror or str(exc)) from None
-
-    def __getattr__(self, name: str):
-        return getattr(self._stream, name)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
@@ -634,20 +601,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from harness.storage import redact  # a driver's message may echo a storage password
 
-    stdout = sys.stdout
-    if stdout is not None:  # None: closed from the start (`>&-`), print() writes nothing
-        sys.stdout = _StandardOutput(stdout)
-    try:
-        status = handlers[args.command](args)
-        if sys.stdout is not None:  # what is still buffered fails here, not in Python's flush at exit
-            sys.stdout.flush()
-        return status
-    except _OutputError as exc:
-        from harness.runner import discard_output
+    from harness.runner import output_lost
 
-        discard_output(stdout)  # nothing more is tried, and no second error at exit
-        print(f"harness: error: standard output: cannot write: {exc.strerror}", file=sys.stderr)
-        return EXIT_USAGE
+    stdout = sys.stdout
+    try:
+        with output_lost(args.command not in ("run", "worker", "retrain")) as lost:  # those go on with a note
+            status = handlers[args.command](args)
+        if lost and not isinstance(lost[0], BrokenPipeError):  # a pipe's reader leaving is no error of ours
+            print(f"harness: error: standard output: cannot write: {lost[0].strerror or lost[0]}", file=sys.stderr)
+            return status or 1
+        return status
     except HarnessError as exc:
         print(redact(f"harness: error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
@@ -671,8 +634,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         discard_output(stdout)  # no second error at exit
         return 0
-    finally:
-        sys.stdout = stdout
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -412,6 +412,7 @@ class _OutputTheReaderMayLeave:
         self._stream = stream
         self._name = name  # said on stderr when it goes ("": nothing said)
         self._gone = False
+        self.error: OSError | None = None  # the write's error that ended the output
 
     def write(self, text: str) -> int:
         if not self._gone:
@@ -429,7 +430,7 @@ class _OutputTheReaderMayLeave:
                 self._reader_left(exc)
 
     def _reader_left(self, exc: OSError) -> None:
-        self._gone = True
+        self._gone, self.error = True, exc
         discard_output(self._stream)
         if self._name:  # stderr is guarded too: a closed one says nothing
             why = "was closed (its reader left)" if isinstance(exc, BrokenPipeError) else f"cannot be written ({exc.strerror or exc})"
@@ -453,7 +454,31 @@ def output_the_reader_may_leave():
         try:
             yield
         finally:
+            sys.stdout.flush()  # what is still buffered (--quiet: all of it) fails here, with the note
             sys.stdout, sys.stderr = streams
+
+
+@contextlib.contextmanager
+def output_lost(guarded: bool = True):
+    """Within the block, a write to ``sys.stdout`` that fails (a full disk, /dev/full; a pipe
+    whose reader left) does not end the command: the rest of its output is discarded, and the
+    error is yielded (a list, empty while none) for the caller to report once the work is
+    done. It was an OSError traceback out of print (exit 1), or at the end a failed result after
+    the work was done. ``guarded`` False: the block as it is (run and retrain guard their own,
+    :func:`output_the_reader_may_leave`)."""
+    lost: list[OSError] = []
+    stdout = sys.stdout
+    if not guarded or stdout is None:  # None: closed from the start (`>&-`): print() writes nothing
+        yield lost
+        return
+    sys.stdout = guard = _OutputTheReaderMayLeave(stdout)
+    try:
+        yield lost
+        guard.flush()  # what is still buffered fails here, not in Python's flush at exit
+    finally:
+        sys.stdout = stdout
+        if guard.error is not None:
+            lost.append(guard.error)
 
 
 def _worker_process(plan: RunPlan, forward) -> None:  # entry point of a --jobs child (spawned)
