@@ -15,6 +15,7 @@ import contextlib
 import html
 import math
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -401,10 +402,27 @@ def temporary_path(path: Path) -> Path:
 
 
 def written_in_place(path: Path) -> bool:
-    """Whether the output ``path`` is written into as it is rather than replaced: an existing
-    path that is no regular file or folder (a device such as /dev/stdout or /dev/null, a named
-    pipe). A rename would put a plain file where the device or pipe was."""
+    """Whether the output ``path`` is written into as it is rather than replaced: a descriptor
+    of this process's (:func:`inherited_descriptor`), or an existing path that is no regular
+    file or folder (a device such as /dev/null, a named pipe). A rename would put a plain file
+    where the device or pipe was."""
+    if inherited_descriptor(path) is not None:
+        return True
     return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def inherited_descriptor(path: Path) -> int | None:
+    """The descriptor ``path`` names as this process's own (/dev/stdout, /dev/stderr,
+    /dev/fd/N, /proc/self/fd/N), else None. Written through it, as the shell opened it:
+    reopening the file it points to by name truncated a `>> run.log`, and a rename replaced it."""
+    text = os.path.abspath(path)
+    named = {"/dev/stdout": 1, "/dev/stderr": 2}
+    if text in named:
+        return named[text]
+    for folder in ("/dev/fd/", "/proc/self/fd/", f"/proc/{os.getpid()}/fd/"):
+        if text.startswith(folder) and text[len(folder):].isdigit():
+            return int(text[len(folder):])
+    return None
 
 
 def check_writable(path: Path) -> None:
@@ -450,8 +468,14 @@ def write_whole(files: dict[Path, str]) -> None:
                 written.append((tmp, path))
                 tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
         for path in in_place:
-            current = path
-            with path.open("w", encoding="utf-8", errors="backslashreplace") as stream:
+            current, fd = path, inherited_descriptor(path)
+            if fd is not None:  # after what this process printed there before
+                for printed in (sys.stdout, sys.stderr):
+                    if printed is not None:
+                        printed.flush()
+            opened = os.fdopen(os.dup(fd), "w", encoding="utf-8", errors="backslashreplace") if fd is not None else \
+                path.open("w", encoding="utf-8", errors="backslashreplace")  # fmt: skip
+            with opened as stream:
                 stream.write(files[path])
     except BaseException as exc:
         for tmp, _ in written:

@@ -1895,3 +1895,24 @@ def test_an_output_file_option_naming_a_folder_is_refused_in_one_line(trained_st
     assert main([a.format(study=study) for a in argv]) == 2
     assert capsys.readouterr().err.splitlines() == [f"harness: error: {line}"]
     assert (_snapshot(study.parent), _snapshot(tmp_path)) == before
+
+
+@pytest.mark.skipif(not Path("/dev/stdout").exists(), reason="no /dev/stdout here")
+@pytest.mark.parametrize("name", ["/dev/stdout", "/dev/fd/1"])
+def test_report_into_dev_stdout_appends_to_the_log_it_is_redirected_to(trained_study, tmp_path, name):
+    """`harness report ... --csv /dev/stdout >> run.log`: the CSV goes where the shell sends
+    stdout, after the log's earlier lines and before the "report:" line. /dev/stdout resolves to
+    the log file itself, which the report replaced by rename (the earlier lines, and the line
+    after, were lost)."""
+    study, _ = trained_study
+    log = tmp_path / "run.log"
+    log.write_text("before\n")
+    plain = tmp_path / "plain.csv"
+    assert subprocess.run([sys.executable, "-m", "harness.cli", "report", str(study), "--out", str(tmp_path / "a.html"),
+                           "--csv", str(plain)], capture_output=True, timeout=300).returncode == 0  # fmt: skip
+    command = shlex.join([sys.executable, "-m", "harness.cli", "report", str(study), "--out", str(tmp_path / "r.html"),
+                          "--csv", name])  # fmt: skip
+    done = subprocess.run(f"{command} >> {shlex.quote(str(log))}", shell=True, stderr=subprocess.PIPE, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert log.read_text() == f"before\n{plain.read_text()}report: {tmp_path / 'r.html'} (1 trial); table: {name}\n"
