@@ -193,13 +193,18 @@ class Objective:
 
         origin = _origin(trial)
         is_baseline = bool(trial.user_attrs.get("baseline", False))
-        if is_baseline and (self.space.baseline_params is None or not origin.has_params):
-            # the seed network is not a point of this space, or (a retry of) a baseline enqueued
-            # before the space declared it one: built directly, nothing sampled
+        outside = self._retry_outside_space(trial, origin)
+        if is_baseline and (self.space.baseline_params is None or not origin.has_params or outside):
+            # the seed network is not a point of this space, (a retry of) a baseline enqueued
+            # before the space declared it one, or a baseline retry whose parameters an edited
+            # space no longer allows: built directly, nothing sampled
             spec = baseline_spec()
         else:
-            if origin.retry_of is not None:
-                self._check_retry_in_space(trial, origin.retry_of)
+            if outside:
+                trial.set_user_attr("origin", "retry")
+                trial.set_user_attr("retry_of", origin.retry_of)
+                raise self._reject_invalid(trial, f"{OUTSIDE_SPACE}, changed since trial {origin.retry_of} was "
+                                                  f"proposed: {outside}", kind=None)  # fmt: skip
             spec = self._suggest(trial)
         train_cfg = self.cfg.train
         if self.cfg.search_recipe and not is_baseline:  # the baseline keeps the study's recipe
@@ -346,17 +351,15 @@ class Objective:
                 raise  # a registered space's bug: in full
             raise self._space_failed(trial, exc) from None
 
-    def _check_retry_in_space(self, trial: optuna.Trial, retry_of: int) -> None:
-        """A retry trains the parameters of the trial it retries. Where the space (a user's file,
-        edited since) no longer allows them, the retry is rejected as invalid, not trained: it
-        trained a network outside the search space, under the distributions of the old one."""
+    def _retry_outside_space(self, trial: optuna.Trial, origin: TrialOrigin) -> str | None:
+        """Why a retry's parameters (those of the trial it retries) are no point of the space as
+        it is now (a user's file edited since), else None. Such a retry is rejected as invalid,
+        not trained (it trained a network outside the space, under the old distribution), and
+        a baseline's is built directly (the seed network it stands for)."""
+        if origin.retry_of is None or not trial.params:
+            return None
         recipe = self.cfg.train if self.cfg.search_recipe else None
-        why = outside_space(self.space, trial.params, recipe, self.cfg.recipe_fields)
-        if why is not None:
-            trial.set_user_attr("origin", "retry")
-            trial.set_user_attr("retry_of", retry_of)
-            raise self._reject_invalid(trial, f"{OUTSIDE_SPACE}, changed since trial {retry_of} was proposed: {why}",
-                                       kind=None)  # fmt: skip
+        return outside_space(self.space, trial.params, recipe, self.cfg.recipe_fields)
 
     def _space_failed(self, trial: optuna.Trial, exc: BaseException) -> SearchSpaceFailure:
         """Record why the space failed on ``trial`` (its ``fail_reason``) and say it in one line."""

@@ -387,12 +387,13 @@ def outside_space(
 ) -> str | None:
     """Why ``params`` (drawn for a trial before) are no point of ``space`` as it is now: the
     first value it no longer allows ("parameter 'w' = 4 must be an integer in [8, 16] in steps
-    of 4"). None where it allows every value it draws, where it draws one ``params`` lack (a
-    trial draws that one anew), or where it fails its own way (said when the trial runs).
+    of 4"). None where it allows every value it draws or fails its own way (said when the trial
+    runs). A parameter ``params`` lack (added to the space since; the trial draws it anew) is
+    taken at its range's low end or first choice, so the ones drawn after it are checked too.
     ``recipe_base``/``recipe_fields``: as for :func:`enqueue_params`, the searched recipe."""
     from search_spaces.recipe import DEFAULT_FIELDS, suggest_recipe
 
-    trial = _CheckingTrial(params)
+    trial = _FillingTrial(params)
     try:
         space.suggest(trial)
         if recipe_base is not None:
@@ -402,3 +403,24 @@ def outside_space(
     except (Exception, SystemExit):
         return None
     return None
+
+
+class _FillingTrial(_CheckingTrial):
+    """A :class:`_CheckingTrial` that takes a parameter it was not given at its range's low end
+    or first choice (see :func:`outside_space`)."""
+
+    def _fill(self, name: str, value: Any) -> None:
+        if name not in self.params_given:
+            self.params_given[name] = self._params[name] = value
+
+    def suggest_categorical(self, name, choices):  # type: ignore[override]
+        self._fill(name, choices[0])
+        return super().suggest_categorical(name, choices)
+
+    def suggest_int(self, name, low, high, *, step=1, log=False):  # type: ignore[override]
+        self._fill(name, low)
+        return super().suggest_int(name, low, high, step=step, log=log)
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):  # type: ignore[override]
+        self._fill(name, low)
+        return super().suggest_float(name, low, high, step=step, log=log)

@@ -729,3 +729,65 @@ def test_a_trial_stopped_while_its_parameters_were_drawn_is_not_retried(tmp_path
     assert len(trials) == 5 and [t.system_attrs.get("failed_trial") for t in trials[3:]] == [2, None]
     assert trials[3].params == trials[2].params and trials[4].user_attrs["origin"] == "sampler"
     assert not any(t.system_attrs.get("failed_trial") == 1 for t in trials)
+
+
+def test_outside_space_checks_every_given_parameter_past_one_added_since():
+    """A parameter added to the space since the trial was proposed (d, drawn before w) is taken
+    at its low end: w = 4, now outside [8, 16], is still found (the check stopped at d, and the
+    retry trained w = 4)."""
+    from harness.spec import ArchSpec, BlockSpec, ConvSpec
+    from search_spaces import SearchSpace, outside_space
+
+    def suggest(trial):
+        trial.suggest_int("d", 1, 2)
+        w = trial.suggest_int("w", 8, 16, step=4)
+        return ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(w),)),), head="gap")
+
+    space = SearchSpace("grown", suggest, None, "")
+    assert outside_space(space, {"w": 4}) == "parameter 'w' = 4 must be an integer in [8, 16] in steps of 4"
+    assert outside_space(space, {"w": 8}) is None
+    assert outside_space(space, {"w": 8, "d": 3}) == "parameter 'd' = 3 must be an integer in [1, 2] in steps of 1"
+
+
+_BASELINE_SPACE = """
+from harness.spec import ArchSpec, BlockSpec, ConvSpec
+from search_spaces import baseline_spec
+
+BASELINE_PARAMS = {"tag": LOW}
+
+
+def suggest(trial):
+    tag = trial.suggest_int("tag", LOW, 16, step=4)
+    return baseline_spec() if tag == LOW else ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(tag),)),), head="gap")
+"""
+
+
+def test_a_baseline_retry_outside_the_edited_space_trains_the_seed_network(tmp_path, synthetic_root):
+    """The baseline (tag = 4 in a space whose BASELINE_PARAMS say so) was interrupted; the space
+    was then edited to tag in [8, 16] with BASELINE_PARAMS tag = 8. Its retry trains the seed
+    network as the baseline (rejecting it left the study without a reference for good: a
+    baseline trial exists, so none is enqueued again)."""
+    from harness.config import load_study_config
+    from harness.objective import INTERRUPTED_REASON
+    from search_spaces import baseline_spec
+
+    space, study_file = tmp_path / "space.py", tmp_path / "base.toml"
+    space.write_text(_BASELINE_SPACE.replace("LOW", "4"))
+    study_file.write_text('[study]\nname = "base"\nsearch_space = "space.py:suggest"\nbudget = 20000\nseed = 3\n'
+                          '[sampler]\nname = "random"\n[pruner]\nname = "none"\n[data]\nval_size = 100\n'
+                          '[train]\nepochs = 1\nbatch_size = 50\n')  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'base.db'}"
+    study = open_study(load_study_config(study_file), url)  # as a run makes it: the baseline enqueued
+    baseline = study.ask()
+    assert baseline.user_attrs.get("baseline") and baseline.suggest_int("tag", 4, 16, step=4) == 4
+    baseline.set_user_attr("interrupted", True)
+    baseline.set_user_attr("fail_reason", INTERRUPTED_REASON)
+    study.tell(baseline, state=TrialState.FAIL)
+    space.write_text(_BASELINE_SPACE.replace("LOW", "8"))
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(study_file), "--trials", "1", "--quiet",
+                           "--data-dir", str(synthetic_root), "--device", "cpu"], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    retry = optuna.load_study(study_name="base", storage=url).get_trials()[1]
+    assert retry.system_attrs["failed_trial"] == 0 and retry.user_attrs["baseline"]
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["arch"] == baseline_spec().describe()
