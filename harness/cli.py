@@ -552,10 +552,12 @@ def _stopped_as_by_ctrl_c(handler):
     the same themselves."""
 
     def handle(args: argparse.Namespace) -> int:
-        from harness.runner import stops_on_signals
+        from harness.runner import raise_if_stop_was_lost, stops_on_signals
 
         with stops_on_signals():
-            return handler(args)
+            status = handler(args)
+            raise_if_stop_was_lost()  # one lost inside a garbage-collector callback still ends it as stopped
+            return status
 
     return handle
 

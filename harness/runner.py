@@ -202,7 +202,8 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
     def in_trial(trial):
         try:
             with _STOP_GATE.open() as stopped:
-                if stopped:  # while Optuna created this trial: it fails as interrupted, retried on resume
+                if stopped:  # while Optuna created this trial: it fails as interrupted (retried on resume where
+                    # its parameters were given: the baseline, an [[enqueue]] table, a retry's)
                     raise KeyboardInterrupt
                 return objective(trial)
         except KeyboardInterrupt:  # also one landing just outside the objective's own handler
@@ -219,18 +220,19 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
         progress.close()
         if publisher is not None:  # once stopped, not waiting (a stop more is ignored) for another process's lock
             publisher(force=True, wait=not _STOPPED_BY)
-    return _STOP_GATE.pending  # a stop after the last trial was told: the run still ends as stopped
+    return _STOP_GATE.pending or _stop_lost()  # a stop after the last trial was told: the run still ends as stopped
 
 
 class _StopGate:
     """Where a stop signal may raise KeyboardInterrupt in a run's study.optimize. Inside a trial's
     objective it raises at once (Optuna marks the trial FAIL, the objective marks it
-    interrupted, a resumed run retries it). Outside one, while Optuna creates a trial (the
+    interrupted, a resumed run retries it once its architecture was built). Outside one, while Optuna creates a trial (the
     sampler's proposal, the storage's writes) or tells one, the exception would leave a trial
     RUNNING that no heartbeat ever recorded: never failed as stale, never retried, and counted
     as the retry of the trial it was retrying. There the stop is held: the objective raises it
-    at its start (that trial fails as interrupted, retried on resume), or the next callback
-    after a trial is told."""
+    at its start (that trial fails as interrupted; retried on resume where its parameters were
+    given), or the next callback after a trial is told. A stop whose KeyboardInterrupt was lost
+    (:func:`raise_if_stop_was_lost`) is raised at the same two points."""
 
     def __init__(self) -> None:
         self.held = False  # inside study.optimize, outside a trial's objective
@@ -250,7 +252,7 @@ class _StopGate:
         """A trial's objective: a stop raises at once. Yields whether one is pending already."""
         self.held = False
         try:
-            yield self.pending
+            yield self.pending or _stop_lost()
         finally:
             self.held = True
 
@@ -261,7 +263,7 @@ class _StopGate:
         return self.held
 
     def raise_if_stopped(self, study, trial) -> None:
-        if self.pending:
+        if self.pending or _stop_lost():
             raise KeyboardInterrupt
 
 
@@ -325,11 +327,19 @@ def raise_if_stop_was_lost() -> None:
     command still runs. The handler's exception is lost where it lands inside a callback of the
     garbage collector (Python prints "Exception ignored" and goes on), and the handler ignores
     later signals: the run trained to its end, exit 0, and no Ctrl-C or SIGTERM could stop it.
-    Called at each epoch of a trial and of a retrain run."""
+    Called at each epoch of a trial and of a retrain run, and at the end of a command that
+    writes files (export, results, report); a run's trials check it between trials too."""
+    if _stop_lost():
+        raise KeyboardInterrupt
+
+
+def _stop_lost() -> bool:
+    """Whether :func:`stop_on_signals`' handler saw a stop while its command still runs (it
+    ignores later signals until the handlers are restored): a stop not acted on yet, such as
+    one whose KeyboardInterrupt was lost (:func:`raise_if_stop_was_lost`)."""
     import signal
 
-    if _STOPPED_BY and signal.getsignal(signal.SIGINT) is _ignore_signal:
-        raise KeyboardInterrupt
+    return bool(_STOPPED_BY) and signal.getsignal(signal.SIGINT) is _ignore_signal
 
 
 def _quiet_lost_stop(unraisable) -> None:

@@ -585,3 +585,31 @@ def test_sigterm_stops_a_report_as_ctrl_c_does_and_leaves_no_temporary_file(tiny
     assert proc.returncode == 143 and proc.stderr.strip().splitlines() == ["harness: interrupted"], (
         proc.returncode, proc.stderr)
     assert list(out.iterdir()) == []
+
+
+def test_a_stop_lost_during_a_report_still_ends_it_as_stopped(tiny_study, tmp_path, monkeypatch, capsys):
+    """Ctrl-C whose KeyboardInterrupt is lost inside a garbage-collector callback while report
+    writes: the handler ignores later signals, so the command could not be stopped and ended
+    0 as if no stop came. Now it ends as stopped (130), its files whole."""
+    import os
+    import signal
+    import weakref
+
+    import harness.report
+
+    real = harness.report.write_report
+
+    class Garbage:
+        pass
+
+    def write_with_a_stop_lost(*args, **kwargs):
+        garbage = Garbage()
+        weakref.finalize(garbage, os.kill, os.getpid(), signal.SIGINT)
+        del garbage
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(harness.report, "write_report", write_with_a_stop_lost)
+    assert main(["report", str(tiny_study / "tiny.toml"), "--out", str(tmp_path / "r.html"),
+                 "--csv", str(tmp_path / "r.csv")]) == 130  # fmt: skip
+    assert capsys.readouterr().err.strip().splitlines() == ["harness: interrupted"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.html"]

@@ -1052,3 +1052,34 @@ def test_a_stop_lost_inside_a_garbage_collector_callback_still_stops_the_run(tmp
     trials = optuna.load_study(study_name="lost", storage=f"sqlite:///{tmp_path / 'lost.db'}").get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
     assert trials[1].user_attrs["interrupted"] is True and "epochs_run" not in trials[1].user_attrs
+
+
+def test_a_stop_lost_after_a_trials_last_epoch_starts_no_further_trial(tmp_path, synthetic_root, monkeypatch, capsys):
+    """A stop lost inside a garbage-collector callback after the baseline's last epoch (no epoch
+    check left in that trial): the next trial is not started, the run ends as stopped (exit
+    130). It ran every remaining trial and exited 0."""
+    import weakref
+
+    import harness.train
+    from harness.cli import main
+
+    real_fit = harness.train.fit
+
+    class Garbage:
+        pass
+
+    def fit_then_stop_lost(*args, **kwargs):
+        result = real_fit(*args, **kwargs)
+        garbage = Garbage()
+        weakref.finalize(garbage, os.kill, os.getpid(), signal.SIGINT)
+        del garbage  # the handler runs inside the finalizer: its KeyboardInterrupt is "ignored"
+        return result
+
+    monkeypatch.setattr(harness.train, "fit", fit_then_stop_lost)
+    study = _study_file(tmp_path, "after")
+    url = f"sqlite:///{tmp_path / 'after.db'}"
+    assert main(["run", str(study), "--trials", "3", "--storage", url, "--quiet", "--data-dir", str(synthetic_root),
+                 "--device", "cpu"]) == 130  # fmt: skip
+    trials = optuna.load_study(study_name="after", storage=url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] and trials[0].user_attrs["baseline"]
+    assert "interrupted" in capsys.readouterr().err
