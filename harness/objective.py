@@ -92,6 +92,7 @@ TRAINING_FAILURES = _training_failures()
 #: The reject_reason of a retry whose parameters the search space no longer allows begins so.
 OUTSIDE_SPACE = "outside the search space"
 
+
 @dataclasses.dataclass(frozen=True)
 class SamplerStream:
     """The random stream of the process proposing trials (see :func:`harness.study.open_study`)."""
@@ -193,6 +194,11 @@ class Objective:
 
         origin = _origin(trial)
         is_baseline = bool(trial.user_attrs.get("baseline", False))
+        # recorded before the space draws: a trial stopped while drawing is told apart (it has
+        # an origin and no spec) and not retried (storage.RetryStaleTrial.proposal_whole)
+        trial.set_user_attr("origin", origin.kind)
+        if origin.retry_of is not None:
+            trial.set_user_attr("retry_of", origin.retry_of)
         outside = self._retry_outside_space(trial, origin)
         if is_baseline and (self.space.baseline_params is None or not origin.has_params or outside):
             # the seed network is not a point of this space, (a retry of) a baseline enqueued
@@ -201,8 +207,6 @@ class Objective:
             spec = baseline_spec()
         else:
             if outside:
-                trial.set_user_attr("origin", "retry")
-                trial.set_user_attr("retry_of", origin.retry_of)
                 raise self._reject_invalid(trial, f"{OUTSIDE_SPACE}, changed since trial {origin.retry_of} was "
                                                   f"proposed: {outside}", kind=None)  # fmt: skip
             spec = self._suggest(trial)
@@ -213,9 +217,6 @@ class Objective:
         trial.set_user_attr("spec", spec.to_json())
         trial.set_user_attr("arch", spec.describe())
         trial.set_user_attr("baseline", is_baseline)
-        trial.set_user_attr("origin", origin.kind)
-        if origin.retry_of is not None:
-            trial.set_user_attr("retry_of", origin.retry_of)
         if origin.kind == "sampler" and self.stream is not None:
             trial.set_user_attr("sampler_stream", self.stream.index)
             trial.set_user_attr("sampler_seed", self.stream.seed)

@@ -419,12 +419,15 @@ class RetryStaleTrial:
 
     @staticmethod
     def proposal_whole(trial: optuna.trial.FrozenTrial) -> bool:
-        """Whether ``trial`` holds the whole of what it was to train: its architecture was built
-        from its parameters (``spec``), or they were given (the baseline, an enqueued table).
-        One stopped while the sampler was still drawing holds a part: a "retry" of it drew the
-        rest afresh, another network under the retry's name (the next run proposes anew)."""
+        """Whether ``trial`` does not hold a part of a proposal: one whose objective began
+        (``origin`` recorded) and was stopped while the space drew its parameters (no
+        ``spec`` built), unless they were given (the baseline, an enqueued table). A "retry"
+        of such a part drew the rest afresh, another network under the retry's name; the next
+        run proposes anew instead. One stopped before its objective began drew nothing: its
+        retry proposes."""
         ua = trial.user_attrs
-        return "spec" in ua or bool(ua.get("baseline")) or "fixed_params" in trial.system_attrs
+        drawing = "origin" in ua and "spec" not in ua
+        return not drawing or bool(ua.get("baseline")) or "fixed_params" in trial.system_attrs
 
     def __init__(self, max_retry: float = STALE_RETRIES, lock_url: str | None = None):
         self.max_retry = max_retry

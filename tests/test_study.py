@@ -721,6 +721,7 @@ def test_a_trial_stopped_while_its_parameters_were_drawn_is_not_retried(tmp_path
         if whole:
             trial.suggest_categorical("k", [3, 5])
             trial.set_user_attr("spec", "built")
+        trial.set_user_attr("origin", "sampler")  # as the objective records it before the space draws
         trial.set_user_attr("interrupted", True)
         trial.set_user_attr("fail_reason", INTERRUPTED_REASON)
         study.tell(trial, state=TrialState.FAIL)
