@@ -601,9 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers[args.command] = _stopped_as_by_ctrl_c(handlers[args.command])
     import sqlalchemy
 
-    from harness.storage import redact  # a driver's message may echo a storage password
-
     from harness.runner import output_lost
+    from harness.storage import redact  # a driver's message may echo a storage password
 
     stdout = sys.stdout
     try:

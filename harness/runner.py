@@ -202,8 +202,7 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
     def in_trial(trial):
         try:
             with _STOP_GATE.open() as stopped:
-                if stopped:  # while Optuna created this trial: it fails as interrupted (retried on resume where
-                    # its parameters were given: the baseline, an [[enqueue]] table, a retry's)
+                if stopped:  # while Optuna created this trial: it fails as interrupted, retried on resume
                     raise KeyboardInterrupt
                 return objective(trial)
         except KeyboardInterrupt:  # also one landing just outside the objective's own handler
@@ -226,12 +225,12 @@ def run_trials(plan: RunPlan, forward=None) -> bool:
 class _StopGate:
     """Where a stop signal may raise KeyboardInterrupt in a run's study.optimize. Inside a trial's
     objective it raises at once (Optuna marks the trial FAIL, the objective marks it
-    interrupted, a resumed run retries it once its architecture was built). Outside one, while Optuna creates a trial (the
-    sampler's proposal, the storage's writes) or tells one, the exception would leave a trial
-    RUNNING that no heartbeat ever recorded: never failed as stale, never retried, and counted
-    as the retry of the trial it was retrying. There the stop is held: the objective raises it
-    at its start (that trial fails as interrupted; retried on resume where its parameters were
-    given), or the next callback after a trial is told. A stop whose KeyboardInterrupt was lost
+    interrupted, a resumed run retries it unless it stopped while its space drew). Outside
+    one, while Optuna creates a trial (the sampler's proposal, the storage's writes) or tells
+    one, the exception would leave a trial RUNNING that no heartbeat ever recorded: never
+    failed as stale, never retried, and counted as the retry of the trial it was retrying. There the stop is held: the objective raises it
+    at its start (that trial fails as interrupted, retried on resume), or the next callback
+    after a trial is told. A stop whose KeyboardInterrupt was lost
     (:func:`raise_if_stop_was_lost`) is raised at the same two points."""
 
     def __init__(self) -> None:
