@@ -31,7 +31,7 @@ _COLUMNS = [
     "number", "outcome", "state", "origin", "baseline", "params", "val_acc", "test_acc", "test_images", "target_met",
     "epochs_run", "train_seconds", "train_images", "arch", "reject_reason", "fail_reason", "device", "seed",
     "datetime_start", "teacher", "teacher_sha256", "ema_decay", "trained_val_acc", "repeats", "repeat_val_accs",
-    "intermediate_values",
+    "intermediate_values", "val_images",
 ]  # fmt: skip
 
 
