@@ -15,7 +15,8 @@ Trial outcomes, as recorded in the storage:
   shrinks to nothing), or the search space rejected the candidate itself (a user's space
   raising ``optuna.TrialPruned``); also infeasible, also never built.
 * ``duplicate_of = N``: the sampler proposed exactly the parameters of an earlier trial N,
-  which was already trained (or is training); not trained again. COMPLETE with trial N's
+  and they built the same architecture, which was already trained (or is training); not
+  trained again. COMPLETE with trial N's
   value when N completed, else PRUNED with N's validation curve, so the sampler still
   learns what that point scored; never counted as a trained result.
 * PRUNED without ``rejected``: stopped by the pruner after ``epochs_run`` epochs.
@@ -289,7 +290,7 @@ class Objective:
                 results = fit_lockstep(models, data, train_cfg, seeds=seeds, on_epoch=report, **fit_extras)
             # Scored in float32 whatever the training precision: the exported files run in
             # float32, and export checks them against the first number image for image.
-            test_accs = [evaluate(m, data.test_x, data.test_y, self.cfg.train.eval_batch_size) for m in models]
+            test_accs = [evaluate(m, data.test_x, data.test_y, train_cfg.eval_batch_size) for m in models]
         except Exception as exc:
             if isinstance(exc, optuna.TrialPruned):
                 raise
@@ -412,7 +413,9 @@ class Objective:
         return params
 
     def _repeat_of(self, trial: optuna.Trial, multi: bool) -> float | tuple[float, ...] | None:
-        """The earlier result when this sampler proposal repeats an earlier trial's parameters.
+        """The earlier result when this sampler proposal repeats an earlier trial: its parameters,
+        and the architecture they built (a user's space may draw without Optuna, or draw
+        nothing: equal parameters alone do not make the same network).
 
         Training the same point again would only add seed noise to the ranking. Only earlier
         trials count (two workers proposing one point at once: the later one yields), and only
@@ -431,6 +434,11 @@ class Objective:
             if t.number >= trial.number:
                 break
             if t.params != trial.params or "rejected" in t.user_attrs or "duplicate_of" in t.user_attrs:
+                continue
+            if t.user_attrs.get("spec") is None or t.user_attrs["spec"] != trial.user_attrs.get("spec"):
+                # the same parameters, another network (or none built yet, still drawing): a space that
+                # draws some of its choices outside Optuna, or none at all, the seed network built
+                # outside the space. (Equal parameters give equal recipes: the study's [train] is fixed.)
                 continue
             if t.state not in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED):
                 continue
