@@ -55,6 +55,19 @@ def _nonempty(value: str) -> str:
     return value
 
 
+class _Once(argparse.Action):
+    """An option that names one thing, refused when given twice: argparse keeps the last, and
+    `export --trial 2 --trial 0` (as `retrain --trial` repeats) exported trial 0 alone without
+    a word about trial 2."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        earlier = getattr(namespace, self.dest, None)
+        if earlier is not None:
+            parser.error(f"argument {option_string}: given twice ({earlier}, then {values}): "
+                         f"{parser.prog} takes one; run it once for each")  # fmt: skip
+        setattr(namespace, self.dest, values)
+
+
 def _integer(value: str) -> int:
     """A whole-number option: ASCII digits with an optional sign, within 64 bits (what a study
     file and the database hold). Python's int() also took other scripts' digits ("３"),
@@ -118,11 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("study_file", type=_nonempty, metavar="STUDY.toml")
     which = export.add_mutually_exclusive_group()
-    which.add_argument("--trial", type=_integer, metavar="N", help="export trial number N (must be COMPLETE)")
+    which.add_argument("--trial", type=_integer, action=_Once, metavar="N", help="export trial number N (must be COMPLETE)")
     which.add_argument("--best", action="store_true",
                        help="export the best feasible trial: completed, within the budget, highest "
                             "VALIDATION accuracy (ties: fewer parameters). The default")  # fmt: skip
-    export.add_argument("--seed", type=_integer, metavar="S",
+    export.add_argument("--seed", type=_integer, action=_Once, metavar="S",
                         help="with --trial: export the model of retrain seed S (0 to --seeds - 1) of `harness retrain`, "
                              "as its lines number them (not the torch seed it trained with)")  # fmt: skip
     export.add_argument("--out", type=_nonempty, metavar="DIR", help="output folder (default: exports/<study name>)")

@@ -292,6 +292,9 @@ def _build(where: str, prefix: str, cls: type, table: dict[str, Any], extra: dic
     return cls(**kwargs)
 
 
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"  # a study name: it becomes file names (<name>.db, exports/<name>/)
+
+
 def _check(where: str, cond: bool, key: str, message: str) -> None:
     if not cond:
         raise ConfigError(f"{where}: {key} {message}")
@@ -300,7 +303,7 @@ def _check(where: str, cond: bool, key: str, message: str) -> None:
 def _validate(where: str, c: StudyConfig) -> None:
     t, d = c.train, c.data
     # The name becomes file names (<name>.db, <name>.artifacts, exports/<name>/): a safe set.
-    _check(where, re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", c.name) is not None, "study.name",
+    _check(where, re.fullmatch(_NAME, c.name) is not None, "study.name",
            f"must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter or digit, "
            f"got {toml_value(c.name[:40])}{'...' if len(c.name) > 40 else ''}")  # fmt: skip
     _check(where, c.mode in ("single", "pareto"), "study.mode", f"must be single or pareto, got {toml_value(c.mode)}")
@@ -403,6 +406,10 @@ def parse_study_config(doc: dict[str, Any], path: Path, where: str | None = None
     study_table = dict(tables["study"])
     if "name" not in study_table:
         study_table["name"] = path.stem
+        if re.fullmatch(_NAME, path.stem) is None:  # the user wrote no study.name: say where this one came from
+            raise ConfigError(f"{where}: the file name {toml_value(path.stem[:40])}{'...' if len(path.stem) > 40 else ''}, "
+                              "the study's name when study.name is not set, is no valid name: set study.name to "
+                              "1-100 characters of letters, digits, '.', '_' or '-', starting with a letter or digit")  # fmt: skip
     enqueue = doc.get("enqueue", [])
     if not isinstance(enqueue, list) or not all(isinstance(e, dict) for e in enqueue):
         raise ConfigError(f"{where}: enqueue must be an array of tables ([[enqueue]] with parameter = value lines)")

@@ -218,6 +218,29 @@ def verify_file(fmt: str, path: Path, x, y, eager_pred) -> dict[str, Any]:
     }
 
 
+def _earlier_formats(card_path: Path, formats: list[str]) -> tuple[dict[str, Path], dict[str, Any]]:
+    """(format -> file, the earlier card) for the formats the model card already at
+    ``card_path`` lists that this export does not write, where the file beside it is still the
+    one the card describes (same name and sha256). An export in another format replaces that
+    card: these are checked again against the network being exported and, if they are its
+    files, kept in the new card rather than left on disk described by nothing."""
+    try:
+        earlier = json.loads(card_path.read_text(encoding="utf-8"))
+        listed = earlier["files"]
+    except (OSError, ValueError, KeyError, TypeError):  # no card yet, or not one of ours
+        return {}, {}
+    found = {}
+    for fmt, entry in listed.items() if isinstance(listed, dict) else ():
+        if fmt in formats or fmt not in _SUFFIX or not isinstance(entry, dict):
+            continue
+        path = card_path.with_name(card_path.stem + _SUFFIX[fmt])
+        if entry.get("path") != path.name:
+            continue
+        if path.is_file() and entry.get("sha256") == _sha256(path):
+            found[fmt] = path
+    return found, earlier
+
+
 def _git_commit() -> dict[str, Any] | None:
     """The checkout the harness runs from (commit, uncommitted changes), or None if not one."""
     root = Path(__file__).resolve().parent.parent
@@ -407,8 +430,24 @@ def export_trial(
                 f"differ from PyTorch (allowed {v['allowed_differences']}), test acc {v['test_acc_all_images']:.4%} -> "
                 + ("OK" if v["passed"] else "MISMATCH")
             )
+        described = dict(written)
+        kept, earlier = _earlier_formats(paths["card"], formats)
+        for fmt, path in kept.items():
+            try:
+                v = verify_file(fmt, path, x, test_y, eager_pred)
+            except Exception:  # no runtime for it here, or one that cannot load it: not checkable, so not listed
+                v = {"passed": False}
+            if v["passed"]:  # this network's file from an earlier export: listed again, checked again
+                verification[fmt], described[fmt] = v, path
+                lines.append(f"  {fmt:<11} {path}: kept from an earlier export, {v['predictions_differing_from_pytorch']} "
+                             f"of {v['images']:,} predictions differ from PyTorch -> OK")  # fmt: skip
+            else:
+                lines.append(f"  {fmt:<11} {path}: from an earlier export, not this network's (or not checkable "
+                             "here): left as it is, no longer described by the model card")  # fmt: skip
         ok = record["passed"] and all(v["passed"] for v in verification.values())
-        card = model_card(study, trial, spec, record, written, verification, storage_label, retrained)
+        card = model_card(study, trial, spec, record, described, verification, storage_label, retrained)
+        for fmt in described.keys() - written.keys():  # written by that export's harness and torch, not this one's
+            card["files"][fmt]["written_by_earlier_export"] = {key: earlier.get(key) for key in ("exported_at", "versions")}
         (partial / paths["card"].name).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
         with interrupts_held():
             for fmt in formats:

@@ -722,6 +722,9 @@ def _training_images(cfg, data_root: str) -> int:
     return min(images, cfg.data.train_limit) if cfg.data.train_limit else images
 
 
+ESTIMATE_BATCH_CAP = 1024  # images per batch the CPU estimate times at most (a larger batch: scaled per image)
+
+
 def cpu_time_estimate(cfg, plan: RunPlan) -> str:
     """On a CPU, a rough duration of the run, timed on this machine: a few training steps of
     the baseline network with the study's batch size. Points to ``<name>-cpu.toml`` beside the
@@ -743,17 +746,23 @@ def cpu_time_estimate(cfg, plan: RunPlan) -> str:
         from harness.teacher import load_teacher
 
         teacher = load_teacher(cfg.teacher_path(), device)
+    images = _training_images(cfg, plan.data_root)
+    # Training caps a batch at the training images (one batch per epoch). The timing caps it
+    # lower still and counts per image: batches of the raw batch_size (100,000) were killed for
+    # memory before any output, and a 55,000-image batch timed 14 epochs' work before the first line.
+    batch = min(cfg.train.batch_size, images)
+    timed = min(batch, ESTIMATE_BATCH_CAP)
     try:
         # timed with the threads each process trains with: a --jobs worker gets its share of the cores
         threads = plan.threads or (_worker_threads(_workers_started(plan)) if plan.jobs > 1 else torch.get_num_threads())
-        step = seconds_per_step(baseline_spec(), cfg.train, device, threads=threads, teacher=teacher)
+        step = seconds_per_step(baseline_spec(), dataclasses.replace(cfg.train, batch_size=timed), device,
+                                threads=threads, teacher=teacher) * batch / timed  # fmt: skip
     except DivergedError:  # a recipe that diverges on random images gets no estimate; its trials say why
         return ""
-    images = _training_images(cfg, plan.data_root)
-    per_trial = step * (images // min(cfg.train.batch_size, images)) * cfg.train.epochs * cfg.repeats
+    per_trial = step * (images // batch) * cfg.train.epochs * cfg.repeats
     seeds = f" with {cfg.repeats} seeds" if cfg.repeats > 1 else ""
     text = (f"estimate on this CPU: ~{_fmt_duration(per_trial)} per {cfg.train.epochs}-epoch trial{seeds} of the "
-            f"{cfg.train.batch_size}-image-batch baseline on {images:,} images (timed over a few steps here)")  # fmt: skip
+            f"{batch}-image-batch baseline on {images:,} images (timed over a few steps here)")  # fmt: skip
     # K workers take the trials in rounds: one trial takes a whole trial's time, however many workers
     total = per_trial * math.ceil(plan.n_trials / max(plan.jobs, 1)) if plan.n_trials else None
     if plan.timeout and (total is None or total > plan.timeout):

@@ -24,6 +24,7 @@ __all__ = [
     "InvalidSpecError",
     "check_fields",
     "check_names",
+    "check_values",
     "count_params",
     "feature_shapes",
 ]
@@ -206,6 +207,25 @@ def check_fields(spec: Any) -> None:
         if getattr(spec, name) != value:
             raise InvalidSpecError(f"{name} = {getattr(spec, name)}: the harness trains on MNIST's 1-channel "
                                    f"28x28 images of 10 classes ({name} must be {value})")  # fmt: skip
+
+
+def check_values(spec: ArchSpec) -> None:
+    """Raise InvalidSpecError naming the field if ``spec`` (fields of the right types: see
+    :func:`check_fields`) holds a value that no layout makes valid: no blocks, a block without
+    convs, a width, kernel or stride under 1, a negative padding, a dropout outside [0, 1) (NaN
+    included). What is left to :func:`feature_shapes` depends on the layout (a feature map
+    shrinking to nothing, a residual conv changing the shape)."""
+    if not spec.blocks:
+        raise InvalidSpecError("blocks must hold at least one BlockSpec, got none")
+    for i, block in enumerate(spec.blocks):
+        if not block.convs:
+            raise InvalidSpecError(f"blocks[{i}].convs must hold at least one ConvSpec, got none")
+        for j, conv in enumerate(block.convs):
+            for name, low in (("out_channels", 1), ("kernel", 1), ("stride", 1), ("padding", 0)):
+                if getattr(conv, name) < low:
+                    raise InvalidSpecError(f"blocks[{i}].convs[{j}].{name} must be >= {low}, got {getattr(conv, name)}")
+        if not (block.dropout >= 0.0 and block.dropout < 1.0):  # NaN fails both comparisons
+            raise InvalidSpecError(f"blocks[{i}].dropout must be in [0, 1), got {block.dropout}")
 
 
 def feature_shapes(spec: ArchSpec) -> list[tuple[int, int]]:

@@ -107,8 +107,10 @@ def check_search_teacher(path: Path, val_size: int) -> None:
         held_out = None
     if isinstance(held_out, int) and described.get("sha256") != file_sha256(path):
         raise HarnessError(
-            f"teacher {path}: its model card {path.with_suffix('.json').name} describes another file (sha256 "
-            "differs), so it cannot say which training images this one never saw: export the teacher again"
+            f"teacher {path}: its model card {path.with_suffix('.json').name} "
+            + ("describes another file (sha256 differs)" if "pt2" in files else
+               f"lists no .pt2 file (it lists {', '.join(sorted(files)) or 'none'})")
+            + ", so it cannot say which training images this one never saw: export the teacher again"
         )
     if not isinstance(held_out, int):
         raise HarnessError(

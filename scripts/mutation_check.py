@@ -64,7 +64,8 @@ MUTANTS = [
     ("AH", "harness/study.py", "return (-val_acc(t), param_count(t.user_attrs, 0))", "return (-val_acc(t), 0)", "tests/test_study.py", "ties_go"),
     ("AI", "harness/cli.py", "              f\"(exit codes {outcome.bad_codes})\", file=sys.stderr)  # fmt: skip\n        return 1", "              f\"(exit codes {outcome.bad_codes})\", file=sys.stderr)  # fmt: skip\n        return 0", "tests/test_cli_errors.py", "workers_failed"),
     ("AA", "harness/runner.py", "os.kill(p.pid, signal.SIGTERM)", "pass", "tests/test_workers.py", "ctrl_c_or_sigterm_marks and sigterm-jobs-2 and not group"),
-    ("Z", "harness/runner.py", "threads = 0 if gpus else max(1, (os.cpu_count() or 1) // plan.jobs)", "threads = 0", "tests/test_workers.py", "share_of_the_cores"),
+    ("Z", "harness/runner.py", "threads = 0 if gpus else _worker_threads(_workers_started(plan))", "threads = 0", "tests/test_workers.py", "share_of_the_cores"),
+    ("D3", "harness/spec.py", "if not (block.dropout >= 0.0 and block.dropout < 1.0):", "if False:", "tests/test_user_space_errors.py", "nan-dropout"),
     ("D2", "harness/data.py", "    tr = slice(0, min(cut, train_limit) if train_limit else cut)", "    tr = slice(0, min(n, train_limit) if train_limit else n)", "tests/test_train.py", "validation_is_the_last"),
 ]
 

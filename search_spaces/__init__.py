@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import importlib.util
 import inspect
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 import optuna
 
 from harness.config import toml_value
-from harness.spec import ArchSpec, InvalidSpecError, check_fields, check_names
+from harness.spec import ArchSpec, InvalidSpecError, check_fields, check_names, check_values
 from search_spaces import compact, modern, seed
 
 __all__ = [
@@ -183,6 +184,20 @@ def _checked_results(func: Callable[[optuna.trial.BaseTrial], Any]) -> Callable[
     return suggest
 
 
+def _bound(x: float, value: Any, low: bool) -> str:
+    """A float range's end for a message about ``value`` outside it: 6 significant digits, or as
+    many more as keep ``value`` outside the end as written (a range computed from a recipe, the
+    learning rate's lr / 3 to lr * 3, read [0.016666666666666666, 0.15000000000000002]; rounded
+    alone, 0.0333333 "must be a number in [0.0333333, 0.3]")."""
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    outside = numeric and (value < x if low else value > x)  # the end the value is past
+    for digits in range(6, 18):
+        text = f"{x:.{digits}g}"
+        if not outside or ((value < float(text)) if low else (value > float(text))):
+            break
+    return text if any(c in text for c in ".eninf") else text + ".0"
+
+
 def checked_spec(result: Any) -> ArchSpec:
     """``result`` if it is a valid ArchSpec (lists of blocks or convs made tuples), else
     SpaceResultError saying what is wrong. A misspelt name is the space's mistake, not a
@@ -214,14 +229,23 @@ def _check_suggest(space: SearchSpace) -> dict[str, optuna.distributions.BaseDis
         for _ in range(PROBE_DRAWS):
             trial = study.ask()
             try:
-                space.suggest(trial)
-                return {**drawn, **trial.distributions}
+                spec = space.suggest(trial)
             except optuna.TrialPruned:
                 drawn.update(trial.distributions)
+                continue
             except SpaceResultError as exc:
                 raise UnknownSearchSpaceError(f"{space.where} {exc}") from None
             except (Exception, SystemExit) as exc:
                 raise UnknownSearchSpaceError(f"{space.where} failed: {exc.__class__.__name__}: {exc}") from None
+            # A value no layout builds (a width under 1, a dropout of NaN, no blocks) in the probe's
+            # draw is a mistake in the space, refused now: at trial time such a draw is rejected as
+            # invalid and the run goes on, and a space that always draws one would spend every
+            # trial so (a range that only sometimes reaches one is not refused, unless this draw does).
+            try:
+                check_values(spec)
+            except InvalidSpecError as exc:
+                raise UnknownSearchSpaceError(f"{space.where} returned an ArchSpec no layout can build: {exc}") from None
+            return {**drawn, **trial.distributions}
     finally:
         optuna.logging.set_verbosity(verbosity)
     raise UnknownSearchSpaceError(f"{space.where} rejected (optuna.TrialPruned) each of {PROBE_DRAWS} random draws")
@@ -327,7 +351,8 @@ class _CheckingTrial(optuna.trial.FixedTrial):
                 self.params_given[name] = self._params[name] = value
         if not ok:
             grid = f" in steps of {step}" if step is not None else ""
-            raise _BadParam(name, f"parameter {name!r} = {toml_value(value)} must be a number in [{low}, {high}]{grid}")
+            raise _BadParam(name, f"parameter {name!r} = {toml_value(value)} must be a number in "
+                                  f"[{_bound(low, value, True)}, {_bound(high, value, False)}]{grid}")  # fmt: skip
         return super().suggest_float(name, low, high, step=step, log=log)
 
 

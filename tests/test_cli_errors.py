@@ -1916,3 +1916,50 @@ def test_report_into_dev_stdout_appends_to_the_log_it_is_redirected_to(trained_s
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert log.read_text() == f"before\n{plain.read_text()}report: {tmp_path / 'r.html'} (1 trial); table: {name}\n"
+
+
+@pytest.mark.parametrize("option", ["--trial", "--seed"])
+def test_export_refuses_an_option_naming_one_thing_given_twice(tmp_path, capsys, option):
+    """`export --trial 2 --trial 0` exported trial 0 alone (argparse keeps the last), with no
+    word about trial 2, though `retrain --trial` repeats: a one-line error, exit 2."""
+    study = tmp_path / "s.toml"
+    study.write_text('[study]\nname = "s"\n')
+    before = _snapshot(tmp_path)
+    extra = ["--trial", "1"] if option == "--seed" else []
+    with pytest.raises(SystemExit) as exited:  # argparse's exit, after the one line
+        main(["export", str(study), *extra, option, "2", option, "0"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (f"harness: error: argument {option}: given twice (2, then 0): harness export takes one; "
+                   "run it once for each (see harness export --help)\n"), err
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_study_file_name_that_is_no_study_name_is_said_to_come_from_the_file_name(tmp_path, capsys):
+    """No study.name: the file's name is the study's. One that is no valid name (`münchen.toml`)
+    was refused as "study.name must be ..., got "münchen"", a key the user never wrote."""
+    study = tmp_path / "münchen.toml"
+    study.write_text("[study]\nbudget = 20000\n")
+    before = _snapshot(tmp_path)
+    assert main(["status", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f'harness: error: {study}: the file name "münchen", the study\'s name when study.name is not set, '
+                   "is no valid name: set study.name to 1-100 characters of letters, digits, '.', '_' or '-', "
+                   "starting with a letter or digit\n"), err
+    assert _snapshot(tmp_path) == before
+    study.write_text('[study]\nname = "munich"\nbudget = 20000\n')  # a name given: the file's own is no matter
+    assert main(["status", str(study)]) == 2
+    assert "no study database yet" in capsys.readouterr().err
+
+
+def test_a_computed_float_range_is_written_to_six_digits_in_its_message():
+    """The learning rate's range is the study's lr / 3 to lr * 3: an enqueued lr outside it was
+    told "must be a number in [0.016666666666666666, 0.15000000000000002]"; never rounded onto
+    the value it refuses."""
+    from search_spaces import _CheckingTrial
+
+    with pytest.raises(ValueError, match=r"^parameter 'lr' = 100.0 must be a number in \[0.0166667, 0.15\]$"):
+        _CheckingTrial({"lr": 100.0}).suggest_float("lr", 0.05 / 3, 0.05 * 3, log=True)
+    # rounded to 6 digits the end would be the value itself: the digits it takes to stay past it
+    with pytest.raises(ValueError, match=r"^parameter 'lr' = 0.0333333 must be a number in \[0.03333333, 0.3\]$"):
+        _CheckingTrial({"lr": 0.0333333}).suggest_float("lr", 0.1 / 3, 0.3, log=True)

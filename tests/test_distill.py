@@ -290,6 +290,12 @@ def _bad_teacher(folder: Path, kind: str, files) -> Path:
     elif kind == "folder":
         target.mkdir()
         return target
+    elif kind == "card-without-pt2":  # the card of an ONNX-only export of the same trial
+        shutil.copy(searched, target)
+        card = json.loads(searched.with_suffix(".json").read_text())
+        card["files"] = {"onnx": {"path": "bad.onnx", "sha256": "0" * 64, "bytes": 1}}
+        target.with_suffix(".json").write_text(json.dumps(card))
+        return target
     elif kind == "card-not-an-object":  # valid JSON, but no model card
         shutil.copy(searched, target)
         target.with_suffix(".json").write_text("[1, 2]")
@@ -313,6 +319,7 @@ def _bad_teacher(folder: Path, kind: str, files) -> Path:
     ("folder", 100, ["bad.pt2", "a folder, not a file"]),
     ("card-not-an-object", 100, ["bad.pt2", "not valid JSON"]),
     ("card-of-another-file", 100, ["bad.pt2", "describes another file"]),
+    ("card-without-pt2", 100, ["bad.pt2", "bad.json lists no .pt2 file (it lists onnx)"]),
     ("no-card", 100, ["bad.pt2", "model card", "bad.json", "missing"]),
     ("saw-validation", 100, ["bad.pt2", "retrained on every training image", "last 100", "leak"]),
     ("held-out-too-few", 200, ["all but the last 100", "last 200", "val_size >= 200"]),

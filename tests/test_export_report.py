@@ -114,6 +114,53 @@ def test_export_writes_verified_files_and_card(tiny_study):
     assert proc.stdout.count("-> OK") == 3  # the eager model against the record, then each file
 
 
+def test_an_export_in_another_format_keeps_the_earlier_files_of_that_network_in_the_card(tiny_study, capsys):
+    """`export --format pt2`, then `--format onnx` of the same trial: the second card lists both
+    files (the .pt2 checked again against the network), not the ONNX file alone with the .pt2
+    left on disk described by nothing (and refused as a distillation teacher for that). A file of
+    another network under the same name is not listed."""
+    from harness.teacher import check_search_teacher
+
+    out = tiny_study / "two-formats"
+    study = tiny_study / "tiny.toml"
+    trial = _study(tiny_study).best_trial.number
+    assert main(["export", str(study), "--trial", str(trial), "--out", str(out), "--format", "pt2"]) == 0
+    pt2 = out / f"tiny-trial{trial}.pt2"
+    pt2_bytes = pt2.read_bytes()
+    pt2_card = json.loads((out / f"tiny-trial{trial}.json").read_text())
+    capsys.readouterr()
+    assert main(["export", str(study), "--trial", str(trial), "--out", str(out), "--format", "onnx"]) == 0
+    assert f"pt2         {pt2}: kept from an earlier export, 0 of 300 predictions differ from PyTorch -> OK" \
+        in capsys.readouterr().out
+    card = json.loads((out / f"tiny-trial{trial}.json").read_text())
+    assert sorted(card["files"]) == ["onnx", "pt2"] and pt2.read_bytes() == pt2_bytes
+    assert card["files"]["pt2"]["sha256"] == hashlib.sha256(pt2_bytes).hexdigest()
+    assert card["verification"]["pt2"]["passed"] and card["verification"]["pt2"]["predictions_differing_from_pytorch"] == 0
+    assert card["files"]["pt2"]["written_by_earlier_export"] == {  # whose harness and torch wrote it
+        "exported_at": pt2_card["exported_at"], "versions": pt2_card["versions"]}
+    assert "written_by_earlier_export" not in card["files"]["onnx"]
+    check_search_teacher(pt2, 100)  # described by its card again: no "describes another file"
+    other = next(t.number for t in _study(tiny_study).get_trials()
+                 if t.state == optuna.trial.TrialState.COMPLETE and t.number != trial
+                 and "duplicate_of" not in t.user_attrs)  # fmt: skip
+    assert main(["export", str(study), "--trial", str(other), "--out", str(out), "--format", "pt2"]) == 0
+    (out / f"tiny-trial{other}.pt2").replace(out / f"tiny-trial{trial}.pt2")  # another network's file, and
+    card["files"]["pt2"]["sha256"] = hashlib.sha256(pt2.read_bytes()).hexdigest()  # a card that lists it
+    (out / f"tiny-trial{trial}.json").write_text(json.dumps(card))
+    capsys.readouterr()
+    assert main(["export", str(study), "--trial", str(trial), "--out", str(out), "--format", "onnx"]) == 0
+    assert "no longer described by the model card" in capsys.readouterr().out
+    assert sorted(json.loads((out / f"tiny-trial{trial}.json").read_text())["files"]) == ["onnx"]
+    # a file the card lists that no runtime here can load: not listed again, and the export goes on
+    pt2.write_bytes(b"PK\x03\x04 not a program")
+    card = json.loads((out / f"tiny-trial{trial}.json").read_text())
+    card["files"]["pt2"] = {"path": pt2.name, "sha256": hashlib.sha256(pt2.read_bytes()).hexdigest(), "bytes": 1}
+    (out / f"tiny-trial{trial}.json").write_text(json.dumps(card))
+    assert main(["export", str(study), "--trial", str(trial), "--out", str(out), "--format", "onnx"]) == 0
+    assert "no longer described by the model card" in capsys.readouterr().out
+    assert sorted(json.loads((out / f"tiny-trial{trial}.json").read_text())["files"]) == ["onnx"]
+
+
 _USER_SCRIPT = """
 import sys
 sys.modules["harness"] = None  # any import of the harness now fails

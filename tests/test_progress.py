@@ -180,6 +180,32 @@ def test_cpu_estimate_counts_every_seed_of_a_repeated_candidate(tmp_path, synthe
         assert said in cpu_time_estimate(load_study_config(plan.study_file), plan)
 
 
+def test_cpu_estimate_times_the_batch_training_uses_not_a_batch_larger_than_the_training_set(
+        tmp_path, synthetic_root, monkeypatch):  # fmt: skip
+    """train.batch_size over the training images: training takes one batch of all of them per
+    epoch, and the estimate times that batch (it built 100,000-image batches of random images
+    and was killed for memory, 24 GB, before the run printed a line); a batch over
+    ESTIMATE_BATCH_CAP is timed at the cap and scaled per image."""
+    import harness.runner
+    import harness.train
+    from harness.config import load_study_config
+    from harness.runner import cpu_time_estimate, plan_run
+
+    timed = []
+    monkeypatch.setattr(harness.train, "seconds_per_step", lambda spec, cfg, *a, **k: timed.append(cfg.batch_size) or 0.4)
+    (tmp_path / "b.toml").write_text(f'[study]\nname = "b"\nn_trials = 2\n[data]\ndir = "{synthetic_root}"\n'
+                                     'val_size = 100\n[train]\nepochs = 15\nbatch_size = 100000\n')  # fmt: skip
+    plan = plan_run(str(tmp_path / "b.toml"), device="cpu")
+    text = cpu_time_estimate(load_study_config(plan.study_file), plan)
+    assert timed == [500], timed  # the 500 training images: one step an epoch
+    assert "~6 s per 15-epoch trial of the 500-image-batch baseline on 500 images" in text, text
+    # a batch over the cap is timed at the cap and counted per image (5 times a 100-image step)
+    monkeypatch.setattr(harness.runner, "ESTIMATE_BATCH_CAP", 100)
+    text = cpu_time_estimate(load_study_config(plan.study_file), plan)
+    assert timed == [500, 100], timed
+    assert "~30 s per 15-epoch trial of the 500-image-batch baseline on 500 images" in text, text
+
+
 def test_cpu_estimate_with_jobs_is_timed_with_a_workers_share_of_the_cores(tmp_path, synthetic_root, monkeypatch):
     """--jobs K on a CPU: each worker trains with cores // K threads, so the estimate times a
     step with that many (helper-39: timed with all of them, then divided by K, it came out

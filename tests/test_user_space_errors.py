@@ -80,6 +80,14 @@ READ_TIME = [
      ["blocks[0].convs[0].out_channels must be an integer, got float 8.5"]),
     ("three-channels", _space("").replace("head='gap')", "head='gap', in_channels=3)"), "space.py:suggest",
      ["in_channels = 3", "in_channels must be 1"]),
+    # values no layout makes valid: the space's mistake, not a candidate to reject as invalid every trial
+    ("negative-width", HEADER + "def suggest(trial):\n    w = trial.suggest_int('w', -4, -1)\n"
+     "    return ArchSpec(blocks=(BlockSpec(convs=(ConvSpec(w),)),), head='gap')\n", "space.py:suggest",
+     ["blocks[0].convs[0].out_channels must be >= 1, got -"]),
+    ("nan-dropout", _space("").replace("(ConvSpec(w),)", "(ConvSpec(w),), dropout=float('nan')"), "space.py:suggest",
+     ["blocks[0].dropout must be in [0, 1), got nan"]),
+    ("no-blocks", HEADER + "def suggest(trial):\n    trial.suggest_int('w', 4, 16)\n    return ArchSpec(blocks=())\n",
+     "space.py:suggest", ["blocks must hold at least one BlockSpec, got none"]),
     ("a-class", _space(""), "space.py:ArchSpec", ["'ArchSpec' is a class, not a function"]),
     ("not-callable", "suggest = 5\n", "space.py:suggest", ["'suggest' is not a function (int)"]),
 ]
