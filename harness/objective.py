@@ -16,9 +16,9 @@ Trial outcomes, as recorded in the storage:
   raising ``optuna.TrialPruned``); also infeasible, also never built.
 * ``duplicate_of = N``: the sampler proposed exactly the parameters of an earlier trial N,
   and they built the same architecture, which was already trained (or is training); not
-  trained again. COMPLETE with trial N's
-  value when N completed, else PRUNED with N's validation curve, so the sampler still
-  learns what that point scored; never counted as a trained result.
+  trained again. COMPLETE with trial N's value when N completed, else PRUNED with N's
+  validation curve, so the sampler still learns what that point scored; never counted as a
+  trained result.
 * PRUNED without ``rejected``: stopped by the pruner after ``epochs_run`` epochs.
 * FAIL: an error during training (``fail_reason`` recorded). Or a user's search space
   failed on the trial's proposal (raised, or returned no valid ArchSpec): ``fail_reason``

@@ -300,6 +300,16 @@ def _protocol_note(candidates: list[_Entry]) -> str:
             "validation scores of different protocols compare the protocols too")
 
 
+def _status(entries: list[_Entry], pick: _Entry | None, acc: float, size: str) -> str:
+    """A target's verdict: its validation pick's mean against ``acc``, or why there is none
+    (nothing retrained; nothing retrained of the target's ``size``, e.g. "<= 3,700")."""
+    if not entries:
+        return "not retrained yet"
+    if pick is None:
+        return f"NOT reached: no retrained architecture has {size} parameters (smallest: {min(e.params for e in entries):,})"
+    return "reached" if pick.mean >= acc else "NOT reached"
+
+
 def _test_max_note(pick: _Entry, candidates: list[_Entry]) -> str:
     """Where another candidate has a higher test mean than the validation's pick: that one named,
     as what it is (a maximum over noisy means, chosen on test), so a reader sees both."""
@@ -349,20 +359,8 @@ def write_results(studies: list[tuple], out: Path, exports: Path, *, note: str =
     ]
     if note:
         lines += [f"**{note}**", ""]
-    if not entries:
-        status1 = "not retrained yet"
-    elif pick1 is None:
-        status1 = (f"NOT reached: no retrained architecture has fewer than {TOP_TARGET_PARAMS:,} parameters"
-                   f" (smallest: {min(e.params for e in entries):,})")  # fmt: skip
-    else:
-        status1 = "reached" if pick1.mean >= TOP_TARGET_ACC else "NOT reached"
-    if not entries:
-        status2 = "not retrained yet"
-    elif pick2 is None:
-        status2 = (f"NOT reached: no retrained architecture has <= {SMALL_TARGET_PARAMS:,} parameters"
-                   f" (smallest: {min(e.params for e in entries):,})")  # fmt: skip
-    else:
-        status2 = "reached" if pick2.mean >= SMALL_TARGET_ACC else "NOT reached"
+    status1 = _status(entries, pick1, TOP_TARGET_ACC, f"fewer than {TOP_TARGET_PARAMS:,}")
+    status2 = _status(entries, pick2, SMALL_TARGET_ACC, f"<= {SMALL_TARGET_PARAMS:,}")
     lines += [
         "## Targets",
         "",
