@@ -446,8 +446,10 @@ def export_trial(
                              "here): left as it is, no longer described by the model card")  # fmt: skip
         ok = record["passed"] and all(v["passed"] for v in verification.values())
         card = model_card(study, trial, spec, record, described, verification, storage_label, retrained)
-        for fmt in described.keys() - written.keys():  # written by that export's harness and torch, not this one's
-            card["files"][fmt]["written_by_earlier_export"] = {key: earlier.get(key) for key in ("exported_at", "versions")}
+        for fmt in described.keys() - written.keys():  # written by an earlier export's harness and torch, not this one's
+            first = earlier["files"][fmt].get("written_by_earlier_export")  # kept once already: by the export before it
+            card["files"][fmt]["written_by_earlier_export"] = first if isinstance(first, dict) else \
+                {key: earlier.get(key) for key in ("exported_at", "versions")}  # fmt: skip
         (partial / paths["card"].name).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
         with interrupts_held():
             for fmt in formats:

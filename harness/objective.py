@@ -418,7 +418,8 @@ class Objective:
         nothing: equal parameters alone do not make the same network).
 
         Training the same point again would only add seed noise to the ranking. Only earlier
-        trials count (two workers proposing one point at once: the later one yields), and only
+        trials count (two workers proposing one point at once: the later one yields, once the
+        earlier has built its architecture; one still drawing is no original yet), and only
         trained or training ones (a FAILed original is tried again). The repeat is marked
         ``duplicate_of`` and:
 

@@ -278,15 +278,20 @@ def _protocol(e: _Entry) -> str:
     """How the search scored the entry's trial on validation: its epochs and training images, and
     the validation images ("20 epochs on 50,000 images, scored on 10,000")."""
     ua = dict(e.trial.user_attrs)
-    # trials recorded before held_out_train_images was: the study's validation split (as export does)
+    # trials recorded before train_images and held_out_train_images were: the study's split
+    data = e.study.user_attrs.get("data") or {}
     if ua.get("held_out_train_images") is None:
-        ua["held_out_train_images"] = (e.study.user_attrs.get("data") or {}).get("val_size")
+        ua["held_out_train_images"] = data.get("val_size")
+    if ua.get("train_images") is None and isinstance(data.get("val_size"), int):
+        ua["train_images"] = data.get("train_limit") or 60_000 - data["val_size"]
 
     def n(key: str) -> str:
         return f"{ua[key]:,}" if isinstance(ua.get(key), int) else "?"
 
     epochs = counted(ua["epochs_run"], "epoch") if isinstance(ua.get("epochs_run"), int) else "? epochs"
-    return f"{epochs} on {n('train_images')} images, scored on {n('held_out_train_images')}"
+    seeds = len(ua.get("repeat_seeds") or [])  # study.repeats: the score is a mean over that many runs
+    mean = f", mean of {seeds} seeds" if seeds > 1 else ""
+    return f"{epochs} on {n('train_images')} images, scored on {n('held_out_train_images')}{mean}"
 
 
 def _protocol_note(candidates: list[_Entry]) -> str:

@@ -139,6 +139,11 @@ def test_an_export_in_another_format_keeps_the_earlier_files_of_that_network_in_
     assert card["files"]["pt2"]["written_by_earlier_export"] == {  # whose harness and torch wrote it
         "exported_at": pt2_card["exported_at"], "versions": pt2_card["versions"]}
     assert "written_by_earlier_export" not in card["files"]["onnx"]
+    # kept again by a third export: still the export that wrote it, not the one that kept it
+    (out / f"tiny-trial{trial}.json").write_text(json.dumps(dict(card, exported_at="2000-01-01T00:00:00+00:00")))
+    assert main(["export", str(study), "--trial", str(trial), "--out", str(out), "--format", "onnx"]) == 0
+    again = json.loads((out / f"tiny-trial{trial}.json").read_text())
+    assert again["files"]["pt2"]["written_by_earlier_export"]["exported_at"] == pt2_card["exported_at"]
     check_search_teacher(pt2, 100)  # described by its card again: no "describes another file"
     other = next(t.number for t in _study(tiny_study).get_trials()
                  if t.state == optuna.trial.TrialState.COMPLETE and t.number != trial

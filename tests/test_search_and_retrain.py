@@ -577,6 +577,23 @@ def test_results_say_when_a_target_s_candidates_were_scored_under_different_prot
                "different protocols compare the protocols too" in one, (key, one)
 
 
+def test_a_search_protocol_is_read_from_the_study_where_an_older_trial_lacks_it():
+    """A trial recorded before train_images and held_out_train_images were: its protocol is the
+    study's split (val_size, train_limit or the rest of MNIST's 60,000), not "?" (which named
+    two protocols where there was one); study.repeats says the score is a mean."""
+    from harness.results import _Entry, _protocol
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("data", {"val_size": 10_000, "train_limit": 0, "test_limit": 0})
+    study.add_trial(optuna.trial.create_trial(value=0.99, user_attrs={"val_acc": 0.99, "epochs_run": 20}))
+    study.add_trial(optuna.trial.create_trial(value=0.99, user_attrs={
+        "val_acc": 0.99, "epochs_run": 20, "train_images": 50_000, "held_out_train_images": 10_000,
+        "repeat_seeds": [1, 2, 3]}))  # fmt: skip
+    old, repeated = (_protocol(_Entry(None, "", study, {"trial": n})) for n in (0, 1))
+    assert old == "20 epochs on 50,000 images, scored on 10,000"
+    assert repeated == "20 epochs on 50,000 images, scored on 10,000, mean of 3 seeds"
+
+
 def test_results_say_how_many_standard_errors_each_verdict_stands_from_its_target(tmp_path):
     """Each target line gives the winner's distance from the target in pp and in standard errors
     of its mean over seeds (sample stdev / sqrt(seeds)), so a verdict that other seeds could turn

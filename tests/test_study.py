@@ -599,6 +599,7 @@ def test_target_met_is_judged_on_the_test_set_not_on_validation(tmp_path, synthe
     ua = study.trials[0].user_attrs
     assert ua["test_acc"] >= 0.01 and ua["target_met"] is True
     assert "target 1.00%: met by the best trial's one search run" in summarize(study).verdict()
+    assert summarize(study).others_at_target == []  # the best trial is the verdict, not one of the others
 
 
 def _scored(val: float, test: float, params: int = 5_000, target: float = 0.994):
@@ -625,6 +626,20 @@ def test_the_target_verdict_is_the_validation_pick_s_not_the_highest_test_score(
     assert "      1 other trial scored 99.40% or more on the test set in a single search run (trials 1): " \
            "not chosen on validation, no claim" in lines, lines
     assert not any(": met" in line or "YES" in line for line in lines), lines
+
+
+def test_the_target_verdict_is_the_retrain_of_the_best_trial_not_of_another():
+    """Two trials retrained: the verdict is the retrain of the trial chosen on validation (under
+    the target here), not the highest retrained mean (another trial's, over it)."""
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("budget", 20_000)
+    study.set_user_attr("target", 0.994)
+    study.add_trial(_scored(val=0.993, test=0.9950))
+    study.add_trial(_scored(val=0.995, test=0.9931))  # the best on validation
+    for number, mean in ((0, 0.9952), (1, 0.9935)):
+        study.set_user_attr(f"retrain:trial{number}", {"trial": number, "seeds": 3, "mean": mean, "std": 0.0005,
+                                                       "epochs": 20, "train_images": 60_000})  # fmt: skip
+    assert summarize(study).verdict().startswith("target 99.40%: not met by the best trial's retrain, test 99.35% ")
 
 
 def test_the_target_verdict_of_a_retrained_best_trial_is_its_mean_over_seeds():
