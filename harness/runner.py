@@ -228,10 +228,10 @@ class _StopGate:
     interrupted, a resumed run retries it unless it stopped while its space drew). Outside
     one, while Optuna creates a trial (the sampler's proposal, the storage's writes) or tells
     one, the exception would leave a trial RUNNING that no heartbeat ever recorded: never
-    failed as stale, never retried, and counted as the retry of the trial it was retrying. There the stop is held: the objective raises it
-    at its start (that trial fails as interrupted, retried on resume), or the next callback
-    after a trial is told. A stop whose KeyboardInterrupt was lost
-    (:func:`raise_if_stop_was_lost`) is raised at the same two points."""
+    failed as stale, never retried, and counted as the retry of the trial it was retrying.
+    There the stop is held: the objective raises it at its start (that trial fails as
+    interrupted, retried on resume), or the next callback after a trial is told. A stop whose
+    KeyboardInterrupt was lost (:func:`raise_if_stop_was_lost`) is raised at the same two points."""
 
     def __init__(self) -> None:
         self.held = False  # inside study.optimize, outside a trial's objective

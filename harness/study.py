@@ -819,7 +819,9 @@ def summarize(study: optuna.Study, stale_after: float | None = None, n_trials: i
     feasible = feasible_trials(study)
     best = min(feasible, key=rank_key, default=None)
     others = [t.number for t in feasible if t.user_attrs.get("target_met") and (best is None or t.number != best.number)]
-    retrain = study.user_attrs.get(f"retrain:trial{best.number}") if best is not None else None  # harness.retrain.retrain_key
+    from harness.retrain import retrain_key  # here: harness.retrain imports this module
+
+    retrain = study.user_attrs.get(retrain_key(best.number)) if best is not None else None
     stale = {}
     if stale_after is not None and counts["running"]:
         stale = {n: age for n, age in heartbeat_ages(study).items() if age > stale_after}

@@ -67,7 +67,7 @@ MUTANTS = [
     ("Z", "harness/runner.py", "threads = 0 if gpus else _worker_threads(_workers_started(plan))", "threads = 0", "tests/test_workers.py", "share_of_the_cores"),
     ("D3", "harness/spec.py", "if not (block.dropout >= 0.0 and block.dropout < 1.0):", "if False:", "tests/test_user_space_errors.py", "nan-dropout"),
     ("V1", "harness/study.py", "and (best is None or t.number != best.number)]", "]", "tests/test_study.py", "target_met_is_judged"),
-    ("V2", "harness/study.py", 'retrain = study.user_attrs.get(f"retrain:trial{best.number}") if best is not None else None',
+    ("V2", "harness/study.py", 'retrain = study.user_attrs.get(retrain_key(best.number)) if best is not None else None',
      'retrain = max((v for k, v in study.user_attrs.items() if k.startswith("retrain:")), key=lambda v: v["mean"], default=None)',
      "tests/test_study.py", "retrain_of_the_best_trial_not"),
     ("V3", "harness/objective.py", '            if t.user_attrs.get("spec") is None or t.user_attrs["spec"] != trial.user_attrs.get("spec"):',
